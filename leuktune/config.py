@@ -1,0 +1,389 @@
+"""The experiment schema: one typed, validated description of a search.
+
+Everything downstream (data, models, trainer, tuner, leaderboard) reads an
+``ExperimentConfig`` and never YAML, so a bad file fails here, before any Ray
+resource is used, with the file, the key and what was expected.
+
+A searchable entry is written in YAML as a plain value or as one of
+``{choice: [...]}``, ``{loguniform: [lo, hi]}``, ``{uniform: [lo, hi]}``,
+``{int: [lo, hi]}``; it is parsed into a ``Distribution`` object. A trial's
+concrete configuration is the same schema with every distribution replaced by the
+value Optuna drew (``ExperimentConfig.with_params``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+# The metrics every trial reports on its validation split and the final
+# evaluation reports on the test split; the leaderboard has val_* and test_* columns.
+METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "f1_macro",
+    "f1_weighted",
+    "precision_macro",
+    "recall_macro",
+    "roc_auc",
+    "loss",
+)
+SearchMetric = Literal[tuple(f"val_{m}" for m in METRICS)]  # type: ignore[valid-type]
+
+SYNTHETIC_CLASSES = ("ALL", "AML", "CLL", "CML", "MM", "healthy")
+
+# torchvision-only architectures that timm does not provide.
+TORCHVISION_BACKBONES = ("alexnet", "googlenet")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the researcher who wrote the file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- #
+# Search-space distributions
+# --------------------------------------------------------------------------- #
+
+
+class Choice(_Strict):
+    choice: list[Any] = Field(min_length=1)
+
+
+class LogUniform(_Strict):
+    loguniform: tuple[float, float]
+
+
+class Uniform(_Strict):
+    uniform: tuple[float, float]
+
+
+class IntRange(_Strict):
+    int_: tuple[int, int] = Field(alias="int")
+
+
+Distribution = Union[Choice, LogUniform, Uniform, IntRange]
+_DISTRIBUTIONS: dict[str, type[_Strict]] = {
+    "choice": Choice,
+    "loguniform": LogUniform,
+    "uniform": Uniform,
+    "int": IntRange,
+}
+
+
+def is_distribution(value: Any) -> bool:
+    return isinstance(value, (Choice, LogUniform, Uniform, IntRange))
+
+
+def _searchable(value_type: Any, kinds: tuple[str, ...]) -> Any:
+    """A field that holds either a plain ``value_type`` or a distribution over it.
+
+    Each choice and each bound is checked against ``value_type``, so a negative
+    learning rate inside ``{loguniform: [...]}`` is caught as surely as a plain one.
+    """
+    adapter = TypeAdapter(value_type)
+    forms = ", ".join(
+        {"choice": "{choice: [...]}", "loguniform": "{loguniform: [lo, hi]}",
+         "uniform": "{uniform: [lo, hi]}", "int": "{int: [lo, hi]}"}[k]
+        for k in kinds
+    )
+
+    def check(value: Any) -> Any:
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as err:
+            msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{msg} (got {value!r})") from None
+
+    def parse(raw: Any) -> Any:
+        if is_distribution(raw):
+            raw = raw.model_dump(by_alias=True)
+        if not isinstance(raw, dict):
+            return check(raw)
+        if len(raw) != 1 or next(iter(raw)) not in kinds:
+            raise ValueError(
+                f"expected a plain value or one of {forms}; got a mapping with keys "
+                f"{sorted(map(str, raw))}"
+            )
+        kind, spec = next(iter(raw.items()))
+        if kind == "choice":
+            if not isinstance(spec, list) or not spec:
+                raise ValueError("a choice needs a non-empty list of values")
+            return Choice(choice=[check(v) for v in spec])
+        if not isinstance(spec, (list, tuple)) or len(spec) != 2:
+            raise ValueError(f"{{{kind}: ...}} needs exactly two bounds [lo, hi]")
+        lo, hi = check(spec[0]), check(spec[1])
+        if not lo < hi:
+            raise ValueError(f"{{{kind}: [{lo}, {hi}]}}: the lower bound must be below the upper")
+        if kind == "loguniform" and lo <= 0:
+            raise ValueError(f"{{loguniform: [{lo}, {hi}]}}: bounds must be positive")
+        return _DISTRIBUTIONS[kind].model_validate({kind: [lo, hi]})
+
+    return Annotated[Any, AfterValidator(parse)]
+
+
+def _known_backbone(name: str) -> str:
+    import timm  # imported here: validating a config should not pay for timm otherwise
+
+    if name in TORCHVISION_BACKBONES or timm.is_model(name):
+        return name
+    close = difflib.get_close_matches(name, timm.list_models() + list(TORCHVISION_BACKBONES), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown backbone {name!r}: not a timm model nor one of {TORCHVISION_BACKBONES}{hint}")
+
+
+BackboneName = Annotated[str, AfterValidator(_known_backbone)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+# --------------------------------------------------------------------------- #
+# Sections
+# --------------------------------------------------------------------------- #
+
+
+class SplitConfig(_Strict):
+    train: float = Field(0.6, gt=0, lt=1)
+    val: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitConfig":
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"train + val + test must be 1.0, got {total:g}")
+        return self
+
+
+class SyntheticConfig(_Strict):
+    """The built-in procedural blood-smear set (see leuktune.data.synthetic)."""
+
+    classes: list[Literal[SYNTHETIC_CLASSES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(SYNTHETIC_CLASSES), min_length=2
+    )
+    images_per_class: int = Field(150, ge=5)
+    image_size: int = Field(96, ge=32, le=1024)
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    source: Literal["imagefolder", "synthetic"] = "synthetic"
+    root: Optional[Path] = Field(
+        None, description="dataset folder; for synthetic, where to write it (default: under storage)"
+    )
+    image_size: int = Field(64, ge=16, le=1024)
+    split: SplitConfig = SplitConfig()
+    on_bad_image: Literal["error", "skip"] = "error"
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @model_validator(mode="after")
+    def _root_when_needed(self) -> "DataConfig":
+        if self.source != "synthetic" and self.root is None:
+            raise ValueError(f"data.root is required for source {self.source!r}")
+        return self
+
+
+class ModelConfig(_Strict):
+    backbone: _searchable(BackboneName, ("choice",)) = Choice(
+        choice=["test_resnet", "test_efficientnet", "resnet18"]
+    )
+    pretrained: bool = False
+    head: _searchable(Literal["linear"], ("choice",)) = "linear"
+    dropout: _searchable(Fraction, ("choice", "uniform")) = 0.0
+
+
+class AugmentConfig(_Strict):
+    flip: bool = True
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(8, ge=1)
+    batch_size: _searchable(PositiveInt, ("choice", "int")) = 32
+    lr: _searchable(PositiveFloat, ("choice", "loguniform", "uniform")) = LogUniform(
+        loguniform=(1e-3, 1e-2)
+    )
+    weight_decay: _searchable(Annotated[float, Field(ge=0)], ("choice", "loguniform", "uniform")) = 1e-4
+    augment: AugmentConfig = AugmentConfig()
+
+
+class OptunaConfig(_Strict):
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+
+
+class SearcherConfig(_Strict):
+    optuna: OptunaConfig = OptunaConfig()
+
+
+class AshaConfig(_Strict):
+    grace_period: int = Field(2, ge=1)
+    reduction_factor: float = Field(2, gt=1)
+
+
+class SchedulerConfig(_Strict):
+    asha: Optional[AshaConfig] = AshaConfig()
+
+
+class SearchConfig(_Strict):
+    metric: SearchMetric = "val_balanced_accuracy"
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = Field(4, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    searcher: SearcherConfig = SearcherConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+
+
+class ResourcesConfig(_Strict):
+    workers_per_trial: int = Field(1, ge=1)
+    gpus_per_worker: float = Field(0, ge=0)
+    cpus_per_worker: float = Field(1, gt=0)
+
+
+class StorageConfig(_Strict):
+    path: str = "runs"
+
+
+# The sections whose fields may be searched. Leaf names are unique across them,
+# so a searched field is known by its leaf name in Optuna, Tune and the leaderboard.
+SEARCHABLE_SECTIONS = ("model", "train")
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field("synthetic-default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    search: SearchConfig = SearchConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    storage: StorageConfig = StorageConfig()
+
+    def searched(self) -> dict[str, Distribution]:
+        """The hyperparameters this experiment searches, by leaf name, in schema order."""
+        found: dict[str, Distribution] = {}
+        for section in SEARCHABLE_SECTIONS:
+            for key, value in getattr(self, section):
+                if is_distribution(value):
+                    found[key] = value
+        return found
+
+    def with_params(self, params: dict[str, Any]) -> "ExperimentConfig":
+        """The concrete configuration of one trial: distributions replaced by drawn values."""
+        updates: dict[str, dict[str, Any]] = {s: {} for s in SEARCHABLE_SECTIONS}
+        for section in SEARCHABLE_SECTIONS:
+            for key in type(getattr(self, section)).model_fields:
+                if key in params:
+                    updates[section][key] = params[key]
+        unknown = set(params) - {k for u in updates.values() for k in u}
+        if unknown:
+            raise ConfigError(f"parameters not in the schema: {sorted(unknown)}")
+        raw = self.to_dict()
+        for section, values in updates.items():
+            raw[section].update(values)
+        resolved = ExperimentConfig.model_validate(raw)
+        left = resolved.searched()
+        if left:
+            raise ConfigError(f"parameters still undrawn: {sorted(left)}")
+        return resolved
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @property
+    def run_dir(self) -> str:
+        return f"{self.storage.path.rstrip('/')}/{self.name}"
+
+
+# --------------------------------------------------------------------------- #
+# Loading
+# --------------------------------------------------------------------------- #
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read an experiment file (or the built-in default when ``path`` is None) and apply
+    ``--set key=value`` overrides. Raises ``ConfigError`` naming the file and key."""
+    source = str(path) if path is not None else "<built-in default>"
+    raw: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{source}: no such experiment file")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    for item in overrides:
+        _apply_override(raw, item)
+    if overrides:
+        source += " with --set " + " ".join(overrides)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, source)) from None
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    try:
+        node[parts[-1]] = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML: {err}") from None
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    problems = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
+        key = ".".join(loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            close = difflib.get_close_matches(loc[-1], allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"{key}: unknown key; {hint}expected one of {', '.join(allowed)}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = "" if e["type"] == "value_error" or "input" not in e else f" (got {e['input']!r})"
+            problems.append(f"{key}: {msg}{got}")
+    return f"{source}: invalid experiment configuration: " + "; ".join(problems) + "."
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        nested = [t for t in (field.annotation, *typing.get_args(field.annotation)) if field is not None
+                  and isinstance(t, type) and issubclass(t, BaseModel)] if field else []
+        if not nested:
+            return []
+        model = nested[0]
+    return [f.alias or name for name, f in model.model_fields.items()]

@@ -1,0 +1,234 @@
+"""A procedural blood-smear set, so leuktune runs end to end with no data to download.
+
+Each image is one stained white cell among red cells on a plasma background, drawn
+with the morphology that tells the classes apart in real smears:
+
+- ALL: lymphoblast, round nucleus filling most of the cell, fine chromatin, thin blue rim.
+- AML: large myeloblast, oval nucleus with pale nucleoli, grey-blue cytoplasm, sometimes an Auer rod.
+- CLL: small mature lymphocyte, dense dark nucleus with clumped chromatin.
+- CML: granular myelocyte, eccentric kidney/band nucleus, pink cytoplasm full of dark granules.
+- MM: oval plasma cell, eccentric round nucleus, deep blue cytoplasm, pale perinuclear halo.
+- healthy: neutrophil, 3-5 small nuclear lobes joined by strands, pale granular cytoplasm.
+
+Size, position, rotation, stain colour, blur and noise vary per image, so the task is
+learnable but not trivial. Images are written as real PNG files in class folders, the
+same path a real dataset takes. Every image depends only on (seed, class, index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from leuktune.config import SYNTHETIC_CLASSES
+
+_MARKER = ".leuktune-synthetic.json"
+
+
+class _Canvas:
+    """An RGB float canvas drawn on at 2x and shrunk, for smooth cell outlines."""
+
+    def __init__(self, size: int, background: np.ndarray, rng: np.random.Generator):
+        self.size = size
+        # Low-frequency stain unevenness across the slide.
+        blotches = rng.normal(0, 6, (6, 6, 3)).astype(np.float32)
+        blotches = np.asarray(
+            Image.fromarray(np.uint8(np.clip(blotches + 128, 0, 255))).resize((size, size), Image.BICUBIC),
+            dtype=np.float32,
+        ) - 128
+        self.rgb = np.broadcast_to(background, (size, size, 3)).astype(np.float32) + blotches
+
+    def mask(self, shape: str, points, width: int = 0):
+        """The shape's coverage, cut to its bounding box (most shapes are small)."""
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        pad = width + 2
+        x0, y0 = max(0, int(min(xs)) - pad), max(0, int(min(ys)) - pad)
+        x1, y1 = min(self.size, int(max(xs)) + pad + 1), min(self.size, int(max(ys)) + pad + 1)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        layer = Image.new("L", (x1 - x0, y1 - y0), 0)
+        draw = ImageDraw.Draw(layer)
+        local = [(x - x0, y - y0) for x, y in points]
+        if shape == "polygon":
+            draw.polygon(local, fill=255)
+        else:
+            draw.line(local, fill=255, width=width)
+        return (slice(y0, y1), slice(x0, x1)), np.asarray(layer, dtype=np.float32) / 255.0
+
+    def paint(self, mask, colour, texture: np.ndarray | None = None, alpha: float = 1.0) -> None:
+        if mask is None:
+            return
+        box, cover = mask
+        colour = np.asarray(colour, dtype=np.float32)
+        fill = colour if texture is None else colour + texture[box][..., None]
+        a = alpha * cover[..., None]
+        self.rgb[box] = self.rgb[box] * (1 - a) + fill * a
+
+    def finish(self, out_size: int, rng: np.random.Generator) -> Image.Image:
+        img = Image.fromarray(np.uint8(np.clip(self.rgb, 0, 255)))
+        img = img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.6, 1.6) * self.size / 192))
+        img = img.resize((out_size, out_size), Image.LANCZOS)
+        noisy = np.asarray(img, dtype=np.float32) + rng.normal(0, rng.uniform(2, 6), (out_size, out_size, 3))
+        return Image.fromarray(np.uint8(np.clip(noisy, 0, 255)))
+
+
+def _ellipse(cx: float, cy: float, rx: float, ry: float, angle: float, n: int = 48, wobble=None):
+    """Polygon points of a rotated ellipse; ``wobble`` (n radii factors) roughens the outline."""
+    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
+    k = 1.0 if wobble is None else wobble
+    x, y = rx * np.cos(t) * k, ry * np.sin(t) * k
+    ca, sa = math.cos(angle), math.sin(angle)
+    return list(zip(cx + x * ca - y * sa, cy + x * sa + y * ca))
+
+
+def _jitter(rng, colour, amount=12):
+    return np.asarray(colour, dtype=np.float32) + rng.normal(0, amount, 3)
+
+
+def _wobble(rng, n=48, amount=0.04):
+    # Smooth irregularity: a few low harmonics, so outlines look organic, not polygonal.
+    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
+    k = np.ones(n)
+    for h in (2, 3, 5):
+        k += rng.normal(0, amount) * np.cos(h * t + rng.uniform(0, 2 * math.pi))
+    return k
+
+
+def _speckle(rng, size, amount, grain):
+    """Chromatin texture: noise with a grain size in pixels (fine vs clumped)."""
+    small = max(2, size // grain)
+    noise = rng.normal(0, 1, (small, small)).astype(np.float32)
+    up = Image.fromarray(noise).resize((size, size), Image.BICUBIC)
+    return np.asarray(up, dtype=np.float32) * amount
+
+
+def _red_cells(canvas: _Canvas, rng, s: float) -> None:
+    for _ in range(rng.integers(4, 10)):
+        cx, cy = rng.uniform(-0.05, 1.05, 2) * s
+        r = rng.uniform(0.08, 0.12) * s
+        colour = _jitter(rng, (215, 140, 150), 10)
+        canvas.paint(canvas.mask("polygon", _ellipse(cx, cy, r, r * rng.uniform(0.85, 1), rng.uniform(0, 6.3))),
+                     colour)
+        # Central pallor of a biconcave disc.
+        canvas.paint(canvas.mask("polygon", _ellipse(cx, cy, r * 0.45, r * 0.45, 0)), colour + 25, alpha=0.5)
+
+
+def _draw_white_cell(canvas: _Canvas, label: str, rng, s: float) -> None:
+    cx, cy = s / 2 + rng.normal(0, 0.04 * s, 2)
+    theta = rng.uniform(0, 2 * math.pi)
+    scale = rng.uniform(0.88, 1.12)
+    nucleus_colour = _jitter(rng, (105, 55, 145), 14)
+    ring = lambda r_frac: r_frac * s * scale  # noqa: E731 - radius as a fraction of the image
+
+    def blob(x, y, rx, ry, angle, colour, texture=None, alpha=1.0, rough=0.04):
+        m = canvas.mask("polygon", _ellipse(x, y, rx, ry, angle, n=48 if rx > 3 else 12,
+                                            wobble=_wobble(rng, n=48 if rx > 3 else 12, amount=rough)))
+        canvas.paint(m, colour, texture, alpha)
+
+    def along(dist, angle):
+        return cx + dist * math.cos(angle), cy + dist * math.sin(angle)
+
+    size = canvas.size
+    if label == "ALL":
+        r = ring(0.23)
+        blob(cx, cy, r, r * rng.uniform(0.9, 1), theta, _jitter(rng, (170, 190, 228)))
+        nx, ny = along(r * 0.06, theta)
+        blob(nx, ny, r * 0.86, r * 0.82, theta, nucleus_colour + 15, _speckle(rng, size, 7, 3))
+    elif label == "AML":
+        r = ring(0.33)
+        blob(cx, cy, r, r * rng.uniform(0.85, 1), theta, _jitter(rng, (165, 172, 212)))
+        nx, ny = along(r * 0.12, theta)
+        rn = r * 0.68
+        blob(nx, ny, rn, rn * 0.85, theta, nucleus_colour + 30, _speckle(rng, size, 6, 4))
+        for _ in range(rng.integers(2, 5)):
+            a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0, 0.5) * rn
+            px, py = nx + d * math.cos(a), ny + d * math.sin(a)
+            rr = rn * rng.uniform(0.1, 0.16)
+            blob(px, py, rr, rr, 0, _jitter(rng, (195, 175, 220), 6))
+        if rng.random() < 0.5:  # Auer rod in the cytoplasm
+            x0, y0 = along(-r * 0.75, theta + 0.3)
+            x1, y1 = along(-r * 0.45, theta + 0.5)
+            canvas.paint(canvas.mask("line", [(x0, y0), (x1, y1)], width=max(2, int(s / 90))), (190, 40, 80))
+    elif label == "CLL":
+        r = ring(0.16)
+        blob(cx, cy, r, r, theta, _jitter(rng, (180, 200, 232)))
+        clumps = _speckle(rng, size, 18, 10)
+        blob(cx, cy, r * 0.86, r * 0.84, theta, nucleus_colour - 40, clumps, rough=0.03)
+    elif label == "CML":
+        r = ring(0.29)
+        blob(cx, cy, r, r * rng.uniform(0.9, 1), theta, _jitter(rng, (228, 188, 208)))
+        for _ in range(rng.integers(60, 110)):  # dark primary/secondary granules
+            a, d = rng.uniform(0, 2 * math.pi), r * math.sqrt(rng.uniform(0, 0.9))
+            gx, gy = cx + d * math.cos(a), cy + d * math.sin(a)
+            g = s * rng.uniform(0.006, 0.011)
+            blob(gx, gy, g, g, 0, _jitter(rng, (120, 55, 115), 10), rough=0)
+        # Kidney/band nucleus: overlapping ellipses along an arc on one side of the cell.
+        arc0 = theta + rng.uniform(-0.3, 0.3)
+        for k in np.linspace(-0.9, 0.9, 5):
+            bx, by = along(r * 0.38, arc0 + k)
+            blob(bx, by, r * 0.26, r * 0.2, arc0 + k + math.pi / 2, nucleus_colour, _speckle(rng, size, 6, 5))
+    elif label == "MM":
+        r = ring(0.22)
+        aspect = rng.uniform(1.3, 1.55)
+        blob(cx, cy, r * aspect, r, theta, _jitter(rng, (75, 98, 172)))
+        nx, ny = along(r * aspect * 0.45, theta)
+        rn = r * 0.62
+        hx, hy = along(r * aspect * 0.02, theta)
+        blob(hx, hy, rn * 0.7, rn * 0.8, theta, _jitter(rng, (205, 208, 235), 6), alpha=0.85)  # perinuclear halo
+        blob(nx, ny, rn, rn * 0.95, theta, nucleus_colour - 25)
+        for k in range(rng.integers(6, 9)):  # clock-face chromatin
+            a = 2 * math.pi * k / 8 + rng.normal(0, 0.2)
+            px, py = nx + 0.55 * rn * math.cos(a), ny + 0.55 * rn * math.sin(a)
+            blob(px, py, rn * 0.17, rn * 0.17, 0, nucleus_colour - 60, rough=0)
+    elif label == "healthy":
+        r = ring(0.26)
+        blob(cx, cy, r, r * rng.uniform(0.92, 1), theta, _jitter(rng, (230, 208, 218)),
+             _speckle(rng, size, 5, 2))
+        lobes = int(rng.integers(3, 6))
+        centres = [along(r * 0.42, theta + 2 * math.pi * k / lobes * 0.75) for k in range(lobes)]
+        for (ax, ay), (bx, by) in zip(centres, centres[1:]):  # thin chromatin strands
+            canvas.paint(canvas.mask("line", [(ax, ay), (bx, by)], width=max(2, int(s / 100))), nucleus_colour)
+        for bx, by in centres:
+            rl = r * rng.uniform(0.22, 0.3)
+            blob(bx, by, rl, rl * 0.85, rng.uniform(0, 6.3), nucleus_colour - 10, _speckle(rng, size, 8, 6))
+    else:
+        raise ValueError(f"unknown synthetic class {label!r}; expected one of {SYNTHETIC_CLASSES}")
+
+
+def render(label: str, seed: int, index: int, size: int) -> Image.Image:
+    """One synthetic cell image; the same (label, seed, index, size) gives the same pixels."""
+    rng = np.random.default_rng([seed, SYNTHETIC_CLASSES.index(label), index])
+    s = 2 * size
+    canvas = _Canvas(s, _jitter(rng, (238, 222, 226), 8), rng)
+    _red_cells(canvas, rng, s)
+    _draw_white_cell(canvas, label, rng, s)
+    return canvas.finish(size, rng)
+
+
+def generate(root: str | Path, classes=SYNTHETIC_CLASSES, images_per_class: int = 150,
+             image_size: int = 96, seed: int = 0) -> Path:
+    """Write the set as ``root/<class>/<class>_<index>.png``; reuse it when already complete."""
+    root = Path(root)
+    params = {"classes": list(classes), "images_per_class": images_per_class,
+              "image_size": image_size, "seed": seed, "version": 1}
+    marker = root / _MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == params:
+        return root
+    for label in classes:
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(images_per_class):
+            render(label, seed, i, image_size).save(folder / f"{label}_{i:04d}.png")
+    marker.write_text(json.dumps(params))
+    return root
+
+
+def default_root(storage_path: str, params: dict) -> Path:
+    """Where the synthetic set lives when data.root is not given: keyed by its parameters."""
+    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(storage_path) / "datasets" / f"synthetic-{key}"

@@ -1,0 +1,59 @@
+"""The one leaderboard schema: ``leaderboard.parquet`` (a row per trial) and
+``history.parquet`` (a row per trial-epoch), readable by pandas, pyarrow, DuckDB, Polars.
+
+Rows are appended as trials finish, by rewriting the file to a temporary name and
+renaming it over the old one, so a search killed at any moment leaves a complete,
+readable file holding every trial that had finished.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from leuktune.config import METRICS
+
+LEADERBOARD = "leaderboard.parquet"
+HISTORY = "history.parquet"
+
+# Columns every row has, in order; searched hyperparameters go between the
+# identification columns and the results.
+ID_COLUMNS = ["experiment", "trial_id", "status"]
+RESULT_COLUMNS = (
+    ["best_epoch", "epochs_run"]
+    + [f"val_{m}" for m in METRICS]
+    + [f"test_{m}" for m in METRICS]
+    + ["params", "trainable_params", "train_seconds", "device", "checkpoint_uri",
+       "started_at", "finished_at", "leuktune_version", "data_fingerprint", "error"]
+)
+
+
+def append(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Add rows to a Parquet table atomically (write aside, then rename)."""
+    path = Path(path)
+    new = pd.DataFrame(list(rows))
+    if new.empty:
+        return
+    table = pd.concat([pd.read_parquet(path), new], ignore_index=True) if path.is_file() else new
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def order_columns(row: dict[str, Any], hyperparameters: Iterable[str]) -> dict[str, Any]:
+    cols = ID_COLUMNS + list(hyperparameters) + RESULT_COLUMNS
+    return {c: row.get(c) for c in cols}
+
+
+def read(run_dir: str | Path) -> pd.DataFrame:
+    return pd.read_parquet(Path(run_dir) / LEADERBOARD)
+
+
+def ranked(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """Best first; failed trials last."""
+    ok = board[board["status"] != "error"].sort_values(metric, ascending=(mode == "min"), na_position="last")
+    return pd.concat([ok, board[board["status"] == "error"]], ignore_index=True)
