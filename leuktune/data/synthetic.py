@@ -8,7 +8,9 @@ with the morphology that tells the classes apart in real smears:
 - CLL: small mature lymphocyte, dense dark nucleus with clumped chromatin.
 - CML: granular myelocyte, eccentric kidney/band nucleus, pink cytoplasm full of dark granules.
 - MM: oval plasma cell, eccentric round nucleus, deep blue cytoplasm, pale perinuclear halo.
-- healthy: neutrophil, 3-5 small nuclear lobes joined by strands, pale granular cytoplasm.
+- healthy: mostly neutrophils (3-5 small nuclear lobes joined by strands, pale granular
+  cytoplasm), and one in three a normal small lymphocyte, which looks much like a CLL
+  cell but for its finer chromatin and wider cytoplasm rim: the hard pairs of real smears.
 
 Size, position, rotation, stain colour, blur and noise vary per image, so the task is
 learnable but not trivial. Images are written as real PNG files in class folders, the
@@ -121,7 +123,7 @@ def _red_cells(canvas: _Canvas, rng, s: float) -> None:
 def _draw_white_cell(canvas: _Canvas, label: str, rng, s: float) -> None:
     cx, cy = s / 2 + rng.normal(0, 0.04 * s, 2)
     theta = rng.uniform(0, 2 * math.pi)
-    scale = rng.uniform(0.88, 1.12)
+    scale = rng.uniform(0.82, 1.18)
     nucleus_colour = _jitter(rng, (105, 55, 145), 14)
     ring = lambda r_frac: r_frac * s * scale  # noqa: E731 - radius as a fraction of the image
 
@@ -145,12 +147,12 @@ def _draw_white_cell(canvas: _Canvas, label: str, rng, s: float) -> None:
         nx, ny = along(r * 0.12, theta)
         rn = r * 0.68
         blob(nx, ny, rn, rn * 0.85, theta, nucleus_colour + 30, _speckle(rng, size, 6, 4))
-        for _ in range(rng.integers(2, 5)):
+        for _ in range(rng.integers(0, 4)):  # nucleoli are not always in the focal plane
             a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0, 0.5) * rn
             px, py = nx + d * math.cos(a), ny + d * math.sin(a)
             rr = rn * rng.uniform(0.1, 0.16)
             blob(px, py, rr, rr, 0, _jitter(rng, (195, 175, 220), 6))
-        if rng.random() < 0.5:  # Auer rod in the cytoplasm
+        if rng.random() < 0.3:  # Auer rod in the cytoplasm
             x0, y0 = along(-r * 0.75, theta + 0.3)
             x1, y1 = along(-r * 0.45, theta + 0.5)
             canvas.paint(canvas.mask("line", [(x0, y0), (x1, y1)], width=max(2, int(s / 90))), (190, 40, 80))
@@ -185,6 +187,11 @@ def _draw_white_cell(canvas: _Canvas, label: str, rng, s: float) -> None:
             a = 2 * math.pi * k / 8 + rng.normal(0, 0.2)
             px, py = nx + 0.55 * rn * math.cos(a), ny + 0.55 * rn * math.sin(a)
             blob(px, py, rn * 0.17, rn * 0.17, 0, nucleus_colour - 60, rough=0)
+    elif label == "healthy" and rng.random() < 1 / 3:  # normal small lymphocyte
+        r = ring(0.18)
+        blob(cx, cy, r, r * rng.uniform(0.9, 1), theta, _jitter(rng, (175, 198, 232)))
+        nx, ny = along(r * 0.12, theta)
+        blob(nx, ny, r * 0.74, r * 0.72, theta, nucleus_colour - 30, _speckle(rng, size, 10, 4), rough=0.03)
     elif label == "healthy":
         r = ring(0.26)
         blob(cx, cy, r, r * rng.uniform(0.92, 1), theta, _jitter(rng, (230, 208, 218)),
@@ -215,7 +222,7 @@ def generate(root: str | Path, classes=SYNTHETIC_CLASSES, images_per_class: int 
     """Write the set as ``root/<class>/<class>_<index>.png``; reuse it when already complete."""
     root = Path(root)
     params = {"classes": list(classes), "images_per_class": images_per_class,
-              "image_size": image_size, "seed": seed, "version": 1}
+              "image_size": image_size, "seed": seed, "version": 2}
     marker = root / _MARKER
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return root

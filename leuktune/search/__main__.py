@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[leuktune] experiment {cfg.name!r}: searching {', '.join(cfg.searched()) or 'nothing'}; "
           f"{cfg.search.num_samples} trial(s), run folder {run_dir}", flush=True)
 
-    ray.init(address=args.address, logging_level=logging.WARNING)
+    owns_ray = not ray.is_initialized()  # a notebook or test may have started Ray already
+    if owns_ray:
+        ray.init(address=args.address, logging_level=logging.WARNING)
     try:
         t0 = time.monotonic()
         try:
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{cfg.data.image_size}px in {time.monotonic() - t0:.1f}s", flush=True)
         build_tuner(cfg, data, run_dir).fit()
     finally:
-        ray.shutdown()
+        if owns_ray:
+            ray.shutdown()
 
     board_path = run_dir / leaderboard.LEADERBOARD
     if not board_path.is_file():

@@ -61,6 +61,11 @@ class LeaderboardCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._results.setdefault(trial.trial_id, []).append(dict(result))
+        metric = self.cfg.search.metric
+        if metric in result:
+            self.echo(f"[leuktune] trial {trial.trial_id} epoch {result.get('epoch')}/{self.cfg.train.epochs}: "
+                      f"{metric}={result[metric]:.4f} train_loss={result.get('train_loss', math.nan):.4f} "
+                      f"({result.get('train_images_per_s', math.nan):.0f} img/s)")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, error=None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from leuktune.config import ExperimentConfig
@@ -36,5 +36,8 @@ def make_trainer(cfg: ExperimentConfig, data: CachedDataset, storage_path: str, 
                 checkpoint_score_order=cfg.search.mode,
             ),
             failure_config=FailureConfig(max_failures=0),
+            # Ray Train's INFO lines repeat every metric of every report; leuktune
+            # prints its own one-line progress per epoch instead.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )

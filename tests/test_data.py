@@ -1,0 +1,79 @@
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from leuktune.config import SplitConfig
+from leuktune.data import cache, synthetic
+from leuktune.data.sources import DataError, imagefolder
+from leuktune.data.split import assign_splits
+
+
+def test_synthetic_set_is_real_pngs_in_class_folders_and_deterministic(tmp_path):
+    a = synthetic.generate(tmp_path / "a", classes=("ALL", "MM"), images_per_class=3, image_size=40, seed=7)
+    b = synthetic.generate(tmp_path / "b", classes=("ALL", "MM"), images_per_class=3, image_size=40, seed=7)
+    files = sorted(p.relative_to(a) for p in a.rglob("*.png"))
+    assert [str(f) for f in files] == [f"{c}/{c}_{i:04d}.png" for c in ("ALL", "MM") for i in range(3)]
+    for f in files:
+        with Image.open(a / f) as img:
+            assert img.format == "PNG" and img.size == (40, 40) and img.mode == "RGB"
+        assert (a / f).read_bytes() == (b / f).read_bytes()
+    other_seed = synthetic.render("ALL", 8, 0, 40)
+    assert not np.array_equal(np.asarray(other_seed), np.asarray(Image.open(a / "ALL/ALL_0000.png")))
+
+
+def test_synthetic_classes_differ_in_what_a_smear_shows():
+    # The white cell stains blue-dominant, red cells and plasma red-dominant, so the
+    # blue-dominant area is the white cell's size: a large myeloblast vs a small CLL lymphocyte.
+    def cell_area(label):
+        imgs = [np.asarray(synthetic.render(label, 0, i, 64), dtype=float) for i in range(12)]
+        return np.mean([(im[..., 2] > im[..., 0] + 10).mean() for im in imgs])
+    assert cell_area("AML") > 2 * cell_area("CLL")
+
+
+def test_imagefolder_manifest_and_errors(tmp_path):
+    synthetic.generate(tmp_path / "set", classes=("ALL", "CLL"), images_per_class=2, image_size=32)
+    m = imagefolder(tmp_path / "set")
+    assert list(m.columns) == ["path", "label", "group"]
+    assert sorted(m["label"].unique()) == ["ALL", "CLL"] and len(m) == 4
+    with pytest.raises(DataError, match="nowhere"):
+        imagefolder(tmp_path / "nowhere")
+    (tmp_path / "set" / "AML").mkdir()
+    with pytest.raises(DataError, match="AML"):
+        imagefolder(tmp_path / "set")
+
+
+def test_split_is_stratified_and_group_disjoint():
+    rows = [{"path": f"{c}/{i}.png", "label": c, "group": f"{c}-{i}"} for c, n in (("a", 50), ("b", 31)) for i in range(n)]
+    # one patient with five images must land in a single split
+    rows += [{"path": f"p/{i}.png", "label": "a", "group": "patient-7"} for i in range(5)]
+    out = assign_splits(pd.DataFrame(rows), SplitConfig(train=0.6, val=0.2, test=0.2, seed=3))
+    assert out.groupby("group")["split"].nunique().max() == 1
+    for label, n in (("b", 31),):
+        counts = out[out.label == label]["split"].value_counts()
+        for split, frac in (("train", 0.6), ("val", 0.2), ("test", 0.2)):
+            assert abs(counts[split] - frac * n) <= 1
+    again = assign_splits(pd.DataFrame(rows), SplitConfig(train=0.6, val=0.2, test=0.2, seed=3))
+    assert again["split"].tolist() == out["split"].tolist()
+
+
+def test_split_refuses_a_class_too_small_to_split():
+    rows = [{"path": f"{c}{i}", "label": c, "group": f"{c}{i}"} for c, n in (("a", 10), ("rare", 2)) for i in range(n)]
+    with pytest.raises(DataError, match="'rare' has 2"):
+        assign_splits(pd.DataFrame(rows), SplitConfig())
+
+
+def test_cache_decodes_once_and_second_build_reads_the_file(tmp_path, ray_runtime):
+    synthetic.generate(tmp_path / "set", classes=("ALL", "MM"), images_per_class=4, image_size=50)
+    m = assign_splits(imagefolder(tmp_path / "set"), SplitConfig(train=0.5, val=0.25, test=0.25))
+    key = cache.fingerprint(m)
+    first = cache.build(m, 24, tmp_path / "cache", key)
+    assert first.shape == (8, 24, 24, 3) and first.dtype == np.uint8
+    cached_file = tmp_path / "cache" / f"{key}-24px.npy"
+    stamp = cached_file.stat().st_mtime_ns
+    second = cache.build(m, 24, tmp_path / "cache", key)
+    assert isinstance(second, np.memmap)  # read from disk, not decoded again
+    assert cached_file.stat().st_mtime_ns == stamp
+    assert np.array_equal(first, second)
+    shared = cache.share(m, second, key)
+    assert shared.class_names == ("ALL", "MM") and len(shared.indices("train")) == 4

@@ -1,0 +1,26 @@
+import math
+
+import numpy as np
+import pytest
+
+from leuktune.train.metrics import classification_metrics
+
+
+def test_metrics_on_a_hand_made_prediction_set():
+    # 3 classes; predictions: class 0 all right (2), class 1 one of two right, class 2 right.
+    y = np.array([0, 0, 1, 1, 2])
+    probs = np.array([[.8, .1, .1], [.6, .3, .1], [.2, .7, .1], [.5, .4, .1], [.1, .1, .8]])
+    m = classification_metrics(y, probs, prefix="val_")
+    assert m["val_accuracy"] == pytest.approx(4 / 5)
+    assert m["val_balanced_accuracy"] == pytest.approx((1 + 0.5 + 1) / 3)
+    # class 0: precision 2/3, recall 1, f1 0.8; class 1: p 1, r .5, f1 2/3; class 2: 1,1,1
+    assert m["val_precision_macro"] == pytest.approx((2 / 3 + 1 + 1) / 3)
+    assert m["val_f1_macro"] == pytest.approx((0.8 + 2 / 3 + 1) / 3)
+    assert m["val_f1_weighted"] == pytest.approx((2 * 0.8 + 2 * 2 / 3 + 1) / 5)
+    assert m["val_loss"] == pytest.approx(-np.mean(np.log([.8, .6, .7, .4, .8])))
+    assert 0.5 < m["val_roc_auc"] <= 1
+
+
+def test_roc_auc_is_nan_when_a_class_is_absent():
+    m = classification_metrics(np.array([0, 0]), np.array([[.9, .1], [.6, .4]]))
+    assert math.isnan(m["roc_auc"]) and m["accuracy"] == 1
