@@ -92,6 +92,15 @@ def is_distribution(value: Any) -> bool:
     return isinstance(value, (Choice, LogUniform, Uniform, IntRange))
 
 
+def candidates(value: Any) -> list[Any]:
+    """Representative values of a field: every choice, the lower bound of a range, or the value."""
+    if isinstance(value, Choice):
+        return list(value.choice)
+    if isinstance(value, (LogUniform, Uniform, IntRange)):
+        return [value.model_dump()[next(iter(value.model_dump()))][0]]
+    return [value]
+
+
 def _searchable(value_type: Any, kinds: tuple[str, ...]) -> Any:
     """A field that holds either a plain ``value_type`` or a distribution over it.
 
@@ -185,11 +194,18 @@ class SyntheticConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    source: Literal["imagefolder", "synthetic"] = "synthetic"
+    source: Literal["imagefolder", "cnmc", "allidb", "csv", "synthetic"] = "synthetic"
     root: Optional[Path] = Field(
-        None, description="dataset folder; for synthetic, where to write it (default: under storage)"
+        None, description="dataset folder (csv: the manifest file); synthetic: where to write it "
+        "(default: under storage)"
     )
     image_size: int = Field(64, ge=16, le=1024)
+    # pad keeps the whole cell (aspect kept, borders in the image's mean colour);
+    # crop takes the centre square; stretch changes the aspect.
+    resize: Literal["pad", "crop", "stretch"] = "pad"
+    # Perceptual-hash distance (bits of 64) under which two images in different splits are
+    # reported as near-duplicates; 0 turns the check off.
+    near_duplicate_distance: int = Field(4, ge=0, le=32)
     split: SplitConfig = SplitConfig()
     on_bad_image: Literal["error", "skip"] = "error"
     synthetic: SyntheticConfig = SyntheticConfig()
@@ -201,13 +217,47 @@ class DataConfig(_Strict):
         return self
 
 
+Activation = Literal["default", "relu", "leaky_relu", "gelu", "silu", "elu"]
+UnfreezeDepth = Union[Annotated[int, Field(ge=0)], Literal["all"]]
+
+
 class ModelConfig(_Strict):
     backbone: _searchable(BackboneName, ("choice",)) = Choice(
         choice=["test_resnet", "test_efficientnet", "resnet18"]
     )
     pretrained: bool = False
-    head: _searchable(Literal["linear"], ("choice",)) = "linear"
+    pretrained_path: Optional[Path] = Field(
+        None, description="a weights file, or a folder of <backbone>.{safetensors,pth,pt,bin} files")
+    allow_download: bool = False
+    head: _searchable(Literal["linear", "mlp", "attention"], ("choice",)) = "linear"
+    mlp_hidden: _searchable(PositiveInt, ("choice", "int")) = 256
+    mlp_layers: _searchable(PositiveInt, ("choice", "int")) = 1
+    attention_heads: _searchable(PositiveInt, ("choice", "int")) = 4
+    attention_dim: PositiveInt = 256
+    # "default" keeps each backbone's own activation; another value replaces it wherever
+    # timm's act_layer reaches, and is always used in the head.
+    activation: _searchable(Activation, ("choice",)) = "default"
     dropout: _searchable(Fraction, ("choice", "uniform")) = 0.0
+    # 0 = frozen feature extractor, k = top k stage groups trainable, all = full fine-tuning.
+    unfreeze_depth: _searchable(UnfreezeDepth, ("choice", "int")) = "all"
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> "ModelConfig":
+        for heads in candidates(self.attention_heads) if not isinstance(self.attention_heads, IntRange) \
+                else range(self.attention_heads.int_[0], self.attention_heads.int_[1] + 1):
+            if self.attention_dim % heads:
+                raise ValueError(f"attention_heads {heads} does not divide attention_dim {self.attention_dim}")
+        if self.pretrained_path is not None and not self.pretrained:
+            raise ValueError("pretrained_path is set but pretrained is false")
+        return self
+
+
+# Parameters that only exist for some draws: drawn only when (field, value) holds.
+CONDITIONAL = {
+    "mlp_hidden": ("head", "mlp"),
+    "mlp_layers": ("head", "mlp"),
+    "attention_heads": ("head", "attention"),
+}
 
 
 class AugmentConfig(_Strict):
@@ -220,6 +270,8 @@ class TrainConfig(_Strict):
     lr: _searchable(PositiveFloat, ("choice", "loguniform", "uniform")) = LogUniform(
         loguniform=(1e-3, 1e-2)
     )
+    # The backbone learns at lr * backbone_lr_mult: lower for fine-tuning pretrained layers.
+    backbone_lr_mult: _searchable(PositiveFloat, ("choice", "loguniform", "uniform")) = 1.0
     weight_decay: _searchable(Annotated[float, Field(ge=0)], ("choice", "loguniform", "uniform")) = 1e-4
     augment: AugmentConfig = AugmentConfig()
 
@@ -297,6 +349,12 @@ class ExperimentConfig(_Strict):
         raw = self.to_dict()
         for section, values in updates.items():
             raw[section].update(values)
+        # A conditional parameter not drawn (its condition does not hold) plays no part;
+        # it takes a representative value so the trial's config stays concrete.
+        for key, (parent, _) in CONDITIONAL.items():
+            section = next(s for s in SEARCHABLE_SECTIONS if key in type(getattr(self, s)).model_fields)
+            if key not in params and is_distribution(getattr(getattr(self, section), key)):
+                raw[section][key] = candidates(getattr(getattr(self, section), key))[0]
         resolved = ExperimentConfig.model_validate(raw)
         left = resolved.searched()
         if left:

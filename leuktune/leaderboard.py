@@ -26,7 +26,8 @@ RESULT_COLUMNS = (
     ["best_epoch", "epochs_run"]
     + [f"val_{m}" for m in METRICS]
     + [f"test_{m}" for m in METRICS]
-    + ["params", "trainable_params", "train_seconds", "device", "checkpoint_uri",
+    + ["params", "trainable_params", "unfreeze_depth_effective", "stage_groups", "backbone_activation",
+       "train_seconds", "device", "checkpoint_uri",
        "started_at", "finished_at", "leuktune_version", "data_fingerprint", "error"]
 )
 
@@ -38,10 +39,21 @@ def append(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     if new.empty:
         return
     table = pd.concat([pd.read_parquet(path), new], ignore_index=True) if path.is_file() else new
+    table = _uniform_columns(table)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     table.to_parquet(tmp, index=False)
     os.replace(tmp, path)
+
+
+def _uniform_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """A column whose values mix types (unfreeze_depth: 2 or "all") is stored as text,
+    since a Parquet column has one type."""
+    for col in table.columns[table.dtypes == object]:
+        kinds = {type(v) for v in table[col] if v is not None and v == v}
+        if len(kinds) > 1:
+            table[col] = table[col].map(lambda v: v if v is None or v != v else str(v))
+    return table
 
 
 def order_columns(row: dict[str, Any], hyperparameters: Iterable[str]) -> dict[str, Any]:

@@ -63,17 +63,19 @@ def test_split_refuses_a_class_too_small_to_split():
         assign_splits(pd.DataFrame(rows), SplitConfig())
 
 
-def test_cache_decodes_once_and_second_build_reads_the_file(tmp_path, ray_runtime):
+def test_cache_decodes_once_and_second_scan_reads_the_file(tmp_path, ray_runtime):
     synthetic.generate(tmp_path / "set", classes=("ALL", "MM"), images_per_class=4, image_size=50)
     m = assign_splits(imagefolder(tmp_path / "set"), SplitConfig(train=0.5, val=0.25, test=0.25))
-    key = cache.fingerprint(m)
-    first = cache.build(m, 24, tmp_path / "cache", key)
-    assert first.shape == (8, 24, 24, 3) and first.dtype == np.uint8
-    cached_file = tmp_path / "cache" / f"{key}-24px.npy"
+    first = cache.scan(m, 24, "pad", tmp_path / "cache", progress=lambda msg: None)
+    assert first.pixels.shape == (8, 24, 24, 3) and first.pixels.dtype == np.uint8
+    assert first.info["error"].isna().all() and first.info["content_hash"].nunique() == 8
+    (cached_file,) = (tmp_path / "cache").glob("*.npy")
     stamp = cached_file.stat().st_mtime_ns
-    second = cache.build(m, 24, tmp_path / "cache", key)
-    assert isinstance(second, np.memmap)  # read from disk, not decoded again
+    second = cache.scan(m, 24, "pad", tmp_path / "cache", progress=lambda msg: None)
+    assert isinstance(second.pixels, np.memmap)  # read from disk, not decoded again
     assert cached_file.stat().st_mtime_ns == stamp
-    assert np.array_equal(first, second)
-    shared = cache.share(m, second, key)
+    assert np.array_equal(first.pixels, second.pixels)
+    shared = cache.share(m, second.pixels, ("ALL", "MM"))
     assert shared.class_names == ("ALL", "MM") and len(shared.indices("train")) == 4
+    # another size is another cache entry, decoded afresh
+    assert cache.scan(m, 16, "pad", tmp_path / "cache", progress=lambda msg: None).pixels.shape[1] == 16

@@ -51,3 +51,10 @@ def test_leaderboard_append_keeps_earlier_rows(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # nothing half-written left behind
     ranked = leaderboard.ranked(board, "val_accuracy", "max")
     assert ranked["trial_id"].tolist() == ["a", "b"]
+
+
+def test_mixed_type_hyperparameters_are_stored_as_text(tmp_path):
+    path = tmp_path / "leaderboard.parquet"
+    leaderboard.append(path, [{"trial_id": "a", "unfreeze_depth": 2}])
+    leaderboard.append(path, [{"trial_id": "b", "unfreeze_depth": "all"}])
+    assert pd.read_parquet(path)["unfreeze_depth"].tolist() == ["2", "all"]

@@ -1,9 +1,11 @@
-"""Decode + resize every image once per experiment into one uint8 array.
+"""Decode + resize every image once into one uint8 array, shared by every trial.
 
-Trials never touch image files: the array is built by parallel Ray tasks, saved under
-``<storage>/cache/`` keyed by the data fingerprint and image size (so a second run of
-an experiment decodes nothing), and handed to every trial through the Ray object
-store, where the workers of one node share a single read-only copy.
+One pass of parallel Ray tasks examines each file (``leuktune.data.decode.examine``):
+pixels at the experiment's size, an exact content hash, a perceptual hash, or the
+reason the file is bad. The pass is saved under ``<storage>/cache/`` keyed by the
+files (paths, sizes, modification times), the image size and the resize mode, so a
+second run of an experiment decodes nothing. Trials receive the pixels through the Ray
+object store, where the workers of one node share a single read-only copy.
 """
 
 from __future__ import annotations
@@ -16,11 +18,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import ray
-from PIL import Image, ImageOps
 
+from leuktune.data.decode import examine
 from leuktune.data.split import SPLITS
 
-_CHUNK = 256  # images per decode task: large enough to amortise task overhead
+_CHUNK = 64  # images per decode task: large enough to amortise task overhead, small enough to spread
+
+
+def files_key(manifest: pd.DataFrame, size: int, mode: str) -> str:
+    """Identifies the decoded pixels: the files as they are on disk, the size and resize mode."""
+    h = hashlib.sha256(f"{size}\0{mode}\n".encode())
+    for path in manifest["path"]:
+        stat = os.stat(path)
+        h.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def fingerprint(manifest: pd.DataFrame) -> str:
@@ -31,35 +42,59 @@ def fingerprint(manifest: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-def decode(path: str, size: int) -> np.ndarray:
-    """RGB uint8 ``size x size``, aspect kept by padding with the image's mean colour."""
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        fill = tuple(int(c) for c in np.asarray(img).reshape(-1, 3).mean(axis=0))
-        return np.asarray(ImageOps.pad(img, (size, size), method=Image.BILINEAR, color=fill))
-
-
 @ray.remote(num_cpus=1)
-def _decode_chunk(paths: list[str], size: int) -> np.ndarray:
-    return np.stack([decode(p, size) for p in paths])
+def _examine_chunk(paths: list[str], size: int, mode: str):
+    results = [examine(p, size, mode) for p in paths]
+    pixels = np.zeros((len(paths), size, size, 3), np.uint8)
+    for i, (px, *_rest) in enumerate(results):
+        if px is not None:
+            pixels[i] = px
+    return pixels, [r[1:] for r in results]
 
 
-def build(manifest: pd.DataFrame, size: int, cache_dir: str | Path, key: str) -> np.ndarray:
-    """The (N, size, size, 3) uint8 array for ``manifest`` rows, from disk cache if present."""
+@dataclass
+class Scan:
+    """Every manifest row examined: ``pixels[i]`` is row i (zeros where ``error[i]`` is set)."""
+
+    pixels: np.ndarray
+    info: pd.DataFrame  # path, content_hash, phash, error
+
+
+def scan(manifest: pd.DataFrame, size: int, mode: str, cache_dir: str | Path, progress=print) -> Scan:
     cache_dir = Path(cache_dir)
-    target = cache_dir / f"{key}-{size}px.npy"
-    if target.is_file():
-        images = np.load(target, mmap_mode="r")
-        if images.shape == (len(manifest), size, size, 3):
-            return images
+    key = files_key(manifest, size, mode)
+    pixels_file, info_file = cache_dir / f"{key}-{size}px.npy", cache_dir / f"{key}-{size}px.parquet"
+    if pixels_file.is_file() and info_file.is_file():
+        pixels = np.load(pixels_file, mmap_mode="r")
+        info = pd.read_parquet(info_file)
+        if pixels.shape == (len(manifest), size, size, 3) and info["path"].tolist() == manifest["path"].tolist():
+            progress(f"[leuktune] decoded images reused from {pixels_file}")
+            return Scan(pixels, info)
     paths = manifest["path"].tolist()
-    chunks = [_decode_chunk.remote(paths[i:i + _CHUNK], size) for i in range(0, len(paths), _CHUNK)]
-    images = np.concatenate(ray.get(chunks)) if chunks else np.zeros((0, size, size, 3), np.uint8)
+    chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    pending = {_examine_chunk.remote(c, size, mode): i for i, c in enumerate(chunks)}
+    parts: dict[int, tuple] = {}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        parts[pending.pop(done[0])] = ray.get(done[0])
+        if len(parts) % max(1, len(chunks) // 10) == 0 or not pending:
+            progress(f"[leuktune] decoding images: {min(len(parts) * _CHUNK, len(paths))}/{len(paths)}")
+    ordered = [parts[i] for i in range(len(chunks))]
+    pixels = (np.concatenate([p for p, _ in ordered]) if ordered else np.zeros((0, size, size, 3), np.uint8))
+    rows = [r for _, rs in ordered for r in rs]
+    info = pd.DataFrame({
+        "path": paths,
+        "content_hash": [r[0] for r in rows],
+        # Stored as text: a 64-bit perceptual hash does not fit Parquet's signed int64.
+        "phash": [None if r[1] is None else f"{r[1]:016x}" for r in rows],
+        "error": [r[2] for r in rows],
+    })
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, images)
-    os.replace(tmp, target)  # readers never see a half-written cache
-    return images
+    tmp = pixels_file.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, pixels)
+    info.to_parquet(info_file, index=False)
+    os.replace(tmp, pixels_file)  # readers never see a half-written cache; the pixels land last
+    return Scan(pixels, info)
 
 
 @dataclass(frozen=True)
@@ -80,12 +115,12 @@ class CachedDataset:
         return len(self.class_names)
 
 
-def share(manifest: pd.DataFrame, images: np.ndarray, key: str) -> CachedDataset:
-    class_names = tuple(sorted(manifest["label"].unique()))
+def share(manifest: pd.DataFrame, images: np.ndarray, class_names: tuple[str, ...]) -> CachedDataset:
+    """``manifest`` rows and ``images`` rows correspond; class ids follow ``class_names``."""
     return CachedDataset(
         images=ray.put(np.ascontiguousarray(images)),
         labels=manifest["label"].map({c: i for i, c in enumerate(class_names)}).to_numpy(np.int64),
         splits=manifest["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy(np.int8),
         class_names=class_names,
-        fingerprint=key,
+        fingerprint=fingerprint(manifest),
     )

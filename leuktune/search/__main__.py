@@ -55,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    from leuktune.models.build import check_model_space
+
+    try:
+        check_model_space(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
     import ray
 
     from leuktune import leaderboard
@@ -76,14 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.monotonic()
         try:
-            data = prepare(cfg)
+            data, report = prepare(cfg)
         except DataError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        counts = {s: len(data.indices(s)) for s in ("train", "val", "test")}
-        print(f"[leuktune] data: {len(data.labels)} images, {data.num_classes} classes "
-              f"({', '.join(data.class_names)}), split {counts}, decoded at "
-              f"{cfg.data.image_size}px in {time.monotonic() - t0:.1f}s", flush=True)
+        print("[leuktune] data: " + "\n".join(report.lines()), flush=True)
+        print(f"[leuktune] data ready at {cfg.data.image_size}px in {time.monotonic() - t0:.1f}s", flush=True)
         build_tuner(cfg, data, run_dir).fit()
     finally:
         if owns_ray:

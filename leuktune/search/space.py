@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from leuktune.config import Choice, Distribution, ExperimentConfig, IntRange, LogUniform, Uniform
+from leuktune.config import CONDITIONAL, Choice, Distribution, ExperimentConfig, IntRange, LogUniform, Uniform
 
 
 def suggest(trial: optuna.Trial, name: str, dist: Distribution) -> Any:
@@ -30,7 +30,14 @@ class DefineByRun:
 
     def __init__(self, cfg: ExperimentConfig):
         self.searched = cfg.searched()
+        # Fixed values of condition fields (e.g. head: mlp, not searched) decide too.
+        self.fixed = {parent: getattr(cfg.model, parent) for parent, _ in CONDITIONAL.values()
+                      if parent not in self.searched}
 
     def __call__(self, trial: optuna.Trial) -> None:
+        drawn: dict[str, Any] = dict(self.fixed)
         for name, dist in self.searched.items():
-            suggest(trial, name, dist)
+            condition = CONDITIONAL.get(name)
+            if condition and drawn.get(condition[0]) != condition[1]:
+                continue
+            drawn[name] = suggest(trial, name, dist)

@@ -54,6 +54,7 @@ class LeaderboardCallback(tune.Callback):
         self.hyperparameters = list(cfg.searched())
         self.echo = echo
         self._results: dict[str, list[dict]] = {}
+        self._pending: dict[str, list[dict]] = {leaderboard.LEADERBOARD: [], leaderboard.HISTORY: []}
         self._started: dict[str, tuple[str, float]] = {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -99,6 +100,7 @@ class LeaderboardCallback(tune.Callback):
             **{f"val_{m}": best.get(f"val_{m}") for m in METRICS},
             "params": last.get("params"),
             "trainable_params": last.get("trainable_params"),
+            **{k: last.get(k) for k in ("unfreeze_depth_effective", "stage_groups", "backbone_activation")},
             "train_seconds": round(time.monotonic() - t0, 2),
             "device": last.get("device"),
             "checkpoint_uri": checkpoints[-1] if checkpoints else None,
@@ -108,16 +110,33 @@ class LeaderboardCallback(tune.Callback):
             "data_fingerprint": self.fingerprint,
             "error": error,
         }
-        leaderboard.append(self.run_dir / leaderboard.LEADERBOARD,
-                           [leaderboard.order_columns(row, self.hyperparameters)])
-        leaderboard.append(self.run_dir / leaderboard.HISTORY, [
+        self._pending[leaderboard.LEADERBOARD].append(leaderboard.order_columns(row, self.hyperparameters))
+        self._pending[leaderboard.HISTORY].extend(
             {"experiment": self.cfg.name, "trial_id": trial.trial_id,
              **{k: r.get(k) for k in _HISTORY_KEYS}, **{f"val_{m}": r.get(f"val_{m}") for m in METRICS}}
             for r in results
-        ])
+        )
+        self._flush()
         drawn = " ".join(f"{k}={_short(trial.config.get(k))}" for k in self.hyperparameters)
         score = f"{metric}={best[metric]:.4f}" if best else "no metrics"
         self.echo(f"[leuktune] trial {trial.trial_id} {status} after {epochs_run} epoch(s): {score}  {drawn}")
+
+
+    def _flush(self) -> None:
+        """Write pending rows; a failed write (full disk, bad value) must not end the search,
+        so the rows stay pending and are tried again when the next trial ends."""
+        for name, rows in self._pending.items():
+            if not rows:
+                continue
+            try:
+                leaderboard.append(self.run_dir / name, rows)
+                rows.clear()
+            except Exception as err:  # noqa: BLE001 - reported, kept, retried
+                self.echo(f"[leuktune] WARNING: could not write {self.run_dir / name} ({type(err).__name__}: "
+                          f"{err}); {len(rows)} row(s) kept and retried after the next trial")
+
+    def on_experiment_end(self, trials, **info):
+        self._flush()
 
 
 def _short(value: Any) -> str:

@@ -20,12 +20,11 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from timm.data import resolve_data_config
 
 from leuktune.config import ExperimentConfig
 from leuktune.data.augment import augment_batch
 from leuktune.data.cache import CachedDataset
-from leuktune.models.build import build_model, count_parameters
+from leuktune.models.build import build_model, count_parameters, param_groups
 from leuktune.train.metrics import classification_metrics
 
 
@@ -56,14 +55,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     images = ray.get(data.images)  # zero-copy view of the node's shared copy
     device = ray.train.torch.get_device()
-    model = build_model(cfg.model, data.num_classes)
+    model = build_model(cfg.model, data.num_classes, cfg.data.image_size)
     params, trainable = count_parameters(model)
-    norm = resolve_data_config({}, model=model.backbone)
+    norm = {"mean": model.backbone.mean, "std": model.backbone.std}  # the backbone's pretrained config
     mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
+    model_info = {"unfreeze_depth_effective": model.unfreeze_depth, "stage_groups": len(model.backbone.groups),
+                  "backbone_activation": model.backbone.activation}
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.train.lr, cfg.train.backbone_lr_mult,
+                                               cfg.train.weight_decay))
     model = ray.train.torch.prepare_model(model)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.train.epochs)
     train_idx, val_idx = data.indices("train"), data.indices("val")
     batch_size = cfg.train.batch_size
@@ -108,6 +110,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             params=params,
             trainable_params=trainable,
             device=str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+            **model_info,
         )
 
         score = sign * metrics[cfg.search.metric]

@@ -1,0 +1,191 @@
+"""Backbones by name: any timm model, plus AlexNet and GoogLeNet through torchvision.
+
+A ``Backbone`` returns the raw feature map (B, C, H, W) or tokens (B, N, C) from
+``forward``, pooled features from ``pool`` (the model's own pooling, e.g. a ViT's class
+token), and its parameters in stage groups from stem to top, the unit of unfreeze depth.
+Stage groups come from timm's own ``group_matcher``, so one definition serves every
+timm architecture.
+
+Pretrained weights come from a local file (``pretrained_path``), a folder of
+per-backbone files, or the Hugging Face cache; nothing is downloaded unless
+``allow_download`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import timm
+import torch
+from timm.layers import get_act_layer
+from timm.models import group_parameters
+from torch import nn
+
+from leuktune.config import TORCHVISION_BACKBONES
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+class WeightsError(ValueError):
+    """Pretrained weights that cannot be found or loaded, naming the backbone and the places looked."""
+
+
+class Backbone(nn.Module):
+    def __init__(self, name: str, model: nn.Module, groups: list[list[str]], activation: str,
+                 mean, std, input_size):
+        super().__init__()
+        self.name = name
+        self.model = model
+        self.groups = groups  # parameter names per stage group, stem first
+        self.activation = activation  # what the backbone's own layers use ("default" if unchanged)
+        self.mean, self.std, self.input_size = tuple(mean), tuple(std), tuple(input_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(features, pre_logits=True)
+
+    @property
+    def num_features(self) -> int:
+        """Width of ``pool``'s output; larger than the feature channels where the model's own
+        head has a pre-logits MLP (VGG: 512 channels, 4096 pooled)."""
+        return getattr(self.model, "head_hidden_size", None) or self.model.num_features
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels of the un-pooled features (what an attention head attends over)."""
+        return self.model.num_features
+
+
+def _timm_model(name: str, activation: str | None, image_size: int, **kwargs) -> tuple[nn.Module, str]:
+    """Create with the activation and input size applied where the architecture accepts them."""
+    attempts = []
+    if activation:
+        attempts.append(({"act_layer": get_act_layer(activation)}, activation))
+    attempts.append(({}, "default"))
+    last: Exception | None = None
+    for extra, applied in attempts:
+        for size in ({"img_size": image_size}, {}):  # ViT-likes need their input size up front
+            try:
+                return timm.create_model(name, num_classes=0, **extra, **size, **kwargs), applied
+            except TypeError as err:  # the architecture does not take that keyword
+                last = err
+    raise last  # type: ignore[misc]
+
+
+class _TorchvisionFeatures(nn.Module):
+    """AlexNet/GoogLeNet cut before their classifier, with timm's forward_* interface."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        import torchvision
+
+        net = getattr(torchvision.models, name)(weights=None, **({"aux_logits": False, "init_weights": True}
+                                                                   if name == "googlenet" else {}))
+        if name == "alexnet":
+            self.body = net.features
+            self.num_features = 256
+        else:  # googlenet: everything up to its global pool
+            keep = [m for n, m in net.named_children() if n not in ("avgpool", "dropout", "fc", "aux1", "aux2")]
+            self.body = nn.Sequential(*keep)
+            self.num_features = 1024
+
+    def forward_features(self, x):
+        return self.body(x)
+
+    def forward_head(self, x, pre_logits=True):
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+
+def _load_file(module: nn.Module, path: Path, name: str) -> None:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    # Classifier weights of another task are expected to be absent or unused.
+    result = module.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(("fc.", "classifier.", "head.fc."))]
+    if missing:
+        raise WeightsError(f"{name}: {path} does not fit the architecture; missing {missing[:5]}...")
+
+
+def find_weights_file(name: str, pretrained_path: Path | None) -> Path | None:
+    """A file given directly, or ``<folder>/<backbone>.<ext>`` in a folder of per-backbone files."""
+    if pretrained_path is None:
+        return None
+    path = Path(pretrained_path).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for base in (name, name.split(".")[0]):
+            for suffix in WEIGHT_SUFFIXES:
+                if (path / f"{base}{suffix}").is_file():
+                    return path / f"{base}{suffix}"
+    raise WeightsError(
+        f"pretrained weights for backbone {name!r} not found: looked for {path} and "
+        f"{path}/{name}{{{','.join(WEIGHT_SUFFIXES)}}}"
+    )
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool):
+    if not offline:
+        yield
+        return
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE")
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
+
+
+def create_backbone(name: str, *, activation: str | None = None, image_size: int = 224,
+                    pretrained: bool = False, pretrained_path: Path | None = None,
+                    allow_download: bool = False) -> Backbone:
+    """Build a backbone; with ``pretrained``, load weights from a file or the local HF cache."""
+    weights = find_weights_file(name, pretrained_path) if pretrained else None
+    if name in TORCHVISION_BACKBONES:
+        model = _TorchvisionFeatures(name)
+        applied = "default"
+        if pretrained:
+            if weights is None:
+                raise WeightsError(f"pretrained torchvision backbone {name!r} needs model.pretrained_path "
+                                   f"(a .pth file or a folder holding {name}.pth)")
+            _load_file(model, weights, name)
+        groups = [[f"body.{n}.{p}" for p, _ in child.named_parameters()]
+                  for n, child in model.body.named_children() if any(True for _ in child.parameters())]
+        return Backbone(name, model, groups, applied, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                        (3, 224, 224))
+
+    kwargs = {}
+    if pretrained and weights is not None:
+        kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
+    elif pretrained:
+        kwargs = {"pretrained": True}
+    try:
+        with _hub_offline(not allow_download):
+            model, applied = _timm_model(name, activation, image_size, **kwargs)
+    except WeightsError:
+        raise
+    except Exception as err:
+        if not pretrained:
+            raise
+        where = str(weights) if weights else "the Hugging Face cache (HF_HOME, default ~/.cache/huggingface)"
+        hint = "" if allow_download else "; set model.pretrained_path to a weights file, or model.allow_download: true"
+        raise WeightsError(f"pretrained weights for backbone {name!r} could not be loaded from {where}: "
+                           f"{type(err).__name__}: {err}{hint}") from None
+    matcher = model.group_matcher(coarse=True)
+    grouped = group_parameters(model, matcher)
+    groups = [list(grouped[k]) for k in sorted(grouped)]
+    cfg = timm.data.resolve_data_config({}, model=model)
+    return Backbone(name, model, groups, applied, cfg["mean"], cfg["std"], cfg["input_size"])
