@@ -1,4 +1,5 @@
 import itertools
+import logging
 
 import optuna
 import pytest
@@ -111,12 +112,17 @@ def test_weights_saved_to_a_file_load_back_through_pretrained_path(tmp_path, for
     assert torch.allclose(source.pool(source(x)), loaded.pool(loaded(x)))
 
 
-def test_missing_weights_name_the_backbone_and_where_it_looked(tmp_path, monkeypatch):
+def test_missing_weights_name_the_backbone_and_where_it_looked(tmp_path, monkeypatch, caplog):
     with pytest.raises(WeightsError, match=r"'test_resnet'.*nowhere"):
         create_backbone("test_resnet", pretrained=True, pretrained_path=tmp_path / "nowhere")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
-    with pytest.raises(WeightsError, match=r"'test_resnet'.*Hugging Face cache.*allow_download"):
+    with caplog.at_level(logging.DEBUG), \
+            pytest.raises(WeightsError, match=r"'test_resnet'.*Hugging Face cache.*allow_download"):
         create_backbone("test_resnet", pretrained=True)
+    # without allow_download the Hub is never contacted: no connection, no request retried
+    contacted = [r.getMessage() for r in caplog.records
+                 if r.name.startswith(("httpcore", "httpx")) or "requesting" in r.getMessage()]
+    assert not contacted, contacted[:3]
 
 
 def test_impossible_combinations_are_rejected_before_training():

@@ -14,7 +14,6 @@ per-backbone files, or the Hugging Face cache; nothing is downloaded unless
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import timm
@@ -135,18 +134,20 @@ def find_weights_file(name: str, pretrained_path: Path | None) -> Path | None:
 
 @contextlib.contextmanager
 def _hub_offline(offline: bool):
+    """Forbid Hub downloads for the block. huggingface_hub reads HF_HUB_OFFLINE from the
+    environment once, at import (timm has imported it by now), so the flag it consults,
+    ``constants.HF_HUB_OFFLINE``, is what must be switched; setting the variable does nothing."""
     if not offline:
         yield
         return
-    before = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("HF_HUB_OFFLINE")
-        else:
-            os.environ["HF_HUB_OFFLINE"] = before
+        constants.HF_HUB_OFFLINE = before
 
 
 def create_backbone(name: str, *, activation: str | None = None, image_size: int = 224,
