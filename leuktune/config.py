@@ -97,7 +97,8 @@ def candidates(value: Any) -> list[Any]:
     if isinstance(value, Choice):
         return list(value.choice)
     if isinstance(value, (LogUniform, Uniform, IntRange)):
-        return [value.model_dump()[next(iter(value.model_dump()))][0]]
+        (low, _high), = value.model_dump().values()
+        return [low]
     return [value]
 
 
@@ -193,6 +194,9 @@ class SyntheticConfig(_Strict):
     seed: int = 0
 
 
+ResizeMode = Literal["pad", "crop", "stretch"]
+
+
 class DataConfig(_Strict):
     source: Literal["imagefolder", "cnmc", "allidb", "csv", "synthetic"] = "synthetic"
     root: Optional[Path] = Field(
@@ -202,7 +206,7 @@ class DataConfig(_Strict):
     image_size: int = Field(64, ge=16, le=1024)
     # pad keeps the whole cell (aspect kept, borders in the image's mean colour);
     # crop takes the centre square; stretch changes the aspect.
-    resize: Literal["pad", "crop", "stretch"] = "pad"
+    resize: ResizeMode = "pad"
     # Perceptual-hash distance (bits of 64) under which two images in different splits are
     # reported as near-duplicates; 0 turns the check off.
     near_duplicate_distance: int = Field(4, ge=0, le=32)

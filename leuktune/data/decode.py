@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import typing
 
 import imagehash
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-RESIZE_MODES = ("pad", "crop", "stretch")
+from leuktune.config import ResizeMode
 
 
 class BadImage(ValueError):
@@ -43,8 +44,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
         background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").split()[-1])
+        background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return img.convert("RGB")
 
@@ -60,7 +62,7 @@ def resize(img: Image.Image, size: int, mode: str) -> np.ndarray:
     elif mode == "stretch":
         out = img.resize((size, size), Image.BILINEAR)
     else:
-        raise ValueError(f"unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
+        raise ValueError(f"unknown resize mode {mode!r}; expected one of {typing.get_args(ResizeMode)}")
     return np.asarray(out, dtype=np.uint8)
 
 

@@ -71,7 +71,7 @@ def imagefolder(root: str | Path | None) -> pd.DataFrame:
 
 # C-NMC 2019: UID_<patient>_<image>_<cell>_<all|hem>.bmp; healthy donors are H<id>.
 _CNMC_NAME = re.compile(r"^UID_(H?\d+)_(\d+)_(\d+)_(all|hem)\.bmp$", re.IGNORECASE)
-_CNMC_LABELS = {"all": "all", "hem": "hem"}
+_CNMC_LABELS = ("all", "hem")  # folder names, and the labels
 
 
 def cnmc(root: str | Path | None) -> pd.DataFrame:
@@ -86,7 +86,7 @@ def cnmc(root: str | Path | None) -> pd.DataFrame:
         if not m:
             unnamed.append(f)
             continue
-        label = _CNMC_LABELS[f.parent.name.lower()]
+        label = f.parent.name.lower()
         if m.group(4).lower() != label:
             raise DataError(f"{f}: file name says {m.group(4)!r} but it is in folder {f.parent.name!r}")
         rows.append({"path": str(f.resolve()), "label": label, "group": f"patient-{m.group(1).upper()}"})

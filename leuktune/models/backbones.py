@@ -32,14 +32,13 @@ class WeightsError(ValueError):
 
 
 class Backbone(nn.Module):
-    def __init__(self, name: str, model: nn.Module, groups: list[list[str]], activation: str,
-                 mean, std, input_size):
+    def __init__(self, name: str, model: nn.Module, groups: list[list[str]], activation: str, mean, std):
         super().__init__()
         self.name = name
         self.model = model
         self.groups = groups  # parameter names per stage group, stem first
         self.activation = activation  # what the backbone's own layers use ("default" if unchanged)
-        self.mean, self.std, self.input_size = tuple(mean), tuple(std), tuple(input_size)
+        self.mean, self.std = tuple(mean), tuple(std)  # the normalisation its weights expect
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
@@ -165,8 +164,7 @@ def create_backbone(name: str, *, activation: str | None = None, image_size: int
             _load_file(model, weights, name)
         groups = [[f"body.{n}.{p}" for p, _ in child.named_parameters()]
                   for n, child in model.body.named_children() if any(True for _ in child.parameters())]
-        return Backbone(name, model, groups, applied, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-                        (3, 224, 224))
+        return Backbone(name, model, groups, applied, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
     kwargs = {}
     if pretrained and weights is not None:
@@ -189,4 +187,4 @@ def create_backbone(name: str, *, activation: str | None = None, image_size: int
     grouped = group_parameters(model, matcher)
     groups = [list(grouped[k]) for k in sorted(grouped)]
     cfg = timm.data.resolve_data_config({}, model=model)
-    return Backbone(name, model, groups, applied, cfg["mean"], cfg["std"], cfg["input_size"])
+    return Backbone(name, model, groups, applied, cfg["mean"], cfg["std"])

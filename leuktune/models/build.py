@@ -108,7 +108,7 @@ def check_model_space(cfg: ExperimentConfig) -> list[BackboneShape]:
     heads = values("head")
     shapes = []
     for name in values("backbone"):
-        variant = cfg.model.model_copy(update={"backbone": name, "pretrained": False, "head": heads[0],
+        variant = cfg.model.model_copy(update={"backbone": name, "pretrained": False,
                                                **{f: values(f)[0] for f in ("mlp_hidden", "mlp_layers",
                                                                          "attention_heads", "activation",
                                                                          "dropout")},

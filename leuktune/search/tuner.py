@@ -121,7 +121,6 @@ class LeaderboardCallback(tune.Callback):
         score = f"{metric}={best[metric]:.4f}" if best else "no metrics"
         self.echo(f"[leuktune] trial {trial.trial_id} {status} after {epochs_run} epoch(s): {score}  {drawn}")
 
-
     def _flush(self) -> None:
         """Write pending rows; a failed write (full disk, bad value) must not end the search,
         so the rows stay pending and are tried again when the next trial ends."""

@@ -8,7 +8,6 @@ metric improves, a checkpoint) through ``ray.train.report``.
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import time
@@ -45,9 +44,6 @@ def _gather(values: np.ndarray) -> np.ndarray:
 def train_loop_per_worker(loop_config: dict) -> None:
     cfg = ExperimentConfig.model_validate(loop_config["experiment"])
     data: CachedDataset = loop_config["data"]
-    # Ray Train logs every report's full metrics at INFO; the driver prints a short
-    # line per epoch instead (leuktune.search.tuner.LeaderboardCallback).
-    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
