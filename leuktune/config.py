@@ -38,7 +38,9 @@ METRICS = (
     "f1_macro",
     "f1_weighted",
     "precision_macro",
+    "precision_weighted",
     "recall_macro",
+    "recall_weighted",
     "roc_auc",
     "loss",
 )
@@ -265,11 +267,28 @@ CONDITIONAL = {
 
 
 class AugmentConfig(_Strict):
-    flip: bool = True
+    """Per-sample augmentation, drawn on the device for every batch (leuktune.data.augment).
+
+    Magnitudes are the largest change at ``train.augment_strength`` 1; the strength
+    scales them all, so one searched number says how hard to augment.
+    """
+
+    flip: bool = True  # horizontal, vertical and transposed: a cell on a slide has no up or left
+    rotate: float = Field(15.0, ge=0, le=180, description="degrees, either way")
+    zoom: float = Field(0.1, ge=0, lt=1, description="scale drawn in [1 - zoom, 1 + zoom]")
+    shear: float = Field(5.0, ge=0, le=45, description="degrees, either way")
+    # Stain variation: brightness and contrast change by up to +-color, hue turns by up to
+    # +-color/2 of a full turn.
+    color: float = Field(0.05, ge=0, le=1)
+
+
+ClassBalance = Literal["none", "weighted_loss", "sampler"]
 
 
 class TrainConfig(_Strict):
     epochs: int = Field(8, ge=1)
+    # The global batch: each of resources.workers_per_trial workers takes an equal part,
+    # so a trial's lr means the same whatever the number of workers.
     batch_size: _searchable(PositiveInt, ("choice", "int")) = 32
     lr: _searchable(PositiveFloat, ("choice", "loguniform", "uniform")) = LogUniform(
         loguniform=(1e-3, 1e-2)
@@ -277,7 +296,24 @@ class TrainConfig(_Strict):
     # The backbone learns at lr * backbone_lr_mult: lower for fine-tuning pretrained layers.
     backbone_lr_mult: _searchable(PositiveFloat, ("choice", "loguniform", "uniform")) = 1.0
     weight_decay: _searchable(Annotated[float, Field(ge=0)], ("choice", "loguniform", "uniform")) = 1e-4
+    schedule: _searchable(Literal["cosine", "onecycle"], ("choice",)) = "cosine"
+    # Linear warm-up from lr/25 (both schedules); fractions of an epoch are allowed.
+    warmup_epochs: float = Field(0.5, ge=0)
+    label_smoothing: _searchable(Annotated[float, Field(ge=0, lt=1)], ("choice", "uniform")) = 0.0
+    # Max global gradient norm; 0 = no clipping.
+    grad_clip: float = Field(1.0, ge=0)
+    # Class imbalance (C-NMC is about 2:1): weighted_loss weights each class by
+    # 1 / its share of the training split; sampler draws each epoch with those weights.
+    class_balance: _searchable(ClassBalance, ("choice",)) = "weighted_loss"
     augment: AugmentConfig = AugmentConfig()
+    augment_strength: _searchable(Annotated[float, Field(ge=0, le=4)], ("choice", "uniform")) = 1.0
+    # auto: bf16 on GPUs that have it, else fp16 on GPU; fp32 on CPU.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True  # on GPU only; faster convolutions with AMP
+    # Stop a trial when the search metric has not improved for this many epochs; 0 = never.
+    patience: int = Field(0, ge=0)
+    # A resumable checkpoint every N epochs (and at every new best and the last epoch).
+    checkpoint_every: int = Field(1, ge=1)
 
 
 class OptunaConfig(_Strict):
@@ -311,6 +347,9 @@ class ResourcesConfig(_Strict):
     workers_per_trial: int = Field(1, ge=1)
     gpus_per_worker: float = Field(0, ge=0)
     cpus_per_worker: float = Field(1, gt=0)
+    # Restarts of a trial's workers after a failure (a lost node, a preempted instance);
+    # each restart resumes from the trial's latest checkpoint.
+    max_failures: int = Field(1, ge=0)
 
 
 class StorageConfig(_Strict):

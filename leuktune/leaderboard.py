@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from leuktune.config import METRICS
@@ -23,11 +24,11 @@ HISTORY = "history.parquet"
 # identification columns and the results.
 ID_COLUMNS = ["experiment", "trial_id", "status"]
 RESULT_COLUMNS = (
-    ["best_epoch", "epochs_run"]
-    + [f"val_{m}" for m in METRICS]
-    + [f"test_{m}" for m in METRICS]
+    ["best_epoch", "epochs_run", "stopped_by"]  # stopped_by: asha | patience | null
+    + [f"val_{m}" for m in METRICS] + ["val_confusion_matrix"]  # rows = true class, columns = predicted
+    + [f"test_{m}" for m in METRICS] + ["test_confusion_matrix"]
     + ["params", "trainable_params", "unfreeze_depth_effective", "stage_groups", "backbone_activation",
-       "train_seconds", "device", "checkpoint_uri",
+       "workers", "precision", "train_seconds", "device", "checkpoint_uri",
        "started_at", "finished_at", "leuktune_version", "data_fingerprint", "error"]
 )
 
@@ -48,12 +49,24 @@ def append(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
 
 def _uniform_columns(table: pd.DataFrame) -> pd.DataFrame:
     """A column whose values mix types (unfreeze_depth: 2 or "all") is stored as text,
-    since a Parquet column has one type."""
+    since a Parquet column has one type. Nested lists (confusion matrices) come back from
+    Parquet as arrays; they are turned back into lists so old and new rows agree."""
     for col in table.columns[table.dtypes == object]:
-        kinds = {type(v) for v in table[col] if v is not None and v == v}
+        table[col] = table[col].map(_as_list)
+        kinds = {type(v) for v in table[col] if _present(v)}
         if len(kinds) > 1:
-            table[col] = table[col].map(lambda v: v if v is None or v != v else str(v))
+            table[col] = table[col].map(lambda v: str(v) if _present(v) else v)
     return table
+
+
+def _as_list(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        value = list(value)
+    return [_as_list(v) for v in value] if isinstance(value, list) else value
+
+
+def _present(value: Any) -> bool:
+    return value is not None and (isinstance(value, list) or value == value)
 
 
 def order_columns(row: dict[str, Any], hyperparameters: Iterable[str]) -> dict[str, Any]:

@@ -4,12 +4,14 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-import torch
+import numpy as np
+import pytest
 
 from conftest import tiny_overrides
 from leuktune import leaderboard
 from leuktune.config import METRICS
 from leuktune.search.__main__ import main
+from leuktune.train import checkpoint
 
 
 def test_search_end_to_end_writes_a_real_leaderboard(tmp_path, capsys, ray_runtime):
@@ -29,14 +31,17 @@ def test_search_end_to_end_writes_a_real_leaderboard(tmp_path, capsys, ray_runti
     assert (board["epochs_run"] >= 1).all() and (board["params"] > 0).all()
     assert board["data_fingerprint"].nunique() == 1
     # the best epoch's weights are on disk and load into torch
-    ckpt = Path(board["checkpoint_uri"].iloc[0]) / "model.pt"
-    state = torch.load(ckpt, weights_only=False)
-    assert state["class_names"] == ("ALL", "CLL", "healthy") and state["epoch"] == board["best_epoch"].iloc[0]
+    for row in board.itertuples():
+        state = checkpoint.load(row.checkpoint_uri)
+        assert state["class_names"] == ("ALL", "CLL", "healthy") and state["epoch"] == row.best_epoch
+        matrix = np.array(row.val_confusion_matrix.tolist())
+        assert matrix.shape == (3, 3) and matrix.trace() / matrix.sum() == pytest.approx(row.val_accuracy)
     # the schema is plain Parquet that any reader accepts
     assert pq.read_schema(run / "leaderboard.parquet").names == list(board.columns)
 
     history = pd.read_parquet(run / "history.parquet")
     assert len(history) == board["epochs_run"].sum()
+    assert history.groupby("trial_id")["lr"].first().gt(0).all() and set(board["stopped_by"].dropna()) <= {"asha", "patience"}
     split = pd.read_parquet(run / "split.parquet")
     assert len(split) == 60 and split.groupby("group")["split"].nunique().max() == 1
     assert (run / "config.yaml").is_file()

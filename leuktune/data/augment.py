@@ -1,20 +1,88 @@
-"""Augmentation on batches already on the device: no per-image Python, no extra decode."""
+"""Augmentation of whole batches already on the device: no per-image Python, no extra decode.
+
+Every sample gets its own draw. Flips, rotation, zoom and shear are folded into one
+affine map per sample and applied with a single ``grid_sample``; colour jitter is one
+3x3 matrix and an offset per sample. Input and output are RGB in [0, 1], before the
+backbone's normalisation, so the value range is the image's own.
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from leuktune.config import AugmentConfig
 
+# sqrt(1/3) (1, 1, 1): hue turns about the grey axis of RGB space.
+_GREY = torch.full((3,), 1 / math.sqrt(3))
 
-def augment_batch(x: torch.Tensor, augment: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random per-sample flips and right-angle turns (a cell has no up or left)."""
-    if not augment.flip:
-        return x
-    n = x.shape[0]
-    draw = torch.rand(n, 3, generator=generator, device="cpu").to(x.device) < 0.5
+
+def augment_batch(x: torch.Tensor, augment: AugmentConfig, strength: float = 1.0) -> torch.Tensor:
+    """``x`` (N, 3, H, W) in [0, 1] -> a new batch of the same shape, still in [0, 1]."""
+    rotate = math.radians(augment.rotate * strength)
+    zoom = min(augment.zoom * strength, 0.9)
+    shear = math.radians(min(augment.shear * strength, 60.0))
+    color = augment.color * strength
+    if rotate or zoom or shear:
+        x = _affine(x, augment.flip, rotate, zoom, shear)
+    elif augment.flip:
+        x = _flip(x)
+    if color:
+        x = _jitter(x, color)
+    return x
+
+
+def _uniform(n: int, bound: float, device: torch.device) -> torch.Tensor:
+    return (torch.rand(n, device=device) * 2 - 1) * bound
+
+
+def _flip(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample flips and transposition: the eight symmetries of the square, no resampling."""
+    draw = torch.rand(x.shape[0], 3, device=x.device) < 0.5
     x = torch.where(draw[:, 0, None, None, None], x.flip(-1), x)
     x = torch.where(draw[:, 1, None, None, None], x.flip(-2), x)
     if x.shape[-1] == x.shape[-2]:
         x = torch.where(draw[:, 2, None, None, None], x.transpose(-1, -2), x)
     return x
+
+
+def _affine(x: torch.Tensor, flip: bool, rotate: float, zoom: float, shear: float) -> torch.Tensor:
+    n, device = x.shape[0], x.device
+    angle = _uniform(n, rotate, device)
+    scale = 1 + _uniform(n, zoom, device)
+    skew = torch.tan(_uniform(n, shear, device))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+    rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    shearing = torch.stack([torch.stack([one, skew], -1), torch.stack([zero, one], -1)], -2)
+    # affine_grid maps output to input coordinates, so zooming in (scale > 1) divides.
+    matrix = rotation @ shearing / scale[:, None, None]
+    if flip:
+        signs = torch.where(torch.rand(n, 2, device=device) < 0.5, -1.0, 1.0)
+        matrix = matrix * signs[:, None, :]
+        swap = torch.rand(n, device=device) < 0.5  # a transposition swaps the columns
+        matrix = torch.where(swap[:, None, None], matrix.flip(-1), matrix)
+    theta = torch.cat([matrix, torch.zeros(n, 2, 1, device=device)], dim=2).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Reflection fills the corners with more smear background rather than black,
+    # which a classifier could learn as a sign of augmentation.
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _jitter(x: torch.Tensor, color: float) -> torch.Tensor:
+    """Brightness, contrast and hue per sample, as stain and illumination vary between slides."""
+    n, device = x.shape[0], x.device
+    brightness = 1 + _uniform(n, color, device)
+    contrast = 1 + _uniform(n, color, device)
+    hue = _uniform(n, color / 2 * 2 * math.pi, device)
+    k = _GREY.to(device)
+    cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=device, dtype=x.dtype) / math.sqrt(3)
+    cos, sin = torch.cos(hue)[:, None, None], torch.sin(hue)[:, None, None]
+    # Rodrigues: a rotation of RGB about the grey axis keeps grey grey and turns the hue.
+    turn = cos * torch.eye(3, device=device) + sin * cross + (1 - cos) * torch.outer(k, k)
+    x = torch.einsum("nij,njhw->nihw", turn.to(x.dtype), x)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast[:, None, None, None] + mean
+    return (x * brightness[:, None, None, None]).clamp_(0, 1)

@@ -26,7 +26,8 @@ from leuktune.search.space import DefineByRun
 from leuktune.train.trainer import make_trainer
 
 # Per-epoch values kept in history.parquet, besides the val_* metrics.
-_HISTORY_KEYS = ["epoch", "train_loss", "train_images_per_s", "epoch_seconds"]
+_HISTORY_KEYS = ["epoch", "train_loss", "train_images_per_s", "epoch_seconds", "lr", "resumed_from_epoch",
+                 "val_confusion_matrix"]
 
 
 def run_trial(params: dict[str, Any], experiment: ExperimentConfig, data: CachedDataset, trials_path: str) -> None:
@@ -61,7 +62,11 @@ class LeaderboardCallback(tune.Callback):
         self._started[trial.trial_id] = (_now(), time.monotonic())
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._results.setdefault(trial.trial_id, []).append(dict(result))
+        results = self._results.setdefault(trial.trial_id, [])
+        # A worker group restarted from an earlier checkpoint reports some epochs again;
+        # the new reports replace the old ones.
+        results[:] = [r for r in results if r.get("epoch", 0) < result.get("epoch", 0)]
+        results.append(dict(result))
         metric = self.cfg.search.metric
         if metric in result:
             self.echo(f"[leuktune] trial {trial.trial_id} epoch {result.get('epoch')}/{self.cfg.train.epochs}: "
@@ -80,16 +85,18 @@ class LeaderboardCallback(tune.Callback):
         metric, sign = self.cfg.search.metric, (1 if self.cfg.search.mode == "max" else -1)
         scored = [r for r in results if not math.isnan(r.get(metric, math.nan))]
         best = max(scored, key=lambda r: sign * r[metric]) if scored else {}
-        checkpoints = [r[CHECKPOINT_PATH_KEY] for r in results
-                       if r.get(CHECKPOINT_PATH_KEY) and r["epoch"] <= best.get("epoch", 0)]
+        # The loop checkpoints every new best, and Ray keeps the latest new best.
+        checkpoint = best.get(CHECKPOINT_PATH_KEY)
         epochs_run = max((r["epoch"] for r in results), default=0)
+        last = results[-1] if results else {}
+        stopped_by = None
         if error:
             status = "error"
         elif epochs_run < self.cfg.train.epochs:
-            status = "stopped_early"  # ASHA judged it weak
+            status = "stopped_early"
+            stopped_by = "patience" if last.get("early_stopped") else "asha"
         else:
             status = "completed"
-        last = results[-1] if results else {}
         row = {
             "experiment": self.cfg.name,
             "trial_id": trial.trial_id,
@@ -97,13 +104,14 @@ class LeaderboardCallback(tune.Callback):
             **{k: trial.config.get(k) for k in self.hyperparameters},
             "best_epoch": best.get("epoch"),
             "epochs_run": epochs_run,
+            "stopped_by": stopped_by,
             **{f"val_{m}": best.get(f"val_{m}") for m in METRICS},
-            "params": last.get("params"),
-            "trainable_params": last.get("trainable_params"),
-            **{k: last.get(k) for k in ("unfreeze_depth_effective", "stage_groups", "backbone_activation")},
+            "val_confusion_matrix": best.get("val_confusion_matrix"),
+            **{k: last.get(k) for k in ("params", "trainable_params", "unfreeze_depth_effective", "stage_groups",
+                                        "backbone_activation", "workers", "precision")},
             "train_seconds": round(time.monotonic() - t0, 2),
             "device": last.get("device"),
-            "checkpoint_uri": checkpoints[-1] if checkpoints else None,
+            "checkpoint_uri": checkpoint,
             "started_at": started_at,
             "finished_at": _now(),
             "leuktune_version": leuktune.__version__,
@@ -149,7 +157,7 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, run_dir: Path, echo=
                else optuna.samplers.RandomSampler(seed=search.searcher.optuna.seed))
     searcher = OptunaSearch(space=DefineByRun(cfg), metric=search.metric, mode=search.mode, sampler=sampler)
     asha = search.scheduler.asha
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs,
+    scheduler = (ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs,
                                grace_period=min(asha.grace_period, cfg.train.epochs),
                                reduction_factor=asha.reduction_factor)
                  if asha else FIFOScheduler())

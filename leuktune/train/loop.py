@@ -2,15 +2,17 @@
 
 It reads a concrete ``ExperimentConfig`` and the shared ``CachedDataset``; it never
 parses YAML nor decodes an image. Each epoch it trains on its shard of the training
-split, scores the whole validation split and reports metrics (and, when the search
-metric improves, a checkpoint) through ``ray.train.report``.
+split, scores the whole validation split and reports metrics, with a checkpoint when
+one is due, through ``ray.train.report``. A worker group restarted by Ray Train after
+a failure resumes from the trial's latest checkpoint.
 """
 
 from __future__ import annotations
 
-import os
+import math
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import ray
@@ -23,101 +25,165 @@ import torch.nn.functional as F
 from leuktune.config import ExperimentConfig
 from leuktune.data.augment import augment_batch
 from leuktune.data.cache import CachedDataset
-from leuktune.models.build import build_model, count_parameters, param_groups
-from leuktune.train.metrics import classification_metrics
+from leuktune.models.build import build_model, count_parameters
+from leuktune.train import checkpoint
+from leuktune.train.balance import class_weights, epoch_order
+from leuktune.train.device import DeviceSetup
+from leuktune.train.evaluate import predict
+from leuktune.train.metrics import classification_metrics, confusion_matrix
+from leuktune.train.optim import make_optimizer, make_scheduler
 
 
-def _to_input(batch: np.ndarray, device: torch.device, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    x = torch.from_numpy(batch).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-    return (x - mean) / std
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _gather(values: np.ndarray) -> np.ndarray:
     """Every worker's rows, so validation metrics cover the whole split, not one shard."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _distributed():
         return values
     parts: list = [None] * dist.get_world_size()
     dist.all_gather_object(parts, values)
     return np.concatenate(parts)
 
 
+def _sum_over_workers(*values: torch.Tensor) -> list[float]:
+    total = torch.stack([v.float() for v in values])
+    if _distributed():
+        dist.all_reduce(total)
+    return total.tolist()
+
+
+def batch_bounds(rows: int, batch_size: int) -> list[tuple[int, int]]:
+    """Batches of an epoch; a last batch of one image is dropped (BatchNorm cannot train on it)."""
+    bounds = [(s, min(s + batch_size, rows)) for s in range(0, rows, batch_size)]
+    return [b for b in bounds if b[1] - b[0] > 1 or len(bounds) == 1]
+
+
+@dataclass
+class _Best:
+    """The search metric's best so far, signed so that larger is better."""
+
+    score: float = -math.inf
+    epoch: int = 0
+
+    def update(self, score: float, epoch: int) -> bool:
+        if score > self.score:  # NaN never improves
+            self.score, self.epoch = score, epoch
+            return True
+        return False
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     cfg = ExperimentConfig.model_validate(loop_config["experiment"])
     data: CachedDataset = loop_config["data"]
+    train = cfg.train
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
-    torch.manual_seed(cfg.search.searcher.optuna.seed + rank)
+    seed = cfg.search.searcher.optuna.seed
+    torch.manual_seed(seed)  # the same initial weights on every rank (DDP also broadcasts them)
 
     images = ray.get(data.images)  # zero-copy view of the node's shared copy
-    device = ray.train.torch.get_device()
     model = build_model(cfg.model, data.num_classes, cfg.data.image_size)
     params, trainable = count_parameters(model)
-    norm = {"mean": model.backbone.mean, "std": model.backbone.std}  # the backbone's pretrained config
-    mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
+    normalization = {"mean": model.backbone.mean, "std": model.backbone.std}
+    setup = DeviceSetup.create(ray.train.torch.get_device(), normalization["mean"], normalization["std"], train)
+    device = setup.device
     model_info = {"unfreeze_depth_effective": model.unfreeze_depth, "stage_groups": len(model.backbone.groups),
-                  "backbone_activation": model.backbone.activation}
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.train.lr, cfg.train.backbone_lr_mult,
-                                               cfg.train.weight_decay))
-    model = ray.train.torch.prepare_model(model)
+                  "backbone_activation": model.backbone.activation, "params": params,
+                  "trainable_params": trainable, "workers": world,
+                  "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                  "precision": str(setup.amp).removeprefix("torch.") if setup.amp else "fp32"}
+    model = setup.prepare(model)
 
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.train.epochs)
     train_idx, val_idx = data.indices("train"), data.indices("val")
-    batch_size = cfg.train.batch_size
-    rng = np.random.default_rng(cfg.search.searcher.optuna.seed)  # same order on every rank
+    worker_batch = max(1, train.batch_size // world)
+    shard_rows = len(train_idx) // world  # equal shards keep DDP's collective calls in step
+    bounds = batch_bounds(shard_rows, worker_batch)
+    optimizer = make_optimizer(model, train)
+    scheduler = make_scheduler(optimizer, train, len(bounds))
+    scaler = torch.amp.GradScaler(device.type, enabled=setup.amp == torch.float16)
+    weights = (torch.from_numpy(class_weights(data.labels[train_idx], data.num_classes)).to(device)
+               if train.class_balance == "weighted_loss" else None)
+    best = _Best()
     sign = 1 if cfg.search.mode == "max" else -1
-    best = -np.inf
 
-    for epoch in range(1, cfg.train.epochs + 1):
-        started = time.perf_counter()
+    first_epoch = 1
+    resumed = ray.train.get_checkpoint()
+    if resumed:
+        with resumed.as_directory() as folder:
+            state = checkpoint.load(folder, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        best = _Best(**state["best"])
+        first_epoch = state["epoch"] + 1
+    model = ray.train.torch.prepare_model(model, move_to_device=False)
+    bare = model.module if hasattr(model, "module") else model
+
+    for epoch in range(first_epoch, train.epochs + 1):
+        # Seeded per epoch and rank, so a resumed trial draws what it would have drawn.
+        torch.manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
+        order = epoch_order(train_idx, data.labels, data.num_classes, train.class_balance, seed, epoch)
+        order = order[: shard_rows * world][rank::world]
         model.train()
-        order = train_idx[rng.permutation(len(train_idx))]
-        order = order[: len(order) // world * world][rank::world]  # equal shards keep DDP in step
-        loss_sum, seen = 0.0, 0
-        for start in range(0, len(order), batch_size):
-            idx = np.sort(order[start:start + batch_size])
-            x = augment_batch(_to_input(images[idx], device, mean, std), cfg.train.augment)
-            y = torch.from_numpy(data.labels[idx]).to(device)
-            loss = F.cross_entropy(model(x), y)
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        started = time.perf_counter()
+        for lo, hi in bounds:
+            idx = np.sort(order[lo:hi])  # ascending rows read the shared array in memory order
+            x = setup.normalize(augment_batch(setup.to_unit(images[idx]), train.augment, train.augment_strength))
+            y = torch.from_numpy(data.labels[idx]).to(device, non_blocking=True)
+            with setup.autocast():
+                loss = F.cross_entropy(model(x), y, weight=weights, label_smoothing=train.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(idx)
+            scaler.scale(loss).backward()
+            if train.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += loss.detach() * len(idx)  # no .item(): it would stall the GPU every step
             seen += len(idx)
-        scheduler.step()
-        train_seconds = time.perf_counter() - started
+        loss_total, seen_total = _sum_over_workers(loss_sum, torch.tensor(seen, device=device))
+        train_seconds = time.perf_counter() - started  # the sum above waited for the device
 
-        model.eval()
         shard = val_idx[rank::world]
-        probs = []
-        with torch.no_grad():
-            for start in range(0, len(shard), batch_size * 2):
-                idx = shard[start:start + batch_size * 2]
-                probs.append(torch.softmax(model(_to_input(images[idx], device, mean, std)), 1).float().cpu().numpy())
-        val_probs = _gather(np.concatenate(probs) if probs else np.zeros((0, data.num_classes), np.float32))
+        val_probs = _gather(predict(model, images, shard, setup, worker_batch * 2, data.num_classes))
         val_true = _gather(data.labels[shard])
         metrics = classification_metrics(val_true, val_probs, prefix="val_")
+        improved = best.update(sign * metrics[cfg.search.metric], epoch)
+        stop = bool(train.patience) and epoch - best.epoch >= train.patience
         metrics.update(
+            model_info,
             epoch=epoch,
-            train_loss=loss_sum / max(seen, 1),
-            train_images_per_s=seen * world / train_seconds,
+            val_confusion_matrix=confusion_matrix(val_true, val_probs),
+            val_images=len(val_true),
+            train_loss=loss_total / max(seen_total, 1),
+            train_images_per_s=seen_total / train_seconds,
             epoch_seconds=time.perf_counter() - started,
-            params=params,
-            trainable_params=trainable,
-            device=str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
-            **model_info,
+            lr=max(scheduler.get_last_lr()),
+            # Ray keeps the checkpoint with the largest value: the latest new best. Other
+            # checkpoints (every N epochs, for resuming) get 0, so a tie never evicts the best.
+            improved_epoch=epoch if improved else 0,
+            early_stopped=stop,
+            resumed_from_epoch=first_epoch - 1,
         )
-
-        score = sign * metrics[cfg.search.metric]
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if score > best:
-                best = score
-                if rank == 0:
-                    state = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
-                    torch.save({"model": state, "epoch": epoch, "class_names": data.class_names,
-                                "normalization": {"mean": norm["mean"], "std": norm["std"]},
-                                "experiment": cfg.to_dict()}, os.path.join(tmp, "model.pt"))
-                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        due = improved or stop or epoch % train.checkpoint_every == 0 or epoch == train.epochs
+        with tempfile.TemporaryDirectory() as folder:
+            saved = None
+            if due and rank == 0:
+                checkpoint.save(folder, {
+                    "model": bare.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "epoch": epoch, "best": {"score": best.score, "epoch": best.epoch},
+                    "class_names": data.class_names, "normalization": normalization,
+                    "experiment": cfg.to_dict(), "metrics": {k: v for k, v in metrics.items()},
+                })
+                saved = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=saved)
+        if stop:
+            break

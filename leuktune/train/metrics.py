@@ -23,7 +23,11 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, prefix: str = 
             "f1_macro": skm.f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0),
             "f1_weighted": skm.f1_score(y_true, y_pred, average="weighted", labels=labels, zero_division=0),
             "precision_macro": skm.precision_score(y_true, y_pred, average="macro", labels=labels, zero_division=0),
+            "precision_weighted": skm.precision_score(y_true, y_pred, average="weighted", labels=labels,
+                                                      zero_division=0),
             "recall_macro": skm.recall_score(y_true, y_pred, average="macro", labels=labels, zero_division=0),
+            "recall_weighted": skm.recall_score(y_true, y_pred, average="weighted", labels=labels,
+                                                zero_division=0),
             "roc_auc": _roc_auc(y_true, probs),
             "loss": skm.log_loss(y_true, np.clip(probs, 1e-7, 1), labels=labels),
         }
@@ -37,3 +41,10 @@ def _roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     if probs.shape[1] == 2:
         return skm.roc_auc_score(y_true, probs[:, 1])
     return skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=np.arange(probs.shape[1]))
+
+
+def confusion_matrix(y_true: np.ndarray, probs: np.ndarray) -> list[list[int]]:
+    """Rows = true class, columns = predicted class, in class-id order; plain lists so the
+    matrix travels through Ray reports and into Parquet as a nested list column."""
+    labels = np.arange(probs.shape[1])
+    return skm.confusion_matrix(y_true, probs.argmax(axis=1), labels=labels).tolist()

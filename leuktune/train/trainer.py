@@ -29,13 +29,14 @@ def make_trainer(cfg: ExperimentConfig, data: CachedDataset, storage_path: str, 
             name=name,
             storage_path=storage_path,
             callbacks=callbacks or [],
-            # Only the best epoch's weights are worth keeping for the final test evaluation.
+            # Keep the best epoch's checkpoint (the final test evaluation reads it); Ray
+            # also always keeps the latest, which a restarted worker group resumes from.
             checkpoint_config=CheckpointConfig(
                 num_to_keep=1,
-                checkpoint_score_attribute=cfg.search.metric,
-                checkpoint_score_order=cfg.search.mode,
+                checkpoint_score_attribute="improved_epoch",
+                checkpoint_score_order="max",
             ),
-            failure_config=FailureConfig(max_failures=0),
+            failure_config=FailureConfig(max_failures=cfg.resources.max_failures),
             # Ray Train's INFO lines repeat every metric of every report; leuktune
             # prints its own one-line progress per epoch instead.
             logging_config=LoggingConfig(log_level="WARNING"),

@@ -1,0 +1,64 @@
+"""How a batch meets the device: uint8 pixels in, normalised float tensors out, AMP around the model.
+
+The same recipe serves training, validation and checkpoint evaluation, so a model is
+always scored on inputs prepared exactly as it was trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from leuktune.config import TrainConfig
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.precision`` on this device; None = full fp32."""
+    if precision != "auto":
+        return _DTYPES[precision]
+    if device.type != "cuda":
+        return None  # CPU autocast is slower than fp32 for these convolutions
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    device: torch.device
+    mean: torch.Tensor  # (1, 3, 1, 1): the backbone's normalisation
+    std: torch.Tensor
+    amp: torch.dtype | None
+    channels_last: bool
+
+    @classmethod
+    def create(cls, device: torch.device, mean, std, train: TrainConfig) -> "DeviceSetup":
+        return cls(device,
+                   torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+                   torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+                   amp_dtype(train.precision, device),
+                   train.channels_last and device.type == "cuda")
+
+    def to_unit(self, batch: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1] on the device. The uint8 crosses
+        to the device, a quarter of the bytes of float."""
+        x = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model

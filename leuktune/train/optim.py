@@ -1,0 +1,35 @@
+"""Optimiser and learning-rate schedule of a trial, stepped once per batch."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from leuktune.config import TrainConfig
+from leuktune.models.build import param_groups
+
+# Warm-up starts at lr / 25, as one-cycle does, so both schedules begin alike.
+_WARMUP_START = 1 / 25
+
+
+def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(param_groups(model, train.lr, train.backbone_lr_mult, train.weight_decay))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    total = max(1, steps_per_epoch * train.epochs)
+    warmup = min(round(train.warmup_epochs * steps_per_epoch), total - 1)
+    if train.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
+            pct_start=max(warmup, 1) / total, div_factor=1 / _WARMUP_START, anneal_strategy="cos")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return _WARMUP_START + (1 - _WARMUP_START) * step / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
