@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from leuktune.data.augment import augment_batch
 from leuktune.data.prepare import prepare
 from leuktune.train import checkpoint
 from leuktune.train.balance import class_weights, epoch_order
+from leuktune.train.device import prefetched
 from leuktune.train.evaluate import evaluate_checkpoint
 from leuktune.train.optim import make_optimizer, make_scheduler
 from leuktune.train.trainer import make_trainer
@@ -41,6 +43,24 @@ def test_augmentation_keeps_shape_and_range_and_differs_per_sample():
     flipped = augment_batch(batch, AugmentConfig(), strength=0.0)
     assert torch.equal(flipped.flatten(1).sort(dim=1).values, batch.flatten(1).sort(dim=1).values)
     assert not all(torch.equal(f, batch[0]) for f in flipped)
+
+
+def test_prefetched_batches_come_in_order_while_the_next_one_loads():
+    loaded = []
+
+    def load(i):
+        loaded.append(i)
+        return i * 10
+
+    out = []
+    for value in prefetched(load, range(5)):
+        out.append(value)
+        if value == 0:
+            time.sleep(0.1)  # the caller is busy with batch 0 ...
+            assert 1 in loaded  # ... while batch 1 is already loading
+    assert out == [0, 10, 20, 30, 40]
+    with pytest.raises(ZeroDivisionError):
+        list(prefetched(lambda i: 1 / i, [1, 0]))
 
 
 def test_warmup_then_cosine_and_onecycle_schedules():
@@ -91,10 +111,16 @@ def _fit(cfg, data, storage, name, callbacks=None):
 def test_two_worker_ddp_trial_reports_the_same_metrics_as_one_worker(tiny_data):
     cfg, data, storage = tiny_data
     one = _fit(cfg, data, storage, "one-worker")
-    two = _fit(cfg.model_copy(update={"resources": cfg.resources.model_copy(update={"workers_per_trial": 2})}),
-               data, storage, "two-workers")
+    # The two-worker trial also takes the other road through the loop: bf16 autocast (on the
+    # CPU too when asked), the balanced sampler, one-cycle, label smoothing.
+    two = _fit(cfg.model_copy(update={
+        "resources": cfg.resources.model_copy(update={"workers_per_trial": 2}),
+        "train": cfg.train.model_copy(update={"precision": "bf16", "class_balance": "sampler",
+                                              "schedule": "onecycle", "label_smoothing": 0.1})}),
+        data, storage, "two-workers")
     assert set(one.metrics) == set(two.metrics)
     assert one.metrics["workers"] == 1 and two.metrics["workers"] == 2
+    assert one.metrics["precision"] == "fp32" and two.metrics["precision"] == "bfloat16"
     for result in (one, two):
         # validation covers the whole split, whichever worker scored which images
         assert result.metrics["val_images"] == len(data.indices("val"))

@@ -7,13 +7,17 @@ always scored on inputs prepared exactly as it was trained on.
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
 
 from leuktune.config import TrainConfig
 
+T = TypeVar("T")
+U = TypeVar("U")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
@@ -24,6 +28,20 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         return None  # CPU autocast is slower than fp32 for these convolutions
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def prefetched(load: Callable[[T], U], items: Iterable[T]) -> Iterator[U]:
+    """``load(item)`` for each item in order, the next one loading in a thread while the caller
+    uses the current one. Worth it when ``load`` releases the GIL (numpy copies, pinning)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for item in items:
+            upcoming = pool.submit(load, item)
+            if pending is not None:
+                yield pending.result()
+            pending = upcoming
+        if pending is not None:
+            yield pending.result()
 
 
 @dataclass(frozen=True)
@@ -42,13 +60,18 @@ class DeviceSetup:
                    amp_dtype(train.precision, device),
                    train.channels_last and device.type == "cuda")
 
-    def to_unit(self, batch: np.ndarray) -> torch.Tensor:
-        """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1] on the device. The uint8 crosses
-        to the device, a quarter of the bytes of float."""
-        x = torch.from_numpy(batch)
-        if self.device.type == "cuda":
-            x = x.pin_memory()
-        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    def host_batches(self, images: np.ndarray, batches: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
+        """``images[rows]`` for each batch of rows, as uint8 host tensors. On a GPU the next batch
+        is gathered and pinned in a thread while the device computes on this one; on the CPU
+        that thread would only take cores from the model."""
+        if self.device.type != "cuda":
+            return (torch.from_numpy(images[rows]) for rows in batches)
+        return prefetched(lambda rows: torch.from_numpy(images[rows]).pin_memory(), batches)
+
+    def to_unit(self, batch: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, 3) uint8 on the host -> (N, 3, H, W) float in [0, 1] on the device. The
+        uint8 crosses to the device, a quarter of the bytes of float."""
+        x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

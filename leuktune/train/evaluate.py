@@ -24,10 +24,10 @@ def predict(model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, setup:
     """Class probabilities (len(rows), num_classes) for ``images[rows]``, in the order of ``rows``."""
     model.eval()
     out = [np.zeros((0, num_classes), np.float32)]
-    for start in range(0, len(rows), batch_size):
-        x = setup.normalize(setup.to_unit(images[rows[start:start + batch_size]]))
+    batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
+    for host in setup.host_batches(images, batches):
         with setup.autocast():
-            logits = model(x)
+            logits = model(setup.normalize(setup.to_unit(host)))
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     return np.concatenate(out)
 

@@ -132,9 +132,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         loss_sum = torch.zeros((), device=device)
         seen = 0
         started = time.perf_counter()
-        for lo, hi in bounds:
-            idx = np.sort(order[lo:hi])  # ascending rows read the shared array in memory order
-            x = setup.normalize(augment_batch(setup.to_unit(images[idx]), train.augment, train.augment_strength))
+        # ascending rows read the shared array in memory order
+        batches = [np.sort(order[lo:hi]) for lo, hi in bounds]
+        for idx, host in zip(batches, setup.host_batches(images, batches)):
+            x = setup.normalize(augment_batch(setup.to_unit(host), train.augment, train.augment_strength))
             y = torch.from_numpy(data.labels[idx]).to(device, non_blocking=True)
             with setup.autocast():
                 loss = F.cross_entropy(model(x), y, weight=weights, label_smoothing=train.label_smoothing)
