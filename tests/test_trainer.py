@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -146,6 +147,8 @@ def test_best_checkpoint_evaluates_to_the_reported_metrics(tiny_data):
     assert test["test_images"] == len(data.indices("test")) and "test_f1_weighted" in test
     with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
         evaluate_checkpoint(storage / "nowhere", data)
+    with pytest.raises(checkpoint.CheckpointError, match="fingerprint"):  # another split of the data
+        evaluate_checkpoint(best.path, dataclasses.replace(data, fingerprint="0" * 16), "test")
 
 
 class _KillWorkerAfterEpoch(ray.train.UserCallback):

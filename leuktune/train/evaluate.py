@@ -54,6 +54,11 @@ def evaluate_checkpoint(path: str | Path, data: CachedDataset, split: str = "tes
         raise checkpoint.CheckpointError(
             f"{path}: trained on classes {list(state['class_names'])}, but the data has "
             f"{list(data.class_names)}")
+    if state.get("data_fingerprint") != data.fingerprint:
+        # Another split could put the trial's training images in the split being scored.
+        raise checkpoint.CheckpointError(
+            f"{path}: trained on data with fingerprint {state.get('data_fingerprint')}, but this data's is "
+            f"{data.fingerprint} (other files, labels or split); prepare the data from the trial's config")
     cfg = checkpoint.experiment(state)
     setup = DeviceSetup.create(device, state["normalization"]["mean"], state["normalization"]["std"], cfg.train)
     model = setup.prepare(model)
