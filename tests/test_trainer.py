@@ -121,7 +121,7 @@ def test_two_worker_ddp_trial_reports_the_same_metrics_as_one_worker(tiny_data):
         data, storage, "two-workers")
     assert set(one.metrics) == set(two.metrics)
     assert one.metrics["workers"] == 1 and two.metrics["workers"] == 2
-    assert one.metrics["precision"] == "fp32" and two.metrics["precision"] == "bfloat16"
+    assert one.metrics["precision"] == "fp32" and two.metrics["precision"] == "bf16"
     for result in (one, two):
         # validation covers the whole split, whichever worker scored which images
         assert result.metrics["val_images"] == len(data.indices("val"))

@@ -24,7 +24,7 @@ from leuktune.config import ExperimentConfig, ModelConfig
 from leuktune.data.cache import CachedDataset
 from leuktune.data.split import SPLITS
 from leuktune.models.build import build_model
-from leuktune.train.device import amp_dtype
+from leuktune.train.device import amp_dtype, precision_name
 from leuktune.train.trainer import make_trainer
 
 CLASSES = 6
@@ -134,7 +134,7 @@ def bench_throughput(backbone: str, image_size: int, batch: int, images: int, ep
     return {
         "device": torch.cuda.get_device_name(device_) if device_.type == "cuda" else f"cpu, {threads} threads",
         "backbone": backbone, "image_size": image_size, "batch": batch, "train_images": images,
-        "precision": str(amp_dtype("auto", device_) or "fp32").removeprefix("torch."),
+        "precision": precision_name(amp_dtype("auto", device_)),
         "a_bare_img_per_s": round(a, 1),
         "b_leuktune_img_per_s": round(b_plain, 1),
         "ratio_b_over_a": round(b_plain / a, 3),

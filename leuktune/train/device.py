@@ -44,6 +44,11 @@ def prefetched(load: Callable[[T], U], items: Iterable[T]) -> Iterator[U]:
             yield pending.result()
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """As train.precision spells it: bf16, fp16 or fp32."""
+    return next(name for name, known in _DTYPES.items() if known == dtype)
+
+
 @dataclass(frozen=True)
 class DeviceSetup:
     device: torch.device
@@ -73,6 +78,10 @@ class DeviceSetup:
         uint8 crosses to the device, a quarter of the bytes of float."""
         x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.amp)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

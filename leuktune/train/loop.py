@@ -94,7 +94,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                   "backbone_activation": model.backbone.activation, "params": params,
                   "trainable_params": trainable, "workers": world,
                   "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                  "precision": str(setup.amp).removeprefix("torch.") if setup.amp else "fp32"}
+                  "precision": setup.precision}
     model = setup.prepare(model)
 
     train_idx, val_idx = data.indices("train"), data.indices("val")
