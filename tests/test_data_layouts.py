@@ -1,5 +1,7 @@
 """Each dataset layout built on disk with real image files, including the awkward ones."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -195,3 +197,22 @@ def test_data_cli_reports_counts_and_fails_on_bad_files(tmp_path, capsys, ray_ru
     (root / "ALL" / "empty.png").write_bytes(b"")
     assert data_main(args) == 2
     assert "empty.png: zero-byte file" in capsys.readouterr().err
+
+
+def test_relative_roots_and_symlinked_images(tmp_path, monkeypatch):
+    # data.root relative to the working directory, and images that are symlinks into a store
+    # elsewhere (common on clusters): both read, and groups are named by the path under root.
+    store = tmp_path / "store"
+    store.mkdir()
+    cell("ALL", 1).save(store / "a.png")
+    for label in LABELS:
+        (tmp_path / "cells" / label).mkdir(parents=True)
+        cell(label, 2).save(tmp_path / "cells" / label / "own.png")
+    (tmp_path / "cells" / "ALL" / "linked.png").symlink_to(store / "a.png")
+    (tmp_path / "idb").mkdir()
+    (tmp_path / "idb" / "Im001_1.tif").symlink_to(store / "a.png")
+    monkeypatch.chdir(tmp_path)
+    m = imagefolder("cells")
+    assert sorted(m["group"]) == sorted([f"cells/{LABELS[0]}/linked", *(f"cells/{c}/own" for c in LABELS)])
+    assert m["path"].map(lambda p: Path(p).is_absolute() and Path(p).is_file()).all()
+    assert allidb("idb")["group"].tolist() == ["Im001_1"]

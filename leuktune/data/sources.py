@@ -37,7 +37,7 @@ def _require_dir(root: Path | None, what: str) -> Path:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found (data.root); expected {what}")
-    return root
+    return root.absolute()  # not resolve(): groups are named by the path under root, symlinks and all
 
 
 def _class_folders(root: Path, split: str | None = None) -> list[dict]:
@@ -51,7 +51,7 @@ def _class_folders(root: Path, split: str | None = None) -> list[dict]:
             raise DataError(f"{class_dir}: class folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         for f in files:
             row = {"path": str(f.resolve()), "label": class_dir.name,
-                   "group": str(f.resolve().relative_to(root.parent).with_suffix(""))}
+                   "group": str(f.relative_to(root.parent).with_suffix(""))}
             if split:
                 row["split"] = split
             rows.append(row)
@@ -123,7 +123,7 @@ def allidb(root: str | Path | None) -> pd.DataFrame:
         m = _ALLIDB_NAME.match(f.name)
         if m:
             rows.append({"path": str(f.resolve()), "label": "ALL" if m.group(2) == "1" else "healthy",
-                         "group": str(f.resolve().relative_to(root).with_suffix(""))})
+                         "group": str(f.relative_to(root).with_suffix(""))})
     if not rows:
         raise DataError(f"{root}: no files named ImNNN_L.jpg|tif (ALL-IDB layout)")
     return pd.DataFrame(rows, columns=["path", "label", "group"])
