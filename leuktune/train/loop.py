@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from leuktune.config import ExperimentConfig
+from leuktune.config import ExperimentConfig, TrainConfig
 from leuktune.data.augment import augment_batch
 from leuktune.data.cache import CachedDataset
 from leuktune.models.build import build_model, count_parameters
@@ -74,6 +74,42 @@ class _Best:
         return False
 
 
+@dataclass(frozen=True)
+class _Step:
+    """What one optimisation step needs besides the model and the batch."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    class_weights: torch.Tensor | None
+    train: TrainConfig
+
+
+def _train_epoch(model: torch.nn.Module, step: _Step, setup: DeviceSetup, images: np.ndarray,
+                 labels: np.ndarray, batches: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over this worker's batches; returns the summed loss and the image count, on the device."""
+    model.train()
+    train = step.train
+    loss_sum = torch.zeros((), device=setup.device)
+    seen = 0
+    for rows, host in zip(batches, setup.host_batches(images, batches)):
+        x = setup.normalize(augment_batch(setup.to_unit(host), train.augment, train.augment_strength))
+        y = torch.from_numpy(labels[rows]).to(setup.device, non_blocking=True)
+        with setup.autocast():
+            loss = F.cross_entropy(model(x), y, weight=step.class_weights, label_smoothing=train.label_smoothing)
+        step.optimizer.zero_grad(set_to_none=True)
+        step.scaler.scale(loss).backward()
+        if train.grad_clip:
+            step.scaler.unscale_(step.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        step.scaler.step(step.optimizer)
+        step.scaler.update()
+        step.scheduler.step()
+        loss_sum += loss.detach() * len(rows)  # no .item(): it would stall the GPU every step
+        seen += len(rows)
+    return loss_sum, torch.tensor(seen, device=setup.device)
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     cfg = ExperimentConfig.model_validate(loop_config["experiment"])
     data: CachedDataset = loop_config["data"]
@@ -122,34 +158,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
         first_epoch = state["epoch"] + 1
     model = ray.train.torch.prepare_model(model, move_to_device=False)
     bare = model.module if hasattr(model, "module") else model
+    step = _Step(optimizer, scheduler, scaler, weights, train)
 
     for epoch in range(first_epoch, train.epochs + 1):
         # Seeded per epoch and rank, so a resumed trial draws what it would have drawn.
         torch.manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
         order = epoch_order(train_idx, data.labels, data.num_classes, train.class_balance, seed, epoch)
         order = order[: shard_rows * world][rank::world]
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        seen = 0
         started = time.perf_counter()
         # ascending rows read the shared array in memory order
         batches = [np.sort(order[lo:hi]) for lo, hi in bounds]
-        for idx, host in zip(batches, setup.host_batches(images, batches)):
-            x = setup.normalize(augment_batch(setup.to_unit(host), train.augment, train.augment_strength))
-            y = torch.from_numpy(data.labels[idx]).to(device, non_blocking=True)
-            with setup.autocast():
-                loss = F.cross_entropy(model(x), y, weight=weights, label_smoothing=train.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if train.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_sum += loss.detach() * len(idx)  # no .item(): it would stall the GPU every step
-            seen += len(idx)
-        loss_total, seen_total = _sum_over_workers(loss_sum, torch.tensor(seen, device=device))
+        loss_sum, seen = _train_epoch(model, step, setup, images, data.labels, batches)
+        loss_total, seen_total = _sum_over_workers(loss_sum, seen)
         train_seconds = time.perf_counter() - started  # the sum above waited for the device
 
         shard = val_idx[rank::world]
