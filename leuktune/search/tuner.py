@@ -82,10 +82,10 @@ class LeaderboardCallback(tune.Callback):
     def _finish(self, trial, error: str | None) -> None:
         results = self._results.pop(trial.trial_id, [])
         started_at, t0 = self._started.pop(trial.trial_id, (None, time.monotonic()))
-        metric, sign = self.cfg.search.metric, (1 if self.cfg.search.mode == "max" else -1)
-        scored = [r for r in results if not math.isnan(r.get(metric, math.nan))]
-        best = max(scored, key=lambda r: sign * r[metric]) if scored else {}
-        # The loop checkpoints every new best, and Ray keeps the latest new best.
+        metric = self.cfg.search.metric
+        # The loop decides what is best (it marks each new best with improved_epoch and
+        # checkpoints it); the last such epoch is the trial's best, and Ray keeps its checkpoint.
+        best = next((r for r in reversed(results) if r.get("improved_epoch")), {})
         checkpoint = best.get(CHECKPOINT_PATH_KEY)
         epochs_run = max((r["epoch"] for r in results), default=0)
         last = results[-1] if results else {}
