@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from leuktune.config import SYNTHETIC_CLASSES
+from leuktune.data import cache, synthetic
+from leuktune.data.decode import load_rgb, resize
+from leuktune.data.sources import imagefolder
+
 
 def bench_cache(workdir: str, images: int, source_size: int, image_size: int, batch: int) -> dict:
     """An epoch read from the decode-once cache vs the same epoch decoded from files."""
-    from pathlib import Path
-
-    import numpy as np
-    import ray
-
-    from leuktune.config import SYNTHETIC_CLASSES
-    from leuktune.data import cache, synthetic
-    from leuktune.data.decode import load_rgb, resize
-    from leuktune.data.sources import imagefolder
-
     root = Path(workdir) / "set"
     per_class = -(-images // len(SYNTHETIC_CLASSES))
     started = time.perf_counter()

@@ -6,6 +6,9 @@ import time
 
 import torch
 
+from leuktune.config import ModelConfig
+from leuktune.models.build import build_model, count_parameters
+
 NAMED_BACKBONES = [
     "resnet50", "densenet121", "efficientnet_b0", "inception_v3", "vgg16", "vgg19", "xception41",
     "legacy_xception", "convnext_tiny", "efficientnetv2_rw_t", "vit_tiny_patch16_224", "alexnet",
@@ -14,9 +17,6 @@ NAMED_BACKBONES = [
 
 
 def bench_models(backbones: list[str], image_size: int, batch: int, steps: int) -> list[dict]:
-    from leuktune.config import ModelConfig
-    from leuktune.models.build import build_model, count_parameters
-
     rows = []
     for name in backbones:
         model = build_model(ModelConfig(backbone=name, head="linear"), 2, image_size).train()

@@ -76,7 +76,7 @@ def _jitter(x: torch.Tensor, color: float) -> torch.Tensor:
     n, device = x.shape[0], x.device
     brightness = 1 + _uniform(n, color, device)
     contrast = 1 + _uniform(n, color, device)
-    hue = _uniform(n, color / 2 * 2 * math.pi, device)
+    hue = _uniform(n, color * math.pi, device)  # radians: up to color/2 of a full turn
     k = _GREY.to(device)
     cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=device, dtype=x.dtype) / math.sqrt(3)
     cos, sin = torch.cos(hue)[:, None, None], torch.sin(hue)[:, None, None]

@@ -203,7 +203,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     "epoch": epoch, "best": {"score": best.score, "epoch": best.epoch},
                     "class_names": data.class_names, "normalization": normalization,
                     "data_fingerprint": data.fingerprint,
-                    "experiment": cfg.to_dict(), "metrics": {k: v for k, v in metrics.items()},
+                    "experiment": cfg.to_dict(), "metrics": metrics,
                 })
                 saved = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=saved)
