@@ -1,5 +1,20 @@
-"""leuktune: search for the best blood-smear image classifier with Ray Tune + Ray Train."""
+"""leuktune: search for the best blood-smear image classifier with Ray Tune + Ray Train.
 
+The public API (each name is imported on first use, so ``import leuktune`` stays fast)::
+
+    import leuktune
+    board = leuktune.search(overrides=["search.num_samples=2"])   # ranked leaderboard (DataFrame)
+    model = leuktune.load_model(board.iloc[0])                     # the best trial's model
+    model.evaluate("test")                                         # its test-split metrics
+
+- ``search(config=None, overrides=(), *, address=None)``: run a search, return its leaderboard.
+- ``check_data(config=None, overrides=())``: what the data looks like to a search (DataReport).
+- ``load_config(path=None, overrides=())``: the validated ``ExperimentConfig``.
+- ``load_leaderboard(run_dir_or_paths)``: one or several runs' leaderboards, ranked.
+- ``load_model(checkpoint)``: a trained model (a checkpoint folder or a leaderboard row).
+"""
+
+import importlib
 import os
 
 # Ray Train V2 is the API leuktune is written against (the default since Ray 2.5x);
@@ -7,3 +22,25 @@ import os
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 __version__ = "0.1.0"
+
+# name -> (module, attribute); None: the module itself (leuktune.search is a callable module).
+_API = {
+    "search": ("leuktune.search", None),
+    "check_data": ("leuktune.data.check", "check_data"),
+    "load_config": ("leuktune.config", "load"),
+    "load_leaderboard": ("leuktune.leaderboard", "load"),
+    "load_model": ("leuktune.trained", "load_model"),
+}
+__all__ = [*_API, "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'leuktune' has no attribute {name!r}; the API is {', '.join(_API)}")
+    module, attribute = _API[name]
+    value = importlib.import_module(module)
+    return value if attribute is None else getattr(value, attribute)
+
+
+def __dir__():
+    return sorted([*globals(), *_API])

@@ -14,11 +14,10 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from leuktune.config import METRICS
-
-LEADERBOARD = "leaderboard.parquet"
-HISTORY = "history.parquet"
+from leuktune import runfolder
+from leuktune.metrics import METRICS
 
 # Columns every row has, in order; searched hyperparameters go between the
 # identification columns and the results.
@@ -29,8 +28,13 @@ RESULT_COLUMNS = (
     + [f"test_{m}" for m in METRICS] + ["test_confusion_matrix"]
     + ["params", "trainable_params", "unfreeze_depth_effective", "stage_groups", "backbone_activation",
        "workers", "precision", "train_seconds", "device", "checkpoint_uri",
-       "started_at", "finished_at", "leuktune_version", "data_fingerprint", "error"]
+       "started_at", "finished_at", "leuktune_version", "data_fingerprint",
+       "error", "error_file"]  # error: the exception's type and message; error_file: Ray's full record
 )
+
+
+class LeaderboardError(ValueError):
+    """A leaderboard that cannot be found or read, naming the path."""
 
 
 def append(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -74,11 +78,39 @@ def order_columns(row: dict[str, Any], hyperparameters: Iterable[str]) -> dict[s
     return {c: row.get(c) for c in cols}
 
 
-def read(run_dir: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(Path(run_dir) / LEADERBOARD)
-
-
 def ranked(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     """Best first; failed trials last."""
     ok = board[board["status"] != "error"].sort_values(metric, ascending=(mode == "min"), na_position="last")
     return pd.concat([ok, board[board["status"] == "error"]], ignore_index=True)
+
+
+def _run_files(path: str | Path) -> tuple[Path, Path]:
+    """(leaderboard file, the run's config.yaml) for a run folder or a leaderboard file."""
+    path = Path(path).expanduser()
+    board = path / runfolder.LEADERBOARD if path.is_dir() else path
+    if not board.is_file():
+        raise LeaderboardError(f"{path}: no leaderboard (expected a run folder holding {runfolder.LEADERBOARD}, "
+                               "or the file itself); a search writes one when its first trial ends")
+    return board, board.parent / runfolder.CONFIG
+
+
+def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """The leaderboard of one run, or of several merged, best trial first by the search metric
+    and mode of the (first) run's ``config.yaml``; failed trials last.
+
+    >>> board = leuktune.load_leaderboard("runs/synthetic-default")  # doctest: +SKIP
+    >>> board = leuktune.load_leaderboard(["runs/cnmc-a", "runs/cnmc-b"])  # doctest: +SKIP
+    """
+    paths = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    if not paths:
+        raise LeaderboardError("no run folder given")
+    files = [_run_files(p) for p in paths]
+    board = pd.concat([pd.read_parquet(b) for b, _ in files], ignore_index=True)
+    metric, mode = "val_balanced_accuracy", "max"
+    config = files[0][1]
+    if config.is_file():
+        search = (yaml.safe_load(config.read_text()) or {}).get("search", {})
+        metric, mode = search.get("metric", metric), search.get("mode", mode)
+    board = ranked(board, metric, mode)
+    board.attrs["paths"] = [str(b) for b, _ in files]
+    return board

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import ray
 from PIL import Image
 
 from leuktune.config import SplitConfig
@@ -75,7 +76,9 @@ def test_cache_decodes_once_and_second_scan_reads_the_file(tmp_path, ray_runtime
     assert isinstance(second.pixels, np.memmap)  # read from disk, not decoded again
     assert cached_file.stat().st_mtime_ns == stamp
     assert np.array_equal(first.pixels, second.pixels)
-    shared = cache.share(m, second.pixels, ("ALL", "MM"))
-    assert shared.class_names == ("ALL", "MM") and len(shared.indices("train")) == 4
+    data = cache.dataset(m, second.pixels, ("ALL", "MM"))
+    assert data.class_names == ("ALL", "MM") and len(data.indices("train")) == 4
+    shared = data.shared()  # in the object store once, for every trial
+    assert isinstance(shared.images, ray.ObjectRef) and np.array_equal(shared.pixels(), data.pixels())
     # another size is another cache entry, decoded afresh
     assert cache.scan(m, 16, "pad", tmp_path / "cache", progress=lambda msg: None).pixels.shape[1] == 16

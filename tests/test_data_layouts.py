@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from leuktune.config import load
-from leuktune.data import cache, synthetic
+from leuktune.data import synthetic
 from leuktune.data.__main__ import main as data_main
 from leuktune.data.decode import load_rgb
 from leuktune.data.prepare import prepare
@@ -148,29 +148,40 @@ def test_allidb_and_csv_layouts(tmp_path):
         table(tmp_path / "bad.csv")
 
 
-def test_exact_duplicates_share_a_split_and_near_duplicates_are_reported(tmp_path, ray_runtime):
+def test_exact_duplicates_share_a_split(tmp_path, ray_runtime):
     root = write_folder(tmp_path / "set", classes=("ALL", "CLL", "healthy"), n=12)
     # the same pixels under another name and format: must not straddle splits
     Image.open(root / "ALL" / "ALL_0.png").save(root / "ALL" / "copy_of_0.bmp")
-    # a slightly brighter copy: a near-duplicate that may land in another split
-    bright = np.clip(np.asarray(Image.open(root / "CLL" / "CLL_0.png"), dtype=int) + 6, 0, 255).astype(np.uint8)
-    Image.fromarray(bright).save(root / "CLL" / "bright_0.png")
-    cfg = run_cfg(tmp_path, "data.source=imagefolder", f"data.root={root}", "data.near_duplicate_distance=10")
-    _, report = prepare(cfg, progress=lambda m: None)
+    _, report = prepare(run_cfg(tmp_path, "data.source=imagefolder", f"data.root={root}"), progress=lambda m: None)
     split = pd.read_parquet(tmp_path / "runs" / "t" / "split.parquet").set_index("path")
     a, b = str(root / "ALL" / "ALL_0.png"), str(root / "ALL" / "copy_of_0.bmp")
     assert split.loc[a, "group"] == split.loc[b, "group"] and split.loc[a, "split"] == split.loc[b, "split"]
     assert report.duplicate_images == 2
-    pairs = {frozenset((r.path_a, r.path_b)) for r in report.near_duplicates.itertuples()}
-    bright_pair = frozenset((str(root / "CLL" / "CLL_0.png"), str(root / "CLL" / "bright_0.png")))
-    if split.loc[str(root / "CLL" / "CLL_0.png"), "split"] != split.loc[str(root / "CLL" / "bright_0.png"), "split"]:
-        assert bright_pair in pairs
-    assert all(r.split_a != r.split_b for r in report.near_duplicates.itertuples())
     counts = report.counts
     for label in ("CLL", "healthy"):
         n = counts.loc[label].sum()
         for s, frac in (("train", .6), ("val", .2), ("test", .2)):
             assert abs(counts.loc[label, s] - frac * n) <= 1
+
+
+def test_near_duplicates_across_splits_are_reported_with_their_paths(tmp_path, ray_runtime):
+    # The dataset's own split puts a cell in TRAIN and a slightly brighter copy of it in TEST:
+    # the pair straddles two splits whatever the seed, and must be reported.
+    root = tmp_path / "cells"
+    write_folder(root / "TRAIN", classes=("ALL", "CLL"), n=8)
+    write_folder(root / "TEST", classes=("ALL", "CLL"), n=3)
+    original = root / "TRAIN" / "CLL" / "CLL_5.png"
+    bright = np.clip(np.asarray(Image.open(original), dtype=int) + 6, 0, 255).astype(np.uint8)
+    Image.fromarray(bright).save(root / "TEST" / "CLL" / "bright_copy.png")
+    cfg = run_cfg(tmp_path, "data.source=imagefolder", f"data.root={root}", "data.near_duplicate_distance=10")
+    _, report = prepare(cfg, progress=lambda m: None)
+    pairs = {frozenset((r.path_a, r.path_b)): {r.split_a, r.split_b} for r in report.near_duplicates.itertuples()}
+    pair = frozenset((str(original), str(root / "TEST" / "CLL" / "bright_copy.png")))
+    assert pair in pairs and pairs[pair] <= {"train", "val", "test"} and "test" in pairs[pair]
+    assert all(r.split_a != r.split_b for r in report.near_duplicates.itertuples())
+    saved = pd.read_parquet(tmp_path / "runs" / "t" / "near_duplicates.parquet")
+    assert len(saved) == len(report.near_duplicates)
+    assert "near-duplicate image pair(s) across splits" in str(report)
 
 
 def test_second_run_decodes_nothing_and_reuses_the_split(tmp_path, ray_runtime):

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from leuktune.train.metrics import classification_metrics
+from leuktune.metrics import classification_metrics
 
 
 def test_metrics_on_a_hand_made_prediction_set():

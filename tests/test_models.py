@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from leuktune.config import ConfigError, ExperimentConfig, ModelConfig, load
+from leuktune.config import ConfigError, ModelConfig, load
 from leuktune.models.backbones import WeightsError, create_backbone
 from leuktune.models.build import build_model, check_model_space, param_groups, set_unfreeze_depth
 from leuktune.search.space import DefineByRun

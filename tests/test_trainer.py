@@ -5,26 +5,29 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
-import ray
-import ray.train
 import torch
+from ray import tune
+from ray.util.state import get_actor, list_actors
 
 from conftest import tiny_overrides
-from leuktune.config import METRICS, AugmentConfig, load
+from leuktune import load_model
+from leuktune.config import AugmentConfig, load
 from leuktune.data.augment import augment_batch
 from leuktune.data.prepare import prepare
+from leuktune.metrics import METRICS
+from leuktune.runfolder import RunFolder
+from leuktune.search.callback import MODEL_KEYS
+from leuktune.search.tuner import build_tuner
 from leuktune.train import checkpoint
 from leuktune.train.balance import class_weights, epoch_order
 from leuktune.train.device import prefetched
-from leuktune.train.evaluate import evaluate_checkpoint
 from leuktune.train.optim import make_optimizer, make_scheduler
-from leuktune.train.trainer import make_trainer
 
 
 def test_augmentation_keeps_shape_and_range_and_differs_per_sample():
@@ -98,98 +101,123 @@ def test_class_weights_and_balanced_sampling_even_out_a_two_to_one_split():
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory, ray_runtime):
     storage = tmp_path_factory.mktemp("trainer")
-    cfg = load(None, tiny_overrides(storage) + ["model.backbone=test_resnet", "train.lr=0.003"])
+    cfg = RunFolder.resolved(load(None, tiny_overrides(storage) + [
+        "model.backbone=test_resnet", "train.lr=0.003", "search.num_samples=1", "search.scheduler.asha=null"]))
     data, _ = prepare(cfg, progress=lambda message: None)
-    return cfg, data, storage
+    return cfg, data
 
 
-def _fit(cfg, data, storage, name, callbacks=None):
-    result = make_trainer(cfg, data, str(storage / "trials"), name=name, callbacks=callbacks).fit()
-    assert result.error is None, result.error
-    return result
+def _trial(cfg, name, *, launcher="auto", workers=1, callbacks=(), **train):
+    """One concrete trial's config: nothing searched, as the search would run it."""
+    return cfg.model_copy(update={
+        "name": name,
+        "resources": cfg.resources.model_copy(update={"launcher": launcher, "workers_per_trial": workers}),
+        "train": cfg.train.model_copy(update=train)})
 
 
+def _fit(cfg, data, callbacks=()):
+    """The trial through the search's tuner; its leaderboard row and its history."""
+    folder = RunFolder.of(cfg)
+    results = build_tuner(cfg, data, folder, echo=lambda message: None, callbacks=callbacks).fit()
+    assert not results.errors, results.errors
+    board = pd.read_parquet(folder / "leaderboard.parquet")
+    assert len(board) == 1
+    return board.iloc[0], pd.read_parquet(folder / "history.parquet"), results[0].metrics
+
+
+@pytest.mark.slow
 def test_two_worker_ddp_trial_reports_the_same_metrics_as_one_worker(tiny_data):
-    cfg, data, storage = tiny_data
-    one = _fit(cfg, data, storage, "one-worker")
-    # The two-worker trial also takes the other road through the loop: bf16 autocast (on the
-    # CPU too when asked), the balanced sampler, one-cycle, label smoothing.
-    two = _fit(cfg.model_copy(update={
-        "resources": cfg.resources.model_copy(update={"workers_per_trial": 2}),
-        "train": cfg.train.model_copy(update={"precision": "bf16", "class_balance": "sampler",
-                                              "schedule": "onecycle", "label_smoothing": 0.1})}),
-        data, storage, "two-workers")
-    assert set(one.metrics) == set(two.metrics)
-    assert one.metrics["workers"] == 1 and two.metrics["workers"] == 2
-    assert one.metrics["precision"] == "fp32" and two.metrics["precision"] == "bf16"
-    for result in (one, two):
+    cfg, data = tiny_data
+    one, one_history, one_last = _fit(_trial(cfg, "one-worker"), data)
+    # The two-worker trial (Ray Train, DDP over gloo) also takes the other road through the loop:
+    # bf16 autocast (on the CPU too when asked), the balanced sampler, one-cycle, label smoothing.
+    two, two_history, two_last = _fit(_trial(cfg, "two-workers", workers=2, precision="bf16",
+                                             class_balance="sampler", schedule="onecycle", label_smoothing=0.1), data)
+    reported = {key for key in one_last if key.startswith(("val_", "train_")) or key in MODEL_KEYS}
+    assert reported == {key for key in two_last if key.startswith(("val_", "train_")) or key in MODEL_KEYS}
+    assert one["workers"] == 1 and two["workers"] == 2
+    assert one["precision"] == "fp32" and two["precision"] == "bf16"
+    for last, history in ((one_last, one_history), (two_last, two_history)):
         # validation covers the whole split, whichever worker scored which images
-        assert result.metrics["val_images"] == len(data.indices("val"))
-        assert np.sum(result.metrics["val_confusion_matrix"]) == len(data.indices("val"))
+        assert last["val_images"] == len(data.indices("val"))
+        assert np.sum(last["val_confusion_matrix"]) == len(data.indices("val"))
         for m in METRICS:
-            assert np.isfinite(result.metrics[f"val_{m}"]) or m == "roc_auc"
-        assert result.metrics["train_loss"] > 0 and result.metrics["train_images_per_s"] > 0
+            assert np.isfinite(last[f"val_{m}"]) or m == "roc_auc"
+        assert (history["train_loss"] > 0).all() and (history["train_images_per_s"] > 0).all()
+        assert history["epoch"].tolist() == [1, 2]
 
 
-def test_best_checkpoint_evaluates_to_the_reported_metrics(tiny_data):
-    cfg, data, storage = tiny_data
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 3})})
-    result = _fit(cfg, data, storage, "evaluated")
-    best, reported = max(result.best_checkpoints, key=lambda pair: pair[1]["improved_epoch"])
-    assert reported["improved_epoch"] == reported["epoch"] >= 1
-    state = checkpoint.load(best.path)
-    assert state["class_names"] == data.class_names and set(state) >= {"optimizer", "scheduler", "scaler"}
-    val = evaluate_checkpoint(best.path, data, "val", device="cpu")
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["tune", "train"])
+def test_best_checkpoint_evaluates_to_the_reported_metrics(tiny_data, launcher):
+    cfg, data = tiny_data
+    row, history, _ = _fit(_trial(cfg, f"evaluated-{launcher}", launcher=launcher, epochs=3), data)
+    reported = history.set_index("epoch").loc[row["best_epoch"]]
+    model = load_model(row, device="cpu")
+    assert model.classes == data.class_names and model.epoch == row["best_epoch"]
+    state = checkpoint.load(row["checkpoint_uri"])
+    assert set(state) >= {"optimizer", "scheduler", "scaler"}
+    val = model.evaluate("val", data)
     for m in METRICS:
         assert val[f"val_{m}"] == pytest.approx(reported[f"val_{m}"], rel=1e-4, abs=1e-6, nan_ok=True), m
-    assert val["val_confusion_matrix"] == reported["val_confusion_matrix"]
-    test = evaluate_checkpoint(best.path, data, "test", device="cpu")
+    assert val["val_confusion_matrix"] == [list(r) for r in reported["val_confusion_matrix"]]
+    test = model.evaluate("test", data)
     assert test["test_images"] == len(data.indices("test")) and "test_f1_weighted" in test
     with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
-        evaluate_checkpoint(storage / "nowhere", data)
+        load_model(RunFolder.of(cfg).storage / "nowhere")
     with pytest.raises(checkpoint.CheckpointError, match="fingerprint"):  # another split of the data
-        evaluate_checkpoint(best.path, dataclasses.replace(data, fingerprint="0" * 16), "test")
+        model.evaluate("test", dataclasses.replace(data, fingerprint="0" * 16))
 
 
-class _KillWorkerAfterEpoch(ray.train.UserCallback):
-    """Runs in the Ray Train controller: logs each reported epoch to a file, and once, after
-    ``epoch``, kills the training worker's process with SIGKILL, as a lost node would."""
+class _KillAfterEpoch(tune.Callback):
+    """Runs in the Tune driver: logs each reported (epoch, resumed_from_epoch) to a file and,
+    once, when ``epoch``'s checkpoint is stored, kills the process that trains with SIGKILL,
+    as a lost node would: the trial's own process (launcher tune) or its Ray Train worker."""
 
-    def __init__(self, epoch: int, log: Path):
-        self.epoch, self.log = epoch, log
+    def __init__(self, epoch: int, log: Path, launcher: str):
+        self.epoch, self.log, self.launcher = epoch, log, launcher
 
-    def after_report(self, run_context, metrics, checkpoint):
+    def on_trial_result(self, iteration, trials, trial, result, **info):
         with open(self.log, "a") as f:
-            f.write(f"{metrics[0]['epoch']} {metrics[0]['resumed_from_epoch']}\n")
+            f.write(f"{result['epoch']} {result['resumed_from_epoch']}\n")
+        if self.launcher == "train" and result["epoch"] == self.epoch:  # Ray Train stored it before reporting
+            self._kill([a.pid for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
+                                                            ("state", "=", "ALIVE")])])
+
+    def on_trial_save(self, iteration, trials, trial, **info):
+        if self.launcher == "tune" and trial.last_result.get("epoch") == self.epoch:
+            self._kill([get_actor(trial.temporary_state.ray_actor._actor_id.hex()).pid])
+
+    def _kill(self, pids):
         marker = self.log.with_suffix(".killed")
-        if metrics[0]["epoch"] == self.epoch and not marker.exists():
+        if not marker.exists():
             marker.touch()
-            from ray.util.state import list_actors
-
-            for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
-                os.kill(actor.pid, signal.SIGKILL)
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
 
 
-def test_a_trial_killed_mid_way_resumes_from_its_checkpoint(tiny_data, tmp_path):
-    cfg, data, storage = tiny_data
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 4})})
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["tune", "train"])
+def test_a_trial_killed_mid_way_resumes_from_its_checkpoint(tiny_data, tmp_path, launcher):
+    cfg, data = tiny_data
     log = tmp_path / "reports.txt"
-    # The callback runs in Ray's controller process, which cannot import this test module.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    result = _fit(cfg, data, storage, "killed", callbacks=[_KillWorkerAfterEpoch(2, log)])
+    row, history, _ = _fit(_trial(cfg, f"killed-{launcher}", launcher=launcher, epochs=4), data,
+                           callbacks=(_KillAfterEpoch(2, log, launcher),))
     assert (tmp_path / "reports.killed").exists()
     reports = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
-    # epochs 1-2 from the first worker; 3-4 from its replacement, which started from epoch 2's checkpoint
+    # epochs 1-2 from the first process; 3-4 from its replacement, which started from epoch 2's checkpoint
     assert reports == [(1, 0), (2, 0), (3, 2), (4, 2)]
-    assert result.metrics["epoch"] == 4 and result.metrics["resumed_from_epoch"] == 2
+    assert row["status"] == "completed" and row["epochs_run"] == 4
+    assert history["epoch"].tolist() == [1, 2, 3, 4] and history["resumed_from_epoch"].tolist() == [0, 0, 2, 2]
 
 
+@pytest.mark.slow
 def test_patience_stops_a_trial_that_stopped_improving(tiny_data):
-    cfg, data, storage = tiny_data
+    cfg, data = tiny_data
     # A frozen backbone (its BatchNorm statistics too) and an lr too small to move the head:
     # the predictions, hence the metric, stay what they were after the first epoch.
-    cfg = cfg.model_copy(update={
-        "train": cfg.train.model_copy(update={"epochs": 6, "patience": 1, "lr": 1e-9}),
-        "model": cfg.model.model_copy(update={"unfreeze_depth": 0})})
-    result = _fit(cfg, data, storage, "patient")
-    assert result.metrics["early_stopped"] is True and result.metrics["epoch"] == 2
+    trial = _trial(cfg, "patient", epochs=6, patience=1, lr=1e-9)
+    trial = trial.model_copy(update={"model": trial.model.model_copy(update={"unfreeze_depth": 0})})
+    row, history, last = _fit(trial, data)
+    assert last["early_stopped"] is True and row["epochs_run"] == 2
+    assert row["status"] == "stopped_early" and row["stopped_by"] == "patience"

@@ -5,6 +5,7 @@
     python -m leuktune.bench cache                  # decode-once cache vs decoding files each epoch
     python -m leuktune.bench throughput             # bare PyTorch loop vs leuktune's trainer (CPU: tiny, 64px)
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 64   # on a GPU
+    python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 128 --compile
 """
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--device", default="auto", help="auto (GPU when there is one) | cpu | cuda")
     speed.add_argument("--threads", type=int, default=torch.get_num_threads(),
                        help="CPU threads for both loops (= the trainer's cpus_per_worker)")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the model in both loops")
+    speed.add_argument("--launcher", default="auto", choices=["auto", "tune", "train"],
+                       help="how leuktune's trial starts (resources.launcher)")
     args = parser.parse_args(argv)
     if args.what == "throughput":
         from leuktune.bench.throughput import bench_throughput
 
         for key, value in bench_throughput(args.backbone, args.image_size, args.batch, args.images, args.epochs,
-                                           args.device, args.threads).items():
+                                           args.device, args.threads, args.compile, args.launcher).items():
             print(f"{key}: {value}")
         return 0
     if args.what == "cache":

@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import ray
 
 from leuktune.config import SYNTHETIC_CLASSES
 from leuktune.data import cache, synthetic
 from leuktune.data.decode import load_rgb, resize
 from leuktune.data.sources import imagefolder
+from leuktune.runtime import ray_session
 
 
 def bench_cache(workdir: str, images: int, source_size: int, image_size: int, batch: int) -> dict:
@@ -22,20 +22,14 @@ def bench_cache(workdir: str, images: int, source_size: int, image_size: int, ba
     synthetic.generate(root, images_per_class=per_class, image_size=source_size)
     manifest = imagefolder(root).head(images)
     print(f"{len(manifest)} synthetic {source_size}px PNGs ready in {time.perf_counter() - started:.0f}s", flush=True)
-    owns = not ray.is_initialized()
-    if owns:
-        ray.init(logging_level="WARNING")
-    try:
+    with ray_session():
         t = time.perf_counter()
-        first = cache.scan(manifest, image_size, "pad", Path(workdir) / "cache", progress=lambda m: None)
+        cache.scan(manifest, image_size, "pad", Path(workdir) / "cache", progress=lambda m: None)
         first_s = time.perf_counter() - t
         t = time.perf_counter()
         messages = []
         second = cache.scan(manifest, image_size, "pad", Path(workdir) / "cache", progress=messages.append)
         second_s = time.perf_counter() - t
-    finally:
-        if owns:
-            ray.shutdown()
     pixels = np.ascontiguousarray(second.pixels)  # what a trial holds from the object store
     order = np.random.default_rng(0).permutation(len(pixels))
     t = time.perf_counter()

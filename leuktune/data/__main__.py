@@ -8,7 +8,6 @@ search that follows decodes nothing.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 EXAMPLES = """\
@@ -27,31 +26,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="override one config key (repeatable)")
     args = parser.parse_args(argv)
 
-    from leuktune.config import ConfigError, load
-
-    try:
-        cfg = load(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-    import ray
-
-    from leuktune.data.prepare import prepare
+    from leuktune.config import ConfigError
+    from leuktune.data.check import check_data
     from leuktune.data.sources import DataError
 
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        ray.init(logging_level=logging.WARNING)
     try:
-        _, report = prepare(cfg)
-    except DataError as err:
+        report = check_data(args.config, args.overrides)
+    except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    finally:
-        if owns_ray:
-            ray.shutdown()
-    print("\n".join(report.lines()))
+    print(report)
     return 0
 
 

@@ -5,11 +5,12 @@ pixels at the experiment's size, an exact content hash, a perceptual hash, or th
 reason the file is bad. The pass is saved under ``<storage>/cache/`` keyed by the
 files (paths, sizes, modification times), the image size and the resize mode, so a
 second run of an experiment decodes nothing. Trials receive the pixels through the Ray
-object store, where the workers of one node share a single read-only copy.
+object store (``CachedDataset.shared``), where the workers of one node share one read-only copy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import ray
 
 from leuktune.data.decode import examine
 from leuktune.data.split import SPLITS
+from leuktune.runtime import ray_session
 
 _CHUNK = 64  # images per decode task: large enough to amortise task overhead, small enough to spread
 
@@ -72,13 +74,14 @@ def scan(manifest: pd.DataFrame, size: int, mode: str, cache_dir: str | Path, pr
             return Scan(pixels, info)
     paths = manifest["path"].tolist()
     chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-    pending = {_examine_chunk.remote(c, size, mode): i for i, c in enumerate(chunks)}
     parts: dict[int, tuple] = {}
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        parts[pending.pop(done[0])] = ray.get(done[0])
-        if len(parts) % max(1, len(chunks) // 10) == 0 or not pending:
-            progress(f"[leuktune] decoding images: {min(len(parts) * _CHUNK, len(paths))}/{len(paths)}")
+    with ray_session():  # the search's Ray (a cluster's cores decode), else a local one for the pass
+        pending = {_examine_chunk.remote(c, size, mode): i for i, c in enumerate(chunks)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            parts[pending.pop(done[0])] = ray.get(done[0])
+            if len(parts) % max(1, len(chunks) // 10) == 0 or not pending:
+                progress(f"[leuktune] decoding images: {min(len(parts) * _CHUNK, len(paths))}/{len(paths)}")
     ordered = [parts[i] for i in range(len(chunks))]
     pixels = (np.concatenate([p for p, _ in ordered]) if ordered else np.zeros((0, size, size, 3), np.uint8))
     rows = [r for _, rs in ordered for r in rs]
@@ -99,26 +102,41 @@ def scan(manifest: pd.DataFrame, size: int, mode: str, cache_dir: str | Path, pr
 
 @dataclass(frozen=True)
 class CachedDataset:
-    """What a trial needs of the data: a reference to the shared pixels plus small arrays."""
+    """What a trial needs of the data: the decoded pixels plus small arrays.
 
-    images: "ray.ObjectRef"  # (N, H, W, 3) uint8 in the object store
+    ``images`` is the (N, H, W, 3) uint8 array itself, or, once ``shared``, a reference to
+    it in the Ray object store, where the workers of one node read a single copy."""
+
+    images: "np.ndarray | ray.ObjectRef"
     labels: np.ndarray  # (N,) int64 class ids
     splits: np.ndarray  # (N,) int8 index into SPLITS
     class_names: tuple[str, ...]
     fingerprint: str
 
     def indices(self, split: str) -> np.ndarray:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return np.flatnonzero(self.splits == SPLITS.index(split))
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def pixels(self) -> np.ndarray:
+        """The decoded images (a zero-copy view of the node's shared copy when shared)."""
+        return ray.get(self.images) if isinstance(self.images, ray.ObjectRef) else self.images
 
-def share(manifest: pd.DataFrame, images: np.ndarray, class_names: tuple[str, ...]) -> CachedDataset:
+    def shared(self) -> "CachedDataset":
+        """The same data with the pixels put in the Ray object store once, for every trial."""
+        if isinstance(self.images, ray.ObjectRef):
+            return self
+        return dataclasses.replace(self, images=ray.put(np.ascontiguousarray(self.images)))
+
+
+def dataset(manifest: pd.DataFrame, images: np.ndarray, class_names: tuple[str, ...]) -> CachedDataset:
     """``manifest`` rows and ``images`` rows correspond; class ids follow ``class_names``."""
     return CachedDataset(
-        images=ray.put(np.ascontiguousarray(images)),
+        images=images,
         labels=manifest["label"].map({c: i for i, c in enumerate(class_names)}).to_numpy(np.int64),
         splits=manifest["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy(np.int8),
         class_names=class_names,

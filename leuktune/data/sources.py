@@ -157,11 +157,12 @@ def table(path: str | Path | None) -> pd.DataFrame:
     return frame[[c for c in ("path", "label", "group", "split") if c in frame]]
 
 
-def manifest(data: DataConfig, storage_path: str) -> pd.DataFrame:
-    """The manifest for ``data.source``; the synthetic set is written to disk first."""
+def manifest(data: DataConfig, datasets: Path) -> pd.DataFrame:
+    """The manifest for ``data.source``; the synthetic set is written to disk first (under
+    ``datasets`` unless data.root says where)."""
     if data.source == "synthetic":
         params = data.synthetic.model_dump()
-        root = data.root or synthetic.default_root(storage_path, params)
+        root = data.root or synthetic.default_root(datasets, params)
         synthetic.generate(root, **params)
         return imagefolder(root)
     readers = {"imagefolder": imagefolder, "cnmc": cnmc, "allidb": allidb, "csv": table}

@@ -235,7 +235,7 @@ def generate(root: str | Path, classes=SYNTHETIC_CLASSES, images_per_class: int 
     return root
 
 
-def default_root(storage_path: str, params: dict) -> Path:
+def default_root(datasets: Path, params: dict) -> Path:
     """Where the synthetic set lives when data.root is not given: keyed by its parameters."""
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-    return Path(storage_path) / "datasets" / f"synthetic-{key}"
+    return Path(datasets) / f"synthetic-{key}"

@@ -58,20 +58,34 @@ class Backbone(nn.Module):
         return self.model.num_features
 
 
+class BackboneError(RuntimeError):
+    """A backbone that could not be built, naming it and the reason."""
+
+
+def _unexpected_keyword(err: TypeError, keys) -> str | None:
+    """The optional keyword a TypeError says the architecture does not take, if that is what it says."""
+    text = str(err)
+    return next((k for k in keys if "unexpected keyword" in text and f"'{k}'" in text), None)
+
+
 def _timm_model(name: str, activation: str | None, image_size: int, **kwargs) -> tuple[nn.Module, str]:
-    """Create with the activation and input size applied where the architecture accepts them."""
-    attempts = []
+    """Create with the activation and input size applied where the architecture takes them.
+
+    An architecture that has no ``act_layer`` keeps its own activation (reported as
+    "default"); ViT-likes need their input size up front (``img_size``). Any other error
+    is the backbone's and is raised, naming it."""
+    optional = {"img_size": image_size}
     if activation:
-        attempts.append(({"act_layer": get_act_layer(activation)}, activation))
-    attempts.append(({}, "default"))
-    last: Exception | None = None
-    for extra, applied in attempts:
-        for size in ({"img_size": image_size}, {}):  # ViT-likes need their input size up front
-            try:
-                return timm.create_model(name, num_classes=0, **extra, **size, **kwargs), applied
-            except TypeError as err:  # the architecture does not take that keyword
-                last = err
-    raise last  # type: ignore[misc]
+        optional["act_layer"] = get_act_layer(activation)
+    while True:
+        try:
+            model = timm.create_model(name, num_classes=0, **optional, **kwargs)
+            return model, activation if "act_layer" in optional else "default"
+        except TypeError as err:
+            dropped = _unexpected_keyword(err, optional)
+            if dropped is None:
+                raise BackboneError(f"backbone {name!r} could not be built: TypeError: {err}") from err
+            del optional[dropped]
 
 
 class _TorchvisionFeatures(nn.Module):
@@ -174,11 +188,11 @@ def create_backbone(name: str, *, activation: str | None = None, image_size: int
     try:
         with _hub_offline(not allow_download):
             model, applied = _timm_model(name, activation, image_size, **kwargs)
-    except WeightsError:
+    except (WeightsError, BackboneError):
         raise
     except Exception as err:
         if not pretrained:
-            raise
+            raise BackboneError(f"backbone {name!r} could not be built: {type(err).__name__}: {err}") from err
         where = str(weights) if weights else "the Hugging Face cache (HF_HOME, default ~/.cache/huggingface)"
         hint = "" if allow_download else "; set model.pretrained_path to a weights file, or model.allow_download: true"
         raise WeightsError(f"pretrained weights for backbone {name!r} could not be loaded from {where}: "

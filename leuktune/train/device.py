@@ -59,6 +59,10 @@ class DeviceSetup:
 
     @classmethod
     def create(cls, device: torch.device, mean, std, train: TrainConfig) -> "DeviceSetup":
+        if device.type == "cuda":
+            # Pick the fastest convolution kernels per input shape, once per shape and process;
+            # batches keep one shape (see batch_bounds and predict) so this is paid once.
+            torch.backends.cudnn.benchmark = True
         return cls(device,
                    torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
                    torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
@@ -78,6 +82,11 @@ class DeviceSetup:
         uint8 crosses to the device, a quarter of the bytes of float."""
         x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    @property
+    def name(self) -> str:
+        """The device as the leaderboard shows it: the GPU's model, or cpu."""
+        return torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
 
     @property
     def precision(self) -> str:

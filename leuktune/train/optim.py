@@ -22,10 +22,12 @@ def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig,
                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
     total = max(1, steps_per_epoch * train.epochs)
     warmup = min(round(train.warmup_epochs * steps_per_epoch), total - 1)
-    if train.schedule == "onecycle":
+    if train.schedule == "onecycle" and total >= 4:
+        # One-cycle's rise needs two steps and its fall two more; a shorter run anneals as cosine.
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
-            pct_start=max(warmup, 1) / total, div_factor=1 / _WARMUP_START, anneal_strategy="cos")
+            pct_start=min(max(warmup, 2), total - 2) / total, div_factor=1 / _WARMUP_START,
+            anneal_strategy="cos")
 
     def factor(step: int) -> float:
         if step < warmup:

@@ -1,44 +1,118 @@
-"""One trial = one Ray Train ``TorchTrainer`` run of ``train_loop_per_worker``."""
+"""How a trial's workers are launched: trainer.py's one job.
+
+Every trial runs the same per-worker loop (leuktune.train.loop). Two launchers:
+
+- ``tune``: the loop runs inside the trial's own Tune function, which holds the worker's
+  CPUs and GPU. Nothing else starts, and with ``reuse_actors`` the next trial runs in the
+  same warm process (imports done, CUDA initialised, kernels tuned). Tune restarts a
+  failed trial from its latest checkpoint.
+- ``train``: the trial drives a Ray Train ``TorchTrainer``, whose workers train with DDP.
+  Ray Train restarts a failed worker group from the latest checkpoint. Each run starts a
+  controller and worker processes: seconds of fixed cost per trial.
+
+``resources.launcher: auto`` takes ``tune`` for one worker per trial, ``train`` for more.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from typing import Any
+
+from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
-from leuktune.train.loop import train_loop_per_worker
+from leuktune.train.loop import run_loop
+from leuktune.train.session import TuneSession
+
+# Ray Train's controller polls its workers every 2 s by default, which adds 2-4 s to the
+# end of every run and delays each report; the preemption watcher is one more process per
+# run. Read in the process that calls fit() (the trial) and passed on to the controller.
+_RAY_TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
+def launcher(cfg: ExperimentConfig) -> str:
+    """``tune`` or ``train`` (see the module's docstring)."""
+    res = cfg.resources
+    if res.launcher != "auto":
+        return res.launcher
+    return "tune" if res.workers_per_trial == 1 else "train"
+
+
+def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
+    """What the Tune trial itself asks for."""
+    res = cfg.resources
+    if launcher(cfg) == "tune":
+        return {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker}
+    # The trial only drives a TorchTrainer whose workers hold the real resources. A 0.01-CPU
+    # driver would leave 1.98 of 2 cores and the second trial's workers would never start;
+    # Tune refuses an all-zero request, hence the token byte of memory.
+    return {"cpu": 0, "memory": 1}
+
+
+# Keep the best epoch's checkpoint (evaluation reads it): Ray keeps the one with the largest
+# improved_epoch, and always the latest too, which a restarted trial resumes from. Ray Train's
+# and Tune's CheckpointConfig are two classes that take these same settings.
+CHECKPOINTS = {"num_to_keep": 1, "checkpoint_score_attribute": "improved_epoch", "checkpoint_score_order": "max"}
+
+
+def trial_failures(cfg: ExperimentConfig) -> int:
+    """Restarts Tune gives a failed trial: the tune launcher's; Ray Train restarts its own workers."""
+    return cfg.resources.max_failures if launcher(cfg) == "tune" else 0
+
+
+def checkpoint_uri(trial, result: dict[str, Any]) -> str | None:
+    """The stored checkpoint reported with ``result``: Ray Train says where it put it; a Tune
+    checkpoint lies in the trial's folder under the name Tune reports."""
+    if result.get(CHECKPOINT_PATH_KEY):
+        return result[CHECKPOINT_PATH_KEY]
+    name = result.get("checkpoint_dir_name")
+    return os.path.join(trial.path, name) if name else None
+
+
+def run_trial(params: dict[str, Any], experiment: ExperimentConfig, data: CachedDataset, trials_path: str) -> None:
+    """The Tune function of every trial: the drawn parameters -> a concrete config -> train."""
+    cfg = experiment.with_params(params)
+    if launcher(cfg) == "tune":
+        run_loop(cfg, data, TuneSession(use_gpu=cfg.resources.gpus_per_worker > 0))
+        return
+    for key, value in _RAY_TRAIN_ENV.items():
+        os.environ.setdefault(key, value)
+    trainer = make_trainer(cfg, data, trials_path, name=tune.get_context().get_trial_id(),
+                           callbacks=[TuneReportCallback()])
+    trainer.fit()
 
 
 def make_trainer(cfg: ExperimentConfig, data: CachedDataset, storage_path: str, name: str,
                  callbacks: list | None = None) -> TorchTrainer:
-    """``cfg`` must be concrete (every hyperparameter drawn); ``storage_path`` absolute or a URI."""
+    """A ``TorchTrainer`` for one trial; ``cfg`` concrete, ``storage_path`` absolute or a URI."""
     res = cfg.resources
-    resources = {"CPU": res.cpus_per_worker}
-    if res.gpus_per_worker:
-        resources["GPU"] = res.gpus_per_worker
+    resources = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
     return TorchTrainer(
-        train_loop_per_worker,
+        _train_worker,
         train_loop_config={"experiment": cfg.to_dict(), "data": data},
-        scaling_config=ScalingConfig(
-            num_workers=res.workers_per_trial,
-            use_gpu=res.gpus_per_worker > 0,
-            resources_per_worker=resources,
-        ),
+        scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=res.gpus_per_worker > 0,
+                                     resources_per_worker=resources),
         run_config=RunConfig(
-            name=name,
-            storage_path=storage_path,
-            callbacks=callbacks or [],
-            # Keep the best epoch's checkpoint (the final test evaluation reads it); Ray
-            # also always keeps the latest, which a restarted worker group resumes from.
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=1,
-                checkpoint_score_attribute="improved_epoch",
-                checkpoint_score_order="max",
-            ),
-            failure_config=FailureConfig(max_failures=cfg.resources.max_failures),
-            # Ray Train's INFO lines repeat every metric of every report; leuktune
-            # prints its own one-line progress per epoch instead.
+            name=name, storage_path=storage_path, callbacks=callbacks or [],
+            checkpoint_config=CheckpointConfig(**CHECKPOINTS),
+            failure_config=FailureConfig(max_failures=res.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
+
+
+def _train_worker(loop_config: dict) -> None:
+    """A Ray Train worker: the loop with a Ray Train session."""
+    # Ray Train logs every report at INFO under a logger named by its file's path, which
+    # LoggingConfig does not reach; leuktune prints its own line per epoch instead.
+    from ray.train.v2._internal.execution import context
+
+    context.logger.setLevel(logging.WARNING)
+    from leuktune.train.loop import train_loop_per_worker
+
+    train_loop_per_worker(loop_config)

@@ -1,0 +1,63 @@
+"""The ``data`` section: where the images are, how they are read, resized and split."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from leuktune.config.space import Strict
+
+SYNTHETIC_CLASSES = ("ALL", "AML", "CLL", "CML", "MM", "healthy")
+
+
+class SplitConfig(Strict):
+    train: float = Field(0.6, gt=0, lt=1)
+    val: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitConfig":
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"train + val + test must be 1.0, got {total:g}")
+        return self
+
+
+class SyntheticConfig(Strict):
+    """The built-in procedural blood-smear set (see leuktune.data.synthetic)."""
+
+    classes: list[Literal[SYNTHETIC_CLASSES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(SYNTHETIC_CLASSES), min_length=2)
+    images_per_class: int = Field(150, ge=5)
+    image_size: int = Field(96, ge=32, le=1024)
+    seed: int = 0
+
+
+ResizeMode = Literal["pad", "crop", "stretch"]
+
+
+class DataConfig(Strict):
+    source: Literal["imagefolder", "cnmc", "allidb", "csv", "synthetic"] = "synthetic"
+    root: Optional[Path] = Field(
+        None, description="dataset folder (csv: the manifest file); synthetic: where to write it "
+        "(default: under storage)")
+    image_size: int = Field(64, ge=16, le=1024)
+    # pad keeps the whole cell (aspect kept, borders in the image's mean colour);
+    # crop takes the centre square; stretch changes the aspect.
+    resize: ResizeMode = "pad"
+    # Perceptual-hash distance (bits of 64) under which two images in different splits are
+    # reported as near-duplicates; 0 turns the check off.
+    near_duplicate_distance: int = Field(4, ge=0, le=32)
+    split: SplitConfig = SplitConfig()
+    on_bad_image: Literal["error", "skip"] = "error"
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @model_validator(mode="after")
+    def _root_when_needed(self) -> "DataConfig":
+        if self.source != "synthetic" and self.root is None:
+            raise ValueError(f"data.root is required for source {self.source!r}")
+        return self

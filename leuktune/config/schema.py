@@ -1,0 +1,154 @@
+"""The experiment schema: one typed, validated description of a search.
+
+Everything downstream (data, models, trainer, tuner, leaderboard) reads an
+``ExperimentConfig`` and never YAML. A trial's concrete configuration is the same schema
+with every distribution replaced by the value Optuna drew (``ExperimentConfig.with_params``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import Field, model_validator
+
+from leuktune import metrics
+from leuktune.config.data import DataConfig
+from leuktune.config.space import Distribution, Strict, When
+from leuktune.config.training import ModelConfig, PositiveInt, TrainConfig
+
+SearchMetric = Literal[tuple(f"val_{m}" for m in metrics.METRICS)]  # type: ignore[valid-type]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the researcher who wrote the file."""
+
+
+class OptunaConfig(Strict):
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+
+
+class SearcherConfig(Strict):
+    optuna: OptunaConfig = OptunaConfig()
+
+
+class AshaConfig(Strict):
+    grace_period: int = Field(2, ge=1)
+    reduction_factor: float = Field(2, gt=1)
+
+
+class SchedulerConfig(Strict):
+    asha: Optional[AshaConfig] = AshaConfig()
+
+
+class SearchConfig(Strict):
+    metric: SearchMetric = "val_balanced_accuracy"
+    # Which way is better; when left out, the metric's own direction (val_loss: min).
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = Field(4, ge=1)
+    # Trials at a time; auto: as many as the cluster's CPUs and GPUs hold at the per-trial request.
+    max_concurrent: Union[PositiveInt, Literal["auto"]] = "auto"
+    searcher: SearcherConfig = SearcherConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_from_metric(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "mode" not in raw and isinstance(raw.get("metric"), str):
+            name = raw["metric"].removeprefix("val_")
+            if name in metrics.METRICS:
+                raw = {**raw, "mode": metrics.mode(name)}
+        return raw
+
+
+class ResourcesConfig(Strict):
+    # How a trial's workers start (leuktune.train.trainer): tune runs the loop inside the
+    # trial (no start-up cost), train through a Ray Train TorchTrainer (needed for DDP);
+    # auto takes tune for one worker per trial, train for more.
+    launcher: Literal["auto", "tune", "train"] = "auto"
+    workers_per_trial: int = Field(1, ge=1)
+    gpus_per_worker: float = Field(0, ge=0)
+    cpus_per_worker: float = Field(1, gt=0)
+    # Restarts of a trial's workers after a failure (a lost node, a preempted instance);
+    # each restart resumes from the trial's latest checkpoint.
+    max_failures: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _launcher_fits_workers(self) -> "ResourcesConfig":
+        if self.launcher == "tune" and self.workers_per_trial > 1:
+            raise ValueError("launcher 'tune' runs one worker per trial; use launcher 'train' (or auto) "
+                             f"for workers_per_trial {self.workers_per_trial}")
+        return self
+
+
+class StorageConfig(Strict):
+    # Where run folders go (<path>/<name>/); see leuktune.runfolder.
+    path: str = "runs"
+
+
+# The sections whose fields may be searched. Leaf names are unique across them,
+# so a searched field is known by its leaf name in Optuna, Tune and the leaderboard.
+SEARCHABLE_SECTIONS = ("model", "train")
+
+
+class ExperimentConfig(Strict):
+    name: str = Field("synthetic-default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    search: SearchConfig = SearchConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    storage: StorageConfig = StorageConfig()
+
+    def searched(self) -> dict[str, Distribution]:
+        """The hyperparameters this experiment searches, by leaf name, in schema order."""
+        return {key: value for section in SEARCHABLE_SECTIONS for key, value in getattr(self, section)
+                if isinstance(value, Distribution)}
+
+    def value(self, key: str) -> Any:
+        """A searchable field's value (or distribution) by its leaf name."""
+        return getattr(getattr(self, _section_of(key)), key)
+
+    def with_params(self, params: dict[str, Any]) -> "ExperimentConfig":
+        """The concrete configuration of one trial: distributions replaced by drawn values.
+
+        A conditional parameter that was not drawn (its condition does not hold) plays no
+        part; it takes a representative value so the trial's config stays concrete."""
+        unknown = set(params) - set(SEARCHABLE_FIELDS)
+        if unknown:
+            raise ConfigError(f"parameters not in the schema: {sorted(unknown)}")
+        raw = self.to_dict()
+        for key, value in params.items():
+            raw[_section_of(key)][key] = value
+        for key, dist in self.searched().items():
+            if key not in params and key in CONDITIONS:
+                raw[_section_of(key)][key] = dist.representatives()[0]
+        resolved = ExperimentConfig.model_validate(raw)
+        left = resolved.searched()
+        if left:
+            raise ConfigError(f"parameters still undrawn: {sorted(left)}")
+        return resolved
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Every field that may hold a distribution, by leaf name -> its section.
+SEARCHABLE_FIELDS: dict[str, str] = {
+    key: section for section in SEARCHABLE_SECTIONS
+    for key in ExperimentConfig.model_fields[section].annotation.model_fields
+}
+# Fields drawn only when another field has a given value, from the ``When`` in their annotation.
+CONDITIONS: dict[str, When] = {
+    key: marker for key, section in SEARCHABLE_FIELDS.items()
+    for marker in ExperimentConfig.model_fields[section].annotation.model_fields[key].metadata
+    if isinstance(marker, When)
+}
+
+
+def _section_of(key: str) -> str:
+    return SEARCHABLE_FIELDS[key]

@@ -1,0 +1,160 @@
+"""Search-space distributions: how a searchable field is written in YAML, drawn, and sampled.
+
+A searchable field holds a plain value or one of ``{choice: [...]}``, ``{loguniform: [lo, hi]}``,
+``{uniform: [lo, hi]}``, ``{int: [lo, hi]}``. Each form is a ``Distribution`` that knows how
+to draw itself from an Optuna trial (``suggest``) and which values stand for its range
+(``representatives``), so the searcher, the model-space check and the validators never ask
+which form they hold.
+
+A field may apply only for some draws of another (an MLP's width only for the MLP head):
+``When`` in its annotation says so, and the searcher draws it only then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors, values are immutable: a config is a record, not a scratchpad."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Distribution(Strict):
+    """One of the YAML search forms; ``kind`` is its key there."""
+
+    kind: ClassVar[str]
+    form: ClassVar[str]
+
+    def suggest(self, trial, name: str) -> Any:
+        """Draw a value from an ``optuna.Trial`` under ``name``."""
+        raise NotImplementedError
+
+    def representatives(self) -> list[Any]:
+        """Values that stand for the whole range: every choice, every integer of a short range,
+        else both bounds. Checks that must hold for any draw test these."""
+        raise NotImplementedError
+
+
+class Choice(Distribution):
+    kind: ClassVar[str] = "choice"
+    form: ClassVar[str] = "{choice: [...]}"
+    choice: list[Any] = Field(min_length=1)
+
+    def suggest(self, trial, name: str) -> Any:
+        return trial.suggest_categorical(name, self.choice)
+
+    def representatives(self) -> list[Any]:
+        return list(self.choice)
+
+
+class _Range(Distribution):
+    @property
+    def bounds(self) -> tuple:
+        return getattr(self, self.kind)
+
+    def representatives(self) -> list[Any]:
+        return list(self.bounds)
+
+
+class LogUniform(_Range):
+    kind: ClassVar[str] = "loguniform"
+    form: ClassVar[str] = "{loguniform: [lo, hi]}"
+    loguniform: tuple[float, float]
+
+    def suggest(self, trial, name: str) -> float:
+        return trial.suggest_float(name, *self.loguniform, log=True)
+
+
+class Uniform(_Range):
+    kind: ClassVar[str] = "uniform"
+    form: ClassVar[str] = "{uniform: [lo, hi]}"
+    uniform: tuple[float, float]
+
+    def suggest(self, trial, name: str) -> float:
+        return trial.suggest_float(name, *self.uniform)
+
+
+class IntRange(_Range):
+    kind: ClassVar[str] = "int"
+    form: ClassVar[str] = "{int: [lo, hi]}"
+    int_: tuple[int, int] = Field(alias="int")
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        return self.int_
+
+    def suggest(self, trial, name: str) -> int:
+        return trial.suggest_int(name, *self.int_)
+
+    def representatives(self) -> list[int]:
+        lo, hi = self.int_
+        return list(range(lo, hi + 1)) if hi - lo < 16 else [lo, hi]
+
+
+DISTRIBUTIONS: dict[str, type[Distribution]] = {d.kind: d for d in (Choice, LogUniform, Uniform, IntRange)}
+
+
+def representatives(value: Any) -> list[Any]:
+    """A field's representative values, whether it holds a distribution or a plain value."""
+    return value.representatives() if isinstance(value, Distribution) else [value]
+
+
+@dataclass(frozen=True)
+class When:
+    """Annotation marker: the field applies only when field ``parent`` is ``equals`` (or is
+    not ``not_equal``); otherwise it is never drawn and reads as null in the leaderboard."""
+
+    parent: str
+    equals: Any = None
+    not_equal: Any = None
+
+    def holds(self, parent_value: Any) -> bool:
+        if self.equals is not None:
+            return parent_value == self.equals
+        return parent_value != self.not_equal
+
+
+def searchable(value_type: Any, *kinds: str, when: When | None = None) -> Any:
+    """A field holding either a plain ``value_type`` or a distribution of one of ``kinds``.
+
+    Each choice and each bound is checked against ``value_type``, so a negative learning
+    rate inside ``{loguniform: [...]}`` is caught as surely as a plain one.
+    """
+    adapter = TypeAdapter(value_type)
+    forms = ", ".join(DISTRIBUTIONS[k].form for k in kinds)
+
+    def check(value: Any) -> Any:
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as err:
+            msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{msg} (got {value!r})") from None
+
+    def parse(raw: Any) -> Any:
+        if isinstance(raw, Distribution):
+            raw = raw.model_dump(by_alias=True)
+        if not isinstance(raw, dict):
+            return check(raw)
+        if len(raw) != 1 or next(iter(raw)) not in kinds:
+            raise ValueError(f"expected a plain value or one of {forms}; got a mapping with keys "
+                             f"{sorted(map(str, raw))}")
+        kind, spec = next(iter(raw.items()))
+        if kind == "choice":
+            if not isinstance(spec, list) or not spec:
+                raise ValueError("a choice needs a non-empty list of values")
+            return Choice(choice=[check(v) for v in spec])
+        if not isinstance(spec, (list, tuple)) or len(spec) != 2:
+            raise ValueError(f"{{{kind}: ...}} needs exactly two bounds [lo, hi]")
+        lo, hi = check(spec[0]), check(spec[1])
+        if not lo < hi:
+            raise ValueError(f"{{{kind}: [{lo}, {hi}]}}: the lower bound must be below the upper")
+        if kind == "loguniform" and lo <= 0:
+            raise ValueError(f"{{loguniform: [{lo}, {hi}]}}: bounds must be positive")
+        return DISTRIBUTIONS[kind].model_validate({kind: [lo, hi]})
+
+    return Annotated[(Any, AfterValidator(parse), *([when] if when else []))]

@@ -1,0 +1,122 @@
+"""The ``model`` and ``train`` sections: what network a trial builds and how it trains it.
+
+Fields made with ``searchable`` hold a plain value or a distribution the search draws from.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import AfterValidator, Field, model_validator
+
+from leuktune.config.space import Choice, LogUniform, Strict, When, representatives, searchable
+
+# torchvision-only architectures that timm does not provide.
+TORCHVISION_BACKBONES = ("alexnet", "googlenet")
+
+
+def _known_backbone(name: str) -> str:
+    import timm  # imported here: validating a config should not pay for timm otherwise
+
+    if name in TORCHVISION_BACKBONES or timm.is_model(name):
+        return name
+    close = difflib.get_close_matches(name, timm.list_models() + list(TORCHVISION_BACKBONES), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown backbone {name!r}: not a timm model nor one of {TORCHVISION_BACKBONES}{hint}")
+
+
+BackboneName = Annotated[str, AfterValidator(_known_backbone)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+Activation = Literal["default", "relu", "leaky_relu", "gelu", "silu", "elu"]
+UnfreezeDepth = Union[Annotated[int, Field(ge=0)], Literal["all"]]
+
+
+class ModelConfig(Strict):
+    backbone: searchable(BackboneName, "choice") = Choice(
+        choice=["test_resnet", "test_efficientnet", "resnet18"])
+    pretrained: bool = False
+    pretrained_path: Optional[Path] = Field(
+        None, description="a weights file, or a folder of <backbone>.{safetensors,pth,pt,bin} files")
+    allow_download: bool = False
+    head: searchable(Literal["linear", "mlp", "attention"], "choice") = "linear"
+    mlp_hidden: searchable(PositiveInt, "choice", "int", when=When("head", equals="mlp")) = 256
+    mlp_layers: searchable(PositiveInt, "choice", "int", when=When("head", equals="mlp")) = 1
+    attention_heads: searchable(PositiveInt, "choice", "int", when=When("head", equals="attention")) = 4
+    attention_dim: PositiveInt = 256
+    # "default" keeps each backbone's own activation; another value replaces it wherever
+    # timm's act_layer reaches, and is always used in the head.
+    activation: searchable(Activation, "choice") = "default"
+    dropout: searchable(Fraction, "choice", "uniform") = 0.0
+    # 0 = frozen feature extractor, k = top k stage groups trainable, all = full fine-tuning.
+    unfreeze_depth: searchable(UnfreezeDepth, "choice", "int") = "all"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelConfig":
+        for heads in representatives(self.attention_heads):
+            if self.attention_dim % heads:
+                raise ValueError(f"attention_heads {heads} does not divide attention_dim {self.attention_dim}")
+        if self.pretrained_path is not None and not self.pretrained:
+            raise ValueError("pretrained_path is set but pretrained is false")
+        return self
+
+
+
+
+
+class AugmentConfig(Strict):
+    """Per-sample augmentation, drawn on the device for every batch (leuktune.data.augment).
+
+    Magnitudes are the largest change at ``train.augment_strength`` 1; the strength
+    scales them all, so one searched number says how hard to augment.
+    """
+
+    flip: bool = True  # horizontal, vertical and transposed: a cell on a slide has no up or left
+    rotate: float = Field(15.0, ge=0, le=180, description="degrees, either way")
+    zoom: float = Field(0.1, ge=0, lt=1, description="scale drawn in [1 - zoom, 1 + zoom]")
+    shear: float = Field(5.0, ge=0, le=45, description="degrees, either way")
+    # Stain variation: brightness and contrast change by up to +-color, hue turns by up to
+    # +-color/2 of a full turn.
+    color: float = Field(0.05, ge=0, le=1)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(8, ge=1)
+    # Seeds the initial weights, the order of each epoch and the augmentation draws.
+    seed: int = 0
+    # The global batch: each of resources.workers_per_trial workers takes an equal part,
+    # so a trial's lr means the same whatever the number of workers.
+    batch_size: searchable(PositiveInt, "choice", "int") = 32
+    lr: searchable(PositiveFloat, "choice", "loguniform", "uniform") = LogUniform(loguniform=(1e-3, 1e-2))
+    # The backbone learns at lr * backbone_lr_mult: lower for fine-tuning pretrained layers.
+    # Drawn only when some of the backbone trains.
+    backbone_lr_mult: searchable(PositiveFloat, "choice", "loguniform", "uniform",
+                                 when=When("unfreeze_depth", not_equal=0)) = 1.0
+    weight_decay: searchable(NonNegativeFloat, "choice", "loguniform", "uniform") = 1e-4
+    schedule: searchable(Literal["cosine", "onecycle"], "choice") = "cosine"
+    # Linear warm-up from lr/25 (both schedules); fractions of an epoch are allowed.
+    warmup_epochs: float = Field(0.5, ge=0)
+    label_smoothing: searchable(Fraction, "choice", "uniform") = 0.0
+    # Max global gradient norm; 0 = no clipping.
+    grad_clip: float = Field(1.0, ge=0)
+    # Class imbalance (C-NMC is about 2:1): weighted_loss weights each class by
+    # 1 / its share of the training split; sampler draws each epoch with those weights.
+    class_balance: searchable(Literal["none", "weighted_loss", "sampler"], "choice") = "weighted_loss"
+    augment: AugmentConfig = AugmentConfig()
+    augment_strength: searchable(Annotated[float, Field(ge=0, le=4)], "choice", "uniform") = 1.0
+    # auto: bf16 on GPUs that have it, else fp16 on GPU; fp32 on CPU.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True  # on GPU only; faster convolutions with AMP
+    # Stop a trial when the search metric has not improved for this many epochs; 0 = never.
+    patience: int = Field(0, ge=0)
+    # A resumable checkpoint every N epochs (and at every new best and the last epoch).
+    checkpoint_every: int = Field(1, ge=1)
+    # torch.compile the model: faster epochs once compiled, but compiling takes about a
+    # minute per trial, more than a short trial gains.
+    compile: bool = False

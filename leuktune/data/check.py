@@ -1,0 +1,26 @@
+"""``leuktune.check_data``: a dataset examined as a search would see it, without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+def check_data(config: str | Path | None = None, overrides: Sequence[str] = (), *,
+               echo: Callable[[str], None] = print):
+    """Counts per class and split, groups (patients), bad files, exact and near duplicates, as a
+    ``DataReport`` (``print(report)`` shows what ``python -m leuktune.data`` prints).
+
+    Raises ``ConfigError`` for a bad configuration and ``DataError`` for a problem that would
+    stop a search (e.g. unreadable files). Images are decoded by Ray tasks (the Ray this process
+    is connected to, else a local one) and cached, so the search that follows decodes nothing.
+
+    >>> report = leuktune.check_data(overrides=["data.source=imagefolder", "data.root=/data/cells"])  # doctest: +SKIP
+    >>> report.counts  # doctest: +SKIP
+    """
+    from leuktune.config import load
+    from leuktune.data.prepare import prepare
+    from leuktune.runfolder import RunFolder
+
+    _, report = prepare(RunFolder.resolved(load(config, overrides)), progress=echo)
+    return report

@@ -1,0 +1,96 @@
+"""How the per-worker loop talks to whatever launched it.
+
+The loop needs five things from its launcher: its rank among the trial's workers, its
+device, the checkpoint to resume from, a way to report an epoch (with a checkpoint), and
+the model wrapped for data-parallel training. A Ray Train worker gets them from Ray Train;
+a trial that runs the loop directly in its Tune function gets them from Tune. The loop is
+the same either way (see leuktune.train.trainer for which launcher runs a trial).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+class TrainSession:
+    """A Ray Train worker of a ``TorchTrainer``: possibly one of several (DDP)."""
+
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        self._train = ray.train
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def checkpoint(self):
+        return self._train.get_checkpoint()
+
+    def report(self, metrics: dict[str, Any], folder: Optional[str]) -> None:
+        checkpoint = self._train.Checkpoint.from_directory(folder) if folder else None
+        self._train.report(metrics, checkpoint=checkpoint)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model, move_to_device=False)
+
+
+class TuneSession:
+    """A Tune function trial that runs the loop itself: one worker, on the GPU Tune gave it
+    (Ray sets CUDA_VISIBLE_DEVICES for the trial's actor) or the CPU."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, use_gpu: bool):
+        from ray import tune
+
+        self._tune = tune
+        self.device = torch.device("cuda", 0) if use_gpu and torch.cuda.is_available() else torch.device("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+    def checkpoint(self):
+        return self._tune.get_checkpoint()
+
+    def report(self, metrics: dict[str, Any], folder: Optional[str]) -> None:
+        checkpoint = self._tune.Checkpoint.from_directory(folder) if folder else None
+        self._tune.report(metrics, checkpoint=checkpoint)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+
+@contextlib.contextmanager
+def checkpoint_folder() -> Iterator[str]:
+    """A scratch folder for a checkpoint being reported: Ray copies it to storage during the
+    report, and the scratch copy goes when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="leuktune-ckpt-") as folder:
+        yield folder
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather(values: np.ndarray) -> np.ndarray:
+    """Every worker's rows, so validation metrics cover the whole split, not one shard."""
+    if not distributed():
+        return values
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, values)
+    return np.concatenate(parts)
+
+
+def sum_over_workers(*values: torch.Tensor) -> list[float]:
+    total = torch.stack([v.float() for v in values])
+    if distributed():
+        dist.all_reduce(total)
+    return total.tolist()
