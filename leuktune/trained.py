@@ -17,7 +17,7 @@ from leuktune.data.cache import CachedDataset
 from leuktune.metrics import classification_metrics, confusion_matrix
 from leuktune.models.build import Classifier, build_model
 from leuktune.train import checkpoint
-from leuktune.train.device import DeviceSetup
+from leuktune.train.device import BatchSource, DeviceSetup
 from leuktune.train.evaluate import predict
 
 
@@ -58,7 +58,8 @@ class TrainedModel:
         rows = data.indices(split)
         setup = DeviceSetup.create(self.device, self.normalization["mean"], self.normalization["std"],
                                    self.config.train)
-        probs = predict(setup.prepare(self.module), data.pixels(), rows, setup, batch_size, data.num_classes)
+        source = BatchSource(data.pixels(), data.labels, self.device)
+        probs = predict(setup.prepare(self.module), source, rows, setup, batch_size, data.num_classes)
         labels = data.labels[rows]
         return {**classification_metrics(labels, probs, prefix=f"{split}_"),
                 f"{split}_confusion_matrix": confusion_matrix(labels, probs),

@@ -23,7 +23,7 @@ from leuktune.data.prepare import prepare
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
 from leuktune.search.callback import MODEL_KEYS
-from leuktune.search.tuner import build_tuner
+from leuktune.search.tuner import build_tuner, concurrent_trials
 from leuktune.train import checkpoint
 from leuktune.train.balance import class_weights, epoch_order
 from leuktune.train.device import prefetched
@@ -221,3 +221,26 @@ def test_patience_stops_a_trial_that_stopped_improving(tiny_data):
     row, history, last = _fit(trial, data)
     assert last["early_stopped"] is True and row["epochs_run"] == 2
     assert row["status"] == "stopped_early" and row["stopped_by"] == "patience"
+
+
+def test_auto_concurrency_packs_trials_into_the_cluster(ray_runtime):
+    # The test cluster has 2 CPUs and no GPU.
+    messages = []
+    cfg = load(None, ["search.num_samples=8"])
+    assert concurrent_trials(cfg, messages.append) == 2  # one CPU a trial
+    assert concurrent_trials(load(None, ["search.num_samples=1"]), messages.append) == 1
+    assert concurrent_trials(load(None, ["resources.cpus_per_worker=0.5"]), messages.append) == 4
+    assert concurrent_trials(load(None, ["search.max_concurrent=3"]), messages.append) == 3
+    assert not messages
+    # a GPU request the cluster cannot meet: one at a time, and a warning that says why
+    assert concurrent_trials(load(None, ["resources.gpus_per_worker=0.25"]), messages.append) == 1
+    assert "0.25 GPU a trial, the cluster has 0" in messages[-1]
+
+
+@pytest.mark.slow
+def test_a_compiled_model_trains_and_checkpoints_the_plain_network(tiny_data):
+    cfg, data = tiny_data
+    row, history, _ = _fit(_trial(cfg, "compiled", epochs=1, compile=True), data)
+    assert row["status"] == "completed" and np.isfinite(history["train_loss"]).all()
+    # the checkpoint holds the classifier's own weights, loadable without torch.compile
+    assert load_model(row, device="cpu").evaluate("val", data)["val_images"] == len(data.indices("val"))

@@ -3,6 +3,9 @@
     python -m leuktune.bench models                 # every named backbone: params, features, groups, img/s
     python -m leuktune.bench models --backbones resnet50 vgg16 --image-size 224 --batch 8
     python -m leuktune.bench cache                  # decode-once cache vs decoding files each epoch
+    python -m leuktune.bench trial-overhead         # seconds per trial outside its epochs, vs plain Tune trials
+    python -m leuktune.bench trial-overhead --launcher train --trials 4
+    python -m leuktune.bench gpu-occupancy          # on a GPU machine: GPU busy fraction over a real search
     python -m leuktune.bench throughput             # bare PyTorch loop vs leuktune's trainer (CPU: tiny, 64px)
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 64   # on a GPU
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 128 --compile
@@ -43,7 +46,37 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--compile", action="store_true", help="torch.compile the model in both loops")
     speed.add_argument("--launcher", default="auto", choices=["auto", "tune", "train"],
                        help="how leuktune's trial starts (resources.launcher)")
+    overhead = sub.add_parser("trial-overhead", help="per-trial start/stop cost through the real search path")
+    overhead.add_argument("--trials", type=int, default=8)
+    overhead.add_argument("--concurrent", type=int, default=2)
+    overhead.add_argument("--epochs", type=int, default=2)
+    overhead.add_argument("--launcher", default="auto", choices=["auto", "tune", "train"])
+    overhead.add_argument("--workdir", default="runs/bench-overhead")
+    overhead.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                          help="override the built-in experiment (repeatable)")
+    occupancy = sub.add_parser("gpu-occupancy", help="how busy the GPU is over a real search (any GPU machine)")
+    occupancy.add_argument("--images", type=int, default=3000)
+    occupancy.add_argument("--image-size", type=int, default=128)
+    occupancy.add_argument("--backbone", default="resnet50")
+    occupancy.add_argument("--trials", type=int, default=8)
+    occupancy.add_argument("--epochs", type=int, default=10)
+    occupancy.add_argument("--trials-per-gpu", type=int, default=4)
+    occupancy.add_argument("--workdir", default="runs/bench-occupancy")
+    occupancy.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                           help="override the search (repeatable), e.g. --set resources.launcher=train")
     args = parser.parse_args(argv)
+    if args.what == "gpu-occupancy":
+        from leuktune.bench.occupancy import bench_gpu_occupancy
+
+        for key, value in bench_gpu_occupancy(args.images, args.image_size, args.backbone, args.trials, args.epochs,
+                                              args.trials_per_gpu, args.workdir, args.overrides).items():
+            print(f"{key}: {value}")
+        return 0
+    if args.what == "trial-overhead":
+        from leuktune.bench.overhead import bench_trial_overhead
+
+        bench_trial_overhead(args.trials, args.concurrent, args.epochs, args.launcher, args.workdir, args.overrides)
+        return 0
     if args.what == "throughput":
         from leuktune.bench.throughput import bench_throughput
 

@@ -49,17 +49,25 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
          f"{cfg.search.num_samples} trial(s), run folder {folder.path}")
 
     from leuktune import leaderboard
-    from leuktune.data.prepare import prepare
     from leuktune.runtime import ray_session
-    from leuktune.search.tuner import build_tuner
 
-    started = time.monotonic()
     with ray_session(address):
-        data, report = prepare(cfg, progress=echo)
-        echo("[leuktune] data: " + str(report))
-        echo(f"[leuktune] data ready at {cfg.data.image_size}px in {time.monotonic() - started:.1f}s")
-        build_tuner(cfg, data, folder, echo=echo).fit()
+        run_trials(cfg, echo)
     try:
         return leaderboard.load(folder.path)
     except leaderboard.LeaderboardError:
         raise SearchError(f"no trial of {cfg.name!r} finished; see the Ray output above") from None
+
+
+def run_trials(cfg, echo: Callable[[str], None] = _print, callbacks: tuple = ()):
+    """Prepare the data and run every trial of a validated, resolved config on the Ray this
+    process is connected to; Tune's ResultGrid. ``callbacks`` are extra Tune callbacks."""
+    from leuktune.data.prepare import prepare
+    from leuktune.runfolder import RunFolder
+    from leuktune.search.tuner import build_tuner
+
+    started = time.monotonic()
+    data, report = prepare(cfg, progress=echo)
+    echo("[leuktune] data: " + str(report))
+    echo(f"[leuktune] data ready at {cfg.data.image_size}px in {time.monotonic() - started:.1f}s")
+    return build_tuner(cfg, data, RunFolder.of(cfg), echo=echo, callbacks=callbacks).fit()

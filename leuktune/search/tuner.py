@@ -19,17 +19,20 @@ from leuktune.search.space import DefineByRun
 from leuktune.train import trainer
 
 
-def concurrent_trials(cfg: ExperimentConfig) -> int:
+def concurrent_trials(cfg: ExperimentConfig, echo=echo) -> int:
     """``search.max_concurrent``, with ``auto`` = as many trials as the cluster's CPUs and GPUs
     hold at the per-trial request (fractional GPUs pack: 0.25 GPU a trial = 4 per GPU)."""
-    wanted = cfg.search.max_concurrent
-    if wanted != "auto":
-        return wanted
     res = cfg.resources
     per_trial = {"CPU": res.cpus_per_worker * res.workers_per_trial, "GPU": res.gpus_per_worker * res.workers_per_trial}
     available = ray.cluster_resources()
-    fits = [math.floor(available.get(kind, 0) / need + 1e-6) for kind, need in per_trial.items() if need > 0]
-    return max(1, min([cfg.search.num_samples, *fits]))
+    fits = {kind: math.floor(available.get(kind, 0) / need + 1e-6) for kind, need in per_trial.items() if need > 0}
+    short = [f"{per_trial[kind]:g} {kind} a trial, the cluster has {available.get(kind, 0):g}"
+             for kind, n in fits.items() if n == 0]
+    if short:  # an autoscaling cluster may add nodes; a fixed one never will
+        echo(f"[leuktune] WARNING: no trial fits the cluster as it is ({'; '.join(short)}): trials wait until "
+             "nodes with these resources join (see resources.* in the experiment)")
+    wanted = cfg.search.max_concurrent
+    return wanted if wanted != "auto" else max(1, min([cfg.search.num_samples, *fits.values()]))
 
 
 def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, echo=echo,
@@ -51,7 +54,7 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, e
         tune.with_resources(trainable, trainer.trial_resources(cfg)),
         tune_config=tune.TuneConfig(
             metric=search.metric, mode=search.mode, search_alg=searcher, scheduler=scheduler,
-            num_samples=search.num_samples, max_concurrent_trials=concurrent_trials(cfg),
+            num_samples=search.num_samples, max_concurrent_trials=concurrent_trials(cfg, echo),
             # The next trial runs in the last one's warm process: no imports, CUDA ready,
             # kernels tuned for its shapes.
             reuse_actors=trainer.launcher(cfg) == "tune",

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from leuktune.train.device import DeviceSetup
+from leuktune.train.device import BatchSource, DeviceSetup
 
 
 def fixed_size_batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """``rows`` in batches of exactly ``batch_size`` (the last one padded by repeating its
-    final row), so the model sees one input shape and the GPU tunes its kernels once."""
+    final row), so the model sees one input shape and the GPU plans its kernels once."""
     batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
     if len(batches) > 1 and len(batches[-1]) < batch_size:
         batches[-1] = np.concatenate([batches[-1], np.repeat(batches[-1][-1:], batch_size - len(batches[-1]))])
@@ -19,13 +19,13 @@ def fixed_size_batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, setup: DeviceSetup,
+def predict(model: torch.nn.Module, source: BatchSource, rows: np.ndarray, setup: DeviceSetup,
             batch_size: int, num_classes: int) -> np.ndarray:
-    """Class probabilities (len(rows), num_classes) for ``images[rows]``, in the order of ``rows``."""
+    """Class probabilities (len(rows), num_classes) for the images of ``rows``, in that order."""
     model.eval()
-    out = [np.zeros((0, num_classes), np.float32)]
-    for host in setup.host_batches(images, fixed_size_batches(rows, batch_size)):
+    out = [torch.zeros((0, num_classes), device=setup.device)]
+    for x, _ in source(fixed_size_batches(rows, batch_size)):
         with setup.autocast():
-            logits = model(setup.normalize(setup.to_unit(host)))
-        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    return np.concatenate(out)[: len(rows)]
+            logits = model(setup.model_input(setup.to_unit(x)))
+        out.append(torch.softmax(logits.float(), dim=1))
+    return torch.cat(out)[: len(rows)].cpu().numpy()  # one copy back: each .cpu() would wait for the GPU

@@ -25,16 +25,17 @@ from leuktune.metrics import classification_metrics, confusion_matrix
 from leuktune.models.build import build_model, count_parameters
 from leuktune.train import checkpoint
 from leuktune.train.balance import class_weights, epoch_order
-from leuktune.train.device import DeviceSetup
+from leuktune.train.device import BatchSource, DeviceSetup
 from leuktune.train.evaluate import predict
 from leuktune.train.optim import make_optimizer, make_scheduler
+from leuktune.train.phases import Phases
 from leuktune.train.session import TrainSession, checkpoint_folder, gather, sum_over_workers
 
 
 def batch_bounds(rows: int, batch_size: int) -> list[tuple[int, int]]:
     """Batches of an epoch, all of one size: a short last batch is dropped (its images come
-    round again in another epoch's order), since each new input shape costs the GPU a round
-    of kernel autotuning and a batch of one cannot train BatchNorm."""
+    round again in another epoch's order), since each new input shape costs the GPU new kernel
+    plans (torch.compile a recompilation), and a batch of one cannot train BatchNorm."""
     full = [(s, s + batch_size) for s in range(0, rows - batch_size + 1, batch_size)]
     return full or [(0, rows)]
 
@@ -60,7 +61,7 @@ class Trial:
     cfg: ExperimentConfig
     data: CachedDataset
     session: Any
-    images: np.ndarray
+    source: BatchSource  # batches of images and labels, on the device
     setup: DeviceSetup
     network: torch.nn.Module  # the classifier itself: what is checkpointed
     model: torch.nn.Module  # what trains: the network, wrapped for DDP and compiled where asked
@@ -71,6 +72,7 @@ class Trial:
     bounds: list[tuple[int, int]]
     info: dict[str, Any]  # facts about the model and device, reported with every epoch
     best: Best
+    phases: Phases
     first_epoch: int = 1
 
     @property
@@ -79,8 +81,15 @@ class Trial:
         return len(self.data.indices("train")) // self.session.world_size
 
 
-def build(cfg: ExperimentConfig, data: CachedDataset, session) -> Trial:
+def build(cfg: ExperimentConfig, data: CachedDataset, session, phases: Phases) -> Trial:
     """Model, optimiser, schedule and device for a trial's first epoch."""
+    with phases("data"):
+        images = data.pixels()  # zero-copy view of the node's shared copy
+    with phases("build"):
+        return _build(cfg, data, session, phases, images)
+
+
+def _build(cfg: ExperimentConfig, data: CachedDataset, session, phases: Phases, images: np.ndarray) -> Trial:
     train = cfg.train
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
     torch.manual_seed(train.seed)  # the same initial weights on every rank (DDP also broadcasts them)
@@ -96,10 +105,12 @@ def build(cfg: ExperimentConfig, data: CachedDataset, session) -> Trial:
     optimizer = make_optimizer(model, train)
     weights = (torch.from_numpy(class_weights(data.labels[data.indices("train")], data.num_classes))
                .to(setup.device) if train.class_balance == "weighted_loss" else None)
-    return Trial(cfg, data, session, data.pixels(), setup, model, model, optimizer,
+    source = BatchSource(images, data.labels, setup.device,
+                         resident=BatchSource.fits(images, setup.device, cfg.resources.gpus_per_worker))
+    return Trial(cfg, data, session, source, setup, model, model, optimizer,
                  make_scheduler(optimizer, train, len(bounds)),
                  torch.amp.GradScaler(setup.device.type, enabled=setup.amp == torch.float16),
-                 weights, bounds, info, Best())
+                 weights, bounds, info, Best(), phases)
 
 
 def restore(trial: Trial) -> None:
@@ -138,9 +149,8 @@ def train_epoch(trial: Trial, epoch: int) -> dict[str, float]:
     started = time.perf_counter()
     model.train()
     loss_sum = torch.zeros((), device=setup.device)
-    for rows, host in zip(batches, setup.host_batches(trial.images, batches)):
-        x = setup.normalize(augment_batch(setup.to_unit(host), train.augment, train.augment_strength))
-        y = torch.from_numpy(trial.data.labels[rows]).to(setup.device, non_blocking=True)
+    for images, y in trial.source(batches):
+        x = setup.model_input(augment_batch(setup.to_unit(images), train.augment, train.augment_strength))
         with setup.autocast():
             loss = F.cross_entropy(model(x), y, weight=trial.class_weights, label_smoothing=train.label_smoothing)
         trial.optimizer.zero_grad(set_to_none=True)
@@ -151,7 +161,7 @@ def train_epoch(trial: Trial, epoch: int) -> dict[str, float]:
         trial.scaler.step(trial.optimizer)
         trial.scaler.update()
         trial.scheduler.step()
-        loss_sum += loss.detach() * len(rows)  # no .item(): it would stall the GPU every step
+        loss_sum += loss.detach() * len(y)  # no .item(): it would stall the GPU every step
     seen = torch.tensor(sum(len(rows) for rows in batches), device=setup.device)
     loss_total, seen_total = sum_over_workers(loss_sum, seen)
     seconds = time.perf_counter() - started  # the sum above waited for the device
@@ -163,8 +173,8 @@ def validate(trial: Trial) -> dict[str, Any]:
     """Metrics and confusion matrix of the whole validation split, each worker scoring a shard."""
     rank, world, data = trial.session.rank, trial.session.world_size, trial.data
     shard = data.indices("val")[rank::world]
-    batch = max(1, trial.cfg.train.batch_size // world)  # the training shape: kernels tuned once
-    probs = gather(predict(trial.model, trial.images, shard, trial.setup, batch, data.num_classes))
+    batch = max(1, trial.cfg.train.batch_size // world)  # the training shape: no new kernel plans
+    probs = gather(predict(trial.model, trial.source, shard, trial.setup, batch, data.num_classes))
     true = gather(data.labels[shard])
     return {**classification_metrics(true, probs, prefix="val_"),
             "val_confusion_matrix": confusion_matrix(true, probs), "val_images": len(true)}
@@ -176,7 +186,7 @@ def save_and_report(trial: Trial, epoch: int, metrics: dict[str, Any]) -> bool:
     sign = 1 if cfg.search.mode == "max" else -1
     improved = trial.best.update(sign * metrics[cfg.search.metric], epoch)
     stop = bool(cfg.train.patience) and epoch - trial.best.epoch >= cfg.train.patience
-    metrics = {**metrics, **trial.info, "epoch": epoch, "early_stopped": stop,
+    metrics = {**metrics, **trial.info, **trial.phases.metrics(), "epoch": epoch, "early_stopped": stop,
                "resumed_from_epoch": trial.first_epoch - 1,
                # Ray keeps the checkpoint with the largest value: the latest new best. Other
                # checkpoints (every N epochs, for resuming) get 0, so a tie never evicts the best.
@@ -184,30 +194,38 @@ def save_and_report(trial: Trial, epoch: int, metrics: dict[str, Any]) -> bool:
     due = improved or stop or epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs
     with checkpoint_folder() as folder:
         if due and trial.session.rank == 0:
-            checkpoint.save(folder, {
-                "model": trial.network.state_dict(), "optimizer": trial.optimizer.state_dict(),
-                "scheduler": trial.scheduler.state_dict(), "scaler": trial.scaler.state_dict(),
-                "epoch": epoch, "best": {"score": trial.best.score, "epoch": trial.best.epoch},
-                "class_names": trial.data.class_names,
-                "normalization": {"mean": trial.network.backbone.mean, "std": trial.network.backbone.std},
-                "data_fingerprint": trial.data.fingerprint, "experiment": cfg.to_dict(), "metrics": metrics,
-            })
-        trial.session.report(metrics, folder if due and trial.session.rank == 0 else None)
+            with trial.phases("checkpoint"):
+                checkpoint.save(folder, {
+                    "model": trial.network.state_dict(), "optimizer": trial.optimizer.state_dict(),
+                    "scheduler": trial.scheduler.state_dict(), "scaler": trial.scaler.state_dict(),
+                    "epoch": epoch, "best": {"score": trial.best.score, "epoch": trial.best.epoch},
+                    "class_names": trial.data.class_names,
+                    "normalization": {"mean": trial.network.backbone.mean, "std": trial.network.backbone.std},
+                    "data_fingerprint": trial.data.fingerprint, "experiment": cfg.to_dict(), "metrics": metrics,
+                })
+        with trial.phases("report"):  # Ray copies the checkpoint to storage here
+            trial.session.report(metrics, folder if due and trial.session.rank == 0 else None)
     return stop
 
 
-def run_loop(cfg: ExperimentConfig, data: CachedDataset, session) -> None:
+def run_loop(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: float | None = None) -> None:
     """Build, resume if restarted, then train, validate, save and report each epoch."""
-    trial = build(cfg, data, session)
-    restore(trial)
+    phases = Phases(launched_at)
+    trial = build(cfg, data, session, phases)
+    with phases("restore"):
+        restore(trial)
     for epoch in range(trial.first_epoch, cfg.train.epochs + 1):
         started = time.perf_counter()
-        metrics = train_epoch(trial, epoch)
-        metrics.update(validate(trial), epoch_seconds=time.perf_counter() - started)
+        with phases("train"):
+            metrics = train_epoch(trial, epoch)
+        with phases("validate"):
+            metrics.update(validate(trial))
+        metrics["epoch_seconds"] = time.perf_counter() - started
         if save_and_report(trial, epoch, metrics):
             break
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
     """The entry point of a Ray Train worker (``TorchTrainer``)."""
-    run_loop(ExperimentConfig.model_validate(loop_config["experiment"]), loop_config["data"], TrainSession())
+    run_loop(ExperimentConfig.model_validate(loop_config["experiment"]), loop_config["data"], TrainSession(),
+             launched_at=loop_config.get("launched_at"))

@@ -15,7 +15,10 @@ _WARMUP_START = 1 / 25
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups(model, train.lr, train.backbone_lr_mult, train.weight_decay))
+    # On a GPU, one fused kernel per parameter group updates every tensor of it.
+    fused = all(p.is_cuda for p in model.parameters())
+    return torch.optim.AdamW(param_groups(model, train.lr, train.backbone_lr_mult, train.weight_decay),
+                             fused=fused or None)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from ray import tune
@@ -76,25 +77,26 @@ def checkpoint_uri(trial, result: dict[str, Any]) -> str | None:
 
 def run_trial(params: dict[str, Any], experiment: ExperimentConfig, data: CachedDataset, trials_path: str) -> None:
     """The Tune function of every trial: the drawn parameters -> a concrete config -> train."""
+    launched_at = time.time()
     cfg = experiment.with_params(params)
     if launcher(cfg) == "tune":
-        run_loop(cfg, data, TuneSession(use_gpu=cfg.resources.gpus_per_worker > 0))
+        run_loop(cfg, data, TuneSession(use_gpu=cfg.resources.gpus_per_worker > 0), launched_at)
         return
     for key, value in _RAY_TRAIN_ENV.items():
         os.environ.setdefault(key, value)
     trainer = make_trainer(cfg, data, trials_path, name=tune.get_context().get_trial_id(),
-                           callbacks=[TuneReportCallback()])
+                           callbacks=[TuneReportCallback()], launched_at=launched_at)
     trainer.fit()
 
 
 def make_trainer(cfg: ExperimentConfig, data: CachedDataset, storage_path: str, name: str,
-                 callbacks: list | None = None) -> TorchTrainer:
+                 callbacks: list | None = None, launched_at: float | None = None) -> TorchTrainer:
     """A ``TorchTrainer`` for one trial; ``cfg`` concrete, ``storage_path`` absolute or a URI."""
     res = cfg.resources
     resources = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
     return TorchTrainer(
         _train_worker,
-        train_loop_config={"experiment": cfg.to_dict(), "data": data},
+        train_loop_config={"experiment": cfg.to_dict(), "data": data, "launched_at": launched_at},
         scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=res.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(

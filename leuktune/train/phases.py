@@ -1,0 +1,32 @@
+"""Where a trial's seconds go: each phase of the loop timed, reported with every epoch.
+
+``python -m leuktune.bench trial-overhead`` adds these up against the trial's wall time as
+Tune saw it, so start-up and shut-down costs show up as what is left over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from typing import Iterator
+
+
+class Phases:
+    def __init__(self, launched_at: float | None = None):
+        self.started_at = time.time()  # wall clock: compared with Tune's in the driver
+        self.launched_at = launched_at or self.started_at  # when the trial asked for its workers
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - started
+
+    def metrics(self) -> dict[str, float]:
+        """Cumulative seconds per phase so far (``time_<phase>_s``) and the two start times."""
+        return {"loop_started_at": self.started_at, "launched_at": self.launched_at,
+                **{f"time_{phase}_s": round(seconds, 4) for phase, seconds in self.seconds.items()}}
