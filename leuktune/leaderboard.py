@@ -1,116 +1,156 @@
-"""The one leaderboard schema: ``leaderboard.parquet`` (a row per trial) and
+"""The leaderboard's two tables, typed: ``leaderboard.parquet`` (a row per trial) and
 ``history.parquet`` (a row per trial-epoch), readable by pandas, pyarrow, DuckDB, Polars.
 
-Rows are appended as trials finish, by rewriting the file to a temporary name and
-renaming it over the old one, so a search killed at any moment leaves a complete,
+Every column has one Arrow type whatever values a search draws: a hyperparameter's type
+comes from its field in the schema (``unfreeze_depth``, an integer or "all", is always text).
+Rows are appended as trials finish, by writing the whole table aside and renaming it over
+the old one (one request in a bucket), so a search killed at any moment leaves a complete,
 readable file holding every trial that had finished.
 """
 
 from __future__ import annotations
 
-import os
+import typing
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 
 from leuktune import runfolder
+from leuktune.config import VALUE_TYPES
 from leuktune.metrics import METRICS
+from leuktune.runfolder import RunFolder
 
-# Columns every row has, in order; searched hyperparameters go between the
-# identification columns and the results.
-ID_COLUMNS = ["experiment", "trial_id", "status"]
-RESULT_COLUMNS = (
-    ["best_epoch", "epochs_run", "stopped_by"]  # stopped_by: asha | patience | null
-    + [f"val_{m}" for m in METRICS] + ["val_confusion_matrix"]  # rows = true class, columns = predicted
-    + [f"test_{m}" for m in METRICS] + ["test_confusion_matrix"]
-    + ["params", "trainable_params", "unfreeze_depth_effective", "stage_groups", "backbone_activation",
-       "workers", "precision", "train_seconds", "device", "checkpoint_uri",
-       "started_at", "finished_at", "leuktune_version", "data_fingerprint",
-       "error", "error_file"]  # error: the exception's type and message; error_file: Ray's full record
-)
+CONFUSION = pa.list_(pa.list_(pa.int64()))  # rows = true class, columns = predicted
+ID_COLUMNS = [("experiment", pa.string()), ("trial_id", pa.string()), ("status", pa.string())]
+# status: completed | stopped_early (stopped_by: asha | patience) | diverged | error
+RESULT_COLUMNS = [
+    ("best_epoch", pa.int64()), ("epochs_run", pa.int64()), ("stopped_by", pa.string()),
+    *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
+    *((f"test_{m}", pa.float64()) for m in METRICS), ("test_confusion_matrix", CONFUSION),
+    ("params", pa.int64()), ("trainable_params", pa.int64()), ("inference_ms", pa.float64()),
+    ("pareto_front", pa.bool_()),  # multi-objective searches: not dominated on every objective
+    ("unfreeze_depth_effective", pa.int64()), ("stage_groups", pa.int64()), ("backbone_activation", pa.string()),
+    ("workers", pa.int64()), ("precision", pa.string()), ("train_seconds", pa.float64()), ("device", pa.string()),
+    ("checkpoint_uri", pa.string()), ("started_at", pa.string()), ("finished_at", pa.string()),
+    ("leuktune_version", pa.string()), ("data_fingerprint", pa.string()),
+    ("error", pa.string()), ("error_file", pa.string()),  # the exception's type and message; Ray's full record
+]
+HISTORY_COLUMNS = [
+    ("experiment", pa.string()), ("trial_id", pa.string()), ("epoch", pa.int64()),
+    ("train_loss", pa.float64()), ("train_images_per_s", pa.float64()), ("epoch_seconds", pa.float64()),
+    ("lr", pa.float64()), ("resumed_from_epoch", pa.int64()), ("improved_epoch", pa.int64()),
+    ("inference_ms", pa.float64()), *((f"val_{m}", pa.float64()) for m in METRICS),
+    ("val_confusion_matrix", CONFUSION),
+]
+HISTORY = pa.schema(HISTORY_COLUMNS)
 
 
 class LeaderboardError(ValueError):
     """A leaderboard that cannot be found or read, naming the path."""
 
 
-def append(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Add rows to a Parquet table atomically (write aside, then rename)."""
-    path = Path(path)
-    new = pd.DataFrame(list(rows))
-    if new.empty:
+def arrow_type(value_type: Any) -> pa.DataType:
+    """One Arrow type for a hyperparameter's values: numbers as numbers, anything else as text."""
+    while typing.get_origin(value_type) is typing.Annotated:
+        value_type = typing.get_args(value_type)[0]
+    if value_type is bool:
+        return pa.bool_()
+    if value_type is int:
+        return pa.int64()
+    if value_type is float:
+        return pa.float64()
+    return pa.string()  # str, a Literal of names, or a mix such as int | "all"
+
+
+def schema(hyperparameters: Iterable[str]) -> pa.Schema:
+    """The leaderboard's columns for a search of these hyperparameters, in order."""
+    return pa.schema([*ID_COLUMNS, *((h, arrow_type(VALUE_TYPES[h])) for h in hyperparameters), *RESULT_COLUMNS])
+
+
+def _cast(value: Any, kind: pa.DataType) -> Any:
+    if value is None or (isinstance(value, float) and value != value and not pa.types.is_floating(kind)):
+        return None
+    if pa.types.is_string(kind):
+        return str(value)
+    if kind == CONFUSION:
+        return [[int(v) for v in row] for row in value]
+    if pa.types.is_integer(kind):
+        return int(value)
+    if pa.types.is_floating(kind):
+        return float(value)
+    return value
+
+
+def table(rows: Iterable[dict[str, Any]], columns: pa.Schema) -> pa.Table:
+    """Rows as a table of exactly these columns and types (missing values null)."""
+    rows = list(rows)
+    return pa.table({f.name: pa.array([_cast(r.get(f.name), f.type) for r in rows], type=f.type)
+                     for f in columns}, schema=columns)
+
+
+def append(folder: RunFolder, name: str, rows: Iterable[dict[str, Any]], columns: pa.Schema) -> None:
+    """Add rows to one of the run's tables, atomically."""
+    new = table(rows, columns)
+    if new.num_rows == 0:
         return
-    table = pd.concat([pd.read_parquet(path), new], ignore_index=True) if path.is_file() else new
-    table = _uniform_columns(table)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def _uniform_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """A column whose values mix types (unfreeze_depth: 2 or "all") is stored as text,
-    since a Parquet column has one type. Nested lists (confusion matrices) come back from
-    Parquet as arrays; they are turned back into lists so old and new rows agree."""
-    for col in table.columns[table.dtypes == object]:
-        table[col] = table[col].map(_as_list)
-        kinds = {type(v) for v in table[col] if _present(v)}
-        if len(kinds) > 1:
-            table[col] = table[col].map(lambda v: str(v) if _present(v) else v)
-    return table
-
-
-def _as_list(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        value = list(value)
-    return [_as_list(v) for v in value] if isinstance(value, list) else value
-
-
-def _present(value: Any) -> bool:
-    return value is not None and (isinstance(value, list) or value == value)
-
-
-def order_columns(row: dict[str, Any], hyperparameters: Iterable[str]) -> dict[str, Any]:
-    cols = ID_COLUMNS + list(hyperparameters) + RESULT_COLUMNS
-    return {c: row.get(c) for c in cols}
+    if folder.exists(name):
+        new = pa.concat_tables([folder.read_table(name).cast(columns), new])
+    folder.write_table(name, new)
 
 
 def ranked(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     """Best first; failed trials last."""
-    ok = board[board["status"] != "error"].sort_values(metric, ascending=(mode == "min"), na_position="last")
-    return pd.concat([ok, board[board["status"] == "error"]], ignore_index=True)
+    failed = board["status"].isin(["error", "diverged"])
+    ok = board[~failed].sort_values(metric, ascending=(mode == "min"), na_position="last")
+    return pd.concat([ok, board[failed]], ignore_index=True)
 
 
-def _run_files(path: str | Path) -> tuple[Path, Path]:
-    """(leaderboard file, the run's config.yaml) for a run folder or a leaderboard file."""
-    path = Path(path).expanduser()
-    board = path / runfolder.LEADERBOARD if path.is_dir() else path
-    if not board.is_file():
-        raise LeaderboardError(f"{path}: no leaderboard (expected a run folder holding {runfolder.LEADERBOARD}, "
-                               "or the file itself); a search writes one when its first trial ends")
-    return board, board.parent / runfolder.CONFIG
+def pareto_front(board: pd.DataFrame, objectives: list[str], directions: list[str]) -> pd.Series:
+    """True for a trial that no other trial beats or equals on every objective and beats on one."""
+    signed = pd.DataFrame({o: board[o] * (1 if d == "max" else -1) for o, d in zip(objectives, directions)})
+    usable = signed.notna().all(axis=1) & ~board["status"].isin(["error", "diverged"])
+    values = signed[usable].to_numpy(dtype=float)
+    front = pd.Series(False, index=board.index)
+    for i, row in zip(signed.index[usable], values):
+        dominated = ((values >= row).all(axis=1) & (values > row).any(axis=1)).any()
+        front[i] = not dominated
+    return front
+
+
+def _run_folder(location: str | Path) -> RunFolder:
+    """The run folder of a location: the folder itself, or its leaderboard file."""
+    text = str(location).rstrip("/")
+    base, _, query = text.partition("?")
+    if base.endswith("/" + runfolder.LEADERBOARD):
+        text = base[: -len(runfolder.LEADERBOARD) - 1] + (f"?{query}" if query else "")
+    return RunFolder.at(text)
 
 
 def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """The leaderboard of one run, or of several merged, best trial first by the search metric
-    and mode of the (first) run's ``config.yaml``; failed trials last.
+    and mode of the (first) run's ``config.yaml``; failed trials last. A run is a folder (or
+    its leaderboard file), local or a URI.
 
     >>> board = leuktune.load_leaderboard("runs/synthetic-default")  # doctest: +SKIP
-    >>> board = leuktune.load_leaderboard(["runs/cnmc-a", "runs/cnmc-b"])  # doctest: +SKIP
+    >>> board = leuktune.load_leaderboard(["runs/cnmc-a", "s3://bucket/runs/cnmc-b"])  # doctest: +SKIP
     """
-    paths = [runs] if isinstance(runs, (str, Path)) else list(runs)
-    if not paths:
+    locations = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    if not locations:
         raise LeaderboardError("no run folder given")
-    files = [_run_files(p) for p in paths]
-    board = pd.concat([pd.read_parquet(b) for b, _ in files], ignore_index=True)
+    folders = [_run_folder(location) for location in locations]
+    for location, folder in zip(locations, folders):
+        if not folder.exists(runfolder.LEADERBOARD):
+            raise LeaderboardError(f"{location}: no leaderboard (expected a run folder holding "
+                                   f"{runfolder.LEADERBOARD}, or the file itself); a search writes one when its "
+                                   "first trial ends")
+    board = pd.concat([folder.read_frame(runfolder.LEADERBOARD) for folder in folders], ignore_index=True)
     metric, mode = "val_balanced_accuracy", "max"
-    config = files[0][1]
-    if config.is_file():
-        search = (yaml.safe_load(config.read_text()) or {}).get("search", {})
+    if folders[0].exists(runfolder.CONFIG):
+        search = (yaml.safe_load(folders[0].read_text(runfolder.CONFIG)) or {}).get("search", {})
         metric, mode = search.get("metric", metric), search.get("mode", mode)
     board = ranked(board, metric, mode)
-    board.attrs["paths"] = [str(b) for b, _ in files]
+    board.attrs["paths"] = [folder.uri(folder.file(runfolder.LEADERBOARD)) for folder in folders]
     return board

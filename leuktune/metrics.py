@@ -70,9 +70,16 @@ _TABLE: dict[str, tuple[Callable[[Scored], float], bool]] = {
 # Every trial reports these on its validation split, the final evaluation on the test split.
 METRICS: tuple[str, ...] = tuple(_TABLE)
 
+# What a multi-objective search may also weigh against a val_* metric: the model's size and its
+# inference time per image (validation forward passes, in milliseconds); smaller is better.
+COSTS = ("params", "trainable_params", "inference_ms")
+OBJECTIVES: tuple[str, ...] = (*(f"val_{m}" for m in METRICS), *COSTS)
+
 
 def mode(metric: str) -> str:
-    """'max' or 'min' for a metric name, with or without its split prefix (val_loss -> min)."""
+    """'max' or 'min' for a metric or cost, with or without its split prefix (val_loss -> min)."""
+    if metric in COSTS:
+        return "min"
     name = metric.split("_", 1)[1] if metric.startswith(("val_", "test_")) else metric
     return "max" if _TABLE[name][1] else "min"
 

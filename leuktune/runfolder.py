@@ -1,16 +1,28 @@
-"""Where a run's files live, derived in one place.
+"""Where a run's files live, derived in one place, on a local disk or in a bucket.
 
 ``<storage.path>/<name>/`` holds the resolved ``config.yaml``, ``split.parquet``,
 ``leaderboard.parquet``, ``history.parquet``, ``rejected.parquet`` and
-``near_duplicates.parquet`` when there are any, the trials' checkpoints under ``trials/``,
-Ray Tune's own state under ``tune/`` and the report under ``report/``. Decoded images and
-the built-in data set are shared by every run of a storage, beside the run folders.
+``near_duplicates.parquet`` when there are any, Ray Tune's state and the trials' checkpoints
+under ``tune/`` (and ``trials/`` for Ray Train launched trials), and the report under
+``report/``. ``storage.path`` is a local folder or a URI that pyarrow reads (``s3://``,
+``gs://``; for an S3-compatible server, e.g.
+``s3://bucket/runs?endpoint_override=host:9000&scheme=http``). Decoded images and the
+built-in data set stay on this machine's disk (``data.cache_dir``).
 """
 
 from __future__ import annotations
 
+import io
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 CONFIG = "config.yaml"
 SPLIT = "split.parquet"
@@ -18,43 +30,152 @@ LEADERBOARD = "leaderboard.parquet"
 HISTORY = "history.parquet"
 REJECTED = "rejected.parquet"
 NEAR_DUPLICATES = "near_duplicates.parquet"
+LOCK = "search.lock"
+
+
+def is_uri(path: str) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
 
 
 @dataclass(frozen=True)
 class RunFolder:
-    storage: Path  # absolute: trials run in other working directories
+    storage: str  # as configured: an absolute local folder, or a URI
     name: str
+    cache_dir: str | None = None  # data.cache_dir
+
+    @classmethod
+    def of(cls, cfg) -> "RunFolder":
+        """The run folder of an ``ExperimentConfig``; a relative local storage path is taken from here."""
+        storage = cfg.storage.path
+        if not is_uri(storage):
+            storage = str(Path(storage.removeprefix("file://")).expanduser().absolute())
+        cache = cfg.data.cache_dir
+        return cls(storage, cfg.name, str(Path(cache).expanduser().absolute()) if cache else None)
 
     @classmethod
     def resolved(cls, cfg):
         """``cfg`` with its storage path made absolute, as trials and checkpoints must carry it:
         they are read in other working directories."""
         storage = cls.of(cfg).storage
-        return cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"path": str(storage)})})
+        return cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"path": storage})})
 
     @classmethod
-    def of(cls, cfg) -> "RunFolder":
-        """The run folder of an ``ExperimentConfig``; a relative storage path is taken from here."""
-        return cls(Path(cfg.storage.path).expanduser().absolute(), cfg.name)
+    def at(cls, location: str | Path) -> "RunFolder":
+        """The run folder at a path or URI (its parent is the storage, its last part the name)."""
+        text = str(location).rstrip("/")
+        if is_uri(text):
+            parts = urlsplit(text)
+            parent, _, name = parts.path.rpartition("/")
+            query = f"?{parts.query}" if parts.query else ""
+            return cls(f"{parts.scheme}://{parts.netloc}{parent}{query}", name)
+        path = Path(text).expanduser().absolute()
+        return cls(str(path.parent), path.name)
+
+    # -- where things are
 
     @property
-    def path(self) -> Path:
-        return self.storage / self.name
-
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
+    def fs(self) -> pafs.FileSystem:
+        return self._resolved[0]
 
     @property
-    def trials(self) -> Path:
-        """Each trial's checkpoints, in a folder named by its trial id."""
-        return self.path / "trials"
+    def _resolved(self) -> tuple[pafs.FileSystem, str]:
+        if not is_uri(self.storage):
+            return pafs.LocalFileSystem(), self.storage
+        return pafs.FileSystem.from_uri(self.storage)
+
+    @property
+    def local(self) -> bool:
+        return not is_uri(self.storage)
+
+    @property
+    def path(self) -> str:
+        """The run folder in its filesystem (for a bucket: ``bucket/prefix/name``)."""
+        return f"{self._resolved[1].rstrip('/')}/{self.name}"
+
+    def file(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    def uri(self, fs_path: str | None = None) -> str:
+        """A path of this storage's filesystem as the user can pass it back: a local path, or a
+        URI with the storage's scheme, credentials and options."""
+        fs_path = fs_path or self.path
+        if self.local:
+            return fs_path
+        parts = urlsplit(self.storage)
+        user = parts.netloc.rpartition("@")[0]
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{parts.scheme}://{user + '@' if user else ''}{fs_path}{query}"
+
+    @property
+    def trials(self) -> str:
+        """Where Ray Train launched trials keep their checkpoints, one folder per trial id."""
+        return self.file("trials")
 
     @property
     def cache(self) -> Path:
-        """Decoded images, keyed by the files and the size: shared by the runs of this storage."""
-        return self.storage / "cache"
+        """Decoded images, keyed by the files and the size: on this machine's disk."""
+        return self._local_root() / "cache"
 
     @property
     def datasets(self) -> Path:
-        """Where the built-in synthetic set is written."""
-        return self.storage / "datasets"
+        """Where the built-in synthetic set is written: on this machine's disk."""
+        return self._local_root() / "datasets"
+
+    def _local_root(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        return Path(self.storage) if self.local else Path.home() / ".cache" / "leuktune"
+
+    # -- reading and writing
+
+    def exists(self, name: str) -> bool:
+        return self.fs.get_file_info(self.file(name)).type != pafs.FileType.NotFound
+
+    def makedirs(self) -> None:
+        self.fs.create_dir(self.path, recursive=True)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Whole or not at all: a local file is written aside and renamed over the old one; an
+        object store replaces an object in one request."""
+        target = self.file(name)
+        self.fs.create_dir(target.rpartition("/")[0], recursive=True)
+        if not self.local:
+            with self.fs.open_output_stream(target) as out:
+                out.write(data)
+            return
+        tmp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(tmp, "wb") as out:
+            out.write(data)
+        os.replace(tmp, target)
+
+    def read_bytes(self, name: str) -> bytes:
+        with self.fs.open_input_stream(self.file(name)) as f:
+            return f.read()
+
+    def write_text(self, name: str, text: str) -> None:
+        self.write_bytes(name, text.encode())
+
+    def read_text(self, name: str) -> str:
+        return self.read_bytes(name).decode()
+
+    def write_table(self, name: str, table: pa.Table | pd.DataFrame) -> None:
+        if isinstance(table, pd.DataFrame):
+            table = pa.Table.from_pandas(table, preserve_index=False)
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        self.write_bytes(name, sink.getvalue())
+
+    def read_table(self, name: str, schema: pa.Schema | None = None) -> pa.Table:
+        return pq.read_table(io.BytesIO(self.read_bytes(name)), schema=schema)
+
+    def read_frame(self, name: str) -> pd.DataFrame:
+        return self.read_table(name).to_pandas()
+
+    def remove(self, name: str) -> None:
+        if self.exists(name):
+            self.fs.delete_file(self.file(name))
+
+    def listdir(self, fs_path: str) -> list[str]:
+        """Names in a folder of this storage (fs path); none if it is not there."""
+        infos = self.fs.get_file_info(pafs.FileSelector(fs_path, allow_not_found=True))
+        return sorted(info.base_name for info in infos)

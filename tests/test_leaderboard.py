@@ -1,40 +1,58 @@
-"""Leaderboard files: atomic appends, one type per column, loading ranked and merged."""
+"""Leaderboard files: one type per column, atomic appends, loading ranked and merged, Pareto front."""
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import leuktune
 from leuktune import leaderboard
+from leuktune.runfolder import RunFolder
+
+
+def rows(name, values, **extra):
+    return [{"experiment": name, "trial_id": f"{name}{i}", "status": "completed", "val_loss": v, **extra}
+            for i, v in enumerate(values)]
+
+
+def test_each_hyperparameter_has_one_type_whatever_was_drawn(tmp_path):
+    columns = leaderboard.schema(["backbone", "lr", "mlp_hidden", "unfreeze_depth"])
+    assert columns.field("lr").type == pa.float64() and columns.field("mlp_hidden").type == pa.int64()
+    assert columns.field("unfreeze_depth").type == pa.string() and columns.field("backbone").type == pa.string()
+    folder = RunFolder(str(tmp_path), "run")
+    # a first search drew only integers for unfreeze_depth; the column is text all the same
+    leaderboard.append(folder, "leaderboard.parquet", [{"trial_id": "a", "unfreeze_depth": 2, "lr": 1}], columns)
+    leaderboard.append(folder, "leaderboard.parquet", [{"trial_id": "b", "unfreeze_depth": "all"}], columns)
+    table = pq.read_table(tmp_path / "run" / "leaderboard.parquet")
+    assert table.schema == columns
+    assert table.column("unfreeze_depth").to_pylist() == ["2", "all"] and table.column("lr").to_pylist() == [1.0, None]
+    assert not list((tmp_path / "run").glob(".*tmp"))  # nothing half-written left behind
 
 
 def test_leaderboards_load_ranked_by_their_own_metric_and_merge(tmp_path):
-    for name, mode, values in (("a", "min", [0.3, 0.1]), ("b", "min", [0.2])):
-        run = tmp_path / name
-        run.mkdir()
-        (run / "config.yaml").write_text(f"name: {name}\nsearch: {{metric: val_loss, mode: {mode}}}\n")
-        leaderboard.append(run / "leaderboard.parquet",
-                           [{"experiment": name, "trial_id": f"{name}{i}", "status": "completed", "val_loss": v}
-                            for i, v in enumerate(values)])
+    columns = leaderboard.schema([])
+    for name, values in (("a", [0.3, 0.1]), ("b", [0.2])):
+        folder = RunFolder(str(tmp_path), name)
+        folder.write_text("config.yaml", f"name: {name}\nsearch: {{metric: val_loss, mode: min}}\n")
+        leaderboard.append(folder, "leaderboard.parquet", rows(name, values), columns)
     assert leuktune.load_leaderboard(tmp_path / "a")["trial_id"].tolist() == ["a1", "a0"]
-    merged = leuktune.load_leaderboard([tmp_path / "a", tmp_path / "b"])
+    merged = leuktune.load_leaderboard([tmp_path / "a", tmp_path / "b" / "leaderboard.parquet"])
     assert merged["trial_id"].tolist() == ["a1", "b0", "a0"]
     with pytest.raises(leaderboard.LeaderboardError, match="no leaderboard"):
         leuktune.load_leaderboard(tmp_path / "nowhere")
 
 
-def test_leaderboard_append_keeps_earlier_rows(tmp_path):
-    path = tmp_path / "leaderboard.parquet"
-    leaderboard.append(path, [{"trial_id": "a", "status": "completed", "val_accuracy": 0.5}])
-    leaderboard.append(path, [{"trial_id": "b", "status": "error", "val_accuracy": None}])
-    board = pd.read_parquet(path)
-    assert board["trial_id"].tolist() == ["a", "b"]
-    assert not list(tmp_path.glob(".*tmp"))  # nothing half-written left behind
-    ranked = leaderboard.ranked(board, "val_accuracy", "max")
-    assert ranked["trial_id"].tolist() == ["a", "b"]
+def test_failed_and_diverged_trials_rank_last():
+    board = pd.DataFrame({"trial_id": ["a", "b", "c", "d"], "status": ["error", "completed", "diverged", "completed"],
+                          "val_accuracy": [None, 0.5, None, 0.7]})
+    assert leaderboard.ranked(board, "val_accuracy", "max")["trial_id"].tolist() == ["d", "b", "a", "c"]
 
 
-def test_mixed_type_hyperparameters_are_stored_as_text(tmp_path):
-    path = tmp_path / "leaderboard.parquet"
-    leaderboard.append(path, [{"trial_id": "a", "unfreeze_depth": 2}])
-    leaderboard.append(path, [{"trial_id": "b", "unfreeze_depth": "all"}])
-    assert pd.read_parquet(path)["unfreeze_depth"].tolist() == ["2", "all"]
+def test_pareto_front_keeps_the_trials_nothing_beats_on_every_objective():
+    board = pd.DataFrame({
+        "trial_id": ["big-best", "small-good", "dominated", "tiny-poor", "failed"],
+        "status": ["completed", "completed", "completed", "stopped_early", "error"],
+        "val_balanced_accuracy": [0.95, 0.90, 0.85, 0.60, None],
+        "params": [25e6, 4e6, 10e6, 1e5, 1e3]})
+    front = leaderboard.pareto_front(board, ["val_balanced_accuracy", "params"], ["max", "min"])
+    assert board["trial_id"][front].tolist() == ["big-best", "small-good", "tiny-poor"]

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from ray import tune
@@ -120,9 +119,9 @@ def _fit(cfg, data, callbacks=()):
     folder = RunFolder.of(cfg)
     results = build_tuner(cfg, data, folder, echo=lambda message: None, callbacks=callbacks).fit()
     assert not results.errors, results.errors
-    board = pd.read_parquet(folder / "leaderboard.parquet")
+    board = folder.read_frame("leaderboard.parquet")
     assert len(board) == 1
-    return board.iloc[0], pd.read_parquet(folder / "history.parquet"), results[0].metrics
+    return board.iloc[0], folder.read_frame("history.parquet"), results[0].metrics
 
 
 @pytest.mark.slow
@@ -164,7 +163,7 @@ def test_best_checkpoint_evaluates_to_the_reported_metrics(tiny_data, launcher):
     test = model.evaluate("test", data)
     assert test["test_images"] == len(data.indices("test")) and "test_f1_weighted" in test
     with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
-        load_model(RunFolder.of(cfg).storage / "nowhere")
+        load_model(f"{RunFolder.of(cfg).storage}/nowhere")
     with pytest.raises(checkpoint.CheckpointError, match="fingerprint"):  # another split of the data
         model.evaluate("test", dataclasses.replace(data, fingerprint="0" * 16))
 

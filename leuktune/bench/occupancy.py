@@ -16,7 +16,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import pandas as pd
 
 from leuktune import leaderboard
 from leuktune.bench.overhead import LOOP_PHASES, TrialClock, overhead_per_trial, per_trial
@@ -106,9 +105,9 @@ def bench_gpu_occupancy(images: int, image_size: int, backbone: str, trials: int
     finally:
         ended = time.time()
         sampler.stop()
-    board = leaderboard.load(RunFolder.of(cfg).path)
+    board = leaderboard.load(RunFolder.of(cfg).uri())
     rows = per_trial([json.loads(line) for line in clock.read_text().splitlines()])
-    history = pd.read_parquet(RunFolder.of(cfg) / "history.parquet")
+    history = RunFolder.of(cfg).read_frame("history.parquet")
     wall = ended - marks["data_ready"]
     return {
         "gpu": sampler.name, "backbone": backbone, "images": images, "image_size": image_size,

@@ -7,12 +7,12 @@ was expected. ``from leuktune.config import load, ExperimentConfig, ConfigError`
 
 from leuktune.config.data import SYNTHETIC_CLASSES, DataConfig, ResizeMode, SplitConfig
 from leuktune.config.loading import load
-from leuktune.config.schema import CONDITIONS, SEARCHABLE_FIELDS, ConfigError, ExperimentConfig
+from leuktune.config.schema import CONDITIONS, SEARCHABLE_FIELDS, VALUE_TYPES, ConfigError, ExperimentConfig
 from leuktune.config.training import TORCHVISION_BACKBONES, AugmentConfig, ModelConfig, TrainConfig
 from leuktune.config.space import Choice, Distribution, IntRange, LogUniform, Uniform, When, representatives
 
 __all__ = [
     "load", "ConfigError", "ExperimentConfig", "DataConfig", "ModelConfig", "TrainConfig", "SplitConfig",
     "AugmentConfig", "ResizeMode", "SYNTHETIC_CLASSES", "TORCHVISION_BACKBONES", "SEARCHABLE_FIELDS",
-    "CONDITIONS", "Distribution", "Choice", "LogUniform", "Uniform", "IntRange", "When", "representatives",
+    "CONDITIONS", "VALUE_TYPES", "Distribution", "Choice", "LogUniform", "Uniform", "IntRange", "When", "representatives",
 ]

@@ -54,6 +54,9 @@ class DataConfig(Strict):
     near_duplicate_distance: int = Field(4, ge=0, le=32)
     split: SplitConfig = SplitConfig()
     on_bad_image: Literal["error", "skip"] = "error"
+    # Where decoded images (and the built-in set) are kept on each machine's own disk; default:
+    # <storage.path>/cache for local storage, ~/.cache/leuktune for a bucket.
+    cache_dir: Optional[Path] = None
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @model_validator(mode="after")

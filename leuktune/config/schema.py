@@ -7,59 +7,19 @@ with every distribution replaced by the value Optuna drew (``ExperimentConfig.wi
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, model_validator
 
-from leuktune import metrics
 from leuktune.config.data import DataConfig
-from leuktune.config.space import Distribution, Strict, When
-from leuktune.config.training import ModelConfig, PositiveInt, TrainConfig
-
-SearchMetric = Literal[tuple(f"val_{m}" for m in metrics.METRICS)]  # type: ignore[valid-type]
+from leuktune.config.search import SearchConfig
+from leuktune.config.space import Distribution, Strict, ValueType, When
+from leuktune.config.training import ModelConfig, TrainConfig
 
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the researcher who wrote the file."""
-
-
-class OptunaConfig(Strict):
-    sampler: Literal["tpe", "random"] = "tpe"
-    seed: int = 0
-
-
-class SearcherConfig(Strict):
-    optuna: OptunaConfig = OptunaConfig()
-
-
-class AshaConfig(Strict):
-    grace_period: int = Field(2, ge=1)
-    reduction_factor: float = Field(2, gt=1)
-
-
-class SchedulerConfig(Strict):
-    asha: Optional[AshaConfig] = AshaConfig()
-
-
-class SearchConfig(Strict):
-    metric: SearchMetric = "val_balanced_accuracy"
-    # Which way is better; when left out, the metric's own direction (val_loss: min).
-    mode: Literal["max", "min"] = "max"
-    num_samples: int = Field(4, ge=1)
-    # Trials at a time; auto: as many as the cluster's CPUs and GPUs hold at the per-trial request.
-    max_concurrent: Union[PositiveInt, Literal["auto"]] = "auto"
-    searcher: SearcherConfig = SearcherConfig()
-    scheduler: SchedulerConfig = SchedulerConfig()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mode_from_metric(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and "mode" not in raw and isinstance(raw.get("metric"), str):
-            name = raw["metric"].removeprefix("val_")
-            if name in metrics.METRICS:
-                raw = {**raw, "mode": metrics.mode(name)}
-        return raw
 
 
 class ResourcesConfig(Strict):
@@ -142,12 +102,18 @@ SEARCHABLE_FIELDS: dict[str, str] = {
     key: section for section in SEARCHABLE_SECTIONS
     for key in ExperimentConfig.model_fields[section].annotation.model_fields
 }
+
+
+def _markers(kind: type) -> dict:
+    return {key: marker for key, section in SEARCHABLE_FIELDS.items()
+            for marker in ExperimentConfig.model_fields[section].annotation.model_fields[key].metadata
+            if isinstance(marker, kind)}
+
+
 # Fields drawn only when another field has a given value, from the ``When`` in their annotation.
-CONDITIONS: dict[str, When] = {
-    key: marker for key, section in SEARCHABLE_FIELDS.items()
-    for marker in ExperimentConfig.model_fields[section].annotation.model_fields[key].metadata
-    if isinstance(marker, When)
-}
+CONDITIONS: dict[str, When] = _markers(When)
+# The type of each searchable field's values, from the ``ValueType`` in its annotation.
+VALUE_TYPES: dict[str, Any] = {key: marker.type for key, marker in _markers(ValueType).items()}
 
 
 def _section_of(key: str) -> str:

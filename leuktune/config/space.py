@@ -105,6 +105,14 @@ def representatives(value: Any) -> list[Any]:
 
 
 @dataclass(frozen=True)
+class ValueType:
+    """Annotation marker: the type of a searchable field's values (the leaderboard gives each
+    hyperparameter one column type from it, whatever values a search draws)."""
+
+    type: Any
+
+
+@dataclass(frozen=True)
 class When:
     """Annotation marker: the field applies only when field ``parent`` is ``equals`` (or is
     not ``not_equal``); otherwise it is never drawn and reads as null in the leaderboard."""
@@ -157,4 +165,4 @@ def searchable(value_type: Any, *kinds: str, when: When | None = None) -> Any:
             raise ValueError(f"{{loguniform: [{lo}, {hi}]}}: bounds must be positive")
         return DISTRIBUTIONS[kind].model_validate({kind: [lo, hi]})
 
-    return Annotated[(Any, AfterValidator(parse), *([when] if when else []))]
+    return Annotated[(Any, AfterValidator(parse), ValueType(value_type), *([when] if when else []))]

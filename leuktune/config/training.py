@@ -9,7 +9,7 @@ import difflib
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from leuktune.config.space import Choice, LogUniform, Strict, When, representatives, searchable
 
@@ -120,3 +120,16 @@ class TrainConfig(Strict):
     # torch.compile the model: faster epochs once compiled, but compiling takes about a
     # minute per trial, more than a short trial gains.
     compile: bool = False
+    # An exponential moving average of the weights (timm's ModelEmaV3, decay warmed up) is what
+    # validation scores and the checkpoint keeps: steadier early epochs for ASHA to judge.
+    # Written as a decay, {decay: 0.999}, or off; searchable, e.g. {choice: [0.0, 0.999]} (0 = off).
+    ema: searchable(Annotated[float, Field(ge=0, lt=1)], "choice", "uniform") = 0.0
+
+    @field_validator("ema", mode="before")
+    @classmethod
+    def _ema_forms(cls, raw):
+        if raw is False or raw is None or raw == "off":  # YAML reads a bare off as false
+            return 0.0
+        if isinstance(raw, dict) and set(raw) == {"decay"}:
+            return raw["decay"]
+        return raw

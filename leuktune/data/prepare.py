@@ -71,13 +71,12 @@ def _bad_files_message(bad: pd.DataFrame) -> str:
 
 def _split(manifest: pd.DataFrame, cfg: ExperimentConfig, folder: RunFolder) -> pd.DataFrame:
     """The saved split when it is of these very files (a resumed run keeps its test set), else a new one."""
-    path = folder / runfolder.SPLIT
-    if path.is_file():
-        saved = pd.read_parquet(path)
+    if folder.exists(runfolder.SPLIT):
+        saved = folder.read_frame(runfolder.SPLIT)
         if saved[["path", "label"]].equals(manifest[["path", "label"]]) and saved["split"].notna().all():
             return saved
     split = assign_splits(manifest, cfg.data.split)
-    split.to_parquet(path, index=False)
+    folder.write_table(runfolder.SPLIT, split)
     return split
 
 
@@ -91,9 +90,8 @@ def prepare(cfg: ExperimentConfig, progress=print) -> tuple[CachedDataset, DataR
     rejected = manifest.loc[bad_mask, ["path", "label"]].assign(error=scanned.info.loc[bad_mask, "error"].to_numpy())
     if len(rejected) and data.on_bad_image == "error":
         raise DataError(_bad_files_message(rejected))
-    folder.path.mkdir(parents=True, exist_ok=True)
     if len(rejected):
-        rejected.to_parquet(folder / runfolder.REJECTED, index=False)
+        folder.write_table(runfolder.REJECTED, rejected)
     keep = np.flatnonzero(~bad_mask)
     manifest = manifest.iloc[keep].reset_index(drop=True)
     info = scanned.info.iloc[keep].reset_index(drop=True)
@@ -109,7 +107,7 @@ def prepare(cfg: ExperimentConfig, progress=print) -> tuple[CachedDataset, DataR
 
     near = near_duplicates(split, info["phash"], info["content_hash"], data.near_duplicate_distance)
     if len(near):
-        near.to_parquet(folder / runfolder.NEAR_DUPLICATES, index=False)
+        folder.write_table(runfolder.NEAR_DUPLICATES, near)
     class_names = tuple(sorted(split["label"].unique()))
     counts = (split.groupby(["label", "split"]).size().unstack(fill_value=0)
               .reindex(columns=[s for s in SPLITS if s in set(split["split"])]))

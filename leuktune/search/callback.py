@@ -1,8 +1,10 @@
-"""Tune's per-trial results -> leaderboard and history rows, written as each trial ends,
-and one progress line per trial-epoch on the console.
+"""Tune's per-trial results -> leaderboard and history rows, and one progress line per
+trial-epoch on the console.
 
-The callback runs in the driver, so the leaderboard is complete up to the last finished
-trial whenever the search stops.
+The callback runs in the driver. Each epoch's row is stored at once in the trial's own small
+file (``history/<trial>.parquet``), so a search whose driver dies loses nothing a resumed search
+needs; when the trial ends its rows join ``history.parquet`` and its row the leaderboard, so
+the leaderboard is complete up to the last finished trial whenever the search stops.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import pandas as pd
 import ray.cloudpickle
 from ray import tune
 
@@ -20,14 +23,12 @@ from leuktune import leaderboard, runfolder
 from leuktune.config import ExperimentConfig
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
-from leuktune.train.trainer import checkpoint_uri
+from leuktune.train import checkpoint
+from leuktune.train.trainer import checkpoint_root
 
-# Per-epoch values kept in history.parquet, besides the val_* metrics.
-HISTORY_KEYS = ["epoch", "train_loss", "train_images_per_s", "epoch_seconds", "lr", "resumed_from_epoch",
-                "val_confusion_matrix"]
 # Facts about the model and device that every epoch reports; the leaderboard keeps the last.
-MODEL_KEYS = ["params", "trainable_params", "unfreeze_depth_effective", "stage_groups", "backbone_activation",
-              "workers", "precision", "device"]
+MODEL_KEYS = ["params", "trainable_params", "inference_ms", "unfreeze_depth_effective", "stage_groups",
+              "backbone_activation", "workers", "precision", "device"]
 
 
 def echo(message: str) -> None:
@@ -60,6 +61,10 @@ def describe_error(trial) -> str:
     return "\n".join(lines[:5])
 
 
+def _history_part(trial_id: str) -> str:
+    return f"history/{trial_id}.parquet"
+
+
 class LeaderboardCallback(tune.Callback):
     """Turns Tune's per-trial results into leaderboard and history rows."""
 
@@ -68,20 +73,37 @@ class LeaderboardCallback(tune.Callback):
         self.folder = folder
         self.fingerprint = data_fingerprint
         self.hyperparameters = list(cfg.searched())
+        self.columns = leaderboard.schema(self.hyperparameters)
         self.echo = echo
         self._results: dict[str, list[dict]] = {}
-        self._pending: dict[str, list[dict]] = {runfolder.LEADERBOARD: [], runfolder.HISTORY: []}
         self._started: dict[str, tuple[str, float]] = {}
+        self._unwritten: list[tuple[dict, list[dict], str]] = []
+
+    def _recorded(self) -> set[str]:
+        """Trials already in the leaderboard (a resumed search's finished ones)."""
+        if not self.folder.exists(runfolder.LEADERBOARD):
+            return set()
+        return set(self.folder.read_table(runfolder.LEADERBOARD, None).column("trial_id").to_pylist())
+
+    def _history_of(self, trial_id: str) -> list[dict]:
+        """The epochs a trial reported so far, those of an earlier session of the search included."""
+        if trial_id not in self._results:
+            part = _history_part(trial_id)
+            self._results[trial_id] = self.folder.read_frame(part).to_dict("records") if self.folder.exists(part) else []
+        return self._results[trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._started.setdefault(trial.trial_id, (_now(), time.monotonic()))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        results = self._results.setdefault(trial.trial_id, [])
+        results = self._history_of(trial.trial_id)
         # A trial restarted from an earlier checkpoint reports some epochs again;
         # the new reports replace the old ones.
         results[:] = [r for r in results if r.get("epoch", 0) < result.get("epoch", 0)]
-        results.append({**result, "checkpoint_uri": checkpoint_uri(trial, result)})
+        results.append({k: v for k, v in result.items() if k in leaderboard.HISTORY.names or k in MODEL_KEYS
+                        or k in ("diverged", "early_stopped")})
+        self.folder.write_table(_history_part(trial.trial_id), leaderboard.table(
+            [{"experiment": self.cfg.name, "trial_id": trial.trial_id, **r} for r in results], leaderboard.HISTORY))
         metric = self.cfg.search.metric
         if metric in result:
             self.echo(f"[leuktune] trial {trial.trial_id} epoch {result.get('epoch')}/{self.cfg.train.epochs}: "
@@ -95,16 +117,32 @@ class LeaderboardCallback(tune.Callback):
         self._finish(trial, error=describe_error(trial))
 
     def _status(self, results: list[dict], error: str | None) -> tuple[str, str | None]:
-        """(status, stopped_by): error, completed, or stopped_early by asha or patience."""
+        """(status, stopped_by): error, diverged, completed, or stopped_early by asha or patience."""
+        last = results[-1] if results else {}
         if error:
             return "error", None
+        if last.get("diverged"):
+            return "diverged", None
         if max((r["epoch"] for r in results), default=0) >= self.cfg.train.epochs:
             return "completed", None
-        return "stopped_early", "patience" if results and results[-1].get("early_stopped") else "asha"
+        return "stopped_early", "patience" if last.get("early_stopped") else "asha"
+
+    def _best_checkpoint(self, trial, epoch: int | None) -> str | None:
+        """The stored checkpoint of the trial's best epoch, found by the epoch it holds."""
+        if not epoch:
+            return None
+        root = checkpoint_root(self.cfg, trial, self.folder)
+        for name in reversed(self.folder.listdir(root)):
+            if name.startswith("checkpoint_") and checkpoint.epoch_of(self.folder.fs, f"{root}/{name}") == epoch:
+                return self.folder.uri(f"{root}/{name}")
+        return None
 
     def _finish(self, trial, error: str | None) -> None:
-        results = self._results.pop(trial.trial_id, [])
+        results = self._history_of(trial.trial_id)
+        self._results.pop(trial.trial_id)
         started_at, t0 = self._started.pop(trial.trial_id, (None, time.monotonic()))
+        if trial.trial_id in self._recorded():
+            return  # finished in an earlier session of a resumed search: its row is there
         # The loop decides what is best (it marks each new best with improved_epoch and
         # checkpoints it); the last such epoch is the trial's best, and Ray keeps its checkpoint.
         best = next((r for r in reversed(results) if r.get("improved_epoch")), {})
@@ -119,17 +157,12 @@ class LeaderboardCallback(tune.Callback):
             "val_confusion_matrix": best.get("val_confusion_matrix"),
             **{k: last.get(k) for k in MODEL_KEYS},
             "train_seconds": round(time.monotonic() - t0, 2),
-            "checkpoint_uri": best.get("checkpoint_uri"),
+            "checkpoint_uri": self._best_checkpoint(trial, best.get("epoch")),
             "started_at": started_at, "finished_at": _now(),
             "leuktune_version": leuktune.__version__, "data_fingerprint": self.fingerprint,
             "error": error, "error_file": trial.error_file if error else None,
         }
-        self._pending[runfolder.LEADERBOARD].append(leaderboard.order_columns(row, self.hyperparameters))
-        self._pending[runfolder.HISTORY].extend(
-            {"experiment": self.cfg.name, "trial_id": trial.trial_id,
-             **{k: r.get(k) for k in HISTORY_KEYS}, **{f"val_{m}": r.get(f"val_{m}") for m in METRICS}}
-            for r in results)
-        self._flush()
+        self._write(row, results, trial.trial_id)
         drawn = " ".join(f"{k}={_short(trial.config.get(k))}" for k in self.hyperparameters if k in trial.config)
         metric = self.cfg.search.metric
         score = f"{metric}={best[metric]:.4f}" if best else "no metrics"
@@ -137,18 +170,25 @@ class LeaderboardCallback(tune.Callback):
         self.echo(f"[leuktune] trial {trial.trial_id} {status} after {row['epochs_run']} epoch(s): {score}  "
                   f"{drawn}{reason}")
 
-    def _flush(self) -> None:
-        """Write pending rows; a failed write (full disk, bad value) must not end the search,
-        so the rows stay pending and are tried again when the next trial ends."""
-        for name, rows in self._pending.items():
-            if not rows:
-                continue
-            try:
-                leaderboard.append(self.folder / name, rows)
-                rows.clear()
-            except Exception as err:  # noqa: BLE001 - reported, kept, retried
-                self.echo(f"[leuktune] WARNING: could not write {self.folder / name} ({type(err).__name__}: "
-                          f"{err}); {len(rows)} row(s) kept and retried after the next trial")
-
-    def on_experiment_end(self, trials, **info):
-        self._flush()
+    def _write(self, row: dict, results: list[dict], trial_id: str) -> None:
+        """The trial's row into the leaderboard (the Pareto front recomputed), its epochs into the
+        history. A failed write (full disk, lost bucket) is reported and must not end the search:
+        the rows wait and are written with the next trial's (its epochs stay in its own file)."""
+        self._unwritten.append((row, results, trial_id))
+        try:
+            board = (self.folder.read_frame(runfolder.LEADERBOARD) if self.folder.exists(runfolder.LEADERBOARD)
+                     else pd.DataFrame())
+            board = pd.concat([board, pd.DataFrame([r for r, _, _ in self._unwritten])], ignore_index=True)
+            search = self.cfg.search
+            if search.objectives:
+                board["pareto_front"] = leaderboard.pareto_front(board, list(search.objectives), search.directions)
+            self.folder.write_table(runfolder.LEADERBOARD, leaderboard.table(board.to_dict("records"), self.columns))
+            leaderboard.append(self.folder, runfolder.HISTORY, [
+                {"experiment": self.cfg.name, "trial_id": t, **r} for _, rs, t in self._unwritten for r in rs],
+                leaderboard.HISTORY)
+            for _, _, t in self._unwritten:
+                self.folder.remove(_history_part(t))
+            self._unwritten.clear()
+        except Exception as err:  # noqa: BLE001 - reported; the search goes on
+            self.echo(f"[leuktune] WARNING: could not record trial {trial_id} in {self.folder.uri()} "
+                      f"({type(err).__name__}: {err}); tried again when the next trial ends")

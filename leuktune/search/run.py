@@ -37,16 +37,17 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
     # Imported here so that a configuration error costs a second, not a Ray start.
     from leuktune.config import load
     from leuktune.models.build import check_model_space
+    from leuktune import runfolder
     from leuktune.runfolder import RunFolder
+    from leuktune.search.searcher import with_grid_size
 
-    cfg = load(config, overrides)
+    cfg = with_grid_size(load(config, overrides))
     check_model_space(cfg)
     cfg = RunFolder.resolved(cfg)
     folder = RunFolder.of(cfg)
-    folder.path.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(cfg.to_yaml())
+    folder.write_text(runfolder.CONFIG, cfg.to_yaml())
     echo(f"[leuktune] experiment {cfg.name!r}: searching {', '.join(cfg.searched()) or 'nothing'}; "
-         f"{cfg.search.num_samples} trial(s), run folder {folder.path}")
+         f"{cfg.search.num_samples} trial(s), run folder {folder.uri()}")
 
     from leuktune import leaderboard
     from leuktune.runtime import ray_session
@@ -54,7 +55,7 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
     with ray_session(address):
         run_trials(cfg, echo)
     try:
-        return leaderboard.load(folder.path)
+        return leaderboard.load(folder.uri())
     except leaderboard.LeaderboardError:
         raise SearchError(f"no trial of {cfg.name!r} finished; see the Ray output above") from None
 

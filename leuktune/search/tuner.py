@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import math
 
-import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
 from leuktune.runfolder import RunFolder
 from leuktune.search.callback import LeaderboardCallback, echo
-from leuktune.search.space import DefineByRun
+from leuktune.search.searcher import make_searcher
 from leuktune.train import trainer
 
 
@@ -39,28 +37,23 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, e
                 callbacks: tuple = ()) -> tune.Tuner:
     """The search's Tuner. ``cfg`` must have an absolute storage path (RunFolder.resolved)."""
     search = cfg.search
-    seed = search.searcher.optuna.seed
-    sampler = (optuna.samplers.TPESampler(seed=seed) if search.searcher.optuna.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=seed))
-    searcher = OptunaSearch(space=DefineByRun(cfg), metric=search.metric, mode=search.mode, sampler=sampler)
     asha = search.scheduler.asha
     scheduler = (ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs,
-                               grace_period=min(asha.grace_period, cfg.train.epochs),
+                               grace_period=asha.grace_epochs(cfg.train.epochs),
                                reduction_factor=asha.reduction_factor)
                  if asha else FIFOScheduler())
-    trainable = tune.with_parameters(trainer.run_trial, experiment=cfg, data=data.shared(),
-                                     trials_path=str(folder.trials))
+    trainable = tune.with_parameters(trainer.run_trial, experiment=cfg, data=data.shared(), folder=folder)
     return tune.Tuner(
         tune.with_resources(trainable, trainer.trial_resources(cfg)),
         tune_config=tune.TuneConfig(
-            metric=search.metric, mode=search.mode, search_alg=searcher, scheduler=scheduler,
+            metric=search.metric, mode=search.mode, search_alg=make_searcher(cfg), scheduler=scheduler,
             num_samples=search.num_samples, max_concurrent_trials=concurrent_trials(cfg, echo),
             # The next trial runs in the last one's warm process: no imports, CUDA ready,
             # kernels tuned for its shapes.
             reuse_actors=trainer.launcher(cfg) == "tune",
         ),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(folder.path),
+            name="tune", storage_path=folder.path, storage_filesystem=folder.fs,
             callbacks=[LeaderboardCallback(cfg, folder, data.fingerprint, echo=echo), *callbacks],
             checkpoint_config=tune.CheckpointConfig(**trainer.CHECKPOINTS),
             failure_config=tune.FailureConfig(max_failures=trainer.trial_failures(cfg)),

@@ -1,21 +1,28 @@
 """The one checkpoint format: written by the trainer, read to resume a trial and to evaluate.
 
-A checkpoint is a folder (a Ray Train ``Checkpoint``) holding ``checkpoint.pt``: the
-model, optimiser, scheduler and AMP scaler states, the epoch, the best score so far,
-the class names, the input normalisation and the trial's resolved configuration, so
-evaluation and prediction need nothing else.
+A checkpoint is a folder (a Ray ``Checkpoint``) holding ``checkpoint.pt``: the model,
+optimiser, scheduler and AMP scaler states, the epoch, the best score so far, the class
+names, the input normalisation and the trial's resolved configuration, so evaluation and
+prediction need nothing else; and ``meta.json``, the epoch alone, so the leaderboard finds
+a trial's best checkpoint without reading the weights. The folder may be local or in a
+bucket (a URI as the leaderboard's ``checkpoint_uri`` gives it).
 """
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 
 from leuktune.config import ExperimentConfig
+from leuktune.runfolder import is_uri
 
 FILE = "checkpoint.pt"
+META = "meta.json"
 
 
 class CheckpointError(ValueError):
@@ -24,26 +31,49 @@ class CheckpointError(ValueError):
 
 def save(folder: str | Path, state: dict[str, Any]) -> None:
     torch.save(state, Path(folder) / FILE)
+    (Path(folder) / META).write_text(json.dumps({"epoch": state["epoch"]}))
+
+
+def _read(location: str) -> bytes | None:
+    """The bytes of a checkpoint folder's checkpoint.pt (or of the file named), None when absent."""
+    if is_uri(location):
+        fs, path = pafs.FileSystem.from_uri(location)
+    else:
+        fs, path = pafs.LocalFileSystem(), str(Path(location.removeprefix("file://")).expanduser().absolute())
+    path = path.rstrip("/")
+    path = path if path.endswith(FILE) else f"{path}/{FILE}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read()
 
 
 def load(folder: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """``folder`` is a checkpoint folder or the ``checkpoint.pt`` in it."""
-    path = Path(folder)
-    if path.is_dir():
-        path = path / FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint (expected a folder holding {FILE}, as in the "
+    """``folder`` is a checkpoint folder or the ``checkpoint.pt`` in it, local or a URI."""
+    where = str(folder)
+    data = _read(where)
+    if data is None:
+        raise CheckpointError(f"{where}: no such checkpoint (expected a folder holding {FILE}, as in the "
                               "leaderboard's checkpoint_uri column)")
     try:
         # Our own files: they hold the config dict and class-name tuple, not only tensors.
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise CheckpointError(f"{path}: not a readable leuktune checkpoint ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{where}: not a readable leuktune checkpoint ({type(err).__name__}: {err})") from None
     missing = {"model", "epoch", "class_names", "normalization", "experiment"} - set(state)
     if missing:
-        raise CheckpointError(f"{path}: not a leuktune checkpoint; missing {sorted(missing)}")
+        raise CheckpointError(f"{where}: not a leuktune checkpoint; missing {sorted(missing)}")
     return state
 
 
 def experiment(state: dict[str, Any]) -> ExperimentConfig:
     return ExperimentConfig.model_validate(state["experiment"])
+
+
+def epoch_of(fs: pafs.FileSystem, folder: str) -> int | None:
+    """The epoch a stored checkpoint folder holds (from its meta.json), or None."""
+    try:
+        with fs.open_input_stream(f"{folder}/{META}") as f:
+            return int(json.loads(f.read())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return None

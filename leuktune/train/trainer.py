@@ -23,7 +23,7 @@ from typing import Any
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
@@ -66,16 +66,13 @@ def trial_failures(cfg: ExperimentConfig) -> int:
     return cfg.resources.max_failures if launcher(cfg) == "tune" else 0
 
 
-def checkpoint_uri(trial, result: dict[str, Any]) -> str | None:
-    """The stored checkpoint reported with ``result``: Ray Train says where it put it; a Tune
-    checkpoint lies in the trial's folder under the name Tune reports."""
-    if result.get(CHECKPOINT_PATH_KEY):
-        return result[CHECKPOINT_PATH_KEY]
-    name = result.get("checkpoint_dir_name")
-    return os.path.join(trial.path, name) if name else None
+def checkpoint_root(cfg: ExperimentConfig, trial, folder) -> str:
+    """The folder (in the storage's filesystem) that holds a trial's checkpoints: Tune's trial
+    folder, or the folder of the trial's TorchTrainer runs."""
+    return trial.path if launcher(cfg) == "tune" else f"{folder.trials}/{trial.trial_id}"
 
 
-def run_trial(params: dict[str, Any], experiment: ExperimentConfig, data: CachedDataset, trials_path: str) -> None:
+def run_trial(params: dict[str, Any], experiment: ExperimentConfig, data: CachedDataset, folder) -> None:
     """The Tune function of every trial: the drawn parameters -> a concrete config -> train."""
     launched_at = time.time()
     cfg = experiment.with_params(params)
@@ -84,14 +81,15 @@ def run_trial(params: dict[str, Any], experiment: ExperimentConfig, data: Cached
         return
     for key, value in _RAY_TRAIN_ENV.items():
         os.environ.setdefault(key, value)
-    trainer = make_trainer(cfg, data, trials_path, name=tune.get_context().get_trial_id(),
+    # Named by the trial, so a trial that runs again (a resumed search) finds its checkpoints.
+    trainer = make_trainer(cfg, data, folder, name=tune.get_context().get_trial_id(),
                            callbacks=[TuneReportCallback()], launched_at=launched_at)
     trainer.fit()
 
 
-def make_trainer(cfg: ExperimentConfig, data: CachedDataset, storage_path: str, name: str,
+def make_trainer(cfg: ExperimentConfig, data: CachedDataset, folder, name: str,
                  callbacks: list | None = None, launched_at: float | None = None) -> TorchTrainer:
-    """A ``TorchTrainer`` for one trial; ``cfg`` concrete, ``storage_path`` absolute or a URI."""
+    """A ``TorchTrainer`` for one trial of a concrete ``cfg``, storing under the run folder's ``trials``."""
     res = cfg.resources
     resources = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
     return TorchTrainer(
@@ -100,7 +98,7 @@ def make_trainer(cfg: ExperimentConfig, data: CachedDataset, storage_path: str, 
         scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=res.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(
-            name=name, storage_path=storage_path, callbacks=callbacks or [],
+            name=name, storage_path=folder.trials, storage_filesystem=folder.fs, callbacks=callbacks or [],
             checkpoint_config=CheckpointConfig(**CHECKPOINTS),
             failure_config=FailureConfig(max_failures=res.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),

@@ -1,0 +1,88 @@
+"""The ``search`` section: what is optimised, by which searcher, with which early stopping."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field, model_validator
+
+from leuktune import metrics
+from leuktune.config.space import Strict
+from leuktune.config.training import PositiveInt
+
+SearchMetric = Literal[tuple(f"val_{m}" for m in metrics.METRICS)]  # type: ignore[valid-type]
+Objective = Literal[metrics.OBJECTIVES]  # type: ignore[valid-type]
+
+
+class OptunaConfig(Strict):
+    # tpe learns from every trial (pruned ones too); random draws independently; grid runs
+    # every combination of the searched choices, e.g. to rerun a published comparison exactly.
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    seed: int = 0
+    # TPE as Optuna advises for conditional spaces searched in parallel: parameters drawn
+    # jointly, grouped by which ones apply, and running trials counted as bad until they end.
+    multivariate: bool = True
+    group: bool = True
+    constant_liar: bool = True
+
+
+class SearcherConfig(Strict):
+    optuna: OptunaConfig = OptunaConfig()
+
+
+class AshaConfig(Strict):
+    # Epochs before a trial may be stopped: an integer, or a fraction of train.epochs (early
+    # validation scores swing too much to judge a trial on).
+    grace_period: Union[PositiveInt, float] = Field(0.25, gt=0)
+    reduction_factor: float = Field(2, gt=1)
+
+    def grace_epochs(self, epochs: int) -> int:
+        grace = self.grace_period
+        return min(epochs, max(1, round(grace * epochs) if isinstance(grace, float) and grace < 1 else int(grace)))
+
+
+class SchedulerConfig(Strict):
+    asha: Optional[AshaConfig] = AshaConfig()
+
+
+class SearchConfig(Strict):
+    # The metric the search optimises: ASHA judges it, each trial keeps its best epoch by it,
+    # the leaderboard ranks by it.
+    metric: SearchMetric = "val_balanced_accuracy"
+    # Which way is better; when left out, the metric's own direction (val_loss: min).
+    mode: Literal["max", "min"] = "max"
+    # A multi-objective search: metric first, then costs to weigh against it, e.g.
+    # [val_balanced_accuracy, params]; each in its own direction. The leaderboard marks the
+    # Pareto front.
+    objectives: list[Objective] = Field(default_factory=list)
+    num_samples: int = Field(4, ge=1)
+    # Trials at a time; auto: as many as the cluster's CPUs and GPUs hold at the per-trial request.
+    max_concurrent: Union[PositiveInt, Literal["auto"]] = "auto"
+    searcher: SearcherConfig = SearcherConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_objectives(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        objectives = raw.get("objectives")
+        if objectives and isinstance(objectives, list) and "metric" not in raw:
+            raw = {**raw, "metric": objectives[0]}
+        if "mode" not in raw and isinstance(raw.get("metric"), str) and raw["metric"] in metrics.OBJECTIVES:
+            raw = {**raw, "mode": metrics.mode(raw["metric"])}
+        return raw
+
+    @model_validator(mode="after")
+    def _objectives_start_with_metric(self) -> "SearchConfig":
+        if self.objectives and (len(self.objectives) < 2 or self.objectives[0] != self.metric):
+            raise ValueError(f"objectives must be the search metric ({self.metric}) followed by at least one "
+                             f"more, e.g. [{self.metric}, params]; got {self.objectives}")
+        if self.objectives and self.mode != metrics.mode(self.metric):
+            raise ValueError(f"with objectives, each goes its own way: {self.metric} is {metrics.mode(self.metric)}")
+        return self
+
+    @property
+    def directions(self) -> list[str]:
+        """'max' or 'min' for each objective (just the metric's mode in a single-objective search)."""
+        return [metrics.mode(o) for o in self.objectives] if self.objectives else [self.mode]

@@ -1,0 +1,114 @@
+"""Optuna behind Ray Tune, told what the scheduler saw.
+
+Ray Tune's OptunaSearch reports a trial that ASHA stopped at epoch 3 as COMPLETE with its
+epoch-3 score, as if that were its final score. Here every epoch's value reaches Optuna as an
+intermediate value; a trial the scheduler stopped is PRUNED (Optuna's samplers rank those as
+they rank trials its own pruners stopped); a trial that diverged or failed is FAIL; a trial
+that finished is COMPLETE with its best epoch's value.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from leuktune.config import ConfigError, ExperimentConfig
+from leuktune.search.space import DefineByRun
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+class LeuktuneSearch(OptunaSearch):
+    def __init__(self, cfg: ExperimentConfig, sampler: optuna.samplers.BaseSampler):
+        search = cfg.search
+        multi = bool(search.objectives)
+        super().__init__(space=DefineByRun(cfg), metric=list(search.objectives) if multi else search.metric,
+                         mode=search.directions if multi else search.mode, sampler=sampler)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # Trials of another searcher's session (a resumed search's restarted ones) are not ours to tell.
+        if isinstance(self.metric, list) or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        value = result.get(self.metric)
+        if _finite(value):  # the epoch, not Tune's report count, which restarts would skew
+            self._ot_trials[trial_id].report(value, int(result.get("epoch", result.get("training_iteration", 0))))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        result = result or {}
+        values = None
+        if error or result.get("diverged") or not result:
+            state = TrialState.FAIL
+        elif not result.get("finished"):
+            # The scheduler stopped it; the result that made it do so never reached on_trial_result.
+            self.on_trial_result(trial_id, result)
+            state = TrialState.PRUNED
+        else:
+            state, values = TrialState.COMPLETE, self._final_values(result)
+            if values is None:
+                state = TrialState.FAIL
+        self._ot_study.tell(self._ot_trials[trial_id], values, state=state)
+        self._completed_trials.add(trial_id)
+
+    def _final_values(self, result: dict) -> Any:
+        """The best epoch's value of the search metric; with more objectives, the costs after it."""
+        best = result.get("best_value")
+        if not isinstance(self.metric, list):
+            return best if _finite(best) else None
+        values = [best, *(result.get(name) for name in self.metric[1:])]
+        return values if all(_finite(v) for v in values) else None
+
+
+def grid(cfg: ExperimentConfig) -> dict[str, list]:
+    """Every searched parameter's values, for a grid search; a ConfigError for what a grid cannot run."""
+    from leuktune.config import CONDITIONS, Choice, IntRange
+
+    space = {}
+    for name, dist in cfg.searched().items():
+        if not isinstance(dist, (Choice, IntRange)):
+            raise ConfigError(f"search.searcher.optuna.sampler grid: {name} is a {dist.kind} range; a grid needs "
+                              f"{{choice: [...]}} or {{int: [lo, hi]}} (or use sampler tpe or random)")
+        values = dist.representatives() if isinstance(dist, Choice) else list(range(dist.int_[0], dist.int_[1] + 1))
+        if name in CONDITIONS and len(values) > 1:
+            raise ConfigError(f"search.searcher.optuna.sampler grid: {name} applies only when "
+                              f"{CONDITIONS[name].parent} is {CONDITIONS[name].equals or 'not ' + str(CONDITIONS[name].not_equal)}; "
+                              "a grid would repeat every other combination for each of its values; give it one "
+                              "value, or search it with tpe or random")
+        space[name] = values
+    return space
+
+
+def with_grid_size(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A grid search runs every combination once: ``num_samples`` is the grid's size (an
+    explicit other number is a mistake worth saying). Other searchers: ``cfg`` as it is."""
+    if cfg.search.searcher.optuna.sampler != "grid":
+        return cfg
+    size = math.prod(len(values) for values in grid(cfg).values())
+    if "num_samples" in cfg.search.model_fields_set and cfg.search.num_samples != size:
+        raise ConfigError(f"search.num_samples is {cfg.search.num_samples}, but the grid has {size} combinations; "
+                          f"set it to {size} or leave it out")
+    return cfg.model_copy(update={"search": cfg.search.model_copy(update={"num_samples": size})})
+
+
+def make_searcher(cfg: ExperimentConfig) -> LeuktuneSearch:
+    settings = cfg.search.searcher.optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # leuktune prints its own line per trial
+    # multivariate, group and constant_liar are chosen on purpose; Optuna calls them experimental.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if settings.sampler == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=settings.seed, multivariate=settings.multivariate,
+                                             group=settings.group and settings.multivariate,
+                                             constant_liar=settings.constant_liar)
+    elif settings.sampler == "random":
+        sampler = optuna.samplers.RandomSampler(seed=settings.seed)
+    else:
+        sampler = optuna.samplers.GridSampler(grid(cfg), seed=settings.seed)
+    return LeuktuneSearch(cfg, sampler)

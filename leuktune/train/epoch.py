@@ -1,0 +1,86 @@
+"""One epoch of a trial: its batches, the training pass, the validation pass."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from leuktune.data.augment import augment_batch
+from leuktune.metrics import classification_metrics, confusion_matrix
+from leuktune.train.balance import epoch_order
+from leuktune.train.evaluate import predict
+from leuktune.train.session import gather, sum_over_workers
+
+if TYPE_CHECKING:
+    from leuktune.train.loop import Trial
+
+
+def batch_bounds(rows: int, batch_size: int) -> list[tuple[int, int]]:
+    """Batches of an epoch, all of one size: a short last batch is dropped (its images come
+    round again in another epoch's order), since each new input shape costs the GPU new kernel
+    plans (torch.compile a recompilation), and a batch of one cannot train BatchNorm."""
+    full = [(s, s + batch_size) for s in range(0, rows - batch_size + 1, batch_size)]
+    return full or [(0, rows)]
+
+
+def epoch_batches(trial: Trial, epoch: int) -> list[np.ndarray]:
+    """This worker's batches of rows for ``epoch``. Seeded by (seed, epoch), so every rank
+    draws the same order and a resumed trial the order it would have drawn."""
+    cfg, data, rank, world = trial.cfg, trial.data, trial.session.rank, trial.session.world_size
+    order = epoch_order(data.indices("train"), data.labels, data.num_classes, cfg.train.class_balance,
+                        cfg.train.seed, epoch)
+    order = order[: trial.shard_rows * world][rank::world]
+    return [np.sort(order[lo:hi]) for lo, hi in trial.bounds]  # ascending rows read memory in order
+
+
+def train_epoch(trial: Trial, epoch: int) -> dict[str, float]:
+    """One pass over this worker's batches: train loss and speed summed over workers."""
+    train, setup, model = trial.cfg.train, trial.setup, trial.model
+    torch.manual_seed(train.seed * 1_000_003 + epoch * 1_009 + trial.session.rank)  # augmentation draws
+    batches = epoch_batches(trial, epoch)
+    started = time.perf_counter()
+    model.train()
+    loss_sum = torch.zeros((), device=setup.device)
+    for images, y in trial.source(batches):
+        x = setup.model_input(augment_batch(setup.to_unit(images), train.augment, train.augment_strength))
+        with setup.autocast():
+            loss = F.cross_entropy(model(x), y, weight=trial.class_weights, label_smoothing=train.label_smoothing)
+        trial.optimizer.zero_grad(set_to_none=True)
+        trial.scaler.scale(loss).backward()
+        if train.grad_clip:
+            trial.scaler.unscale_(trial.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        trial.scaler.step(trial.optimizer)
+        trial.scaler.update()
+        trial.scheduler.step()
+        if trial.ema is not None:
+            trial.ema.update(trial.network, step=trial.scheduler.last_epoch)
+        loss_sum += loss.detach() * len(y)  # no .item(): it would stall the GPU every step
+    seen = torch.tensor(sum(len(rows) for rows in batches), device=setup.device)
+    loss_total, seen_total = sum_over_workers(loss_sum, seen)
+    seconds = time.perf_counter() - started  # the sum above waited for the device
+    return {"train_loss": loss_total / max(seen_total, 1), "train_images_per_s": seen_total / seconds,
+            "lr": max(trial.scheduler.get_last_lr())}
+
+
+def validate(trial: Trial) -> dict[str, Any]:
+    """Metrics and confusion matrix of the whole validation split, each worker scoring a shard,
+    and the inference time per image; ``diverged`` when the predictions are not numbers."""
+    rank, world, data = trial.session.rank, trial.session.world_size, trial.data
+    shard = data.indices("val")[rank::world]
+    batch = max(1, trial.cfg.train.batch_size // world)  # the training shape: no new kernel plans
+    started = time.perf_counter()
+    probs = predict(trial.scored, trial.source, shard, trial.setup, batch, data.num_classes)
+    inference_ms = 1000 * (time.perf_counter() - started) / max(len(shard), 1)
+    probs, true = gather(probs), gather(data.labels[shard])
+    if not np.isfinite(probs).all():
+        return {"diverged": True}
+    return {**classification_metrics(true, probs, prefix="val_"),
+            "val_confusion_matrix": confusion_matrix(true, probs), "val_images": len(true),
+            "inference_ms": inference_ms}
+
+
