@@ -12,6 +12,7 @@ The public API (each name is imported on first use, so ``import leuktune`` stays
 - ``load_config(path=None, overrides=())``: the validated ``ExperimentConfig``.
 - ``load_leaderboard(run_dir_or_paths)``: one or several runs' leaderboards, ranked.
 - ``load_model(checkpoint)``: a trained model (a checkpoint folder or a leaderboard row).
+- ``evaluate(run, top=None, cv=None)``: the best trials scored once on the test split.
 """
 
 import importlib
@@ -30,6 +31,7 @@ _API = {
     "load_config": ("leuktune.config", "load"),
     "load_leaderboard": ("leuktune.leaderboard", "load"),
     "load_model": ("leuktune.trained", "load_model"),
+    "evaluate": ("leuktune.evaluate", None),
 }
 __all__ = [*_API, "__version__"]
 

@@ -29,7 +29,14 @@ ID_COLUMNS = [("experiment", pa.string()), ("trial_id", pa.string()), ("status",
 RESULT_COLUMNS = [
     ("best_epoch", pa.int64()), ("epochs_run", pa.int64()), ("stopped_by", pa.string()),
     *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
+    # the final evaluation (top trials only): the test split once, 95% bootstrap intervals,
+    # calibration before and after the temperature fitted on the validation split
     *((f"test_{m}", pa.float64()) for m in METRICS), ("test_confusion_matrix", CONFUSION),
+    *((f"test_{m}_{end}", pa.float64()) for m in METRICS for end in ("low", "high")),
+    ("test_images", pa.int64()), ("temperature", pa.float64()), ("test_ece", pa.float64()),
+    ("test_ece_calibrated", pa.float64()),
+    # cross-validation (python -m leuktune.evaluate RUN --cv K): mean and standard deviation over folds
+    ("cv_folds", pa.int64()), *((f"cv_{m}_{stat}", pa.float64()) for m in METRICS for stat in ("mean", "std")),
     ("params", pa.int64()), ("trainable_params", pa.int64()), ("inference_ms", pa.float64()),
     ("pareto_front", pa.bool_()),  # multi-objective searches: not dominated on every objective
     ("unfreeze_depth_effective", pa.int64()), ("stage_groups", pa.int64()), ("backbone_activation", pa.string()),
@@ -99,6 +106,11 @@ def append(folder: RunFolder, name: str, rows: Iterable[dict[str, Any]], columns
     if folder.exists(name):
         new = pa.concat_tables([folder.read_table(name).cast(columns), new])
     folder.write_table(name, new)
+
+
+def save(folder: RunFolder, board: pd.DataFrame, hyperparameters: Iterable[str]) -> None:
+    """Write a whole leaderboard (e.g. after the final evaluation filled its test columns)."""
+    folder.write_table(runfolder.LEADERBOARD, table(board.to_dict("records"), schema(hyperparameters)))
 
 
 def ranked(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:

@@ -98,3 +98,49 @@ def confusion_matrix(y_true: np.ndarray, probs: np.ndarray) -> list[list[int]]:
     matrix travels through Ray reports and into Parquet as a nested list column."""
     scored = Scored(np.asarray(y_true), np.asarray(probs))
     return _skm().confusion_matrix(scored.y_true, scored.y_pred, labels=scored.labels).tolist()
+
+
+def resampled(y_true: np.ndarray, probs: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Every metric of ``METRICS`` for many resamples of one split at once.
+
+    ``counts[b, i]`` is how many times row i is drawn in resample b. The figures are those
+    ``classification_metrics`` gives on the resampled rows (a test checks they agree), computed
+    from per-resample confusion matrices and weighted sums, so a thousand-resample bootstrap
+    takes a fraction of a second where calling scikit-learn each time takes tens of seconds."""
+    y_true = np.asarray(y_true)
+    counts = np.asarray(counts, dtype=np.float64)
+    classes = probs.shape[1]
+    pairs = np.eye(classes * classes)[y_true * classes + probs.argmax(axis=1)]  # (N, K*K)
+    confusion = (counts @ pairs).reshape(len(counts), classes, classes)  # rows = true class
+    hits = np.diagonal(confusion, axis1=1, axis2=2)
+    support, predicted, total = confusion.sum(axis=2), confusion.sum(axis=1), counts.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(support > 0, hits / support, 0.0)
+        precision = np.where(predicted > 0, hits / predicted, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        share = support / total[:, None]
+        present = support > 0
+        out = {
+            "accuracy": hits.sum(axis=1) / total,
+            "balanced_accuracy": np.where(present, recall, 0).sum(axis=1) / present.sum(axis=1),
+            "f1_macro": f1.mean(axis=1), "f1_weighted": (f1 * share).sum(axis=1),
+            "precision_macro": precision.mean(axis=1), "precision_weighted": (precision * share).sum(axis=1),
+            "recall_macro": recall.mean(axis=1), "recall_weighted": (recall * share).sum(axis=1),
+        }
+    true_prob = np.clip(probs[np.arange(len(y_true)), y_true], 1e-7, 1)
+    out["loss"] = (counts @ -np.log(true_prob)) / total
+    ovr = [_weighted_auc(y_true == k, probs[:, k], counts) for k in range(classes)]
+    auc = ovr[1] if classes == 2 else np.mean(ovr, axis=0)
+    out["roc_auc"] = np.where(present.all(axis=1), auc, np.nan)  # undefined where a class is missing
+    return {name: out[name] for name in METRICS}
+
+
+def _weighted_auc(positive: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """ROC-AUC of ``scores`` for each row of weights: the chance a drawn positive outscores a drawn
+    negative, ties counting half (Mann-Whitney)."""
+    values, which = np.unique(scores, return_inverse=True)
+    at = np.eye(len(values))[which]  # (N, U): which distinct score each row has
+    pos, neg = counts @ (at * positive[:, None]), counts @ (at * ~positive[:, None])  # (B, U)
+    below = np.cumsum(neg, axis=1) - neg  # negatives strictly below each score
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (pos * (below + neg / 2)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))

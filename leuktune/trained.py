@@ -1,8 +1,9 @@
 """A trained model, as a researcher holds it after a search: ``leuktune.load_model``.
 
 It is read from a trial's checkpoint, which carries everything needed to use it: the
-weights, the class names, the input normalisation, the trial's configuration and the
-fingerprint of the data split it was trained on.
+weights, the class names, the input normalisation, the trial's configuration, the fingerprint
+of the data split it was trained on and, after the final evaluation, the temperature that
+calibrates its probabilities.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
+from PIL import Image
 
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
+from leuktune.evaluate.calibration import rescale
 from leuktune.metrics import classification_metrics, confusion_matrix
 from leuktune.models.build import Classifier, build_model
 from leuktune.train import checkpoint
@@ -25,25 +30,44 @@ class TrainedModel:
     """A trial's trained classifier with what it was trained on.
 
     ``module`` is the ``torch.nn.Module`` (in eval mode on ``device``); ``classes`` the
-    class names in output order; ``config`` the trial's concrete ``ExperimentConfig``.
+    class names in output order; ``config`` the trial's concrete ``ExperimentConfig``;
+    ``temperature`` divides its logits (1.0 until the final evaluation fits it on the
+    validation split).
     """
 
-    def __init__(self, module: Classifier, state: dict[str, Any], device: torch.device, path: Path):
+    def __init__(self, module: Classifier, state: dict[str, Any], device: torch.device, location: str):
         self.module = module
         self.device = device
-        self.path = path
+        self.location = location  # the checkpoint folder, a local path or a URI
         self.classes: tuple[str, ...] = tuple(state["class_names"])
         self.config: ExperimentConfig = checkpoint.experiment(state)
         self.epoch: int = state["epoch"]
         self.normalization: dict[str, tuple] = state["normalization"]
         self.data_fingerprint: str | None = state.get("data_fingerprint")
+        self.temperature: float = float(checkpoint.read_calibration(location).get("temperature", 1.0))
 
     def __repr__(self) -> str:
         return (f"TrainedModel({self.config.model.backbone} + {self.config.model.head} head, "
-                f"classes={list(self.classes)}, epoch {self.epoch}, from {self.path})")
+                f"classes={list(self.classes)}, epoch {self.epoch}, from {self.location})")
 
-    def evaluate(self, split: str = "test", data: CachedDataset | None = None,
-                 batch_size: int = 64) -> dict[str, Any]:
+    @property
+    def setup(self) -> DeviceSetup:
+        return DeviceSetup.create(self.device, self.normalization["mean"], self.normalization["std"],
+                                  self.config.train)
+
+    def _probabilities(self, images: np.ndarray, rows: np.ndarray, tta: bool = False,
+                       batch_size: int = 64) -> np.ndarray:
+        setup = self.setup
+        source = BatchSource(images, np.zeros(len(images), np.int64), self.device)
+        return predict(setup.prepare(self.module), source, rows, setup, batch_size, len(self.classes), tta=tta)
+
+    def probabilities(self, data: CachedDataset, split: str, tta: bool = False) -> np.ndarray:
+        """Uncalibrated class probabilities of one split's images, in the split's order; with
+        ``tta``, averaged over the image and its flips."""
+        self._check_same_data(data)
+        return self._probabilities(data.pixels(), data.indices(split), tta=tta)
+
+    def evaluate(self, split: str = "test", data: CachedDataset | None = None) -> dict[str, Any]:
         """Metrics (``<split>_*``), confusion matrix and image count on one split of the data the
         model was trained on. ``data`` defaults to the run's own, prepared again from the
         trial's configuration (decoded images come from the cache).
@@ -52,18 +76,49 @@ class TrainedModel:
         >>> model.evaluate("test")["test_balanced_accuracy"]  # doctest: +SKIP
         0.98
         """
-        if data is None:
-            data = self._prepare_data()
-        self._check_same_data(data)
-        rows = data.indices(split)
-        setup = DeviceSetup.create(self.device, self.normalization["mean"], self.normalization["std"],
-                                   self.config.train)
-        source = BatchSource(data.pixels(), data.labels, self.device)
-        probs = predict(setup.prepare(self.module), source, rows, setup, batch_size, data.num_classes)
-        labels = data.labels[rows]
+        data = data if data is not None else self._prepare_data()
+        probs = self.probabilities(data, split)
+        labels = data.labels[data.indices(split)]
         return {**classification_metrics(labels, probs, prefix=f"{split}_"),
                 f"{split}_confusion_matrix": confusion_matrix(labels, probs),
-                f"{split}_images": len(rows), "epoch": self.epoch}
+                f"{split}_images": len(labels), "epoch": self.epoch}
+
+    def predict(self, images: Any, tta: bool = False) -> pd.DataFrame:
+        """Class and calibrated probabilities for images: file paths, PIL images or arrays
+        (H, W, 3), one or a list. Each is resized and normalised as in training. A file that
+        cannot be read gets its row with ``error`` set; the others are classified.
+
+        >>> model.predict(["cells/a.png", "cells/b.bmp"])  # doctest: +SKIP
+        """
+        from leuktune.data.decode import BadImage, load_rgb, resize, to_rgb
+
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        size, mode = self.config.data.image_size, self.config.data.resize
+        pixels, rows = [], []
+        for i, item in enumerate(items):
+            name = str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__} {i}>"
+            try:
+                if isinstance(item, (str, Path)):
+                    img = load_rgb(str(item))
+                elif isinstance(item, Image.Image):
+                    img = to_rgb(item)
+                else:
+                    img = Image.fromarray(_as_uint8(np.asarray(item))).convert("RGB")
+                pixels.append(resize(img, size, mode))
+                rows.append({"input": name, "error": None})
+            except (BadImage, OSError, ValueError, TypeError) as err:
+                rows.append({"input": name, "error": f"{type(err).__name__}: {err}"})
+        out = pd.DataFrame(rows, columns=["input", "error"])
+        ok = out["error"].isna().to_numpy()
+        probs = np.full((len(out), len(self.classes)), np.nan)
+        if pixels:
+            stacked = np.stack(pixels)
+            probs[ok] = rescale(self._probabilities(stacked, np.arange(len(stacked)), tta=tta), self.temperature)
+        out.insert(1, "class", [self.classes[p] if good else None for p, good in zip(probs.argmax(axis=1), ok)])
+        out.insert(2, "probability", np.where(ok, np.nanmax(np.where(ok[:, None], probs, 0), axis=1), np.nan))
+        for c, name in enumerate(self.classes):
+            out[f"p_{name}"] = probs[:, c]
+        return out
 
     def _prepare_data(self) -> CachedDataset:
         from leuktune.data.prepare import prepare
@@ -74,12 +129,22 @@ class TrainedModel:
     def _check_same_data(self, data: CachedDataset) -> None:
         if tuple(data.class_names) != self.classes:
             raise checkpoint.CheckpointError(
-                f"{self.path}: trained on classes {list(self.classes)}, but the data has {list(data.class_names)}")
+                f"{self.location}: trained on classes {list(self.classes)}, but the data has "
+                f"{list(data.class_names)}")
         if self.data_fingerprint != data.fingerprint:
             # Another split could put the trial's training images in the split being scored.
             raise checkpoint.CheckpointError(
-                f"{self.path}: trained on data with fingerprint {self.data_fingerprint}, but this data's is "
+                f"{self.location}: trained on data with fingerprint {self.data_fingerprint}, but this data's is "
                 f"{data.fingerprint} (other files, labels or split); prepare the data from the trial's config")
+
+
+def _as_uint8(array: np.ndarray) -> np.ndarray:
+    """An image array as 8-bit: floats are taken to be in [0, 1]."""
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        return (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    return np.clip(array, 0, 255).astype(np.uint8)
 
 
 def load_model(checkpoint_path, device: str | torch.device | None = None) -> TrainedModel:
@@ -102,5 +167,7 @@ def load_model(checkpoint_path, device: str | torch.device | None = None) -> Tra
     model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_path": None})
     module = build_model(model_cfg, len(state["class_names"]), cfg.data.image_size)
     module.load_state_dict(state["model"])
-    folder = Path(checkpoint_path)
-    return TrainedModel(module.to(device).eval(), state, device, folder.parent if folder.is_file() else folder)
+    location = str(checkpoint_path)
+    if location.rstrip("/").endswith(checkpoint.FILE):
+        location = location.rstrip("/")[: -len(checkpoint.FILE) - 1]
+    return TrainedModel(module.to(device).eval(), state, device, location)

@@ -24,3 +24,22 @@ def test_metrics_on_a_hand_made_prediction_set():
 def test_roc_auc_is_nan_when_a_class_is_absent():
     m = classification_metrics(np.array([0, 0]), np.array([[.9, .1], [.6, .4]]))
     assert math.isnan(m["roc_auc"]) and m["accuracy"] == 1
+
+
+def test_resampled_metrics_are_scikit_learns_on_the_resampled_rows():
+    from leuktune.metrics import METRICS, resampled
+
+    rng = np.random.default_rng(0)
+    for classes in (2, 4):
+        y = rng.integers(0, classes, 60)
+        logits = rng.normal(size=(60, classes)) + np.eye(classes)[y] * 1.5
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        probs[:5] = probs[5]  # tied scores
+        counts = rng.multinomial(60, np.full(60, 1 / 60), size=25)
+        counts[0, y == 1] = 0  # a resample without class 1: ROC-AUC undefined, as scikit-learn's
+        fast = resampled(y, probs, counts)
+        for b in range(len(counts)):
+            rows = np.repeat(np.arange(60), counts[b])
+            slow = classification_metrics(y[rows], probs[rows])
+            for m in METRICS:
+                assert fast[m][b] == pytest.approx(slow[m], abs=1e-9, nan_ok=True), (classes, b, m)

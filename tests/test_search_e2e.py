@@ -1,7 +1,12 @@
 """The whole path: config -> synthetic PNGs -> cache -> Tune/Optuna/ASHA -> trials -> Parquet."""
 
+import pickle
+
+import duckdb
 import numpy as np
+import optuna
 import pandas as pd
+import polars
 import pyarrow.parquet as pq
 import pytest
 import leuktune
@@ -36,9 +41,18 @@ def test_search_end_to_end_writes_a_real_leaderboard(tmp_path, capsys, ray_runti
     assert (stopped["stopped_by"] == "asha").all() and (stopped["epochs_run"] == 1).all()
     assert completed["stopped_by"].isna().all() and (completed["epochs_run"] == 2).all()
     assert stopped["val_balanced_accuracy"].max() <= board["val_balanced_accuracy"].max()
-    # the search never reads the test split: only the final evaluation fills test_* columns
+    # the test split is read once, by the final evaluation, for the best 3 trials only; each test
+    # metric comes with a 95% interval that holds it, and the calibration before and after
+    evaluated = board.head(3)
+    assert board.iloc[3:]["test_accuracy"].isna().all() and evaluated["test_images"].eq(len(split_rows(run, "test"))).all()
     for m in METRICS:
-        assert board[f"val_{m}"].notna().any() and board[f"test_{m}"].isna().all(), m
+        assert board[f"val_{m}"].notna().any(), m
+        inside = (evaluated[f"test_{m}_low"] <= evaluated[f"test_{m}"] + 1e-9) & \
+                 (evaluated[f"test_{m}"] <= evaluated[f"test_{m}_high"] + 1e-9)
+        assert inside[evaluated[f"test_{m}"].notna()].all(), m
+    assert (evaluated["temperature"] > 0).all() and evaluated["test_ece_calibrated"].between(0, 1).all()
+    for row in evaluated.itertuples():
+        assert np.array(row.test_confusion_matrix.tolist()).sum() == row.test_images
     assert board["val_balanced_accuracy"].between(0, 1).all()
     assert (board["params"] > 0).all() and board["error"].isna().all()
     assert board["data_fingerprint"].nunique() == 1
@@ -58,6 +72,71 @@ def test_search_end_to_end_writes_a_real_leaderboard(tmp_path, capsys, ray_runti
     assert len(split) == 60 and split.groupby("group")["split"].nunique().max() == 1
     assert (run / "config.yaml").is_file()
 
+    # Optuna learned what ASHA saw: stopped trials PRUNED with their epoch values, finished ones
+    # COMPLETE with their best epoch's value
+    study = optuna_study(run)
+    by_trial = {row.trial_id: row for row in board.itertuples()}
+    assert sorted(t.state.name for t in study.trials) == sorted(
+        "PRUNED" if row.status == "stopped_early" else "COMPLETE" for row in by_trial.values())
+    for t in study.trials:
+        assert set(t.intermediate_values) <= {1, 2} and t.intermediate_values
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert t.value in set(board["val_balanced_accuracy"])
+
+
+def split_rows(run, name):
+    split = pd.read_parquet(run / "split.parquet")
+    return split[split["split"] == name]
+
+
+def optuna_study(run):
+    """The Optuna study as the search's searcher left it (Ray Tune saves it with the search)."""
+    (state,) = (run / "tune").glob("searcher-state-*.pkl")
+    with open(state, "rb") as f:
+        return pickle.load(f)["_ot_study"]
+
+
+def test_readers_of_every_kind_open_both_tables(tmp_path, ray_runtime):
+    # A search with conditional parameters: each appears only where it applies.
+    overrides = tiny_overrides(tmp_path / "runs") + [
+        "name=conditional", "train.epochs=1", "search.num_samples=6", "search.scheduler.asha=null",
+        "search.searcher.optuna.sampler=random", "model.backbone=test_resnet",
+        "model.head={choice: [linear, mlp]}", "model.mlp_hidden={choice: [16, 32]}",
+        "model.unfreeze_depth={choice: [0, all]}", "train.backbone_lr_mult={loguniform: [0.01, 1.0]}"]
+    board = leuktune.search(overrides=overrides, echo=lambda message: None)
+    assert set(board["head"]) == {"linear", "mlp"} and set(board["unfreeze_depth"]) == {"0", "all"}
+    assert board.loc[board["head"] == "linear", "mlp_hidden"].isna().all()
+    assert board.loc[board["head"] == "mlp", "mlp_hidden"].isin([16, 32]).all()
+    assert board.loc[board["unfreeze_depth"] == "0", "backbone_lr_mult"].isna().all()
+    assert board.loc[board["unfreeze_depth"] == "all", "backbone_lr_mult"].between(0.01, 1.0).all()
+    # and what it wrote opens the same in pandas, pyarrow, DuckDB and Polars
+    run = tmp_path / "runs" / "conditional"
+    for name, rows in (("leaderboard.parquet", 6), ("history.parquet", 6)):
+        path = str(run / name)
+        frame = pd.read_parquet(path)
+        table = pq.read_table(path)
+        assert len(frame) == table.num_rows == rows
+        assert duckdb.sql(f"select count(*) from '{path}'").fetchall()[0][0] == rows
+        assert polars.read_parquet(path).shape == frame.shape
+    table = pq.read_table(run / "leaderboard.parquet")
+    assert str(table.schema.field("unfreeze_depth").type) == "string"
+    assert str(table.schema.field("mlp_hidden").type) == "int64"
+    assert duckdb.sql(f"select count(*) from '{run / 'leaderboard.parquet'}' where head = 'mlp'").fetchall()[0][0] \
+        == (board["head"] == "mlp").sum()
+
+
+def test_a_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path, ray_runtime):
+    overrides = tiny_overrides(tmp_path / "runs") + [
+        "name=diverging", "model.backbone=test_resnet", "train.epochs=2", "search.num_samples=3",
+        "search.max_concurrent=1", "search.scheduler.asha=null", "search.searcher.optuna.sampler=grid",
+        "train.lr={choice: [0.005, 1.0e+30, 0.003]}", "train.grad_clip=0"]
+    board = leuktune.search(overrides=overrides, echo=lambda message: None).set_index("lr")
+    assert board.loc[1e30, "status"] == "diverged" and board.loc[1e30, "epochs_run"] == 1
+    assert pd.isna(board.loc[1e30, "checkpoint_uri"]) and pd.isna(board.loc[1e30, "val_accuracy"])
+    assert (board.drop(1e30)["status"] == "completed").all()  # the trials after it ran as usual
+    states = {t.params["lr"]: t.state.name for t in optuna_study(tmp_path / "runs" / "diverging").trials}
+    assert states == {0.005: "COMPLETE", 1e30: "FAIL", 0.003: "COMPLETE"}
+
 
 def test_a_failing_trial_is_a_leaderboard_row_that_says_why(tmp_path, ray_runtime):
     # Weights that exist but are not weights: the trial fails inside Ray, the search goes on.
@@ -72,3 +151,19 @@ def test_a_failing_trial_is_a_leaderboard_row_that_says_why(tmp_path, ray_runtim
     assert row["error"].startswith("WeightsError: pretrained weights for backbone 'test_resnet'")
     assert str(broken) in row["error"]
     assert row["error_file"].endswith("error.txt") and "WeightsError" in open(row["error_file"]).read()
+
+
+def test_a_multi_objective_search_marks_its_pareto_front(tmp_path, ray_runtime):
+    overrides = tiny_overrides(tmp_path / "runs") + [
+        "name=pareto", "train.epochs=1", "search.num_samples=3", "search.scheduler.asha=null",
+        "search.objectives=[val_balanced_accuracy, params]",
+        "model.backbone={choice: [test_resnet, test_efficientnet, test_vit]}"]
+    board = leuktune.search(overrides=overrides, echo=lambda message: None)
+    assert board["pareto_front"].notna().all() and board["pareto_front"].any()
+    # the smallest model is on the front whatever its score: nothing is smaller
+    assert board.loc[board["params"].idxmin(), "pareto_front"]
+    front = board[board["pareto_front"]]
+    for row in board[~board["pareto_front"]].itertuples():  # each trial off the front is beaten on both
+        assert ((front["val_balanced_accuracy"] >= row.val_balanced_accuracy) & (front["params"] <= row.params)).any()
+    study = optuna_study(tmp_path / "runs" / "pareto")
+    assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)

@@ -6,6 +6,7 @@
     python -m leuktune.bench trial-overhead         # seconds per trial outside its epochs, vs plain Tune trials
     python -m leuktune.bench trial-overhead --launcher train --trials 4
     python -m leuktune.bench gpu-occupancy          # on a GPU machine: GPU busy fraction over a real search
+    python -m leuktune.bench searchers              # TPE + ASHA vs random without early stopping, 3 seeds
     python -m leuktune.bench throughput             # bare PyTorch loop vs leuktune's trainer (CPU: tiny, 64px)
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 64   # on a GPU
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 128 --compile
@@ -64,7 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     occupancy.add_argument("--workdir", default="runs/bench-occupancy")
     occupancy.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                            help="override the search (repeatable), e.g. --set resources.launcher=train")
+    searchers = sub.add_parser("searchers", help="TPE with ASHA vs random search without early stopping")
+    searchers.add_argument("--trials", type=int, default=8)
+    searchers.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    searchers.add_argument("--workdir", default="runs/bench-searchers")
+    searchers.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                           help="override the built-in experiment (repeatable)")
     args = parser.parse_args(argv)
+    if args.what == "searchers":
+        from leuktune.bench.searchers import bench_searchers
+
+        bench_searchers(args.trials, args.seeds, args.workdir, args.overrides)
+        return 0
     if args.what == "gpu-occupancy":
         from leuktune.bench.occupancy import bench_gpu_occupancy
 

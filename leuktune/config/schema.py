@@ -42,6 +42,18 @@ class ResourcesConfig(Strict):
         return self
 
 
+class EvaluateConfig(Strict):
+    """The final evaluation, the only reader of the test split (leuktune.evaluate)."""
+
+    # After the search, the best top_k trials by the search metric are scored once on the test
+    # split; 0 leaves it to `python -m leuktune.evaluate`.
+    top_k: int = Field(3, ge=0)
+    # Resamples of the test set (of its groups, i.e. patients, where the data has them) for 95% intervals.
+    bootstrap: int = Field(1000, ge=100)
+    # Also report the metrics of predictions averaged over the image and its flips.
+    tta: bool = True
+
+
 class StorageConfig(Strict):
     # Where run folders go (<path>/<name>/); see leuktune.runfolder.
     path: str = "runs"
@@ -59,6 +71,7 @@ class ExperimentConfig(Strict):
     train: TrainConfig = TrainConfig()
     search: SearchConfig = SearchConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     storage: StorageConfig = StorageConfig()
 
     def searched(self) -> dict[str, Distribution]:

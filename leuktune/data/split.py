@@ -18,7 +18,8 @@ from leuktune.data.sources import DataError
 SPLITS = ("train", "val", "test")
 
 
-def _deal(manifest: pd.DataFrame, fractions: dict[str, float], seed: int) -> pd.Series:
+def deal(manifest: pd.DataFrame, fractions: dict[str, float], seed: int) -> pd.Series:
+    """Each row's split, its group dealt whole (see the module's docstring)."""
     wanted = [s for s in fractions if fractions[s] > 0]
     rng = np.random.default_rng(seed)
     # A group's class is its most common label (patients carry one diagnosis).
@@ -52,7 +53,7 @@ def assign_splits(manifest: pd.DataFrame, split: SplitConfig) -> pd.DataFrame:
         if "val" in set(out["split"]) or split.val == 0:
             return out
         train = out[out["split"] == "train"]
-        out.loc[train.index, "split"] = _deal(train, {"train": split.train, "val": split.val}, split.seed)
+        out.loc[train.index, "split"] = deal(train, {"train": split.train, "val": split.val}, split.seed)
         return out
-    out["split"] = _deal(out, {"train": split.train, "val": split.val, "test": split.test}, split.seed)
+    out["split"] = deal(out, {"train": split.train, "val": split.val, "test": split.test}, split.seed)
     return out

@@ -17,6 +17,9 @@ examples:
   # your own class-folder images
   python -m leuktune.search --set data.source=imagefolder --set data.root=/data/blood-cells --set name=my-cells
 
+  # continue a search whose driver was killed or whose cluster was lost
+  python -m leuktune.search --config experiments/default.yaml --resume
+
   # on a Ray cluster (storage should be shared by all nodes, e.g. s3:// or NFS)
   ray job submit --working-dir . -- python -m leuktune.search --config experiments/default.yaml
 
@@ -38,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                         help="override one config key, e.g. --set train.epochs=3 (repeatable)")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted search of this run folder (its own config.yaml)")
     parser.add_argument("--top", type=int, default=5, help="leaderboard rows to print at the end (default 5)")
     return parser.parse_args(argv)
 
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         cfg = load(args.config, args.overrides)
-        board = search(cfg, address=args.address)
+        board = search(cfg, address=args.address, resume=args.resume)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

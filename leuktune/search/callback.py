@@ -23,8 +23,7 @@ from leuktune import leaderboard, runfolder
 from leuktune.config import ExperimentConfig
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
-from leuktune.train import checkpoint
-from leuktune.train.trainer import checkpoint_root
+from leuktune.train.trainer import find_checkpoint
 
 # Facts about the model and device that every epoch reports; the leaderboard keeps the last.
 MODEL_KEYS = ["params", "trainable_params", "inference_ms", "unfreeze_depth_effective", "stage_groups",
@@ -127,16 +126,6 @@ class LeaderboardCallback(tune.Callback):
             return "completed", None
         return "stopped_early", "patience" if last.get("early_stopped") else "asha"
 
-    def _best_checkpoint(self, trial, epoch: int | None) -> str | None:
-        """The stored checkpoint of the trial's best epoch, found by the epoch it holds."""
-        if not epoch:
-            return None
-        root = checkpoint_root(self.cfg, trial, self.folder)
-        for name in reversed(self.folder.listdir(root)):
-            if name.startswith("checkpoint_") and checkpoint.epoch_of(self.folder.fs, f"{root}/{name}") == epoch:
-                return self.folder.uri(f"{root}/{name}")
-        return None
-
     def _finish(self, trial, error: str | None) -> None:
         results = self._history_of(trial.trial_id)
         self._results.pop(trial.trial_id)
@@ -157,7 +146,7 @@ class LeaderboardCallback(tune.Callback):
             "val_confusion_matrix": best.get("val_confusion_matrix"),
             **{k: last.get(k) for k in MODEL_KEYS},
             "train_seconds": round(time.monotonic() - t0, 2),
-            "checkpoint_uri": self._best_checkpoint(trial, best.get("epoch")),
+            "checkpoint_uri": find_checkpoint(self.cfg, self.folder, trial.path, trial.trial_id, best.get("epoch")),
             "started_at": started_at, "finished_at": _now(),
             "leuktune_version": leuktune.__version__, "data_fingerprint": self.fingerprint,
             "error": error, "error_file": trial.error_file if error else None,

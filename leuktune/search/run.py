@@ -10,7 +10,7 @@ import pandas as pd
 
 
 class SearchError(RuntimeError):
-    """A search that ran but produced no result to rank."""
+    """A search that cannot start or continue, or ran and produced nothing to rank."""
 
 
 def _print(message: str) -> None:
@@ -19,48 +19,86 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
 def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, address: str | None = None,
-           echo: Callable[[str], None] = _print) -> pd.DataFrame:
+           resume: bool = False, echo: Callable[[str], None] = _print) -> pd.DataFrame:
     """Run a search and return its leaderboard, best trial first.
 
     ``config`` is an experiment file, an ``ExperimentConfig``, or None for the built-in
     experiment (a synthetic blood-smear set, on the CPU, in minutes); ``overrides`` are
     ``KEY=VALUE`` strings as ``--set`` takes them. Ray is the one this process is connected
     to, else ``address`` (default ``RAY_ADDRESS``, else a local Ray started for the search).
-    A bad configuration raises ``ConfigError`` and bad data ``DataError``, both before any
-    trial starts.
+    When the trials end, the best ``evaluate.top_k`` are scored once on the test split
+    (``leuktune.evaluate``).
+    ``resume=True`` continues the interrupted search of the same run folder (its own saved
+    configuration): finished trials are not run again, unfinished ones go on from their last
+    checkpoint, the searcher keeps what it learned. A bad configuration raises ``ConfigError``
+    and bad data ``DataError``, both before any trial starts; a folder that a live search is
+    using, or that holds another search, raises ``SearchError``.
 
     >>> import leuktune
     >>> board = leuktune.search(overrides=["search.num_samples=2"])  # doctest: +SKIP
     >>> board[["trial_id", "backbone", "val_balanced_accuracy"]].head()  # doctest: +SKIP
     """
     # Imported here so that a configuration error costs a second, not a Ray start.
-    from leuktune.config import load
+    from ray import tune
+
+    from leuktune import leaderboard, runfolder
+    from leuktune.config import ExperimentConfig, load
+    from leuktune.evaluate.run import evaluate_run
     from leuktune.models.build import check_model_space
-    from leuktune import runfolder
     from leuktune.runfolder import RunFolder
+    from leuktune.runtime import ray_session
+    from leuktune.search.lock import FolderInUse, SearchLock
     from leuktune.search.searcher import with_grid_size
 
-    cfg = with_grid_size(load(config, overrides))
-    check_model_space(cfg)
-    cfg = RunFolder.resolved(cfg)
+    cfg = RunFolder.resolved(with_grid_size(load(config, overrides)))
     folder = RunFolder.of(cfg)
-    folder.write_text(runfolder.CONFIG, cfg.to_yaml())
-    echo(f"[leuktune] experiment {cfg.name!r}: searching {', '.join(cfg.searched()) or 'nothing'}; "
-         f"{cfg.search.num_samples} trial(s), run folder {folder.uri()}")
-
-    from leuktune import leaderboard
-    from leuktune.runtime import ray_session
-
-    with ray_session(address):
-        run_trials(cfg, echo)
+    restorable = tune.Tuner.can_restore(folder.file("tune"), storage_filesystem=folder.fs)
+    if resume:
+        if not restorable:
+            raise SearchError(f"{folder.uri()}: no search to resume here; start one with "
+                              f"python -m leuktune.search --set name={cfg.name} (and the same --config/--set)")
+        saved = ExperimentConfig.model_validate(load_yaml(folder.read_text(runfolder.CONFIG)))
+        changed = sorted(k for k, v in _flat(cfg.to_dict()).items() if _flat(saved.to_dict()).get(k) != v)
+        if changed:
+            echo(f"[leuktune] resuming with the run's own {runfolder.CONFIG}; yours differs in {', '.join(changed)}")
+        cfg = saved
+    elif restorable or folder.exists(runfolder.LEADERBOARD):
+        raise SearchError(f"{folder.uri()} already holds a search; --resume (resume=True) continues it, "
+                          f"or --set name=<another> starts a new one beside it")
+    check_model_space(cfg)
     try:
-        return leaderboard.load(folder.uri())
-    except leaderboard.LeaderboardError:
-        raise SearchError(f"no trial of {cfg.name!r} finished; see the Ray output above") from None
+        with SearchLock(folder):
+            if not resume:
+                folder.write_text(runfolder.CONFIG, cfg.to_yaml())
+            echo(f"[leuktune] experiment {cfg.name!r}: {'resuming' if resume else 'searching'} "
+                 f"{', '.join(cfg.searched()) or 'nothing'}; {cfg.search.num_samples} trial(s), run folder "
+                 f"{folder.uri()}")
+            with ray_session(address):
+                run_trials(cfg, echo, resume=resume)
+            if not folder.exists(runfolder.LEADERBOARD):
+                raise SearchError(f"no trial of {cfg.name!r} finished; see the Ray output above")
+            if cfg.evaluate.top_k:  # the test split is read here, and only here
+                evaluate_run(folder, echo=echo)
+    except FolderInUse as err:
+        raise SearchError(str(err)) from None
+    return leaderboard.load(folder.uri())
 
 
-def run_trials(cfg, echo: Callable[[str], None] = _print, callbacks: tuple = ()):
+def load_yaml(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text) or {}
+
+
+def run_trials(cfg, echo: Callable[[str], None] = _print, callbacks: tuple = (), resume: bool = False):
     """Prepare the data and run every trial of a validated, resolved config on the Ray this
     process is connected to; Tune's ResultGrid. ``callbacks`` are extra Tune callbacks."""
     from leuktune.data.prepare import prepare
@@ -71,4 +109,4 @@ def run_trials(cfg, echo: Callable[[str], None] = _print, callbacks: tuple = ())
     data, report = prepare(cfg, progress=echo)
     echo("[leuktune] data: " + str(report))
     echo(f"[leuktune] data ready at {cfg.data.image_size}px in {time.monotonic() - started:.1f}s")
-    return build_tuner(cfg, data, RunFolder.of(cfg), echo=echo, callbacks=callbacks).fit()
+    return build_tuner(cfg, data, RunFolder.of(cfg), echo=echo, callbacks=callbacks, resume=resume).fit()

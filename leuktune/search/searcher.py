@@ -55,8 +55,14 @@ class LeuktuneSearch(OptunaSearch):
             state, values = TrialState.COMPLETE, self._final_values(result)
             if values is None:
                 state = TrialState.FAIL
-        self._ot_study.tell(self._ot_trials[trial_id], values, state=state)
         self._completed_trials.add(trial_id)
+        try:
+            self._ot_study.tell(self._ot_trials[trial_id], values, state=state)
+        except RuntimeError as err:
+            # Optuna's grid sampler stops its study once every combination has run, and says so by
+            # raising outside an optimize loop, after the trial is recorded: nothing is lost.
+            if "Study.stop" not in str(err):
+                raise
 
     def _final_values(self, result: dict) -> Any:
         """The best epoch's value of the search metric; with more objectives, the costs after it."""

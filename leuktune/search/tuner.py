@@ -19,7 +19,8 @@ from leuktune.train import trainer
 
 def concurrent_trials(cfg: ExperimentConfig, echo=echo) -> int:
     """``search.max_concurrent``, with ``auto`` = as many trials as the cluster's CPUs and GPUs
-    hold at the per-trial request (fractional GPUs pack: 0.25 GPU a trial = 4 per GPU)."""
+    hold at the per-trial request (fractional GPUs pack: 0.25 GPU a trial = 4 per GPU), or, on
+    a cluster that holds none yet, all of them (the autoscaler decides how many run)."""
     res = cfg.resources
     per_trial = {"CPU": res.cpus_per_worker * res.workers_per_trial, "GPU": res.gpus_per_worker * res.workers_per_trial}
     available = ray.cluster_resources()
@@ -30,21 +31,32 @@ def concurrent_trials(cfg: ExperimentConfig, echo=echo) -> int:
         echo(f"[leuktune] WARNING: no trial fits the cluster as it is ({'; '.join(short)}): trials wait until "
              "nodes with these resources join (see resources.* in the experiment)")
     wanted = cfg.search.max_concurrent
-    return wanted if wanted != "auto" else max(1, min([cfg.search.num_samples, *fits.values()]))
+    if wanted != "auto":
+        return wanted
+    # With no room yet (an autoscaling cluster scaled to zero), every trial is asked for at once,
+    # so the autoscaler sees the whole demand and adds the nodes it allows.
+    return cfg.search.num_samples if short else max(1, min([cfg.search.num_samples, *fits.values()]))
 
 
 def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, echo=echo,
-                callbacks: tuple = ()) -> tune.Tuner:
-    """The search's Tuner. ``cfg`` must have an absolute storage path (RunFolder.resolved)."""
+                callbacks: tuple = (), resume: bool = False) -> tune.Tuner:
+    """The search's Tuner, or with ``resume`` the interrupted one restored from the run folder
+    (its searcher, scheduler, callbacks and trials as they were). ``cfg`` must have an
+    absolute storage path (RunFolder.resolved)."""
     search = cfg.search
     asha = search.scheduler.asha
     scheduler = (ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs,
                                grace_period=asha.grace_epochs(cfg.train.epochs),
                                reduction_factor=asha.reduction_factor)
                  if asha else FIFOScheduler())
-    trainable = tune.with_parameters(trainer.run_trial, experiment=cfg, data=data.shared(), folder=folder)
+    trainable = tune.with_resources(
+        tune.with_parameters(trainer.run_trial, experiment=cfg, data=data.shared(), folder=folder),
+        trainer.trial_resources(cfg))
+    if resume:
+        return tune.Tuner.restore(folder.file("tune"), trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=False, storage_filesystem=folder.fs)
     return tune.Tuner(
-        tune.with_resources(trainable, trainer.trial_resources(cfg)),
+        trainable,
         tune_config=tune.TuneConfig(
             metric=search.metric, mode=search.mode, search_alg=make_searcher(cfg), scheduler=scheduler,
             num_samples=search.num_samples, max_concurrent_trials=concurrent_trials(cfg, echo),

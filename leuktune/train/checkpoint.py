@@ -3,8 +3,9 @@
 A checkpoint is a folder (a Ray ``Checkpoint``) holding ``checkpoint.pt``: the model,
 optimiser, scheduler and AMP scaler states, the epoch, the best score so far, the class
 names, the input normalisation and the trial's resolved configuration, so evaluation and
-prediction need nothing else; and ``meta.json``, the epoch alone, so the leaderboard finds
-a trial's best checkpoint without reading the weights. The folder may be local or in a
+prediction need nothing else; ``meta.json``, the epoch alone, so the leaderboard finds a
+trial's best checkpoint without reading the weights; and, once the final evaluation has run,
+``calibration.json``, the temperature fitted on the validation split. The folder may be local or in a
 bucket (a URI as the leaderboard's ``checkpoint_uri`` gives it).
 """
 
@@ -23,6 +24,7 @@ from leuktune.runfolder import is_uri
 
 FILE = "checkpoint.pt"
 META = "meta.json"
+CALIBRATION = "calibration.json"
 
 
 class CheckpointError(ValueError):
@@ -34,18 +36,35 @@ def save(folder: str | Path, state: dict[str, Any]) -> None:
     (Path(folder) / META).write_text(json.dumps({"epoch": state["epoch"]}))
 
 
-def _read(location: str) -> bytes | None:
-    """The bytes of a checkpoint folder's checkpoint.pt (or of the file named), None when absent."""
+def _locate(location: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, folder) of a checkpoint given as its folder or its checkpoint.pt, local or a URI."""
     if is_uri(location):
         fs, path = pafs.FileSystem.from_uri(location)
     else:
         fs, path = pafs.LocalFileSystem(), str(Path(location.removeprefix("file://")).expanduser().absolute())
     path = path.rstrip("/")
-    path = path if path.endswith(FILE) else f"{path}/{FILE}"
-    if fs.get_file_info(path).type != pafs.FileType.File:
+    return fs, path.rpartition("/")[0] if path.endswith(FILE) else path
+
+
+def _read(location: str, name: str = FILE) -> bytes | None:
+    """The bytes of a file of a checkpoint folder, None when absent."""
+    fs, folder = _locate(location)
+    if fs.get_file_info(f"{folder}/{name}").type != pafs.FileType.File:
         return None
-    with fs.open_input_stream(path) as f:
+    with fs.open_input_stream(f"{folder}/{name}") as f:
         return f.read()
+
+
+def write_calibration(location: str, record: dict[str, Any]) -> None:
+    """Store what the final evaluation fitted (the temperature) with the checkpoint it belongs to."""
+    fs, folder = _locate(location)
+    with fs.open_output_stream(f"{folder}/{CALIBRATION}") as f:
+        f.write(json.dumps(record).encode())
+
+
+def read_calibration(location: str) -> dict[str, Any]:
+    data = _read(location, CALIBRATION)
+    return json.loads(data) if data else {}
 
 
 def load(folder: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:

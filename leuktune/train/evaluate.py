@@ -18,14 +18,23 @@ def fixed_size_batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return batches
 
 
+# Test-time augmentation: the image and its flips (a cell on a slide has no up or left).
+FLIPS = ((), (-1,), (-2,), (-1, -2))
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, source: BatchSource, rows: np.ndarray, setup: DeviceSetup,
-            batch_size: int, num_classes: int) -> np.ndarray:
-    """Class probabilities (len(rows), num_classes) for the images of ``rows``, in that order."""
+            batch_size: int, num_classes: int, tta: bool = False) -> np.ndarray:
+    """Class probabilities (len(rows), num_classes) for the images of ``rows``, in that order;
+    with ``tta``, averaged over the image and its flips."""
     model.eval()
     out = [torch.zeros((0, num_classes), device=setup.device)]
     for x, _ in source(fixed_size_batches(rows, batch_size)):
-        with setup.autocast():
-            logits = model(setup.model_input(setup.to_unit(x)))
-        out.append(torch.softmax(logits.float(), dim=1))
+        x = setup.model_input(setup.to_unit(x))
+        probs = 0
+        for dims in FLIPS if tta else ((),):
+            with setup.autocast():
+                logits = model(x.flip(dims) if dims else x)
+            probs = probs + torch.softmax(logits.float(), dim=1)
+        out.append(probs / (len(FLIPS) if tta else 1))
     return torch.cat(out)[: len(rows)].cpu().numpy()  # one copy back: each .cpu() would wait for the GPU

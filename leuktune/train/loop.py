@@ -163,6 +163,7 @@ def save_and_report(trial: Trial, epoch: int, metrics: dict[str, Any]) -> bool:
                "early_stopped": stop and not diverged, "diverged": diverged,
                "finished": stop or epoch == cfg.train.epochs,
                "best_value": sign * trial.best.score if trial.best.epoch else math.nan,
+               "best_epoch": trial.best.epoch,
                "resumed_from_epoch": trial.first_epoch - 1,
                # Ray keeps the checkpoint with the largest value: the latest new best. Other
                # checkpoints (every N epochs, for resuming) get 0, so a tie never evicts the best.

@@ -10,6 +10,7 @@ the same either way (see leuktune.train.trainer for which launcher runs a trial)
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 from typing import Any, Iterator, Optional
 
@@ -52,6 +53,8 @@ class TuneSession:
     def __init__(self, use_gpu: bool):
         from ray import tune
 
+        # Tune logs every stored checkpoint at INFO; leuktune prints its own line per epoch.
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
         self._tune = tune
         self.device = torch.device("cuda", 0) if use_gpu and torch.cuda.is_available() else torch.device("cpu")
         if self.device.type == "cuda":

@@ -66,16 +66,14 @@ def trial_failures(cfg: ExperimentConfig) -> int:
     return cfg.resources.max_failures if launcher(cfg) == "tune" else 0
 
 
-def checkpoint_root(cfg: ExperimentConfig, trial, folder) -> str:
-    """The folder (in the storage's filesystem) that holds a trial's checkpoints: Tune's trial
-    folder, or the folder of the trial's TorchTrainer runs."""
-    return trial.path if launcher(cfg) == "tune" else f"{folder.trials}/{trial.trial_id}"
-
-
 def run_trial(params: dict[str, Any], experiment: ExperimentConfig, data: CachedDataset, folder) -> None:
-    """The Tune function of every trial: the drawn parameters -> a concrete config -> train."""
+    """The Tune function of every search trial: the drawn parameters -> a concrete config -> train."""
+    train(experiment.with_params(params), data, folder)
+
+
+def train(cfg: ExperimentConfig, data: CachedDataset, folder) -> None:
+    """Train one concrete configuration inside the current Tune trial, through its launcher."""
     launched_at = time.time()
-    cfg = experiment.with_params(params)
     if launcher(cfg) == "tune":
         run_loop(cfg, data, TuneSession(use_gpu=cfg.resources.gpus_per_worker > 0), launched_at)
         return
@@ -85,6 +83,21 @@ def run_trial(params: dict[str, Any], experiment: ExperimentConfig, data: Cached
     trainer = make_trainer(cfg, data, folder, name=tune.get_context().get_trial_id(),
                            callbacks=[TuneReportCallback()], launched_at=launched_at)
     trainer.fit()
+
+
+def find_checkpoint(cfg: ExperimentConfig, folder, trial_path: str, trial_id: str, epoch: int | None) -> str | None:
+    """The stored checkpoint of a trial's epoch (its best), found by the epoch in its meta.json;
+    as a path or URI of the run's storage. Tune's trial folder holds it for the tune launcher,
+    the trial's TorchTrainer runs for the train launcher."""
+    from leuktune.train import checkpoint
+
+    if not epoch:
+        return None
+    root = trial_path if launcher(cfg) == "tune" else f"{folder.trials}/{trial_id}"
+    for name in reversed(folder.listdir(root)):
+        if name.startswith("checkpoint_") and checkpoint.epoch_of(folder.fs, f"{root}/{name}") == epoch:
+            return folder.uri(f"{root}/{name}")
+    return None
 
 
 def make_trainer(cfg: ExperimentConfig, data: CachedDataset, folder, name: str,

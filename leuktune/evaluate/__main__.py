@@ -1,0 +1,52 @@
+"""``python -m leuktune.evaluate``: argument parsing and printing over ``leuktune.evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXAMPLES = """\
+examples:
+  # the best 3 trials (evaluate.top_k of the run) on the test split, once
+  python -m leuktune.evaluate runs/synthetic-default
+
+  # the best 2, and each retrained on 5 group-disjoint folds (small sets such as ALL-IDB2)
+  python -m leuktune.evaluate runs/allidb2 --top 2 --cv 5
+
+  # one trial, a run folder in a bucket
+  python -m leuktune.evaluate s3://my-bucket/leuktune/cnmc-binary --trial 3f2a9c1e
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m leuktune.evaluate", epilog=EXAMPLES,
+                                     description="Score a search's best trials on the test split (95% bootstrap "
+                                     "intervals, calibration) and optionally cross-validate them.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="the run folder (<storage.path>/<name>), local or a URI")
+    parser.add_argument("--top", type=int, help="how many of the best trials (default: evaluate.top_k of the run)")
+    parser.add_argument("--trial", help="evaluate this trial id instead")
+    parser.add_argument("--cv", type=int, metavar="K", help="also retrain on K group-disjoint folds")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
+    args = parser.parse_args(argv)
+    from leuktune.config import ConfigError
+    from leuktune.data.sources import DataError
+    from leuktune.evaluate import evaluate
+    from leuktune.leaderboard import LeaderboardError
+    from leuktune.search.lock import FolderInUse
+
+    try:
+        board = evaluate(args.run, top=args.top, cv=args.cv, trial=args.trial, device=args.device)
+    except (ConfigError, DataError, LeaderboardError, FolderInUse) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    shown = [c for c in ("trial_id", "status", "val_balanced_accuracy", "test_balanced_accuracy",
+                         "test_balanced_accuracy_low", "test_balanced_accuracy_high", "test_ece",
+                         "test_ece_calibrated", "cv_folds", "cv_balanced_accuracy_mean",
+                         "cv_balanced_accuracy_std") if c in board and board[c].notna().any()]
+    print(board[shown].head(10).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

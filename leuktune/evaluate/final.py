@@ -1,0 +1,90 @@
+"""The final evaluation: the top trials of a search scored once on the test split.
+
+For each: the test metrics and confusion matrix, each metric with a 95% bootstrap interval
+(resampling patients where the data has them); the expected calibration error before and
+after temperature scaling fitted on the validation split (the temperature is stored with the
+checkpoint, and used by ``predict``); and, separately, the metrics of flip test-time
+augmentation. Written to the leaderboard's ``test_*`` columns, ``evaluation.parquet`` (every
+figure, long form) and ``test_predictions.parquet`` (what the report plots).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from leuktune.config import ExperimentConfig
+from leuktune.data.cache import CachedDataset
+from leuktune.evaluate.bootstrap import intervals
+from leuktune.evaluate.calibration import expected_calibration_error, fit_temperature, rescale
+from leuktune.metrics import METRICS, classification_metrics, confusion_matrix
+from leuktune.train import checkpoint
+
+EVALUATION = "evaluation.parquet"
+PREDICTIONS = "test_predictions.parquet"
+
+
+def evaluable(board: pd.DataFrame) -> pd.DataFrame:
+    """The ranked leaderboard's trials that have a model to evaluate."""
+    return board[~board["status"].isin(["error", "diverged"]) & board["checkpoint_uri"].notna()]
+
+
+def evaluate_trial(row: pd.Series, data: CachedDataset, groups: np.ndarray, cfg: ExperimentConfig,
+                   device=None) -> tuple[dict, list[dict], pd.DataFrame]:
+    """(leaderboard columns, evaluation rows, test predictions) of one trial's best checkpoint."""
+    from leuktune.trained import load_model
+
+    model = load_model(row, device=device)
+    settings = cfg.evaluate
+    test_rows, val_rows = data.indices("test"), data.indices("val")
+    labels, val_labels = data.labels[test_rows], data.labels[val_rows]
+    probs = model.probabilities(data, "test")
+    temperature = fit_temperature(model.probabilities(data, "val"), val_labels)
+    checkpoint.write_calibration(model.location, {"temperature": temperature, "fitted_on": "val"})
+    metrics = classification_metrics(labels, probs, prefix="test_")
+    ci = intervals(labels, probs, groups, resamples=settings.bootstrap, seed=cfg.data.split.seed)
+    columns = {**metrics, "test_confusion_matrix": confusion_matrix(labels, probs), "test_images": len(labels),
+               **{f"test_{m}_{end}": ci[m][i] for m in METRICS for i, end in enumerate(("low", "high"))},
+               "temperature": temperature, "test_ece": expected_calibration_error(probs, labels),
+               "test_ece_calibrated": expected_calibration_error(rescale(probs, temperature), labels)}
+    figures = [{"trial_id": row["trial_id"], "variant": "plain", "metric": m, "value": metrics[f"test_{m}"],
+                "low": ci[m][0], "high": ci[m][1]} for m in METRICS]
+    figures += [{"trial_id": row["trial_id"], "variant": "plain", "metric": "ece", "value": columns["test_ece"]},
+                {"trial_id": row["trial_id"], "variant": "calibrated", "metric": "ece",
+                 "value": columns["test_ece_calibrated"]}]
+    predictions = pd.DataFrame({"trial_id": row["trial_id"], "row": test_rows, "label": labels,
+                                "probs": list(probs.astype(np.float64))})
+    if settings.tta:
+        flipped = model.probabilities(data, "test", tta=True)
+        ci_tta = intervals(labels, flipped, groups, resamples=settings.bootstrap, seed=cfg.data.split.seed)
+        figures += [{"trial_id": row["trial_id"], "variant": "flip_tta", "metric": m, "value": value,
+                     "low": ci_tta[m][0], "high": ci_tta[m][1]}
+                    for m, value in classification_metrics(labels, flipped).items()]
+        predictions["probs_tta"] = list(flipped.astype(np.float64))
+    return columns, figures, predictions
+
+
+def final_evaluation(cfg: ExperimentConfig, board: pd.DataFrame, chosen: pd.DataFrame, data: CachedDataset,
+                     split: pd.DataFrame, echo: Callable[[str], None] = print,
+                     device=None) -> tuple[pd.DataFrame, list, list]:
+    """Score the ``chosen`` rows of ``board`` on the test split. Returns the board with their
+    ``test_*`` columns filled (the others' as they were), the evaluation rows and the
+    prediction tables."""
+    groups = split["group"].to_numpy()[data.indices("test")]
+    board = board.copy()
+    figures, predictions = [], []
+    for index, row in chosen.iterrows():
+        columns, rows, predicted = evaluate_trial(row, data, groups, cfg, device)
+        for key, value in columns.items():
+            if key not in board:
+                board[key] = None
+            board.at[index, key] = value
+        figures += rows
+        predictions.append(predicted.assign(path=split["path"].to_numpy()[predicted["row"]]))
+        echo(f"[leuktune] test split, trial {row['trial_id']}: balanced accuracy "
+             f"{columns['test_balanced_accuracy']:.4f} (95% CI {columns['test_balanced_accuracy_low']:.4f}-"
+             f"{columns['test_balanced_accuracy_high']:.4f}), ECE {columns['test_ece']:.3f} -> "
+             f"{columns['test_ece_calibrated']:.3f} at temperature {columns['temperature']:.2f}")
+    return board, figures, predictions

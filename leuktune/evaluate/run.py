@@ -1,0 +1,80 @@
+"""``leuktune.evaluate``: a search's final, honest figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+
+def evaluate(run: str | Path, *, top: int | None = None, cv: int | None = None, trial: str | None = None,
+             device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
+    """Score a search's best trials on its test split, once, and optionally cross-validate them.
+
+    ``run`` is the run folder (local or a URI). ``top`` trials by the search metric (default
+    ``evaluate.top_k`` of the run's config) get the leaderboard's ``test_*`` columns: metrics,
+    confusion matrix, 95% bootstrap intervals, calibration error before and after temperature
+    scaling (the temperature is stored with the checkpoint). ``trial`` picks one trial instead.
+    ``cv=K`` retrains each chosen configuration on K group-disjoint folds and fills the
+    ``cv_*`` columns (mean and standard deviation) and ``cv.parquet`` (each fold). Returns the
+    updated leaderboard, best first.
+
+    >>> board = leuktune.evaluate("runs/allidb2", top=2, cv=5)  # doctest: +SKIP
+    """
+    from leuktune.runfolder import RunFolder
+    from leuktune.search.lock import SearchLock
+
+    folder = RunFolder.at(run)
+    with SearchLock(folder):  # not while a search writes the same leaderboard
+        return evaluate_run(folder, top=top, cv=cv, trial=trial, device=device, echo=echo)
+
+
+def _replace_rows(folder, name: str, new: pd.DataFrame, trial_ids) -> None:
+    """A run table with the rows of ``trial_ids`` replaced by ``new``."""
+    old = folder.read_frame(name) if folder.exists(name) else pd.DataFrame()
+    if len(old):
+        old = old[~old["trial_id"].isin(list(trial_ids))]
+    folder.write_table(name, pd.concat([old, new], ignore_index=True))
+
+
+def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial: str | None = None,
+                 device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
+    """``evaluate`` for a folder this process already holds (the search calls it when it ends)."""
+    import yaml
+
+    from leuktune import leaderboard, runfolder
+    from leuktune.config import ConfigError, ExperimentConfig
+    from leuktune.data.prepare import prepare
+    from leuktune.evaluate import cv as crossval
+    from leuktune.evaluate.final import EVALUATION, PREDICTIONS, evaluable, final_evaluation
+
+    if not folder.exists(runfolder.CONFIG):
+        raise leaderboard.LeaderboardError(f"{folder.uri()}: not a run folder (no {runfolder.CONFIG})")
+    cfg = ExperimentConfig.model_validate(yaml.safe_load(folder.read_text(runfolder.CONFIG)))
+    board = leaderboard.load(folder.uri())
+    if trial is not None:
+        if trial not in set(board["trial_id"]):
+            raise ConfigError(f"trial {trial!r} is not in {folder.uri()}; its trials are "
+                              f"{', '.join(board['trial_id'])}")
+        chosen = board[board["trial_id"] == trial]
+    else:
+        chosen = evaluable(board).head(cfg.evaluate.top_k if top is None else top)
+    if chosen.empty:
+        echo("[leuktune] no trial to evaluate (none finished with a checkpoint)")
+        return board
+    data, _ = prepare(cfg, progress=lambda message: None)
+    split = folder.read_frame(runfolder.SPLIT)
+    board, figures, predictions = final_evaluation(cfg, board, chosen, data, split, echo, device)
+    if figures:
+        _replace_rows(folder, EVALUATION, pd.DataFrame(figures), chosen["trial_id"])
+        _replace_rows(folder, PREDICTIONS, pd.concat(predictions, ignore_index=True), chosen["trial_id"])
+    if cv:
+        per_fold = pd.concat([crossval.cross_validate(cfg, row, data, split, cv, folder, echo, device)
+                              for _, row in chosen.iterrows()], ignore_index=True)
+        _replace_rows(folder, crossval.CV, per_fold, chosen["trial_id"])
+        for trial_id, folds in per_fold.groupby("trial_id"):
+            for key, value in crossval.summary(folds).items():
+                board.loc[board["trial_id"] == trial_id, key] = value
+    leaderboard.save(folder, board, list(cfg.searched()))
+    return leaderboard.load(folder.uri())

@@ -1,0 +1,76 @@
+"""A search whose driver is killed resumes with every trial exactly once; one search per folder."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+
+def cli(tmp_path, *extra):
+    args = [a for o in tiny_overrides(tmp_path / "runs") for a in ("--set", o)]
+    args += ["--set", "search.num_samples=4", "--set", "search.max_concurrent=1", "--set", "train.epochs=3",
+             "--set", "search.scheduler.asha=null"]
+    return [sys.executable, "-m", "leuktune.search", *args, *extra]
+
+
+def test_a_search_killed_after_its_first_trial_resumes_with_every_trial_once(tmp_path):
+    run = tmp_path / "runs" / "tiny"
+    driver = subprocess.Popen(cli(tmp_path), cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+
+    def midway() -> bool:
+        """A trial has finished, and another has stored two epochs (so its checkpoint is recorded)."""
+        parts = list((run / "history").glob("*.parquet"))
+        return (run / "leaderboard.parquet").exists() and any(len(pd.read_parquet(p)) >= 2 for p in parts)
+
+    while not midway():
+        assert driver.poll() is None and time.monotonic() < deadline, "the search ended before it was midway"
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, as a lost machine would go
+    driver.wait()
+    before = pd.read_parquet(run / "leaderboard.parquet")
+    assert 1 <= len(before) < 4
+
+    # Starting it again without --resume is refused: the folder holds a search.
+    again = subprocess.run(cli(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1 and "already holds a search; --resume" in again.stderr
+    resumed = subprocess.run(cli(tmp_path, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    board = pd.read_parquet(run / "leaderboard.parquet")
+    assert len(board) == 4 and board["trial_id"].is_unique
+    assert set(before["trial_id"]) <= set(board["trial_id"])
+    assert (board["status"] == "completed").all() and (board["epochs_run"] == 3).all()
+    history = pd.read_parquet(run / "history.parquet")
+    for trial_id, epochs in history.groupby("trial_id")["epoch"]:
+        assert sorted(epochs) == [1, 2, 3], trial_id  # every epoch once, those before the kill too
+    # a trial that was running when the driver died went on from its checkpoint, not from scratch
+    assert history["resumed_from_epoch"].max() >= 1
+    assert not (run / "search.lock").exists() and not list((run / "history").glob("*.parquet"))
+
+
+def test_resume_without_a_search_and_a_second_live_search_are_refused(tmp_path):
+    nothing = subprocess.run(cli(tmp_path, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert nothing.returncode == 1 and "no search to resume here; start one with" in nothing.stderr
+    first = subprocess.Popen(cli(tmp_path), cwd=tmp_path, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lock = tmp_path / "runs" / "tiny" / "search.lock"
+        deadline = time.monotonic() + 300
+        while not lock.exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        second = subprocess.run(cli(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 1 and "is in use by a live search (pid" in second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
