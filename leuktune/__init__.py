@@ -11,7 +11,8 @@ The public API (each name is imported on first use, so ``import leuktune`` stays
 - ``check_data(config=None, overrides=())``: what the data looks like to a search (DataReport).
 - ``load_config(path=None, overrides=())``: the validated ``ExperimentConfig``.
 - ``load_leaderboard(run_dir_or_paths)``: one or several runs' leaderboards, ranked.
-- ``load_model(checkpoint)``: a trained model (a checkpoint folder or a leaderboard row).
+- ``load_model(checkpoint)``: a trained model (a checkpoint folder, a leaderboard row, or a
+  run folder's best trial): ``.predict(images)``, ``.evaluate(split)``.
 - ``evaluate(run, top=None, cv=None)``: the best trials scored once on the test split.
 """
 

@@ -132,7 +132,7 @@ def pareto_front(board: pd.DataFrame, objectives: list[str], directions: list[st
     return front
 
 
-def _run_folder(location: str | Path) -> RunFolder:
+def run_folder(location: str | Path) -> RunFolder:
     """The run folder of a location: the folder itself, or its leaderboard file."""
     text = str(location).rstrip("/")
     base, _, query = text.partition("?")
@@ -152,7 +152,7 @@ def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     locations = [runs] if isinstance(runs, (str, Path)) else list(runs)
     if not locations:
         raise LeaderboardError("no run folder given")
-    folders = [_run_folder(location) for location in locations]
+    folders = [run_folder(location) for location in locations]
     for location, folder in zip(locations, folders):
         if not folder.exists(runfolder.LEADERBOARD):
             raise LeaderboardError(f"{location}: no leaderboard (expected a run folder holding "

@@ -83,13 +83,10 @@ class TrainedModel:
                 f"{split}_confusion_matrix": confusion_matrix(labels, probs),
                 f"{split}_images": len(labels), "epoch": self.epoch}
 
-    def predict(self, images: Any, tta: bool = False) -> pd.DataFrame:
-        """Class and calibrated probabilities for images: file paths, PIL images or arrays
-        (H, W, 3), one or a list. Each is resized and normalised as in training. A file that
-        cannot be read gets its row with ``error`` set; the others are classified.
-
-        >>> model.predict(["cells/a.png", "cells/b.bmp"])  # doctest: +SKIP
-        """
+    def load_images(self, images: Any) -> tuple[np.ndarray, pd.DataFrame]:
+        """Images (file paths, PIL images or arrays (H, W, 3); one or a list) decoded and resized as
+        in training: the uint8 pixels of those that could be read, and a row per input (``input``,
+        ``error`` naming what went wrong with the others)."""
         from leuktune.data.decode import BadImage, load_rgb, resize, to_rgb
 
         items = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -108,12 +105,27 @@ class TrainedModel:
                 rows.append({"input": name, "error": None})
             except (BadImage, OSError, ValueError, TypeError) as err:
                 rows.append({"input": name, "error": f"{type(err).__name__}: {err}"})
-        out = pd.DataFrame(rows, columns=["input", "error"])
+        stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
+        return stacked, pd.DataFrame(rows, columns=["input", "error"])
+
+    def model_input(self, pixels: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, 3) pixels -> the float (N, 3, H, W) tensor the network takes."""
+        setup = self.setup
+        with torch.no_grad():
+            return setup.model_input(setup.to_unit(torch.from_numpy(pixels))).contiguous()
+
+    def predict(self, images: Any, tta: bool = False) -> pd.DataFrame:
+        """Class and calibrated probabilities for images: file paths, PIL images or arrays
+        (H, W, 3), one or a list. Each is resized and normalised as in training. A file that
+        cannot be read gets its row with ``error`` set; the others are classified.
+
+        >>> model.predict(["cells/a.png", "cells/b.bmp"])  # doctest: +SKIP
+        """
+        pixels, out = self.load_images(images)
         ok = out["error"].isna().to_numpy()
         probs = np.full((len(out), len(self.classes)), np.nan)
-        if pixels:
-            stacked = np.stack(pixels)
-            probs[ok] = rescale(self._probabilities(stacked, np.arange(len(stacked)), tta=tta), self.temperature)
+        if len(pixels):
+            probs[ok] = rescale(self._probabilities(pixels, np.arange(len(pixels)), tta=tta), self.temperature)
         out.insert(1, "class", [self.classes[p] if good else None for p, good in zip(probs.argmax(axis=1), ok)])
         out.insert(2, "probability", np.where(ok, np.nanmax(np.where(ok[:, None], probs, 0), axis=1), np.nan))
         for c, name in enumerate(self.classes):
@@ -147,13 +159,30 @@ def _as_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(array, 0, 255).astype(np.uint8)
 
 
-def load_model(checkpoint_path, device: str | torch.device | None = None) -> TrainedModel:
-    """The trained model of a checkpoint: a folder (a leaderboard's ``checkpoint_uri``), the
-    ``checkpoint.pt`` in it, or a leaderboard row.
+def _best_of_run(run: str, trial: str | None) -> Any:
+    """The leaderboard row of a run's trial (default: its best that has a checkpoint)."""
+    from leuktune import leaderboard
 
-    >>> board = leuktune.load_leaderboard("runs/synthetic-default")  # doctest: +SKIP
+    board = leaderboard.load(run)
+    rows = board[board["trial_id"] == trial] if trial else board[board["checkpoint_uri"].notna()]
+    if rows.empty:
+        raise checkpoint.CheckpointError(f"{run}: " + (f"no trial {trial!r}; its trials are {', '.join(board['trial_id'])}"
+                                                        if trial else "no trial with a checkpoint yet"))
+    return rows.iloc[0]
+
+
+def load_model(checkpoint_path, device: str | torch.device | None = None, trial: str | None = None) -> TrainedModel:
+    """The trained model of a checkpoint: a folder (a leaderboard's ``checkpoint_uri``), the
+    ``checkpoint.pt`` in it, a leaderboard row, or a run folder (its best trial, or ``trial``).
+
+    >>> model = leuktune.load_model("runs/synthetic-default")  # doctest: +SKIP
     >>> model = leuktune.load_model(board.iloc[0])  # doctest: +SKIP
     """
+    from leuktune.leaderboard import run_folder
+    from leuktune.runfolder import LEADERBOARD
+
+    if isinstance(checkpoint_path, (str, Path)) and (trial or run_folder(checkpoint_path).exists(LEADERBOARD)):
+        checkpoint_path = _best_of_run(str(checkpoint_path), trial)
     if hasattr(checkpoint_path, "get") and not isinstance(checkpoint_path, (str, Path)):
         row = checkpoint_path
         checkpoint_path = row.get("checkpoint_uri")

@@ -1,6 +1,8 @@
 import itertools
+import os
 import logging
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -153,3 +155,25 @@ def test_conditional_parameters_are_drawn_only_for_their_head():
         assert resolved.searched() == {}
         study.tell(trial, 0.0)
     assert seen == {"linear", "mlp", "attention"}
+
+
+def test_a_checkpoint_that_carries_pickled_objects_is_refused(tmp_path):
+    from leuktune.train import checkpoint
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    torch.save({"model": {}, "epoch": 1, "class_names": ("a", "b"), "normalization": {}, "experiment": {},
+                "extra": Payload()}, folder / "checkpoint.pt")
+    with pytest.raises(checkpoint.CheckpointError, match=r"refused: it holds pickled Python objects \(posix.system\)"):
+        checkpoint.load(folder)
+    assert not (tmp_path / "ran").exists()  # nothing was executed
+    # leuktune's own checkpoints hold only weights and plain values, numpy ones converted
+    checkpoint.save(folder, {"model": torch.nn.Linear(2, 2).state_dict(), "epoch": np.int64(3),
+                             "class_names": ("a", "b"), "normalization": {"mean": np.array([0.5, 0.5, 0.5])},
+                             "experiment": {}, "metrics": {"loss": np.float32(0.25)}})
+    state = checkpoint.load(folder)
+    assert state["epoch"] == 3 and state["normalization"]["mean"] == [0.5, 0.5, 0.5]

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.fs as pafs
 import torch
 
@@ -31,7 +33,24 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, phrased for the researcher pointing at it."""
 
 
+def plain(value: Any) -> Any:
+    """Metadata as the types ``torch.load(weights_only=True)`` accepts: numbers, text, lists,
+    tuples, dicts and tensors (numpy values and paths are converted)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def save(folder: str | Path, state: dict[str, Any]) -> None:
+    state = plain(state)
     torch.save(state, Path(folder) / FILE)
     (Path(folder) / META).write_text(json.dumps({"epoch": state["epoch"]}))
 
@@ -75,14 +94,27 @@ def load(folder: str | Path, device: str | torch.device = "cpu") -> dict[str, An
         raise CheckpointError(f"{where}: no such checkpoint (expected a folder holding {FILE}, as in the "
                               "leaderboard's checkpoint_uri column)")
     try:
-        # Our own files: they hold the config dict and class-name tuple, not only tensors.
-        state = torch.load(io.BytesIO(data), map_location=device, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+        # Weights and plain values only: a shared checkpoint cannot run code when it is loaded.
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe = _unsafe_globals(data)
+        raise CheckpointError(
+            f"{where}: refused: it holds pickled Python objects ({', '.join(unsafe) or 'see below'}), not only "
+            f"weights and plain values; leuktune loads checkpoints with torch.load(weights_only=True) so that a "
+            f"checkpoint cannot run code. ({str(err).splitlines()[0]})") from None
+    except Exception as err:  # noqa: BLE001 - any other failure means the same to the user
         raise CheckpointError(f"{where}: not a readable leuktune checkpoint ({type(err).__name__}: {err})") from None
     missing = {"model", "epoch", "class_names", "normalization", "experiment"} - set(state)
     if missing:
         raise CheckpointError(f"{where}: not a leuktune checkpoint; missing {sorted(missing)}")
     return state
+
+
+def _unsafe_globals(data: bytes) -> list[str]:
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data)))
+    except Exception:  # noqa: BLE001 - only for the message
+        return []
 
 
 def experiment(state: dict[str, Any]) -> ExperimentConfig:

@@ -1,0 +1,133 @@
+"""``python -m leuktune.export``: a trained model for use outside leuktune, ONNX or TorchScript.
+
+The exported network takes float (N, 3, H, W) images normalised as ``preprocessing.json``
+beside it says (size, resize mode, mean, std) and returns calibrated class probabilities
+(softmax of the logits divided by the fitted temperature), in the order of its class names.
+Every export is checked against PyTorch on real images of the run before it is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+TOLERANCE = 1e-4  # the largest difference of probabilities allowed between the export and PyTorch
+
+
+class Calibrated(nn.Module):
+    """The network with its temperature and softmax: what is exported."""
+
+    def __init__(self, network: nn.Module, temperature: float):
+        super().__init__()
+        self.network = network
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.network(x) / self.temperature, dim=-1)
+
+
+def _onnx(model: nn.Module, example: torch.Tensor, path: Path):
+    # torch.export-based exporter, a dynamic batch; an example of batch 2, since a batch of one
+    # can silently fix the batch size of an attention head's graph.
+    torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=18, input_names=["input"],
+                      output_names=["probabilities"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                      external_data=False)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"input": x.numpy()})[0]
+
+
+def _torchscript(model: nn.Module, example: torch.Tensor, path: Path):
+    with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export; it still runs
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(model, (example,)), str(path))
+        loaded = torch.jit.load(str(path))
+    return lambda x: loaded(x).detach().numpy()
+
+
+FORMATS = {"onnx": ("model.onnx", _onnx), "torchscript": ("model.pt", _torchscript)}
+
+
+def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None = None) -> Path:
+    """Write ``model`` (a TrainedModel) as ``fmt`` and its ``preprocessing.json`` into ``out``,
+    checked on ``images`` (paths; default: the run's test images). Returns the model file."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    name, write = FORMATS[fmt]
+    network = Calibrated(model.module.to("cpu").float(), model.temperature).eval()
+    pixels, rows = model.load_images(images or _test_images(model))
+    x = model.model_input(pixels[:8]).cpu() if len(pixels) else None
+    if x is None or len(x) < 2:
+        raise ValueError("an export is checked on at least 2 readable images")
+    with torch.no_grad():
+        expected = network(x).numpy()
+    run = write(network, x[:2], out / name)
+    network.eval()  # exporters may leave modules in training mode
+    difference = float(np.abs(run(x) - expected).max())
+    if not difference < TOLERANCE:
+        raise RuntimeError(f"the {fmt} export differs from PyTorch by {difference:.2e} (allowed {TOLERANCE:g})")
+    data = model.config.data
+    (out / "preprocessing.json").write_text(json.dumps({
+        "format": fmt, "file": name, "input": {"name": "input", "layout": "NCHW", "dtype": "float32",
+                                               "size": data.image_size, "resize": data.resize,
+                                               "scale": "pixel / 255", "mean": list(model.normalization["mean"]),
+                                               "std": list(model.normalization["std"])},
+        "output": {"name": "probabilities", "meaning": "softmax(logits / temperature)",
+                   "classes": list(model.classes)},
+        "temperature": model.temperature, "checked_on_images": int(len(x)), "max_difference": difference,
+        "backbone": model.config.model.backbone, "checkpoint": model.location}, indent=2))
+    return out / name
+
+
+def _test_images(model, count: int = 8) -> list[str]:
+    from leuktune import runfolder
+    from leuktune.runfolder import RunFolder
+
+    split = RunFolder.of(model.config).read_frame(runfolder.SPLIT)
+    return split[split["split"] == "test"]["path"].head(count).tolist()
+
+
+EXAMPLES = """\
+examples:
+  python -m leuktune.export --run runs/synthetic-default --format onnx
+  python -m leuktune.export --run runs/cnmc-binary --trial 3f2a9c1e --format torchscript --out exports/cnmc
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m leuktune.export", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="the run folder (<storage.path>/<name>), local or a URI")
+    parser.add_argument("--trial", help="the trial id (default: the run's best)")
+    parser.add_argument("--format", default="onnx", choices=list(FORMATS))
+    parser.add_argument("--out", help="output folder (default: <run>/export/<trial> for a local run)")
+    args = parser.parse_args(argv)
+    from leuktune.leaderboard import LeaderboardError, run_folder
+    from leuktune.train.checkpoint import CheckpointError
+    from leuktune.trained import _best_of_run, load_model
+
+    try:
+        row = _best_of_run(args.run, args.trial)
+        model = load_model(row, device="cpu")
+        folder = run_folder(args.run)
+        out = args.out or (f"{folder.path}/export/{row['trial_id']}" if folder.local else f"export-{row['trial_id']}")
+        path = export(model, out, args.format)
+    except (LeaderboardError, CheckpointError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"[leuktune] trial {row['trial_id']} exported to {path} with {path.parent / 'preprocessing.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

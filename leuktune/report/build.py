@@ -1,0 +1,184 @@
+"""A report a researcher decides from and can put in a paper: the sections, in reading order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from leuktune.config import VALUE_TYPES, Choice, IntRange, LogUniform, Uniform
+from leuktune.leaderboard import arrow_type
+from leuktune.metrics import METRICS
+from leuktune.report import figures
+from leuktune.report.collect import Inputs, collect
+from leuktune.report.render import Section, markdown, page
+
+FACTORS = ("backbone", "head", "activation", "unfreeze_depth")
+TOP = 10
+
+
+def _with_interval(row: pd.Series, metric: str) -> str:
+    value = row.get(f"test_{metric}")
+    if value is None or pd.isna(value):
+        return ""
+    return f"{value:.3f} ({row[f'test_{metric}_low']:.3f}-{row[f'test_{metric}_high']:.3f})"
+
+
+def top_table(inp: Inputs) -> pd.DataFrame:
+    board = inp.board.head(TOP)
+    table = pd.DataFrame({"trial": board["trial_id"], "status": board["status"]})
+    if board["experiment"].nunique() > 1:
+        table.insert(0, "experiment", board["experiment"])
+    for key in inp.searched:
+        table[key] = [f"{v:.3g}" if isinstance(v, float) else v for v in board[key]]
+    table[inp.metric] = board[inp.metric].round(4)
+    for metric in ("balanced_accuracy", "f1_weighted", "accuracy"):
+        table[f"test {metric} (95% CI)"] = [_with_interval(row, metric) for _, row in board.iterrows()]
+    if "test_ece" in board:
+        table["test ECE -> calibrated"] = [f"{a:.3f} -> {b:.3f}" if pd.notna(a) else ""
+                                           for a, b in zip(board["test_ece"], board["test_ece_calibrated"])]
+    table["params (M)"] = (board["params"] / 1e6).round(2)
+    table["time (s)"] = board["train_seconds"].round(1)
+    return table
+
+
+def study_of(inp: Inputs) -> optuna.Study:
+    """An Optuna study rebuilt from the leaderboard, a parameter where it applied only."""
+    distributions = {}
+    for name, dist in inp.config.searched().items():
+        text = str(arrow_type(VALUE_TYPES[name])) == "string"
+        if isinstance(dist, Choice):
+            distributions[name] = optuna.distributions.CategoricalDistribution(
+                [str(c) for c in dist.choice] if text else dist.choice)
+        elif isinstance(dist, IntRange):
+            distributions[name] = optuna.distributions.IntDistribution(*dist.int_)
+        elif isinstance(dist, (LogUniform, Uniform)):
+            distributions[name] = optuna.distributions.FloatDistribution(
+                *dist.bounds, log=isinstance(dist, LogUniform))
+    study = optuna.create_study(direction="maximize" if inp.config.search.mode == "max" else "minimize")
+    for _, row in inp.board.iterrows():
+        if row["status"] not in ("completed", "stopped_early") or pd.isna(row[inp.metric]):
+            continue
+        params = {k: row[k] for k in distributions if k in row and pd.notna(row[k])}
+        params = {k: int(v) if isinstance(distributions[k], optuna.distributions.IntDistribution) else
+                  (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, value=float(row[inp.metric]),
+                                                  distributions={k: distributions[k] for k in params}))
+    return study
+
+
+def search_section(inp: Inputs, out: Path) -> Section:
+    section = Section("The search")
+    mode = inp.config.search.mode
+    for factor in [f for f in FACTORS if f in inp.board and inp.board[f].nunique() > 1]:
+        best = (inp.board.dropna(subset=[inp.metric]).groupby(factor)[inp.metric]
+                .agg(["max" if mode == "max" else "min", "count"]).reset_index())
+        best.columns = [factor, f"best {inp.metric}", "trials"]
+        best = best.sort_values(f"best {inp.metric}", ascending=mode == "min")
+        section.add(best.round(4), figures.best_per_value(best, factor, f"best {inp.metric}",
+                                                          out / f"best_by_{factor}.png"))
+    study = study_of(inp)
+    if len(study.trials) >= 2 and inp.config.searched():
+        with np.errstate(all="ignore"):
+            values = optuna.importance.get_param_importances(study)
+        section.add("Hyperparameter importance (Optuna, from the leaderboard; a parameter counts where it "
+                    "applied):", pd.DataFrame({"parameter": list(values), "importance": np.round(list(values.values()), 3)}),
+                    figures.importance(values, out / "importance.png"))
+    else:
+        section.add("Hyperparameter importance needs at least two finished trials of a searched parameter.")
+    top = inp.board.dropna(subset=[inp.metric])["trial_id"].head(5).tolist()
+    if len(inp.history) and top:
+        section.add(f"Learning curves of the best {len(top)} trials:",
+                    figures.learning_curves(inp.history, top, inp.metric, out / "learning_curves.png"))
+    if inp.board[inp.metric].notna().any():
+        section.add("The search's progress:", figures.progress(inp.board, inp.metric, mode, out / "progress.png"))
+    return section
+
+
+def test_section(inp: Inputs, out: Path, echo: Callable[[str], None]) -> Section:
+    section = Section("The best model on the test split")
+    evaluated = inp.board[inp.board["test_balanced_accuracy"].notna()]
+    if evaluated.empty or inp.predictions.empty:
+        return section.add("No trial has been scored on the test split yet: "
+                           "python -m leuktune.evaluate <run folder>.")
+    best = evaluated.iloc[0]
+    classes = sorted(inp.split["label"].unique()) if len(inp.split) else [str(i) for i in
+                                                                          range(len(best["test_confusion_matrix"]))]
+    rows = inp.predictions[inp.predictions["trial_id"] == best["trial_id"]]
+    labels, probs = rows["label"].to_numpy(), np.stack(rows["probs"].to_numpy())
+    section.add(f"Trial {best['trial_id']}: test balanced accuracy {_with_interval(best, 'balanced_accuracy')} "
+                f"on {int(best['test_images'])} images; expected calibration error {best['test_ece']:.3f}, "
+                f"{best['test_ece_calibrated']:.3f} after temperature scaling (T = {best['temperature']:.2f}, "
+                "fitted on the validation split).",
+                figures.confusion(np.array(best["test_confusion_matrix"].tolist()), classes, out / "confusion.png"),
+                figures.roc_and_pr(labels, probs, classes, out / "roc_pr.png"),
+                figures.reliability_diagram(labels, probs, float(best["temperature"]), out / "reliability.png"))
+    tta = inp.evaluation[(inp.evaluation["trial_id"] == best["trial_id"])] if len(inp.evaluation) else inp.evaluation
+    if len(tta) and (tta["variant"] == "flip_tta").any():
+        wide = tta[tta["metric"].isin(METRICS)].pivot(index="metric", columns="variant", values="value")
+        section.add("Flip test-time augmentation, reported apart:", wide[["plain", "flip_tta"]].reset_index().round(4))
+    try:
+        from leuktune.report.cam import class_activation_maps
+        from leuktune.trained import load_model
+
+        test = inp.split[inp.split["split"] == "test"]
+        section.add("Class activation maps (Grad-CAM) of test images, true -> predicted class:",
+                    class_activation_maps(load_model(best, device="cpu"), test, out / "cam.png"))
+    except Exception as err:  # noqa: BLE001 - the maps need the images and weights; the rest of the report does not
+        echo(f"[leuktune] report: no class activation maps ({type(err).__name__}: {err})")
+        section.add(f"No class activation maps: {type(err).__name__}: {err}")
+    return section
+
+
+def data_section(inp: Inputs, out: Path) -> Section:
+    section = Section("The data")
+    if inp.split.empty:
+        return section.add("No split.parquet in the run folder.")
+    counts = inp.split.groupby(["label", "split"]).size().unstack(fill_value=0)
+    counts = counts[[s for s in ("train", "val", "test") if s in counts]]
+    section.add(f"{len(inp.split)} images, {counts.shape[0]} classes, {inp.split['group'].nunique()} groups "
+                "(patients, or single images where the data names none); no group is in two splits.",
+                counts.reset_index(), figures.class_counts(counts, out / "class_counts.png"))
+    section.add(f"{len(inp.rejected)} file(s) rejected as unreadable." if len(inp.rejected) else
+                "No file was rejected.")
+    if len(inp.rejected):
+        section.add(inp.rejected.head(20))
+    section.add(f"{len(inp.near_duplicates)} near-duplicate pair(s) across splits." if len(inp.near_duplicates)
+                else "No near-duplicate images across splits.")
+    if len(inp.near_duplicates):
+        section.add(inp.near_duplicates.head(10))
+    return section
+
+
+def cv_section(inp: Inputs) -> Section | None:
+    if inp.cv.empty:
+        return None
+    keep = ["balanced_accuracy", "accuracy", "f1_macro", "roc_auc"]
+    summary = inp.cv.groupby("trial_id")[keep].agg(["mean", "std"]).round(4)
+    summary.columns = [f"{m} {stat}" for m, stat in summary.columns]
+    return Section("Cross-validation").add(
+        f"{int(inp.cv['folds'].iloc[0])} group-disjoint folds, every image held out once:",
+        summary.reset_index(), inp.cv[["trial_id", "fold", "images", *keep]].round(4))
+
+
+def write_report(runs: list[str | Path], out: str | Path | None = None, echo: Callable[[str], None] = print) -> Path:
+    """Markdown and self-contained HTML (with the PNGs) for one run or several merged; a search
+    still running is reported as far as it has come. Returns the HTML file."""
+    inp = collect(runs)
+    out = Path(out) if out else (Path(inp.folders[0].path) / "report" if inp.folders[0].local else Path("report"))
+    out.mkdir(parents=True, exist_ok=True)
+    names = ", ".join(sorted(inp.board["experiment"].dropna().unique()))
+    statuses = ", ".join(f"{n} {s}" for s, n in inp.board["status"].value_counts().items())
+    overview = Section("Overview").add(
+        f"Experiment(s) {names}: {len(inp.board)} trials ({statuses}), ranked by {inp.metric} "
+        f"({inp.config.search.mode}). The test split is read only by the final evaluation.", top_table(inp))
+    sections = [overview, search_section(inp, out), test_section(inp, out, echo), *filter(None, [cv_section(inp)]),
+                data_section(inp, out)]
+    title = f"leuktune report: {names}"
+    (out / "report.md").write_text(markdown(title, sections, out))
+    (out / "report.html").write_text(page(title, sections))
+    return out / "report.html"
+

@@ -1,0 +1,55 @@
+"""What a report reads: one run's or several runs' tables, as far as they exist (a search
+still running has a leaderboard of what has finished; a search never evaluated has no test
+predictions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from leuktune import leaderboard, runfolder
+from leuktune.config import ExperimentConfig
+from leuktune.evaluate.cv import CV
+from leuktune.evaluate.final import EVALUATION, PREDICTIONS
+from leuktune.runfolder import RunFolder
+
+
+@dataclass
+class Inputs:
+    folders: list[RunFolder]
+    config: ExperimentConfig  # the first run's
+    board: pd.DataFrame  # ranked, merged
+    history: pd.DataFrame
+    evaluation: pd.DataFrame
+    predictions: pd.DataFrame
+    cv: pd.DataFrame
+    split: pd.DataFrame
+    rejected: pd.DataFrame
+    near_duplicates: pd.DataFrame
+
+    @property
+    def metric(self) -> str:
+        return self.config.search.metric
+
+    @property
+    def searched(self) -> list[str]:
+        return [c for c in self.config.searched() if c in self.board]
+
+
+def _table(folders: list[RunFolder], name: str) -> pd.DataFrame:
+    frames = [f.read_frame(name) for f in folders if f.exists(name)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def collect(runs: list[str | Path]) -> Inputs:
+    folders = [leaderboard.run_folder(run) for run in runs]
+    board = leaderboard.load([f.uri() for f in folders])
+    first = folders[0]
+    config = (ExperimentConfig.model_validate(yaml.safe_load(first.read_text(runfolder.CONFIG)))
+              if first.exists(runfolder.CONFIG) else ExperimentConfig())
+    return Inputs(folders, config, board, _table(folders, runfolder.HISTORY), _table(folders, EVALUATION),
+                  _table(folders, PREDICTIONS), _table(folders, CV), _table([first], runfolder.SPLIT),
+                  _table([first], runfolder.REJECTED), _table([first], runfolder.NEAR_DUPLICATES))

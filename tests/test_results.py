@@ -1,0 +1,146 @@
+"""After a search: the final evaluation, cross-validation, the report, predict and export."""
+
+import base64
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import leuktune
+from conftest import tiny_overrides
+from leuktune.evaluate.calibration import rescale
+from leuktune.evaluate.cv import fold_datasets
+from leuktune.export import main as export_main
+from leuktune.predict import main as predict_main
+from leuktune.report.build import write_report
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, ray_runtime):
+    storage = tmp_path_factory.mktemp("results") / "runs"
+    board = leuktune.search(overrides=tiny_overrides(storage) + [
+        "search.num_samples=4", "search.scheduler.asha=null", "evaluate.top_k=2", "evaluate.bootstrap=200"],
+        echo=lambda message: None)
+    return storage / "tiny", board
+
+
+def test_only_the_top_trials_are_scored_on_the_test_split(run):
+    folder, board = run
+    assert board["test_accuracy"].notna().tolist() == [True, True, False, False]
+    evaluation = pd.read_parquet(folder / "evaluation.parquet")
+    assert set(evaluation["trial_id"]) == set(board["trial_id"].head(2))
+    assert set(evaluation["variant"]) == {"plain", "flip_tta", "calibrated"}
+    predictions = pd.read_parquet(folder / "test_predictions.parquet")
+    assert len(predictions) == 2 * board["test_images"].iloc[0]
+    for row in board.head(2).itertuples():
+        calibration = json.loads((folder / row.checkpoint_uri.split(str(folder) + "/")[1] / "calibration.json")
+                                 .read_text())
+        assert calibration["temperature"] == pytest.approx(row.temperature)
+
+
+def test_predictions_are_what_evaluating_the_checkpoint_gives(run, tmp_path):
+    folder, board = run
+    model = leuktune.load_model(folder)  # the run's best trial
+    assert model.location == board["checkpoint_uri"].iloc[0] and model.temperature == board["temperature"].iloc[0]
+    data = model._prepare_data()
+    split = pd.read_parquet(folder / "split.parquet")
+    paths = split["path"].to_numpy()[data.indices("test")].tolist()
+    expected = rescale(model.probabilities(data, "test"), model.temperature)
+    (tmp_path / "broken.png").write_text("not an image")
+    table = model.predict(paths + [str(tmp_path / "broken.png")])
+    got = table[[f"p_{c}" for c in model.classes]].to_numpy()[:-1]
+    assert np.abs(got - expected).max() < 1e-5
+    assert table["class"].iloc[:-1].tolist() == [model.classes[i] for i in expected.argmax(axis=1)]
+    assert table["error"].iloc[-1].startswith("BadImage") and pd.isna(table["class"].iloc[-1])
+    # an array and a PIL image of the same file give its probabilities
+    image = Image.open(paths[0])
+    both = model.predict([image, np.asarray(image)])
+    assert np.allclose(both[[f"p_{c}" for c in model.classes]].to_numpy(), got[[0, 0]], atol=1e-5)
+    # the command line: a folder with a bad file in it, to CSV
+    images = tmp_path / "new"
+    images.mkdir()
+    for i, path in enumerate(paths[:3]):
+        Image.open(path).save(images / f"cell{i}.png")
+    (images / "empty.png").write_bytes(b"")
+    assert predict_main(["--run", str(folder), str(images), "--out", str(tmp_path / "p.csv")]) == 0
+    written = pd.read_csv(tmp_path / "p.csv")
+    assert len(written) == 4 and written["error"].notna().sum() == 1 and "zero-byte" in written["error"].dropna().iloc[0]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch_on_real_images(run, tmp_path, fmt):
+    folder, board = run
+    out = tmp_path / fmt
+    assert export_main(["--run", str(folder), "--format", fmt, "--out", str(out)]) == 0
+    contract = json.loads((out / "preprocessing.json").read_text())
+    assert contract["output"]["classes"] == ["ALL", "CLL", "healthy"] and contract["max_difference"] < 1e-4
+    assert contract["input"]["size"] == 32 and len(contract["input"]["mean"]) == 3
+    model = leuktune.load_model(board.iloc[0], device="cpu")
+    split = pd.read_parquet(folder / "split.parquet")
+    pixels, _ = model.load_images(split[split["split"] == "test"]["path"].head(5).tolist())
+    x = model.model_input(pixels)
+    expected = rescale(model._probabilities(pixels, np.arange(len(pixels))), model.temperature)
+    if fmt == "onnx":
+        session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"input": x.numpy()})[0]
+    else:
+        got = torch.jit.load(str(out / "model.pt"))(x).detach().numpy()
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_cross_validation_retrains_on_group_disjoint_folds(run):
+    folder, board = run
+    best = board["trial_id"].iloc[0]
+    updated = leuktune.evaluate(folder, trial=best, cv=3, echo=lambda message: None)
+    row = updated.set_index("trial_id").loc[best]
+    per_fold = pd.read_parquet(folder / "cv.parquet")
+    assert row["cv_folds"] == 3 and per_fold["fold"].tolist() == [0, 1, 2]
+    assert row["cv_balanced_accuracy_mean"] == pytest.approx(per_fold["balanced_accuracy"].mean())
+    assert per_fold["images"].sum() == 60  # every image held out once
+    model = leuktune.load_model(folder)
+    split = pd.read_parquet(folder / "split.parquet")
+    folds = fold_datasets(model._prepare_data(), split, 3, model.config)
+    held = [set(np.flatnonzero(d.splits == 2)) for d in folds]
+    assert set().union(*held) == set(range(60)) and sum(map(len, held)) == 60
+    for d in folds:  # no group in two of train/val/test
+        assert split.assign(s=d.splits).groupby("group")["s"].nunique().max() == 1
+
+
+def test_the_report_shows_every_figure_as_png(run, tmp_path):
+    folder, board = run
+    html = write_report([folder], tmp_path / "report", echo=lambda message: None).read_text()
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", html)
+    assert len(images) >= 8 and "<img" in html and html.count("<img") == len(images)
+    for data in images:
+        Image.open(__import__("io").BytesIO(base64.b64decode(data))).verify()
+    md = (tmp_path / "report" / "report.md").read_text()
+    for name in re.findall(r"!\[[^]]*\]\(([^)]+)\)", md):
+        with Image.open(tmp_path / "report" / name) as image:
+            assert image.format == "PNG"
+    for text in ("best_by_backbone.png", "Hyperparameter importance", "Class activation maps",
+                 "reliability.png", "Cross-validation", "3 classes", "Flip test-time augmentation"):
+        assert text in md or text in html, text
+    assert board["trial_id"].iloc[0] in md
+
+
+def test_the_report_of_a_single_trial_and_of_merged_runs(run, tmp_path, ray_runtime):
+    folder, _ = run
+    single = leuktune.search(overrides=tiny_overrides(tmp_path / "runs") + [
+        "name=single", "search.num_samples=1", "train.epochs=1", "evaluate.top_k=0"], echo=lambda message: None)
+    assert len(single) == 1
+    proc = subprocess.run([sys.executable, "-m", "leuktune.report", str(tmp_path / "runs" / "single")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = (tmp_path / "runs" / "single" / "report" / "report.md").read_text()
+    assert "needs at least two finished trials" in text and "python -m leuktune.evaluate" in text
+    merged = write_report([folder, tmp_path / "runs" / "single"], tmp_path / "merged", echo=lambda m: None)
+    assert "| experiment |" in (tmp_path / "merged" / "report.md").read_text() and merged.is_file()
