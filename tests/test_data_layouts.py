@@ -227,3 +227,43 @@ def test_relative_roots_and_symlinked_images(tmp_path, monkeypatch):
     assert sorted(m["group"]) == sorted([f"cells/{LABELS[0]}/linked", *(f"cells/{c}/own" for c in LABELS)])
     assert m["path"].map(lambda p: Path(p).is_absolute() and Path(p).is_file()).all()
     assert allidb("idb")["group"].tolist() == ["Im001_1"]
+
+
+def shifted(image: Image.Image, dx: int) -> Image.Image:
+    """The same field a few pixels over, as a second photograph of it would be."""
+    return image.transform(image.size, Image.AFFINE, (1, 0, dx, 0, 1, 0), fillcolor=image.getpixel((0, 0)))
+
+
+def test_a_field_saved_twice_joins_one_group_and_one_split(tmp_path, ray_runtime):
+    root = write_folder(tmp_path / "set", classes=("ALL", "CLL", "healthy"), n=10, size=64)
+    original = Image.open(root / "CLL" / "CLL_3.png")
+    shifted(original, 2).save(root / "CLL" / "CLL_3_again.jpg", quality=90)  # shifted and re-encoded
+    cfg = run_cfg(tmp_path, "data.source=imagefolder", f"data.root={root}", "data.near_duplicate_distance=10")
+    for seed in range(4):  # whatever the split's seed
+        _, report = prepare(cfg.model_copy(update={"data": cfg.data.model_copy(update={
+            "split": cfg.data.split.model_copy(update={"seed": seed})})}), progress=lambda m: None)
+        split = pd.read_parquet(tmp_path / "runs" / "t" / "split.parquet").set_index("path")
+        a, b = str(root / "CLL" / "CLL_3.png"), str(root / "CLL" / "CLL_3_again.jpg")
+        assert split.loc[a, "group"] == split.loc[b, "group"] and split.loc[a, "split"] == split.loc[b, "split"]
+        assert report.joined_images >= 2 and "joined the group of a near-duplicate" in str(report)
+        (tmp_path / "runs" / "t" / "split.parquet").unlink()
+    # report keeps today's behaviour: the pair is only listed when the split puts it apart
+    _, listed = prepare(run_cfg(tmp_path, "data.source=imagefolder", f"data.root={root}",
+                                "data.near_duplicate_distance=10", "data.near_duplicates=report"),
+                        progress=lambda m: None)
+    assert listed.joined_images == 0
+
+
+def test_look_alike_cells_never_chain_into_a_group_that_swallows_a_class(tmp_path, ray_runtime):
+    root = write_folder(tmp_path / "set", classes=("ALL", "healthy"), n=6, size=64)
+    base = Image.open(root / "ALL" / "ALL_0.png")
+    for i in range(1, 12):  # twelve near-identical crops of one cell
+        shifted(base, i % 3).save(root / "ALL" / f"look_alike_{i}.png")
+    _, report = prepare(run_cfg(tmp_path, "data.source=imagefolder", f"data.root={root}",
+                                "data.near_duplicate_distance=10", "data.near_duplicate_max_group=4"),
+                        progress=lambda m: None)
+    split = pd.read_parquet(tmp_path / "runs" / "t" / "split.parquet")
+    assert split.groupby("group").size().max() <= 4
+    assert report.refused_groups and max(n for _, n in report.refused_groups) > 4
+    assert "would have grown past" in str(report)
+    assert set(split[split["label"] == "ALL"]["split"]) == {"train", "val", "test"}  # the class still splits

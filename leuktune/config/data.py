@@ -49,9 +49,13 @@ class DataConfig(Strict):
     # pad keeps the whole cell (aspect kept, borders in the image's mean colour);
     # crop takes the centre square; stretch changes the aspect.
     resize: ResizeMode = "pad"
-    # Perceptual-hash distance (bits of 64) under which two images in different splits are
-    # reported as near-duplicates; 0 turns the check off.
+    # Near-duplicates (perceptual-hash distance in bits of 64, at most near_duplicate_distance):
+    # group joins them into one group before the split, as identical images are; report only
+    # lists those that land in different splits; off skips the check.
+    near_duplicates: Literal["group", "report", "off"] = "group"
     near_duplicate_distance: int = Field(4, ge=0, le=32)
+    # A join that would grow a group past this many images is refused and reported.
+    near_duplicate_max_group: int = Field(8, ge=2)
     split: SplitConfig = SplitConfig()
     on_bad_image: Literal["error", "skip"] = "error"
     # Where decoded images (and the built-in set) are kept on each machine's own disk; default:

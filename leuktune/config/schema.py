@@ -64,6 +64,11 @@ class StorageConfig(Strict):
 SEARCHABLE_SECTIONS = ("model", "train")
 
 
+# A search of real images with no model space of its own: real architectures, pretrained on
+# ImageNet (never the built-in demo's tiny test networks).
+REAL_DATA_MODEL = {"backbone": {"choice": ["resnet50", "efficientnet_b0", "densenet121"]}, "pretrained": True}
+
+
 class ExperimentConfig(Strict):
     name: str = Field("synthetic-default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     data: DataConfig = DataConfig()
@@ -73,6 +78,17 @@ class ExperimentConfig(Strict):
     resources: ResourcesConfig = ResourcesConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     storage: StorageConfig = StorageConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _real_data_gets_real_networks(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        data, model = raw.get("data") or {}, raw.get("model") or {}
+        source = data.get("source", "synthetic") if isinstance(data, dict) else getattr(data, "source", "synthetic")
+        if source != "synthetic" and isinstance(model, dict) and "backbone" not in model:
+            raw = {**raw, "model": {**REAL_DATA_MODEL, **model}}
+        return raw
 
     def searched(self) -> dict[str, Distribution]:
         """The hyperparameters this experiment searches, by leaf name, in schema order."""

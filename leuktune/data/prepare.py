@@ -17,7 +17,7 @@ from leuktune import runfolder
 from leuktune.config import ExperimentConfig
 from leuktune.data import cache, sources
 from leuktune.data.cache import CachedDataset
-from leuktune.data.duplicates import merge_identical, near_duplicates, straddling_groups
+from leuktune.data.duplicates import join_near_duplicates, merge_identical, near_duplicates, straddling_groups
 from leuktune.data.sources import DataError
 from leuktune.data.split import SPLITS, assign_splits
 from leuktune.runfolder import RunFolder
@@ -34,6 +34,8 @@ class DataReport:
     duplicate_images: int  # images whose exact pixels occur more than once
     near_duplicates: pd.DataFrame  # path_a, split_a, path_b, split_b, distance
     straddling_groups: list[str] = field(default_factory=list)  # only possible in predefined splits
+    joined_images: int = 0  # images that joined a near-duplicate's group before the split
+    refused_groups: list[tuple[str, int]] = field(default_factory=list)  # joins that would have grown too big
 
     @property
     def classes(self) -> list[str]:
@@ -49,6 +51,13 @@ class DataReport:
             out.append(f"{len(self.rejected)} bad file(s) left out (listed in {runfolder.REJECTED})")
         if self.duplicate_images:
             out.append(f"{self.duplicate_images} images are exact duplicates of another; each set kept in one split")
+        if self.joined_images:
+            out.append(f"{self.joined_images} images joined the group of a near-duplicate (the same field saved "
+                       "twice), so each set is in one split")
+        if self.refused_groups:
+            out.append(f"{len(self.refused_groups)} near-duplicate group(s) would have grown past "
+                       f"data.near_duplicate_max_group images and were left apart (look-alike cells chain), e.g. "
+                       + ", ".join(f"{g} ({n} images)" for g, n in self.refused_groups[:3]))
         if self.straddling_groups:
             out.append(f"WARNING: the dataset's own split puts {len(self.straddling_groups)} group(s) in two "
                        f"splits, e.g. {self.straddling_groups[:3]}: its test scores are inflated")
@@ -101,11 +110,16 @@ def prepare(cfg: ExperimentConfig, progress=print) -> tuple[CachedDataset, DataR
     predefined = "split" in manifest and manifest["split"].notna().all()
     # A dataset's own split is kept: say where it leaks rather than silently re-split.
     straddling = straddling_groups(manifest, info["content_hash"]) if predefined else []
+    joined, refused = 0, []
     if not predefined:
         manifest = merge_identical(manifest, info["content_hash"])
+        if data.near_duplicates == "group":
+            manifest, joined, refused = join_near_duplicates(manifest, info["phash"], data.near_duplicate_distance,
+                                                             data.near_duplicate_max_group)
     split = _split(manifest, cfg, folder)
 
-    near = near_duplicates(split, info["phash"], info["content_hash"], data.near_duplicate_distance)
+    distance = data.near_duplicate_distance if data.near_duplicates != "off" else 0
+    near = near_duplicates(split, info["phash"], info["content_hash"], distance)
     if len(near):
         folder.write_table(runfolder.NEAR_DUPLICATES, near)
     class_names = tuple(sorted(split["label"].unique()))
@@ -113,6 +127,7 @@ def prepare(cfg: ExperimentConfig, progress=print) -> tuple[CachedDataset, DataR
               .reindex(columns=[s for s in SPLITS if s in set(split["split"])]))
     report = DataReport(counts=counts, groups=split["group"].nunique(), rejected=rejected,
                         duplicate_images=int(info["content_hash"].duplicated(keep=False).sum()),
-                        near_duplicates=near, straddling_groups=straddling)
+                        near_duplicates=near, straddling_groups=straddling, joined_images=joined,
+                        refused_groups=refused)
     pixels = scanned.pixels if len(keep) == len(scanned.pixels) else scanned.pixels[keep]
     return cache.dataset(split, pixels, class_names), report

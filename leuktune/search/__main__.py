@@ -17,6 +17,9 @@ examples:
   # your own class-folder images
   python -m leuktune.search --set data.source=imagefolder --set data.root=/data/blood-cells --set name=my-cells
 
+  # check a file: the resolved space, resources, trials at once, the data; nothing is started
+  python -m leuktune.search --config experiments/cnmc.yaml --dry-run
+
   # continue a search whose driver was killed or whose cluster was lost
   python -m leuktune.search --config experiments/default.yaml --resume
 
@@ -43,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted search of this run folder (its own config.yaml)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate and show the space, resources, concurrency and data; start nothing")
     parser.add_argument("--top", type=int, default=5, help="leaderboard rows to print at the end (default 5)")
     return parser.parse_args(argv)
 
@@ -53,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     from leuktune.data.sources import DataError
     from leuktune.search import SearchError, search
 
+    if args.dry_run:
+        from leuktune.search.dryrun import dry_run
+
+        try:
+            print(dry_run(args.config, args.overrides, args.address))
+        except (ConfigError, DataError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     started = time.monotonic()
     try:
         cfg = load(args.config, args.overrides)

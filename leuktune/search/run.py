@@ -52,6 +52,7 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
     from leuktune import leaderboard, runfolder
     from leuktune.config import ExperimentConfig, load
     from leuktune.evaluate.run import evaluate_run
+    from leuktune.models import weights
     from leuktune.models.build import check_model_space
     from leuktune.runfolder import RunFolder
     from leuktune.runtime import ray_session
@@ -74,6 +75,7 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
         raise SearchError(f"{folder.uri()} already holds a search; --resume (resume=True) continues it, "
                           f"or --set name=<another> starts a new one beside it")
     check_model_space(cfg)
+    weights.check(cfg)
     try:
         with SearchLock(folder):
             if not resume:

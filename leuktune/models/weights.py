@@ -1,0 +1,77 @@
+"""Are the pretrained weights of every backbone a search may draw on this machine? Asked before
+Ray starts, so that a missing file stops the run in a second with how to get it, rather than
+every trial failing inside Ray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from leuktune.config import TORCHVISION_BACKBONES, ConfigError, ExperimentConfig, representatives
+from leuktune.models.backbones import WeightsError, find_weights_file
+
+# Where torchvision publishes the ImageNet weights of the two architectures timm lacks.
+TORCHVISION_WEIGHTS = {"alexnet": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+                       "googlenet": "https://download.pytorch.org/models/googlenet-1378be20.pth"}
+
+
+def _hub_id(name: str) -> str | None:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    return cfg.hf_hub_id if cfg is not None else None
+
+
+def locate(name: str, pretrained_path: Path | None) -> str | None:
+    """The weights file a backbone would load, or None: ``model.pretrained_path`` (a file, or
+    ``<folder>/<backbone>.<ext>``), else the Hugging Face cache."""
+    if pretrained_path is not None:
+        try:
+            return str(find_weights_file(name, pretrained_path))
+        except WeightsError:
+            return None
+    if name in TORCHVISION_BACKBONES or _hub_id(name) is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        found = try_to_load_from_cache(_hub_id(name), filename)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def source(name: str) -> tuple[str, str] | None:
+    """(where to download a backbone's weights, the file name ``model.pretrained_path`` expects),
+    or None when no pretrained weights are published for it."""
+    if name in TORCHVISION_BACKBONES:
+        return TORCHVISION_WEIGHTS[name], f"{name}.pth"
+    hub = _hub_id(name)
+    return (f"https://huggingface.co/{hub}/resolve/main/model.safetensors", f"{name}.safetensors") if hub else None
+
+
+def missing(cfg: ExperimentConfig) -> list[str]:
+    """The backbones the search may draw whose pretrained weights are not on this machine (none
+    when model.pretrained is false or downloads are allowed)."""
+    model = cfg.model
+    if not model.pretrained or model.allow_download:
+        return []
+    return [name for name in representatives(model.backbone) if locate(name, model.pretrained_path) is None]
+
+
+def check(cfg: ExperimentConfig) -> None:
+    """A ConfigError naming each backbone without weights and how to get them."""
+    absent = missing(cfg)
+    if not absent:
+        return
+    where = cfg.model.pretrained_path or os.environ.get("HF_HOME", "~/.cache/huggingface")
+    unpublished = [name for name in absent if source(name) is None]
+    files = "; ".join(f"{source(n)[0]} -> {source(n)[1]}" for n in absent if source(n))
+    hub = [n for n in absent if n not in TORCHVISION_BACKBONES and source(n)]
+    fill = (f" (on a machine with internet access, python -c \"import timm; [timm.create_model(n, pretrained=True) "
+            f"for n in {hub}]\" fills the Hugging Face cache, which can be copied here)") if hub else ""
+    raise ConfigError(
+        f"model.pretrained is true, but the pretrained weights of {', '.join(absent)} are not on this machine "
+        f"(looked in {where}). Download each into one folder and set model.pretrained_path to it: {files}{fill}. "
+        + (f"timm publishes no pretrained weights for {', '.join(unpublished)}. " if unpublished else "")
+        + "Or set model.allow_download: true (each trial downloads), or model.pretrained: false (train from scratch).")

@@ -1,0 +1,110 @@
+"""``python -m leuktune.search --dry-run``: what a search would do, without doing it.
+
+The experiment is validated, every backbone/head pair built on the meta device, the pretrained
+weights looked for; then the resolved search space, the resources a trial takes, how many trials
+run at once on the cluster in sight, and the data (when it is reachable: listed, not decoded).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+
+def _cluster(address: str | None) -> tuple[dict, str]:
+    """(resources, a description): the Ray cluster at ``address`` (or RAY_ADDRESS), else this machine."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        import ray
+
+        with_ray = ray.is_initialized()
+        if not with_ray:
+            ray.init(address=address, logging_level="ERROR")
+        try:
+            resources = ray.cluster_resources()
+        finally:
+            if not with_ray:
+                ray.shutdown()
+        return resources, f"the Ray cluster at {address}"
+    import torch
+
+    return ({"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()},
+            f"this machine ({os.cpu_count()} CPUs, {torch.cuda.device_count()} GPUs; Ray not started)")
+
+
+def _space(cfg) -> list[str]:
+    from leuktune.config import CONDITIONS
+
+    lines = []
+    for name, dist in cfg.searched().items():
+        spec = ", ".join(map(str, dist.representatives())) if dist.kind == "choice" else \
+            f"{dist.kind} [{', '.join(map(str, dist.bounds))}]"
+        when = CONDITIONS.get(name)
+        note = f"  (only when {when.parent} {'is ' + str(when.equals) if when.equals is not None else 'is not ' + str(when.not_equal)})" \
+            if when else ""
+        lines.append(f"  {name}: {spec}{note}")
+    return lines or ["  nothing (a single configuration)"]
+
+
+def _data(cfg) -> list[str]:
+    from leuktune.data import sources
+    from leuktune.runfolder import RunFolder
+
+    data = cfg.data
+    if data.source == "synthetic":
+        s = data.synthetic
+        return [f"  the built-in synthetic set: {len(s.classes)} classes x {s.images_per_class} images at "
+                f"{s.image_size}px ({', '.join(s.classes)})"]
+    if data.root is None or not Path(data.root).expanduser().exists():
+        return [f"  not reachable from here: {data.root} does not exist (the search reads it on the cluster)"]
+    try:
+        manifest = sources.manifest(data, RunFolder.of(cfg).datasets)
+    except sources.DataError as err:
+        return [f"  {err}"]
+    counts = manifest["label"].value_counts().sort_index()
+    lines = [f"  {len(manifest)} images, {len(counts)} classes, {manifest['group'].nunique()} groups "
+             f"(not yet decoded: python -m leuktune.data checks every file)"]
+    return lines + [f"    {label}: {n}" for label, n in counts.items()]
+
+
+def dry_run(config: str | Path | None = None, overrides: Sequence[str] = (), address: str | None = None) -> str:
+    """The dry run's text; ConfigError for what would stop a search before it starts."""
+    from leuktune.config import ConfigError, load
+    from leuktune.models import weights
+    from leuktune.models.build import check_model_space
+    from leuktune.search.searcher import with_grid_size
+    from leuktune.search.tuner import concurrent_trials
+    from leuktune.train.trainer import launcher, trial_resources
+
+    cfg = with_grid_size(load(config, overrides))
+    shapes = check_model_space(cfg)
+    res, search, train = cfg.resources, cfg.search, cfg.train
+    resources, where = _cluster(address)
+    notes: list[str] = []
+    at_once = concurrent_trials(cfg, notes.append, available=resources)
+    asha = search.scheduler.asha
+    lines = [f"experiment {cfg.name!r} ({config or 'built-in default'}): valid",
+             f"searched ({search.searcher.optuna.sampler}, {search.num_samples} trials, {search.metric} "
+             f"{search.mode}{', objectives ' + ', '.join(search.objectives) if search.objectives else ''}):",
+             *_space(cfg),
+             "models (each backbone with each head, built at data.image_size):",
+             *[f"  {s.name}: features {'x'.join(map(str, s.features))}, pooled {s.pooled}, {s.groups} stage groups"
+               for s in shapes]]
+    if cfg.model.pretrained:
+        try:
+            weights.check(cfg)
+            lines.append("pretrained weights: found for every backbone" if not cfg.model.allow_download else
+                         "pretrained weights: downloaded by each trial (model.allow_download)")
+        except ConfigError as err:
+            lines.append(f"pretrained weights: MISSING; a search would stop here: {err}")
+    lines += [f"training: {train.epochs} epochs at {cfg.data.image_size}px, batch {train.batch_size}, "
+              f"precision {train.precision}" + (f"; ASHA from epoch {asha.grace_epochs(train.epochs)}" if asha else ""),
+              f"per trial: {res.workers_per_trial} worker(s) x {res.cpus_per_worker:g} CPU, {res.gpus_per_worker:g} GPU "
+              f"(launcher {launcher(cfg)}; the trial asks for {trial_resources(cfg)})",
+              f"at once: {at_once} trial(s) on {where}"
+              + (f" ({'; '.join(n.removeprefix('[leuktune] WARNING: ') for n in notes)})" if notes else ""),
+              f"at most {search.num_samples * train.epochs} trial-epochs"
+              + (" (ASHA stops weak trials before)" if asha else ""),
+              "data:", *_data(cfg)]
+    return "\n".join(lines)
