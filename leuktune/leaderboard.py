@@ -16,7 +16,6 @@ from typing import Any, Iterable
 
 import pandas as pd
 import pyarrow as pa
-import yaml
 
 from leuktune import runfolder
 from leuktune.config import VALUE_TYPES
@@ -161,7 +160,7 @@ def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     board = pd.concat([folder.read_frame(runfolder.LEADERBOARD) for folder in folders], ignore_index=True)
     metric, mode = "val_balanced_accuracy", "max"
     if folders[0].exists(runfolder.CONFIG):
-        search = (yaml.safe_load(folders[0].read_text(runfolder.CONFIG)) or {}).get("search", {})
+        search = folders[0].saved_config(validate=False).get("search", {})
         metric, mode = search.get("metric", metric), search.get("mode", mode)
     board = ranked(board, metric, mode)
     board.attrs["paths"] = [folder.uri(folder.file(runfolder.LEADERBOARD)) for folder in folders]

@@ -171,6 +171,17 @@ class RunFolder:
     def read_frame(self, name: str) -> pd.DataFrame:
         return self.read_table(name).to_pandas()
 
+    def saved_config(self, validate: bool = True):
+        """The run's own ``config.yaml``: an ``ExperimentConfig`` (or, not validated, the plain mapping)."""
+        import yaml
+
+        raw = yaml.safe_load(self.read_text(CONFIG)) or {}
+        if not validate:
+            return raw
+        from leuktune.config import ExperimentConfig
+
+        return ExperimentConfig.model_validate(raw)
+
     def remove(self, name: str) -> None:
         if self.exists(name):
             self.fs.delete_file(self.file(name))

@@ -78,7 +78,7 @@ def test_a_search_submitted_to_a_token_authenticated_head(token_head, tmp_path):
     (package,) = [p for p in temp.glob("session_2*/runtime_resources/working_dir_files/_ray_pkg_*") if p.is_dir()]
     sent = [p for p in package.rglob("*") if p.is_file()]
     assert (package / "pyproject.toml").is_file()
-    assert {p.relative_to(package).as_posix() for p in (REPO / "leuktune").rglob("*.py")} <= \
+    assert {p.relative_to(REPO).as_posix() for p in (REPO / "leuktune").rglob("*.py")} <= \
         {p.relative_to(package).as_posix() for p in sent}  # every module of the package, leuktune/data/ too
     assert not {".venv", "runs", ".gpu", ".git"} & {p.relative_to(package).parts[0] for p in sent}
     assert sum(p.stat().st_size for p in sent) < 5_000_000

@@ -41,17 +41,15 @@ def _replace_rows(folder, name: str, new: pd.DataFrame, trial_ids) -> None:
 def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial: str | None = None,
                  device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
     """``evaluate`` for a folder this process already holds (the search calls it when it ends)."""
-    import yaml
-
     from leuktune import leaderboard, runfolder
-    from leuktune.config import ConfigError, ExperimentConfig
+    from leuktune.config import ConfigError
     from leuktune.data.prepare import prepare
     from leuktune.evaluate import cv as crossval
     from leuktune.evaluate.final import EVALUATION, PREDICTIONS, evaluable, final_evaluation
 
     if not folder.exists(runfolder.CONFIG):
         raise leaderboard.LeaderboardError(f"{folder.uri()}: not a run folder (no {runfolder.CONFIG})")
-    cfg = ExperimentConfig.model_validate(yaml.safe_load(folder.read_text(runfolder.CONFIG)))
+    cfg = folder.saved_config()
     board = leaderboard.load(folder.uri())
     if trial is not None:
         if trial not in set(board["trial_id"]):

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from leuktune import leaderboard, runfolder
 from leuktune.config import ExperimentConfig
@@ -48,8 +47,7 @@ def collect(runs: list[str | Path]) -> Inputs:
     folders = [leaderboard.run_folder(run) for run in runs]
     board = leaderboard.load([f.uri() for f in folders])
     first = folders[0]
-    config = (ExperimentConfig.model_validate(yaml.safe_load(first.read_text(runfolder.CONFIG)))
-              if first.exists(runfolder.CONFIG) else ExperimentConfig())
+    config = first.saved_config() if first.exists(runfolder.CONFIG) else ExperimentConfig()
     return Inputs(folders, config, board, _table(folders, runfolder.HISTORY), _table(folders, EVALUATION),
                   _table(folders, PREDICTIONS), _table(folders, CV), _table([first], runfolder.SPLIT),
                   _table([first], runfolder.REJECTED), _table([first], runfolder.NEAR_DUPLICATES))

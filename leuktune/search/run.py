@@ -47,10 +47,8 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
     >>> board[["trial_id", "backbone", "val_balanced_accuracy"]].head()  # doctest: +SKIP
     """
     # Imported here so that a configuration error costs a second, not a Ray start.
-    from ray import tune
-
     from leuktune import leaderboard, runfolder
-    from leuktune.config import ExperimentConfig, load
+    from leuktune.config import load
     from leuktune.evaluate.run import evaluate_run
     from leuktune.models import weights
     from leuktune.models.build import check_model_space
@@ -61,23 +59,11 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
 
     cfg = RunFolder.resolved(with_grid_size(load(config, overrides)))
     folder = RunFolder.of(cfg)
-    restorable = tune.Tuner.can_restore(folder.file("tune"), storage_filesystem=folder.fs)
-    if resume:
-        if not restorable:
-            raise SearchError(f"{folder.uri()}: no search to resume here; start one with "
-                              f"python -m leuktune.search --set name={cfg.name} (and the same --config/--set)")
-        saved = ExperimentConfig.model_validate(load_yaml(folder.read_text(runfolder.CONFIG)))
-        changed = sorted(k for k, v in _flat(cfg.to_dict()).items() if _flat(saved.to_dict()).get(k) != v)
-        if changed:
-            echo(f"[leuktune] resuming with the run's own {runfolder.CONFIG}; yours differs in {', '.join(changed)}")
-        cfg = saved
-    elif restorable or folder.exists(runfolder.LEADERBOARD):
-        raise SearchError(f"{folder.uri()} already holds a search; --resume (resume=True) continues it, "
-                          f"or --set name=<another> starts a new one beside it")
     check_model_space(cfg)
     weights.check(cfg)
     try:
-        with SearchLock(folder):
+        with SearchLock(folder):  # first: a live search's folder is refused as such
+            cfg = _continued(cfg, folder, resume, echo)
             if not resume:
                 folder.write_text(runfolder.CONFIG, cfg.to_yaml())
             echo(f"[leuktune] experiment {cfg.name!r}: {'resuming' if resume else 'searching'} "
@@ -94,10 +80,27 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
     return leaderboard.load(folder.uri())
 
 
-def load_yaml(text: str) -> dict:
-    import yaml
+def _continued(cfg, folder, resume: bool, echo: Callable[[str], None]):
+    """The configuration to run: with ``resume``, the run's own (the folder must hold a search
+    to resume); without it, ``cfg``, in a folder that holds no search yet."""
+    from ray import tune
 
-    return yaml.safe_load(text) or {}
+    from leuktune import runfolder
+
+    restorable = tune.Tuner.can_restore(folder.file("tune"), storage_filesystem=folder.fs)
+    if not resume:
+        if restorable or folder.exists(runfolder.LEADERBOARD):
+            raise SearchError(f"{folder.uri()} already holds a search; --resume (resume=True) continues it, "
+                              f"or --set name=<another> starts a new one beside it")
+        return cfg
+    if not restorable:
+        raise SearchError(f"{folder.uri()}: no search to resume here; start one with "
+                          f"python -m leuktune.search --set name={cfg.name} (and the same --config/--set)")
+    saved = folder.saved_config()
+    changed = sorted(k for k, v in _flat(cfg.to_dict()).items() if _flat(saved.to_dict()).get(k) != v)
+    if changed:
+        echo(f"[leuktune] resuming with the run's own {runfolder.CONFIG}; yours differs in {', '.join(changed)}")
+    return saved
 
 
 def run_trials(cfg, echo: Callable[[str], None] = _print, callbacks: tuple = (), resume: bool = False):
