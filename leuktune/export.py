@@ -114,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from leuktune.leaderboard import LeaderboardError, run_folder
     from leuktune.train.checkpoint import CheckpointError
-    from leuktune.trained import _best_of_run, load_model
+    from leuktune.trained import trial_row, load_model
 
     try:
-        row = _best_of_run(args.run, args.trial)
+        row = trial_row(args.run, args.trial)
         model = load_model(row, device="cpu")
         folder = run_folder(args.run)
         out = args.out or (f"{folder.path}/export/{row['trial_id']}" if folder.local else f"export-{row['trial_id']}")

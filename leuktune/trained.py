@@ -159,7 +159,7 @@ def _as_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(array, 0, 255).astype(np.uint8)
 
 
-def _best_of_run(run: str, trial: str | None) -> Any:
+def trial_row(run: str, trial: str | None) -> Any:
     """The leaderboard row of a run's trial (default: its best that has a checkpoint)."""
     from leuktune import leaderboard
 
@@ -182,7 +182,7 @@ def load_model(checkpoint_path, device: str | torch.device | None = None, trial:
     from leuktune.runfolder import LEADERBOARD
 
     if isinstance(checkpoint_path, (str, Path)) and (trial or run_folder(checkpoint_path).exists(LEADERBOARD)):
-        checkpoint_path = _best_of_run(str(checkpoint_path), trial)
+        checkpoint_path = trial_row(str(checkpoint_path), trial)
     if hasattr(checkpoint_path, "get") and not isinstance(checkpoint_path, (str, Path)):
         row = checkpoint_path
         checkpoint_path = row.get("checkpoint_uri")

@@ -58,6 +58,7 @@ def study_of(inp: Inputs) -> optuna.Study:
         elif isinstance(dist, (LogUniform, Uniform)):
             distributions[name] = optuna.distributions.FloatDistribution(
                 *dist.bounds, log=isinstance(dist, LogUniform))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if inp.config.search.mode == "max" else "minimize")
     for _, row in inp.board.iterrows():
         if row["status"] not in ("completed", "stopped_early") or pd.isna(row[inp.metric]):
@@ -121,12 +122,15 @@ def test_section(inp: Inputs, out: Path, echo: Callable[[str], None]) -> Section
         wide = tta[tta["metric"].isin(METRICS)].pivot(index="metric", columns="variant", values="value")
         section.add("Flip test-time augmentation, reported apart:", wide[["plain", "flip_tta"]].reset_index().round(4))
     try:
-        from leuktune.report.cam import class_activation_maps
+        from leuktune.report.cam import class_activation_maps, feature_grid
         from leuktune.trained import load_model
 
+        model = load_model(best, device="cpu")
         test = inp.split[inp.split["split"] == "test"]
-        section.add("Class activation maps (Grad-CAM) of test images, true -> predicted class:",
-                    class_activation_maps(load_model(best, device="cpu"), test, out / "cam.png"))
+        section.add(f"Class activation maps (Grad-CAM) of test images, true -> predicted class; each map has the "
+                    f"resolution of {model.config.model.backbone}'s last feature map ({feature_grid(model)} at "
+                    f"{model.config.data.image_size} px), drawn over the image:",
+                    class_activation_maps(model, test, out / "cam.png"))
     except Exception as err:  # noqa: BLE001 - the maps need the images and weights; the rest of the report does not
         echo(f"[leuktune] report: no class activation maps ({type(err).__name__}: {err})")
         section.add(f"No class activation maps: {type(err).__name__}: {err}")

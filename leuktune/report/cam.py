@@ -36,6 +36,14 @@ def _target(model):
     return network.blocks[-1].norm1, reshape
 
 
+def feature_grid(model) -> str:
+    """The resolution of the map Grad-CAM reads (a CNN's last feature map is the image / 32)."""
+    size = model.config.data.image_size
+    with torch.no_grad():
+        features = model.module.backbone(torch.zeros(1, 3, size, size, device=model.device))
+    return "x".join(map(str, features.shape[2:])) if features.ndim == 4 else f"{features.shape[1]} tokens"
+
+
 def class_activation_maps(model, test: pd.DataFrame, path: Path, per_class: int = 3) -> Path:
     """A grid: for each class, ``per_class`` test images and the map of the class predicted for each."""
     chosen = test.groupby("label", sort=True).head(per_class)

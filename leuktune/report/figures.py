@@ -28,8 +28,8 @@ def best_per_value(table: pd.DataFrame, factor: str, metric: str, path: Path) ->
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(table) + 1.2))
     ax.barh(table[factor].astype(str), table[metric], color="#4c72b0")
     ax.invert_yaxis()
-    ax.set_xlabel(f"best {metric}")
-    ax.set_title(f"best {metric} by {factor}")
+    ax.set_xlabel(metric)
+    ax.set_title(f"{metric} by {factor}")
     return _save(fig, path)
 
 
