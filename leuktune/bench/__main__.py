@@ -20,22 +20,36 @@ import sys
 import torch
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option, examples kept as written."""
+
+
+def _command(sub, name: str, summary: str, *examples: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it measures and shows commands that run as written."""
+    epilog = "examples:\n" + "\n".join(f"  python -m leuktune.bench {name} {e}".rstrip() for e in examples)
+    return sub.add_parser(name, help=summary, description=summary, epilog=epilog, formatter_class=_Help)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leuktune.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
-    models = sub.add_parser("models", help="forward+backward speed and shape of each backbone")
-    models.add_argument("--backbones", nargs="+", default=None)
-    models.add_argument("--image-size", type=int, default=224)
-    models.add_argument("--batch", type=int, default=8)
-    models.add_argument("--steps", type=int, default=3)
-    caching = sub.add_parser("cache", help="epoch read from the decode-once cache vs decoding files")
-    caching.add_argument("--workdir", default="runs/bench-cache")
-    caching.add_argument("--images", type=int, default=2000)
-    caching.add_argument("--source-size", type=int, default=256)
-    caching.add_argument("--image-size", type=int, default=224)
-    caching.add_argument("--batch", type=int, default=64)
-    speed = sub.add_parser("throughput", help="bare PyTorch loop vs leuktune's trainer, same model and batch")
+    models = _command(sub, "models", "forward+backward speed and shape of each backbone",
+                      "", "--backbones resnet50 vgg16 --image-size 224 --batch 8")
+    models.add_argument("--backbones", nargs="+", default=None, help="timm or leuktune names; None: every named backbone")
+    models.add_argument("--image-size", type=int, default=224, help="pixels per side")
+    models.add_argument("--batch", type=int, default=8, help="images per step")
+    models.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    caching = _command(sub, "cache", "epoch read from the decode-once cache vs decoding files", "",
+                       "--images 500 --workdir /tmp/bench-cache")
+    caching.add_argument("--workdir", default="runs/bench-cache", help="where the image files and cache go")
+    caching.add_argument("--images", type=int, default=2000, help="image files written")
+    caching.add_argument("--source-size", type=int, default=256, help="pixels per side of each file")
+    caching.add_argument("--image-size", type=int, default=224, help="pixels per side after decoding")
+    caching.add_argument("--batch", type=int, default=64, help="images per batch read")
+    speed = _command(sub, "throughput", "bare PyTorch loop vs leuktune's trainer, same model and batch",
+                     "", "--backbone resnet50 --image-size 224 --batch 64      # on a GPU",
+                     "--backbone resnet50 --image-size 224 --batch 128 --compile")
     speed.add_argument("--backbone", default="test_resnet")
     speed.add_argument("--image-size", type=int, default=64)
     speed.add_argument("--batch", type=int, default=32)
@@ -47,28 +61,37 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--compile", action="store_true", help="torch.compile the model in both loops")
     speed.add_argument("--launcher", default="auto", choices=["auto", "tune", "train"],
                        help="how leuktune's trial starts (resources.launcher)")
-    overhead = sub.add_parser("trial-overhead", help="per-trial start/stop cost through the real search path")
-    overhead.add_argument("--trials", type=int, default=8)
-    overhead.add_argument("--concurrent", type=int, default=2)
-    overhead.add_argument("--epochs", type=int, default=2)
-    overhead.add_argument("--launcher", default="auto", choices=["auto", "tune", "train"])
-    overhead.add_argument("--workdir", default="runs/bench-overhead")
+    overhead = _command(sub, "trial-overhead",
+                        "seconds per trial outside its epochs, through the real search path on the built-in set, "
+                        "against the same trials as plain Tune function trials (the floor)",
+                        "", "--launcher train --trials 4")
+    overhead.add_argument("--trials", type=int, default=8, help="trials in each search")
+    overhead.add_argument("--concurrent", type=int, default=2, help="trials at a time")
+    overhead.add_argument("--epochs", type=int, default=2, help="epochs per trial")
+    overhead.add_argument("--launcher", default="auto", choices=["auto", "tune", "train"],
+                          help="how each trial starts its loop (resources.launcher)")
+    overhead.add_argument("--workdir", default="runs/bench-overhead", help="where the runs are written")
     overhead.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                           help="override the built-in experiment (repeatable)")
-    occupancy = sub.add_parser("gpu-occupancy", help="how busy the GPU is over a real search (any GPU machine)")
-    occupancy.add_argument("--images", type=int, default=3000)
-    occupancy.add_argument("--image-size", type=int, default=128)
-    occupancy.add_argument("--backbone", default="resnet50")
+    occupancy = _command(sub, "gpu-occupancy",
+                         "how busy the GPU is (NVML, each second) over a real search of a synthetic class folder; "
+                         "needs a GPU machine", "", "--trials 16 --trials-per-gpu 8 --set train.batch_size=128")
+    occupancy.add_argument("--images", type=int, default=3000, help="images in the synthetic class folder")
+    occupancy.add_argument("--image-size", type=int, default=128, help="pixels per side")
+    occupancy.add_argument("--backbone", default="resnet50", help="timm backbone every trial trains")
     occupancy.add_argument("--trials", type=int, default=8)
-    occupancy.add_argument("--epochs", type=int, default=10)
-    occupancy.add_argument("--trials-per-gpu", type=int, default=4)
-    occupancy.add_argument("--workdir", default="runs/bench-occupancy")
+    occupancy.add_argument("--epochs", type=int, default=10, help="epochs per trial")
+    occupancy.add_argument("--trials-per-gpu", type=int, default=4, help="trials sharing one GPU")
+    occupancy.add_argument("--workdir", default="runs/bench-occupancy", help="where images and runs are written")
     occupancy.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                            help="override the search (repeatable), e.g. --set resources.launcher=train")
-    searchers = sub.add_parser("searchers", help="TPE with ASHA vs random search without early stopping")
-    searchers.add_argument("--trials", type=int, default=8)
-    searchers.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    searchers.add_argument("--workdir", default="runs/bench-searchers")
+    searchers = _command(sub, "searchers",
+                         "TPE with ASHA vs random search without early stopping, same trials, several seeds: "
+                         "best val score and total trial-seconds of each", "",
+                         "--trials 8 --seeds 0 1 2 --set evaluate.top_k=0")
+    searchers.add_argument("--trials", type=int, default=8, help="trials per search")
+    searchers.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds, one search each")
+    searchers.add_argument("--workdir", default="runs/bench-searchers", help="where the runs are written")
     searchers.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                            help="override the built-in experiment (repeatable)")
     args = parser.parse_args(argv)

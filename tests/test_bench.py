@@ -1,0 +1,57 @@
+"""The benchmarks' arithmetic and command lines (their timings belong in notes, never here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from leuktune.bench.__main__ import main
+from leuktune.bench.overhead import overhead_per_trial, per_trial
+
+
+def _events(trial: str, start: float, epochs: list[tuple[float, float]], end: float, *, ended="end") -> list[dict]:
+    """Tune clock events for one trial: start, one result per (time, epoch_seconds), end."""
+    out = [{"trial": trial, "event": "start", "t": start}]
+    for n, (t, seconds) in enumerate(epochs, 1):
+        out.append({"trial": trial, "event": "result", "t": t, "epoch": n, "epoch_seconds": seconds,
+                    "loop_started_at": start + 1.5, "launched_at": start + 0.5, "time_train_s": 2.0 * n})
+    return out + [{"trial": trial, "event": ended, "t": end}]
+
+
+def test_per_trial_splits_wall_time_into_epochs_and_overhead():
+    events = _events("a", 100.0, [(104.0, 2.0), (106.5, 2.5)], 107.0)
+    events += _events("b", 100.0, [(110.0, 3.0)], 111.0, ended="error")
+    events += [{"trial": "c", "event": "start", "t": 100.0}]  # never ended: left out
+    rows = {r["trial"]: r for r in per_trial(events)}
+
+    assert set(rows) == {"a", "b"}
+    a = rows["a"]
+    assert a["wall"] == pytest.approx(7.0)
+    assert a["inside_epochs"] == pytest.approx(4.5)
+    assert a["overhead"] == pytest.approx(2.5)
+    assert a["start_to_loop"] == pytest.approx(1.5)
+    assert a["of_which_launch"] == pytest.approx(1.0)
+    assert a["train"] == pytest.approx(4.0)  # the phase total reported with the last epoch
+    assert a["last_report_to_end"] == pytest.approx(0.5)
+    assert not a["failed"] and rows["b"]["failed"]
+
+
+def test_overhead_per_trial_charges_each_trial_its_share_of_the_search():
+    rows = [{"inside_epochs": 4.0}, {"inside_epochs": 6.0}, {"inside_epochs": 2.0}, {"inside_epochs": 8.0}]
+    # 4 trials, 2 slots for 15 s: 30 slot-seconds, 20 of them inside epochs.
+    assert overhead_per_trial(rows, wall=15.0, concurrent=2) == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("command", ["models", "cache", "throughput", "trial-overhead", "gpu-occupancy", "searchers"])
+def test_each_benchmark_help_shows_a_runnable_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    help_text = capsys.readouterr().out
+    assert f"examples:\n  python -m leuktune.bench {command}" in help_text
+    assert "(default:" in help_text
+
+
+def test_models_benchmark_measures_a_tiny_backbone(capsys):
+    assert main(["models", "--backbones", "test_resnet", "--image-size", "32", "--batch", "2", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "test_resnet" in out and "fwd_bwd_img_per_s" in out
