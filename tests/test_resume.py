@@ -13,10 +13,15 @@ from conftest import tiny_overrides
 
 pytestmark = pytest.mark.slow
 
+# The kill below needs a window: from a running trial's second stored epoch to its end. Tiny
+# trials run an epoch in under 0.1 s, so these trials get more images and epochs (about 0.4 s each here).
+EPOCHS = 5
+
 
 def cli(tmp_path, *extra):
     args = [a for o in tiny_overrides(tmp_path / "runs") for a in ("--set", o)]
-    args += ["--set", "search.num_samples=4", "--set", "search.max_concurrent=1", "--set", "train.epochs=3",
+    args += ["--set", "search.num_samples=4", "--set", "search.max_concurrent=1", "--set", f"train.epochs={EPOCHS}",
+             "--set", "data.synthetic.images_per_class=120",
              "--set", "search.scheduler.asha=null"]
     return [sys.executable, "-m", "leuktune.search", *args, *extra]
 
@@ -49,10 +54,10 @@ def test_a_search_killed_after_its_first_trial_resumes_with_every_trial_once(tmp
     board = pd.read_parquet(run / "leaderboard.parquet")
     assert len(board) == 4 and board["trial_id"].is_unique
     assert set(before["trial_id"]) <= set(board["trial_id"])
-    assert (board["status"] == "completed").all() and (board["epochs_run"] == 3).all()
+    assert (board["status"] == "completed").all() and (board["epochs_run"] == EPOCHS).all()
     history = pd.read_parquet(run / "history.parquet")
     for trial_id, epochs in history.groupby("trial_id")["epoch"]:
-        assert sorted(epochs) == [1, 2, 3], trial_id  # every epoch once, those before the kill too
+        assert sorted(epochs) == list(range(1, EPOCHS + 1)), trial_id  # every epoch once, those before the kill too
     # a trial that was running when the driver died went on from its checkpoint, not from scratch
     assert history["resumed_from_epoch"].max() >= 1
     assert not (run / "search.lock").exists() and not list((run / "history").glob("*.parquet"))
