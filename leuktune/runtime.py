@@ -7,6 +7,12 @@ import logging
 from typing import Iterator
 
 
+def echo(message: str) -> None:
+    """The default progress printer. Tune pickles the callbacks that echo; Ray patches the
+    driver's print, which then does not pickle, so callers pass this module-level function."""
+    print(message, flush=True)
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, **init_options) -> Iterator[None]:
     """Ray for the duration of the block.

@@ -8,7 +8,6 @@ ran) is averaged from the moment the data is ready to the end of the search.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import threading
@@ -17,8 +16,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
-from leuktune import leaderboard
-from leuktune.bench.overhead import LOOP_PHASES, TrialClock, overhead_per_trial, per_trial
+from leuktune import leaderboard, runfolder
+from leuktune.bench.overhead import LOOP_PHASES, TrialClock, overhead_per_trial, read_clock
 from leuktune.config import SYNTHETIC_CLASSES, load
 from leuktune.data import synthetic
 from leuktune.models.build import check_model_space
@@ -105,9 +104,10 @@ def bench_gpu_occupancy(images: int, image_size: int, backbone: str, trials: int
     finally:
         ended = time.time()
         sampler.stop()
-    board = leaderboard.load(RunFolder.of(cfg).uri())
-    rows = per_trial([json.loads(line) for line in clock.read_text().splitlines()])
-    history = RunFolder.of(cfg).read_frame("history.parquet")
+    folder = RunFolder.of(cfg)
+    board = leaderboard.load(folder.uri())
+    rows = read_clock(clock)
+    history = folder.read_frame(runfolder.HISTORY)
     wall = ended - marks["data_ready"]
     return {
         "gpu": sampler.name, "backbone": backbone, "images": images, "image_size": image_size,

@@ -79,6 +79,11 @@ def per_trial(events: list[dict]) -> list[dict]:
     return out
 
 
+def read_clock(path: Path) -> list[dict]:
+    """Each trial's row (``per_trial``) from the file a ``TrialClock`` wrote."""
+    return per_trial([json.loads(line) for line in path.read_text().splitlines()])
+
+
 def _plain_trial(config: dict) -> None:
     for epoch in range(1, config["epochs"] + 1):
         tune.report({"epoch": epoch, "epoch_seconds": 0.0})
@@ -94,7 +99,7 @@ def plain_trials(trials: int, concurrent: int, epochs: int, workdir: Path) -> tu
                run_config=tune.RunConfig(name="plain", storage_path=str(workdir), verbose=0,
                                          callbacks=[TrialClock(str(clock))])).fit()
     wall = time.monotonic() - started
-    return per_trial([json.loads(line) for line in clock.read_text().splitlines()]), wall
+    return read_clock(clock), wall
 
 
 def leuktune_trials(trials: int, concurrent: int, epochs: int, launcher: str, workdir: Path,
@@ -112,7 +117,7 @@ def leuktune_trials(trials: int, concurrent: int, epochs: int, launcher: str, wo
     wall = time.monotonic() - started
     if results.errors:
         raise results.errors[0]
-    return per_trial([json.loads(line) for line in clock.read_text().splitlines()]), wall
+    return read_clock(clock), wall
 
 
 def _mean(rows: list[dict], key: str) -> float:

@@ -2,8 +2,9 @@
 
 A searchable field holds a plain value or one of ``{choice: [...]}``, ``{loguniform: [lo, hi]}``,
 ``{uniform: [lo, hi]}``, ``{int: [lo, hi]}``. Each form is a ``Distribution`` that knows how
-to draw itself from an Optuna trial (``suggest``) and which values stand for its range
-(``representatives``), so the searcher, the model-space check and the validators never ask
+to draw itself from an Optuna trial (``suggest``), which values stand for its range
+(``representatives``), every value a grid runs (``grid_values``) and its Optuna distribution
+(``optuna``), so the searcher, the model-space check, the report and the validators never ask
 which form they hold.
 
 A field may apply only for some draws of another (an MLP's width only for the MLP head):
@@ -39,6 +40,15 @@ class Distribution(Strict):
         else both bounds. Checks that must hold for any draw test these."""
         raise NotImplementedError
 
+    def grid_values(self) -> list[Any] | None:
+        """Every value a grid search runs; None for a continuous range, which a grid cannot."""
+        return None
+
+    def optuna(self, as_text: bool = False):
+        """The ``optuna.distributions`` equivalent (e.g. to rebuild a study from a leaderboard,
+        whose text columns hold choices as ``as_text`` strings)."""
+        raise NotImplementedError
+
 
 class Choice(Distribution):
     kind: ClassVar[str] = "choice"
@@ -50,6 +60,14 @@ class Choice(Distribution):
 
     def representatives(self) -> list[Any]:
         return list(self.choice)
+
+    def grid_values(self) -> list[Any]:
+        return list(self.choice)
+
+    def optuna(self, as_text: bool = False):
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution([str(c) for c in self.choice] if as_text else self.choice)
 
 
 class _Range(Distribution):
@@ -69,6 +87,11 @@ class LogUniform(_Range):
     def suggest(self, trial, name: str) -> float:
         return trial.suggest_float(name, *self.loguniform, log=True)
 
+    def optuna(self, as_text: bool = False):
+        from optuna.distributions import FloatDistribution
+
+        return FloatDistribution(*self.loguniform, log=True)
+
 
 class Uniform(_Range):
     kind: ClassVar[str] = "uniform"
@@ -77,6 +100,11 @@ class Uniform(_Range):
 
     def suggest(self, trial, name: str) -> float:
         return trial.suggest_float(name, *self.uniform)
+
+    def optuna(self, as_text: bool = False):
+        from optuna.distributions import FloatDistribution
+
+        return FloatDistribution(*self.uniform)
 
 
 class IntRange(_Range):
@@ -94,6 +122,14 @@ class IntRange(_Range):
     def representatives(self) -> list[int]:
         lo, hi = self.int_
         return list(range(lo, hi + 1)) if hi - lo < 16 else [lo, hi]
+
+    def grid_values(self) -> list[int]:
+        return list(range(self.int_[0], self.int_[1] + 1))
+
+    def optuna(self, as_text: bool = False):
+        from optuna.distributions import IntDistribution
+
+        return IntDistribution(*self.int_)
 
 
 DISTRIBUTIONS: dict[str, type[Distribution]] = {d.kind: d for d in (Choice, LogUniform, Uniform, IntRange)}
@@ -125,6 +161,12 @@ class When:
         if self.equals is not None:
             return parent_value == self.equals
         return parent_value != self.not_equal
+
+    def __str__(self) -> str:
+        """The condition as messages say it: "head is mlp", "unfreeze_depth is not 0"."""
+        if self.equals is not None:
+            return f"{self.parent} is {self.equals}"
+        return f"{self.parent} is not {self.not_equal}"
 
 
 def searchable(value_type: Any, *kinds: str, when: When | None = None) -> Any:

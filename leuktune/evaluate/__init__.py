@@ -5,17 +5,8 @@ Like ``leuktune.search``, this package is itself callable, so that ``leuktune.ev
 works whether or not the package was imported before. See ``evaluate.run.evaluate``.
 """
 
-import sys
-import types
-
+from leuktune.callable_module import make_callable
 from leuktune.evaluate.run import evaluate
 
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return evaluate(*args, **kwargs)
-
-
-_CallableModule.__call__.__doc__ = evaluate.__doc__
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, evaluate)
 __all__ = ["evaluate"]

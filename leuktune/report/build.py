@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from leuktune.config import VALUE_TYPES, Choice, IntRange, LogUniform, Uniform
+from leuktune.config import VALUE_TYPES
 from leuktune.leaderboard import arrow_type
 from leuktune.metrics import METRICS
 from leuktune.report import figures
@@ -47,17 +47,8 @@ def top_table(inp: Inputs) -> pd.DataFrame:
 
 def study_of(inp: Inputs) -> optuna.Study:
     """An Optuna study rebuilt from the leaderboard, a parameter where it applied only."""
-    distributions = {}
-    for name, dist in inp.config.searched().items():
-        text = str(arrow_type(VALUE_TYPES[name])) == "string"
-        if isinstance(dist, Choice):
-            distributions[name] = optuna.distributions.CategoricalDistribution(
-                [str(c) for c in dist.choice] if text else dist.choice)
-        elif isinstance(dist, IntRange):
-            distributions[name] = optuna.distributions.IntDistribution(*dist.int_)
-        elif isinstance(dist, (LogUniform, Uniform)):
-            distributions[name] = optuna.distributions.FloatDistribution(
-                *dist.bounds, log=isinstance(dist, LogUniform))
+    distributions = {name: dist.optuna(as_text=str(arrow_type(VALUE_TYPES[name])) == "string")
+                     for name, dist in inp.config.searched().items()}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if inp.config.search.mode == "max" else "minimize")
     for _, row in inp.board.iterrows():

@@ -23,15 +23,14 @@ from leuktune import leaderboard, runfolder
 from leuktune.config import ExperimentConfig
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
+from leuktune.runtime import echo
 from leuktune.train.trainer import find_checkpoint
 
 # Facts about the model and device that every epoch reports; the leaderboard keeps the last.
 MODEL_KEYS = ["params", "trainable_params", "inference_ms", "unfreeze_depth_effective", "stage_groups",
               "backbone_activation", "workers", "precision", "device"]
-
-
-def echo(message: str) -> None:
-    print(message, flush=True)
+# What the history keeps of each result (looked up for every key of every result, in the driver).
+HISTORY_KEYS = frozenset({*leaderboard.HISTORY.names, *MODEL_KEYS, "diverged", "early_stopped"})
 
 
 def _now() -> str:
@@ -72,17 +71,19 @@ class LeaderboardCallback(tune.Callback):
         self.folder = folder
         self.fingerprint = data_fingerprint
         self.hyperparameters = list(cfg.searched())
-        self.columns = leaderboard.schema(self.hyperparameters)
         self.echo = echo
+        self._earlier: set[str] | None = None
         self._results: dict[str, list[dict]] = {}
         self._started: dict[str, tuple[str, float]] = {}
         self._unwritten: list[tuple[dict, list[dict], str]] = []
 
-    def _recorded(self) -> set[str]:
-        """Trials already in the leaderboard (a resumed search's finished ones)."""
-        if not self.folder.exists(runfolder.LEADERBOARD):
-            return set()
-        return set(self.folder.read_table(runfolder.LEADERBOARD, None).column("trial_id").to_pylist())
+    def _recorded_earlier(self) -> set[str]:
+        """Trials a resumed search finished in an earlier session: those in the leaderboard when
+        this session's first trial ends (read once; the trials of this session end once each)."""
+        if self._earlier is None:
+            self._earlier = (set(self.folder.read_table(runfolder.LEADERBOARD).column("trial_id").to_pylist())
+                             if self.folder.exists(runfolder.LEADERBOARD) else set())
+        return self._earlier
 
     def _history_of(self, trial_id: str) -> list[dict]:
         """The epochs a trial reported so far, those of an earlier session of the search included."""
@@ -99,8 +100,7 @@ class LeaderboardCallback(tune.Callback):
         # A trial restarted from an earlier checkpoint reports some epochs again;
         # the new reports replace the old ones.
         results[:] = [r for r in results if r.get("epoch", 0) < result.get("epoch", 0)]
-        results.append({k: v for k, v in result.items() if k in leaderboard.HISTORY.names or k in MODEL_KEYS
-                        or k in ("diverged", "early_stopped")})
+        results.append({k: v for k, v in result.items() if k in HISTORY_KEYS})
         self.folder.write_table(_history_part(trial.trial_id), leaderboard.table(
             [{"experiment": self.cfg.name, "trial_id": trial.trial_id, **r} for r in results], leaderboard.HISTORY))
         metric = self.cfg.search.metric
@@ -115,14 +115,14 @@ class LeaderboardCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, error=describe_error(trial))
 
-    def _status(self, results: list[dict], error: str | None) -> tuple[str, str | None]:
+    def _status(self, results: list[dict], epochs_run: int, error: str | None) -> tuple[str, str | None]:
         """(status, stopped_by): error, diverged, completed, or stopped_early by asha or patience."""
         last = results[-1] if results else {}
         if error:
             return "error", None
         if last.get("diverged"):
             return "diverged", None
-        if max((r["epoch"] for r in results), default=0) >= self.cfg.train.epochs:
+        if epochs_run >= self.cfg.train.epochs:
             return "completed", None
         return "stopped_early", "patience" if last.get("early_stopped") else "asha"
 
@@ -130,17 +130,18 @@ class LeaderboardCallback(tune.Callback):
         results = self._history_of(trial.trial_id)
         self._results.pop(trial.trial_id)
         started_at, t0 = self._started.pop(trial.trial_id, (None, time.monotonic()))
-        if trial.trial_id in self._recorded():
+        if trial.trial_id in self._recorded_earlier():
             return  # finished in an earlier session of a resumed search: its row is there
         # The loop decides what is best (it marks each new best with improved_epoch and
         # checkpoints it); the last such epoch is the trial's best, and Ray keeps its checkpoint.
         best = next((r for r in reversed(results) if r.get("improved_epoch")), {})
         last = results[-1] if results else {}
-        status, stopped_by = self._status(results, error)
+        epochs_run = max((r["epoch"] for r in results), default=0)
+        status, stopped_by = self._status(results, epochs_run, error)
         row = {
             "experiment": self.cfg.name, "trial_id": trial.trial_id, "status": status,
             **{k: trial.config.get(k) for k in self.hyperparameters},
-            "best_epoch": best.get("epoch"), "epochs_run": max((r["epoch"] for r in results), default=0),
+            "best_epoch": best.get("epoch"), "epochs_run": epochs_run,
             "stopped_by": stopped_by,
             **{f"val_{m}": best.get(f"val_{m}") for m in METRICS},
             "val_confusion_matrix": best.get("val_confusion_matrix"),
@@ -171,7 +172,7 @@ class LeaderboardCallback(tune.Callback):
             search = self.cfg.search
             if search.objectives:
                 board["pareto_front"] = leaderboard.pareto_front(board, list(search.objectives), search.directions)
-            self.folder.write_table(runfolder.LEADERBOARD, leaderboard.table(board.to_dict("records"), self.columns))
+            leaderboard.save(self.folder, board, self.hyperparameters)
             leaderboard.append(self.folder, runfolder.HISTORY, [
                 {"experiment": self.cfg.name, "trial_id": t, **r} for _, rs, t in self._unwritten for r in rs],
                 leaderboard.HISTORY)

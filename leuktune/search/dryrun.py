@@ -18,14 +18,10 @@ def _cluster(address: str | None) -> tuple[dict, str]:
     if address:
         import ray
 
-        with_ray = ray.is_initialized()
-        if not with_ray:
-            ray.init(address=address, logging_level="ERROR")
-        try:
+        from leuktune.runtime import ray_session
+
+        with ray_session(address, logging_level="ERROR"):
             resources = ray.cluster_resources()
-        finally:
-            if not with_ray:
-                ray.shutdown()
         return resources, f"the Ray cluster at {address}"
     import torch
 
@@ -40,9 +36,7 @@ def _space(cfg) -> list[str]:
     for name, dist in cfg.searched().items():
         spec = ", ".join(map(str, dist.representatives())) if dist.kind == "choice" else \
             f"{dist.kind} [{', '.join(map(str, dist.bounds))}]"
-        when = CONDITIONS.get(name)
-        note = f"  (only when {when.parent} {'is ' + str(when.equals) if when.equals is not None else 'is not ' + str(when.not_equal)})" \
-            if when else ""
+        note = f"  (only when {CONDITIONS[name]})" if name in CONDITIONS else ""
         lines.append(f"  {name}: {spec}{note}")
     return lines or ["  nothing (a single configuration)"]
 

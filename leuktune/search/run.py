@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import pandas as pd
+from leuktune import runtime
+
+if TYPE_CHECKING:  # pandas costs half a second to import: python -m leuktune.search --help does not need it
+    import pandas as pd
 
 
 class SearchError(RuntimeError):
     """A search that cannot start or continue, or ran and produced nothing to rank."""
-
-
-def _print(message: str) -> None:
-    # Tune pickles the callbacks that echo; Ray patches the driver's print, which then does not
-    # pickle, so the default echo is this module-level function rather than print itself.
-    print(message, flush=True)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -27,7 +24,7 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, address: str | None = None,
-           resume: bool = False, echo: Callable[[str], None] = _print) -> pd.DataFrame:
+           resume: bool = False, echo: Callable[[str], None] = runtime.echo) -> pd.DataFrame:
     """Run a search and return its leaderboard, best trial first.
 
     ``config`` is an experiment file, an ``ExperimentConfig``, or None for the built-in
@@ -53,7 +50,6 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
     from leuktune.models import weights
     from leuktune.models.build import check_model_space
     from leuktune.runfolder import RunFolder
-    from leuktune.runtime import ray_session
     from leuktune.search.lock import FolderInUse, SearchLock
     from leuktune.search.searcher import with_grid_size
 
@@ -69,12 +65,12 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
             echo(f"[leuktune] experiment {cfg.name!r}: {'resuming' if resume else 'searching'} "
                  f"{', '.join(cfg.searched()) or 'nothing'}; {cfg.search.num_samples} trial(s), run folder "
                  f"{folder.uri()}")
-            with ray_session(address):
+            with runtime.ray_session(address):
                 run_trials(cfg, echo, resume=resume)
             if not folder.exists(runfolder.LEADERBOARD):
                 raise SearchError(f"no trial of {cfg.name!r} finished; see the Ray output above")
             if cfg.evaluate.top_k:  # the test split is read here, and only here
-                evaluate_run(folder, echo=echo)
+                return evaluate_run(folder, echo=echo)
     except FolderInUse as err:
         raise SearchError(str(err)) from None
     return leaderboard.load(folder.uri())
@@ -97,13 +93,14 @@ def _continued(cfg, folder, resume: bool, echo: Callable[[str], None]):
         raise SearchError(f"{folder.uri()}: no search to resume here; start one with "
                           f"python -m leuktune.search --set name={cfg.name} (and the same --config/--set)")
     saved = folder.saved_config()
-    changed = sorted(k for k, v in _flat(cfg.to_dict()).items() if _flat(saved.to_dict()).get(k) != v)
+    theirs = _flat(saved.to_dict())
+    changed = sorted(k for k, v in _flat(cfg.to_dict()).items() if theirs.get(k) != v)
     if changed:
         echo(f"[leuktune] resuming with the run's own {runfolder.CONFIG}; yours differs in {', '.join(changed)}")
     return saved
 
 
-def run_trials(cfg, echo: Callable[[str], None] = _print, callbacks: tuple = (), resume: bool = False):
+def run_trials(cfg, echo: Callable[[str], None] = runtime.echo, callbacks: tuple = (), resume: bool = False):
     """Prepare the data and run every trial of a validated, resolved config on the Ray this
     process is connected to; Tune's ResultGrid. ``callbacks`` are extra Tune callbacks."""
     from leuktune.data.prepare import prepare

@@ -75,17 +75,16 @@ class LeuktuneSearch(OptunaSearch):
 
 def grid(cfg: ExperimentConfig) -> dict[str, list]:
     """Every searched parameter's values, for a grid search; a ConfigError for what a grid cannot run."""
-    from leuktune.config import CONDITIONS, Choice, IntRange
+    from leuktune.config import CONDITIONS
 
     space = {}
     for name, dist in cfg.searched().items():
-        if not isinstance(dist, (Choice, IntRange)):
+        values = dist.grid_values()
+        if values is None:
             raise ConfigError(f"search.searcher.optuna.sampler grid: {name} is a {dist.kind} range; a grid needs "
                               f"{{choice: [...]}} or {{int: [lo, hi]}} (or use sampler tpe or random)")
-        values = dist.representatives() if isinstance(dist, Choice) else list(range(dist.int_[0], dist.int_[1] + 1))
         if name in CONDITIONS and len(values) > 1:
-            raise ConfigError(f"search.searcher.optuna.sampler grid: {name} applies only when "
-                              f"{CONDITIONS[name].parent} is {CONDITIONS[name].equals or 'not ' + str(CONDITIONS[name].not_equal)}; "
+            raise ConfigError(f"search.searcher.optuna.sampler grid: {name} applies only when {CONDITIONS[name]}; "
                               "a grid would repeat every other combination for each of its values; give it one "
                               "value, or search it with tpe or random")
         space[name] = values

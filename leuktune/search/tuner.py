@@ -12,7 +12,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
 from leuktune.runfolder import RunFolder
-from leuktune.search.callback import LeaderboardCallback, echo
+from leuktune.runtime import echo
+from leuktune.search.callback import LeaderboardCallback
 from leuktune.search.searcher import make_searcher
 from leuktune.train import trainer
 
