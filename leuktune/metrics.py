@@ -100,6 +100,13 @@ def confusion_matrix(y_true: np.ndarray, probs: np.ndarray) -> list[list[int]]:
     return _skm().confusion_matrix(scored.y_true, scored.y_pred, labels=scored.labels).tolist()
 
 
+def split_scores(y_true: np.ndarray, probs: np.ndarray, split: str) -> dict:
+    """A split's figures as the leaderboard names them: ``<split>_<metric>`` for every metric,
+    ``<split>_confusion_matrix`` and ``<split>_images``."""
+    return {**classification_metrics(y_true, probs, prefix=f"{split}_"),
+            f"{split}_confusion_matrix": confusion_matrix(y_true, probs), f"{split}_images": len(y_true)}
+
+
 def resampled(y_true: np.ndarray, probs: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
     """Every metric of ``METRICS`` for many resamples of one split at once.
 

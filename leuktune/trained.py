@@ -9,7 +9,7 @@ calibrates its probabilities.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,13 +17,15 @@ import torch
 from PIL import Image
 
 from leuktune.config import ExperimentConfig
-from leuktune.data.cache import CachedDataset
 from leuktune.evaluate.calibration import rescale
-from leuktune.metrics import classification_metrics, confusion_matrix
+from leuktune.metrics import split_scores
 from leuktune.models.build import Classifier, build_model
 from leuktune.train import checkpoint
 from leuktune.train.device import BatchSource, DeviceSetup
 from leuktune.train.evaluate import predict
+
+if TYPE_CHECKING:  # the data layer imports Ray: loading a model to predict does not need it
+    from leuktune.data.cache import CachedDataset
 
 
 class TrainedModel:
@@ -35,12 +37,13 @@ class TrainedModel:
     validation split).
     """
 
-    def __init__(self, module: Classifier, state: dict[str, Any], device: torch.device, location: str):
+    def __init__(self, module: Classifier, state: dict[str, Any], config: ExperimentConfig, device: torch.device,
+                 location: str):
         self.module = module
         self.device = device
         self.location = location  # the checkpoint folder, a local path or a URI
         self.classes: tuple[str, ...] = tuple(state["class_names"])
-        self.config: ExperimentConfig = checkpoint.experiment(state)
+        self.config = config
         self.epoch: int = state["epoch"]
         self.normalization: dict[str, tuple] = state["normalization"]
         self.data_fingerprint: str | None = state.get("data_fingerprint")
@@ -78,10 +81,7 @@ class TrainedModel:
         """
         data = data if data is not None else self._prepare_data()
         probs = self.probabilities(data, split)
-        labels = data.labels[data.indices(split)]
-        return {**classification_metrics(labels, probs, prefix=f"{split}_"),
-                f"{split}_confusion_matrix": confusion_matrix(labels, probs),
-                f"{split}_images": len(labels), "epoch": self.epoch}
+        return {**split_scores(data.labels[data.indices(split)], probs, split), "epoch": self.epoch}
 
     def load_images(self, images: Any) -> tuple[np.ndarray, pd.DataFrame]:
         """Images (file paths, PIL images or arrays (H, W, 3); one or a list) decoded and resized as
@@ -127,7 +127,7 @@ class TrainedModel:
         if len(pixels):
             probs[ok] = rescale(self._probabilities(pixels, np.arange(len(pixels)), tta=tta), self.temperature)
         out.insert(1, "class", [self.classes[p] if good else None for p, good in zip(probs.argmax(axis=1), ok)])
-        out.insert(2, "probability", np.where(ok, np.nanmax(np.where(ok[:, None], probs, 0), axis=1), np.nan))
+        out.insert(2, "probability", probs.max(axis=1))  # NaN for an input that could not be read
         for c, name in enumerate(self.classes):
             out[f"p_{name}"] = probs[:, c]
         return out
@@ -183,7 +183,7 @@ def load_model(checkpoint_path, device: str | torch.device | None = None, trial:
 
     if isinstance(checkpoint_path, (str, Path)) and (trial or run_folder(checkpoint_path).exists(LEADERBOARD)):
         checkpoint_path = trial_row(str(checkpoint_path), trial)
-    if hasattr(checkpoint_path, "get") and not isinstance(checkpoint_path, (str, Path)):
+    if hasattr(checkpoint_path, "get"):  # a leaderboard row
         row = checkpoint_path
         checkpoint_path = row.get("checkpoint_uri")
         if checkpoint_path is None or checkpoint_path != checkpoint_path:
@@ -199,4 +199,4 @@ def load_model(checkpoint_path, device: str | torch.device | None = None, trial:
     location = str(checkpoint_path)
     if location.rstrip("/").endswith(checkpoint.FILE):
         location = location.rstrip("/")[: -len(checkpoint.FILE) - 1]
-    return TrainedModel(module.to(device).eval(), state, device, location)
+    return TrainedModel(module.to(device).eval(), state, cfg, device, location)

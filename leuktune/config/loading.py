@@ -99,9 +99,7 @@ def _field_path(loc: tuple) -> list[str]:
             if part not in model.model_fields and part not in _aliases(model):
                 continue
             path.append(str(part))
-            field = model.model_fields.get(part) or model.model_fields[_aliases(model)[part]]
-            model = next((t for t in (field.annotation, *typing.get_args(field.annotation))
-                          if isinstance(t, type) and issubclass(t, BaseModel)), None)
+            model = _section(model.model_fields.get(part) or model.model_fields[_aliases(model)[part]])
         elif isinstance(part, int):
             path.append(str(part))
     return path
@@ -111,13 +109,17 @@ def _aliases(model: type[BaseModel]) -> dict[str, str]:
     return {f.alias: name for name, f in model.model_fields.items() if f.alias}
 
 
+def _section(field) -> type[BaseModel] | None:
+    """The model a field holds (directly or as a branch of its union), or None for a plain value."""
+    return next((t for t in (field.annotation, *typing.get_args(field.annotation))
+                 if isinstance(t, type) and issubclass(t, BaseModel)), None)
+
+
 def _allowed_keys(loc: list[str]) -> list[str]:
-    model: type[BaseModel] = ExperimentConfig
+    model: type[BaseModel] | None = ExperimentConfig
     for part in loc:
         field = model.model_fields.get(part)
-        nested = [t for t in (field.annotation, *typing.get_args(field.annotation)) if field is not None
-                  and isinstance(t, type) and issubclass(t, BaseModel)] if field else []
-        if not nested:
+        model = _section(field) if field is not None else None
+        if model is None:
             return []
-        model = nested[0]
     return [f.alias or name for name, f in model.model_fields.items()]

@@ -67,9 +67,6 @@ class ModelConfig(Strict):
         return self
 
 
-
-
-
 class AugmentConfig(Strict):
     """Per-sample augmentation, drawn on the device for every batch (leuktune.data.augment).
 

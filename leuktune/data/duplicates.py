@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 
-
 class _Groups:
     """Union-find over group names, knowing each group's size in images."""
 

@@ -13,9 +13,9 @@ def intervals(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray, *, resa
     """(low, high) per metric of ``leuktune.metrics.METRICS``. A resample that lacks a class
     leaves metrics such as ROC-AUC undefined; those resamples are left out of that metric."""
     rng = np.random.default_rng(seed)
-    _, members = np.unique(groups, return_inverse=True)
-    groups_drawn = rng.multinomial(members.max() + 1, np.full(members.max() + 1, 1 / (members.max() + 1)),
-                                   size=resamples)  # (B, G): how often each group is drawn
+    unique, members = np.unique(groups, return_inverse=True)
+    n = len(unique)
+    groups_drawn = rng.multinomial(n, np.full(n, 1 / n), size=resamples)  # (B, G): how often each group is drawn
     tail = (1 - confidence) / 2 * 100
     out = {}
     for name, values in resampled(labels, probs, groups_drawn[:, members]).items():

@@ -19,7 +19,7 @@ from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
 from leuktune.evaluate.bootstrap import intervals
 from leuktune.evaluate.calibration import expected_calibration_error, fit_temperature, rescale
-from leuktune.metrics import METRICS, classification_metrics, confusion_matrix
+from leuktune.metrics import METRICS, classification_metrics, split_scores
 from leuktune.train import checkpoint
 
 EVALUATION = "evaluation.parquet"
@@ -43,10 +43,9 @@ def evaluate_trial(row: pd.Series, data: CachedDataset, groups: np.ndarray, cfg:
     probs = model.probabilities(data, "test")
     temperature = fit_temperature(model.probabilities(data, "val"), val_labels)
     checkpoint.write_calibration(model.location, {"temperature": temperature, "fitted_on": "val"})
-    metrics = classification_metrics(labels, probs, prefix="test_")
+    metrics = split_scores(labels, probs, "test")
     ci = intervals(labels, probs, groups, resamples=settings.bootstrap, seed=cfg.data.split.seed)
-    columns = {**metrics, "test_confusion_matrix": confusion_matrix(labels, probs), "test_images": len(labels),
-               **{f"test_{m}_{end}": ci[m][i] for m in METRICS for i, end in enumerate(("low", "high"))},
+    columns = {**metrics, **{f"test_{m}_{end}": ci[m][i] for m in METRICS for i, end in enumerate(("low", "high"))},
                "temperature": temperature, "test_ece": expected_calibration_error(probs, labels),
                "test_ece_calibrated": expected_calibration_error(rescale(probs, temperature), labels)}
     figures = [{"trial_id": row["trial_id"], "variant": "plain", "metric": m, "value": metrics[f"test_{m}"],

@@ -64,11 +64,11 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
     data, _ = prepare(cfg, progress=lambda message: None)
     split = folder.read_frame(runfolder.SPLIT)
     board, figures, predictions = final_evaluation(cfg, board, chosen, data, split, echo, device)
-    if figures:
-        _replace_rows(folder, EVALUATION, pd.DataFrame(figures), chosen["trial_id"])
-        _replace_rows(folder, PREDICTIONS, pd.concat(predictions, ignore_index=True), chosen["trial_id"])
+    _replace_rows(folder, EVALUATION, pd.DataFrame(figures), chosen["trial_id"])
+    _replace_rows(folder, PREDICTIONS, pd.concat(predictions, ignore_index=True), chosen["trial_id"])
     if cv:
-        per_fold = pd.concat([crossval.cross_validate(cfg, row, data, split, cv, folder, echo, device)
+        shared = data.shared()  # into Ray's object store once, for every fold of every trial
+        per_fold = pd.concat([crossval.cross_validate(cfg, row, shared, split, cv, folder, echo, device)
                               for _, row in chosen.iterrows()], ignore_index=True)
         _replace_rows(folder, crossval.CV, per_fold, chosen["trial_id"])
         for trial_id, folds in per_fold.groupby("trial_id"):

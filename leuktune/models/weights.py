@@ -30,12 +30,13 @@ def locate(name: str, pretrained_path: Path | None) -> str | None:
             return str(find_weights_file(name, pretrained_path))
         except WeightsError:
             return None
-    if name in TORCHVISION_BACKBONES or _hub_id(name) is None:
+    hub = None if name in TORCHVISION_BACKBONES else _hub_id(name)
+    if hub is None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
     for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-        found = try_to_load_from_cache(_hub_id(name), filename)
+        found = try_to_load_from_cache(hub, filename)
         if isinstance(found, str):
             return found
     return None
@@ -65,9 +66,10 @@ def check(cfg: ExperimentConfig) -> None:
     if not absent:
         return
     where = cfg.model.pretrained_path or os.environ.get("HF_HOME", "~/.cache/huggingface")
-    unpublished = [name for name in absent if source(name) is None]
-    files = "; ".join(f"{source(n)[0]} -> {source(n)[1]}" for n in absent if source(n))
-    hub = [n for n in absent if n not in TORCHVISION_BACKBONES and source(n)]
+    sources = {name: source(name) for name in absent}
+    unpublished = [name for name, found in sources.items() if found is None]
+    files = "; ".join(f"{url} -> {file}" for url, file in filter(None, sources.values()))
+    hub = [name for name, found in sources.items() if found and name not in TORCHVISION_BACKBONES]
     fill = (f" (on a machine with internet access, python -c \"import timm; [timm.create_model(n, pretrained=True) "
             f"for n in {hub}]\" fills the Hugging Face cache, which can be copied here)") if hub else ""
     raise ConfigError(

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from leuktune.data.augment import augment_batch
-from leuktune.metrics import classification_metrics, confusion_matrix
+from leuktune.metrics import split_scores
 from leuktune.train.balance import epoch_order
 from leuktune.train.evaluate import predict
 from leuktune.train.session import gather, sum_over_workers
@@ -79,8 +79,6 @@ def validate(trial: Trial) -> dict[str, Any]:
     probs, true = gather(probs), gather(data.labels[shard])
     if not np.isfinite(probs).all():
         return {"diverged": True}
-    return {**classification_metrics(true, probs, prefix="val_"),
-            "val_confusion_matrix": confusion_matrix(true, probs), "val_images": len(true),
-            "inference_ms": inference_ms}
+    return {**split_scores(true, probs, "val"), "inference_ms": inference_ms}
 
 

@@ -29,12 +29,13 @@ def predict(model: torch.nn.Module, source: BatchSource, rows: np.ndarray, setup
     with ``tta``, averaged over the image and its flips."""
     model.eval()
     out = [torch.zeros((0, num_classes), device=setup.device)]
+    views = FLIPS if tta else ((),)
     for x, _ in source(fixed_size_batches(rows, batch_size)):
         x = setup.model_input(setup.to_unit(x))
         probs = 0
-        for dims in FLIPS if tta else ((),):
+        for dims in views:
             with setup.autocast():
                 logits = model(x.flip(dims) if dims else x)
             probs = probs + torch.softmax(logits.float(), dim=1)
-        out.append(probs / (len(FLIPS) if tta else 1))
+        out.append(probs / len(views))
     return torch.cat(out)[: len(rows)].cpu().numpy()  # one copy back: each .cpu() would wait for the GPU

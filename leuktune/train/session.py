@@ -19,24 +19,31 @@ import torch
 import torch.distributed as dist
 
 
-class TrainSession:
+class _RaySession:
+    """Checkpoints and reports through ``_api``: ``ray.train`` or ``ray.tune``, which offer the
+    same three names for them."""
+
+    _api: Any
+
+    def checkpoint(self):
+        return self._api.get_checkpoint()
+
+    def report(self, metrics: dict[str, Any], folder: Optional[str]) -> None:
+        checkpoint = self._api.Checkpoint.from_directory(folder) if folder else None
+        self._api.report(metrics, checkpoint=checkpoint)
+
+
+class TrainSession(_RaySession):
     """A Ray Train worker of a ``TorchTrainer``: possibly one of several (DDP)."""
 
     def __init__(self):
         import ray.train
         import ray.train.torch
 
-        self._train = ray.train
+        self._api = ray.train
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
-
-    def checkpoint(self):
-        return self._train.get_checkpoint()
-
-    def report(self, metrics: dict[str, Any], folder: Optional[str]) -> None:
-        checkpoint = self._train.Checkpoint.from_directory(folder) if folder else None
-        self._train.report(metrics, checkpoint=checkpoint)
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         import ray.train.torch
@@ -44,7 +51,7 @@ class TrainSession:
         return ray.train.torch.prepare_model(model, move_to_device=False)
 
 
-class TuneSession:
+class TuneSession(_RaySession):
     """A Tune function trial that runs the loop itself: one worker, on the GPU Tune gave it
     (Ray sets CUDA_VISIBLE_DEVICES for the trial's actor) or the CPU."""
 
@@ -55,17 +62,10 @@ class TuneSession:
 
         # Tune logs every stored checkpoint at INFO; leuktune prints its own line per epoch.
         logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-        self._tune = tune
+        self._api = tune
         self.device = torch.device("cuda", 0) if use_gpu and torch.cuda.is_available() else torch.device("cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-
-    def checkpoint(self):
-        return self._tune.get_checkpoint()
-
-    def report(self, metrics: dict[str, Any], folder: Optional[str]) -> None:
-        checkpoint = self._tune.Checkpoint.from_directory(folder) if folder else None
-        self._tune.report(metrics, checkpoint=checkpoint)
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
