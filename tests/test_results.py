@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import leuktune
+import leuktune.data.prepare as prepare_module
 from conftest import tiny_overrides
 from leuktune.evaluate.calibration import rescale
 from leuktune.evaluate.cv import fold_datasets
@@ -24,13 +25,28 @@ from leuktune.report.build import write_report
 pytestmark = pytest.mark.slow
 
 
+PREPARED: list[str] = []  # the data each prepare() of the module's search was for
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, ray_runtime):
     storage = tmp_path_factory.mktemp("results") / "runs"
-    board = leuktune.search(overrides=tiny_overrides(storage) + [
-        "search.num_samples=4", "search.scheduler.asha=null", "evaluate.top_k=2", "evaluate.bootstrap=200"],
-        echo=lambda message: None)
+    real_prepare = prepare_module.prepare
+
+    def counted(cfg, *args, **kwargs):
+        PREPARED.append(cfg.name)
+        return real_prepare(cfg, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prepare_module, "prepare", counted)
+        board = leuktune.search(overrides=tiny_overrides(storage) + [
+            "search.num_samples=4", "search.scheduler.asha=null", "evaluate.top_k=2", "evaluate.bootstrap=200"],
+            echo=lambda message: None)
     return storage / "tiny", board
+
+
+def test_the_search_prepares_its_data_once_for_trials_and_test_split(run):
+    assert PREPARED == ["tiny"]
 
 
 def test_only_the_top_trials_are_scored_on_the_test_split(run):

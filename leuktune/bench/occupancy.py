@@ -23,7 +23,7 @@ from leuktune.data import synthetic
 from leuktune.models.build import check_model_space
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import ray_session
-from leuktune.search.run import run_trials
+from leuktune.search.run import prepare_data, run_trials
 
 
 def _render(job: tuple[str, int, int, str]) -> None:
@@ -100,7 +100,7 @@ def bench_gpu_occupancy(images: int, image_size: int, backbone: str, trials: int
     sampler.start()
     try:
         with ray_session():
-            run_trials(cfg, echo=echo, callbacks=(TrialClock(str(clock)),))
+            run_trials(cfg, prepare_data(cfg, echo), echo, callbacks=(TrialClock(str(clock)),))
     finally:
         ended = time.time()
         sampler.stop()

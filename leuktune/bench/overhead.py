@@ -21,7 +21,7 @@ from leuktune.config import load
 from leuktune.models.build import check_model_space
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import ray_session
-from leuktune.search.run import run_trials
+from leuktune.search.run import prepare_data, run_trials
 
 LOOP_PHASES = ("data", "build", "restore", "train", "validate", "checkpoint", "report")
 
@@ -110,9 +110,11 @@ def leuktune_trials(trials: int, concurrent: int, epochs: int, launcher: str, wo
         f"resources.launcher={launcher}", *overrides]))
     check_model_space(cfg)
     clock = workdir / f"{cfg.name}.jsonl"
-    run_trials(cfg, echo=lambda message: None)  # decodes the built-in set once (cached)
+    quiet = lambda message: None  # noqa: E731
+    data = prepare_data(cfg, quiet)
+    run_trials(cfg, data, quiet)  # untimed: warms Ray's workers and the imports
     started = time.monotonic()
-    results = run_trials(cfg.model_copy(update={"name": cfg.name + "-timed"}), echo=lambda message: None,
+    results = run_trials(cfg.model_copy(update={"name": cfg.name + "-timed"}), data, quiet,
                          callbacks=(TrialClock(str(clock)),))
     wall = time.monotonic() - started
     if results.errors:

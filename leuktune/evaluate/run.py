@@ -39,8 +39,9 @@ def _replace_rows(folder, name: str, new: pd.DataFrame, trial_ids) -> None:
 
 
 def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial: str | None = None,
-                 device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
-    """``evaluate`` for a folder this process already holds (the search calls it when it ends)."""
+                 device: str | None = None, data=None, echo: Callable[[str], None] = print) -> pd.DataFrame:
+    """``evaluate`` for a folder this process already holds (the search calls it when it ends,
+    with the ``data`` its trials ran on; otherwise the data is prepared from the run's config)."""
     from leuktune import leaderboard, runfolder
     from leuktune.config import ConfigError
     from leuktune.data.prepare import prepare
@@ -61,7 +62,8 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
     if chosen.empty:
         echo("[leuktune] no trial to evaluate (none finished with a checkpoint)")
         return board
-    data, _ = prepare(cfg, progress=lambda message: None)
+    if data is None:
+        data, _ = prepare(cfg, progress=lambda message: None)
     split = folder.read_frame(runfolder.SPLIT)
     board, figures, predictions = final_evaluation(cfg, board, chosen, data, split, echo, device)
     _replace_rows(folder, EVALUATION, pd.DataFrame(figures), chosen["trial_id"])

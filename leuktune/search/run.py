@@ -66,11 +66,12 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
                  f"{', '.join(cfg.searched()) or 'nothing'}; {cfg.search.num_samples} trial(s), run folder "
                  f"{folder.uri()}")
             with runtime.ray_session(address):
-                run_trials(cfg, echo, resume=resume)
+                data = prepare_data(cfg, echo)
+                run_trials(cfg, data, echo, resume=resume)
             if not folder.exists(runfolder.LEADERBOARD):
                 raise SearchError(f"no trial of {cfg.name!r} finished; see the Ray output above")
             if cfg.evaluate.top_k:  # the test split is read here, and only here
-                return evaluate_run(folder, echo=echo)
+                return evaluate_run(folder, data=data, echo=echo)
     except FolderInUse as err:
         raise SearchError(str(err)) from None
     return leaderboard.load(folder.uri())
@@ -100,15 +101,22 @@ def _continued(cfg, folder, resume: bool, echo: Callable[[str], None]):
     return saved
 
 
-def run_trials(cfg, echo: Callable[[str], None] = runtime.echo, callbacks: tuple = (), resume: bool = False):
-    """Prepare the data and run every trial of a validated, resolved config on the Ray this
-    process is connected to; Tune's ResultGrid. ``callbacks`` are extra Tune callbacks."""
+def prepare_data(cfg, echo: Callable[[str], None] = runtime.echo):
+    """The run's data (``leuktune.data.prepare``), with a line on what was found and one when it
+    is ready: the trials and the final evaluation of the search share it."""
     from leuktune.data.prepare import prepare
-    from leuktune.runfolder import RunFolder
-    from leuktune.search.tuner import build_tuner
 
     started = time.monotonic()
     data, report = prepare(cfg, progress=echo)
     echo("[leuktune] data: " + str(report))
     echo(f"[leuktune] data ready at {cfg.data.image_size}px in {time.monotonic() - started:.1f}s")
+    return data
+
+
+def run_trials(cfg, data, echo: Callable[[str], None] = runtime.echo, callbacks: tuple = (), resume: bool = False):
+    """Run every trial of a validated, resolved config on its prepared ``data``, on the Ray this
+    process is connected to; Tune's ResultGrid. ``callbacks`` are extra Tune callbacks."""
+    from leuktune.runfolder import RunFolder
+    from leuktune.search.tuner import build_tuner
+
     return build_tuner(cfg, data, RunFolder.of(cfg), echo=echo, callbacks=callbacks, resume=resume).fit()
