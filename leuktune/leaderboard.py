@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from leuktune import runfolder
 from leuktune.config import VALUE_TYPES
@@ -97,13 +98,19 @@ def table(rows: Iterable[dict[str, Any]], columns: pa.Schema) -> pa.Table:
                      for f in columns}, schema=columns)
 
 
-def append(folder: RunFolder, name: str, rows: Iterable[dict[str, Any]], columns: pa.Schema) -> None:
-    """Add rows to one of the run's tables, atomically."""
+def append(folder: RunFolder, name: str, rows: Iterable[dict[str, Any]], columns: pa.Schema,
+           replacing: Iterable[str] = ()) -> None:
+    """Add rows to one of the run's tables, atomically; the table's rows of the trials in
+    ``replacing`` (trial ids) go first."""
     new = table(rows, columns)
-    if new.num_rows == 0:
+    replacing = pa.array(list(replacing), pa.string())
+    if new.num_rows == 0 and len(replacing) == 0:
         return
     if folder.exists(name):
-        new = pa.concat_tables([folder.read_table(name).cast(columns), new])
+        old = folder.read_table(name).cast(columns)
+        if len(replacing):
+            old = old.filter(pc.invert(pc.is_in(old["trial_id"], value_set=replacing)))
+        new = pa.concat_tables([old, new])
     folder.write_table(name, new)
 
 

@@ -27,6 +27,10 @@ def test_each_hyperparameter_has_one_type_whatever_was_drawn(tmp_path):
     assert table.schema == columns
     assert table.column("unfreeze_depth").to_pylist() == ["2", "all"] and table.column("lr").to_pylist() == [1.0, None]
     assert not list((tmp_path / "run").glob(".*tmp"))  # nothing half-written left behind
+    # written again (a retry): the trial's rows are replaced, not added
+    leaderboard.append(folder, "leaderboard.parquet", [{"trial_id": "a", "unfreeze_depth": 3}], columns,
+                       replacing=["a"])
+    assert pq.read_table(tmp_path / "run" / "leaderboard.parquet").to_pydict()["unfreeze_depth"] == ["all", "3"]
 
 
 def test_leaderboards_load_ranked_by_their_own_metric_and_merge(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 import leuktune
 from conftest import tiny_overrides
 from leuktune.metrics import METRICS
+from leuktune.runfolder import RunFolder
 from leuktune.search.__main__ import main
 from leuktune.train import checkpoint
 
@@ -151,6 +152,33 @@ def test_a_failing_trial_is_a_leaderboard_row_that_says_why(tmp_path, ray_runtim
     assert row["error"].startswith("WeightsError: pretrained weights for backbone 'test_resnet'")
     assert str(broken) in row["error"]
     assert row["error_file"].endswith("error.txt") and "WeightsError" in open(row["error_file"]).read()
+
+
+def test_storage_failures_are_reported_and_nothing_is_lost_or_doubled(tmp_path, ray_runtime, monkeypatch):
+    # The first write of each of the run's tables fails, as a full disk or a lost bucket would:
+    # a trial's epoch file, the history (trial 1 ends), the leaderboard (trial 2 ends).
+    real_write, failed = RunFolder.write_table, set()
+
+    def flaky(folder, name, table):
+        kind = "epochs" if name.startswith("history/") else name
+        if kind in ("epochs", "history.parquet", "leaderboard.parquet") and kind not in failed:
+            failed.add(kind)
+            raise OSError(f"injected: {name} unreachable")
+        return real_write(folder, name, table)
+
+    monkeypatch.setattr(RunFolder, "write_table", flaky)
+    said = []
+    overrides = tiny_overrides(tmp_path / "runs") + [
+        "name=flaky", "model.backbone=test_resnet", "search.num_samples=3", "search.max_concurrent=1",
+        "search.scheduler.asha=null", "evaluate.top_k=0"]
+    board = leuktune.search(overrides=overrides, echo=said.append)
+    assert failed == {"epochs", "history.parquet", "leaderboard.parquet"}
+    assert sum("WARNING: could not" in line for line in said) == 3
+    assert sorted(board["trial_id"]) == sorted(set(board["trial_id"])) and len(board) == 3
+    history = pd.read_parquet(tmp_path / "runs" / "flaky" / "history.parquet")
+    assert sorted(zip(history["trial_id"], history["epoch"])) == sorted(
+        (t, e) for t in board["trial_id"] for e in (1, 2))  # every epoch of every trial, once
+    assert not list((tmp_path / "runs" / "flaky" / "history").glob("*.parquet"))  # no epoch file left
 
 
 def test_a_multi_objective_search_marks_its_pareto_front(tmp_path, ray_runtime):

@@ -72,18 +72,9 @@ class LeaderboardCallback(tune.Callback):
         self.fingerprint = data_fingerprint
         self.hyperparameters = list(cfg.searched())
         self.echo = echo
-        self._earlier: set[str] | None = None
         self._results: dict[str, list[dict]] = {}
         self._started: dict[str, tuple[str, float]] = {}
         self._unwritten: list[tuple[dict, list[dict], str]] = []
-
-    def _recorded_earlier(self) -> set[str]:
-        """Trials a resumed search finished in an earlier session: those in the leaderboard when
-        this session's first trial ends (read once; the trials of this session end once each)."""
-        if self._earlier is None:
-            self._earlier = (set(self.folder.read_table(runfolder.LEADERBOARD).column("trial_id").to_pylist())
-                             if self.folder.exists(runfolder.LEADERBOARD) else set())
-        return self._earlier
 
     def _history_of(self, trial_id: str) -> list[dict]:
         """The epochs a trial reported so far, those of an earlier session of the search included."""
@@ -101,8 +92,13 @@ class LeaderboardCallback(tune.Callback):
         # the new reports replace the old ones.
         results[:] = [r for r in results if r.get("epoch", 0) < result.get("epoch", 0)]
         results.append({k: v for k, v in result.items() if k in HISTORY_KEYS})
-        self.folder.write_table(_history_part(trial.trial_id), leaderboard.table(
-            [{"experiment": self.cfg.name, "trial_id": trial.trial_id, **r} for r in results], leaderboard.HISTORY))
+        try:  # the whole part each time: an epoch missed here is written with the next one
+            self.folder.write_table(_history_part(trial.trial_id), leaderboard.table(
+                [{"experiment": self.cfg.name, "trial_id": trial.trial_id, **r} for r in results],
+                leaderboard.HISTORY))
+        except Exception as err:  # noqa: BLE001 - reported; the trial goes on
+            self._warn(f"could not store epoch {result.get('epoch')} of trial {trial.trial_id}", err,
+                       "tried again with its next epoch or when it ends")
         metric = self.cfg.search.metric
         if metric in result:
             self.echo(f"[leuktune] trial {trial.trial_id} epoch {result.get('epoch')}/{self.cfg.train.epochs}: "
@@ -130,8 +126,6 @@ class LeaderboardCallback(tune.Callback):
         results = self._history_of(trial.trial_id)
         self._results.pop(trial.trial_id)
         started_at, t0 = self._started.pop(trial.trial_id, (None, time.monotonic()))
-        if trial.trial_id in self._recorded_earlier():
-            return  # finished in an earlier session of a resumed search: its row is there
         # The loop decides what is best (it marks each new best with improved_epoch and
         # checkpoints it); the last such epoch is the trial's best, and Ray keeps its checkpoint.
         best = next((r for r in reversed(results) if r.get("improved_epoch")), {})
@@ -161,24 +155,33 @@ class LeaderboardCallback(tune.Callback):
                   f"{drawn}{reason}")
 
     def _write(self, row: dict, results: list[dict], trial_id: str) -> None:
-        """The trial's row into the leaderboard (the Pareto front recomputed), its epochs into the
-        history. A failed write (full disk, lost bucket) is reported and must not end the search:
-        the rows wait and are written with the next trial's (its epochs stay in its own file)."""
+        """The trial's epochs into the history, then its row into the leaderboard (the Pareto
+        front recomputed): a trial on the leaderboard has its whole history. A trial already on
+        the leaderboard (a resumed search can see a trial end again that an earlier session
+        recorded) keeps its row and history. A failed read or write (full disk, lost bucket) is
+        reported and must not end the search: the rows wait and are written with the next
+        trial's (its epochs stay in its own file)."""
         self._unwritten.append((row, results, trial_id))
         try:
             board = (self.folder.read_frame(runfolder.LEADERBOARD) if self.folder.exists(runfolder.LEADERBOARD)
                      else pd.DataFrame())
-            board = pd.concat([board, pd.DataFrame([r for r, _, _ in self._unwritten])], ignore_index=True)
+            recorded = set(board["trial_id"]) if len(board) else set()
+            new = [(r, rs, t) for r, rs, t in self._unwritten if t not in recorded]
+            # Replacing the trials' rows, not adding: a retry after a failed leaderboard write
+            # writes the same epochs again.
+            leaderboard.append(self.folder, runfolder.HISTORY, [
+                {"experiment": self.cfg.name, "trial_id": t, **r} for _, rs, t in new for r in rs],
+                leaderboard.HISTORY, replacing=[t for _, _, t in new])
+            board = pd.concat([board, pd.DataFrame([r for r, _, _ in new])], ignore_index=True)
             search = self.cfg.search
             if search.objectives:
                 board["pareto_front"] = leaderboard.pareto_front(board, list(search.objectives), search.directions)
             leaderboard.save(self.folder, board, self.hyperparameters)
-            leaderboard.append(self.folder, runfolder.HISTORY, [
-                {"experiment": self.cfg.name, "trial_id": t, **r} for _, rs, t in self._unwritten for r in rs],
-                leaderboard.HISTORY)
             for _, _, t in self._unwritten:
                 self.folder.remove(_history_part(t))
             self._unwritten.clear()
         except Exception as err:  # noqa: BLE001 - reported; the search goes on
-            self.echo(f"[leuktune] WARNING: could not record trial {trial_id} in {self.folder.uri()} "
-                      f"({type(err).__name__}: {err}); tried again when the next trial ends")
+            self._warn(f"could not record trial {trial_id}", err, "tried again when the next trial ends")
+
+    def _warn(self, what: str, err: Exception, then: str) -> None:
+        self.echo(f"[leuktune] WARNING: {what} in {self.folder.uri()} ({type(err).__name__}: {err}); {then}")
