@@ -22,14 +22,14 @@ examples:
 
 
 def image_files(inputs: list[str]) -> list[str]:
-    """Files as given, and the image files under each folder given (sorted)."""
-    from leuktune.data.sources import IMAGE_SUFFIXES
+    """Files as given, and the image files under each folder given, as a dataset's are found."""
+    from leuktune.data.sources import images_under
 
     files = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files += [str(p) for p in images_under(path)]
         else:
             files.append(item)
     return files

@@ -87,6 +87,7 @@ def test_predictions_are_what_evaluating_the_checkpoint_gives(run, tmp_path):
     for i, path in enumerate(paths[:3]):
         Image.open(path).save(images / f"cell{i}.png")
     (images / "empty.png").write_bytes(b"")
+    (images / "._cell0.png").write_bytes(b"\x00\x05\x16\x07")  # macOS's companion file: not an image
     assert predict_main(["--run", str(folder), str(images), "--out", str(tmp_path / "p.csv")]) == 0
     written = pd.read_csv(tmp_path / "p.csv")
     assert len(written) == 4 and written["error"].notna().sum() == 1 and "zero-byte" in written["error"].dropna().iloc[0]

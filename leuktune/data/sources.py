@@ -26,7 +26,9 @@ class DataError(ValueError):
     """A dataset problem, naming the path and what was expected."""
 
 
-def _images_under(folder: Path) -> list[Path]:
+def images_under(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (sorted), by suffix; hidden files and folders (macOS's
+    ``._*`` companions, ``.ipynb_checkpoints``) are not images of the set."""
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
@@ -46,7 +48,7 @@ def _class_folders(root: Path, split: str | None = None) -> list[dict]:
         raise DataError(f"{root}: no class sub-folders; expected {root}/<class name>/<images>")
     rows = []
     for class_dir in class_dirs:
-        files = _images_under(class_dir)
+        files = images_under(class_dir)
         if not files:
             raise DataError(f"{class_dir}: class folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         for f in files:
@@ -79,7 +81,7 @@ def cnmc(root: str | Path | None) -> pd.DataFrame:
     test folder when its labels CSV is present (columns Patient_ID, new_names, labels)."""
     root = _require_dir(root, "the C-NMC 2019 layout fold_0|fold_1|fold_2/{all,hem}/UID_<patient>_..._{all|hem}.bmp")
     rows, unnamed = [], []
-    for f in _images_under(root):
+    for f in images_under(root):
         if f.parent.name.lower() not in _CNMC_LABELS:
             continue
         m = _CNMC_NAME.match(f.name)
@@ -119,7 +121,7 @@ _ALLIDB_NAME = re.compile(r"^Im(\d+)_([01])\.(jpe?g|tiff?)$", re.IGNORECASE)
 def allidb(root: str | Path | None) -> pd.DataFrame:
     root = _require_dir(root, "ALL-IDB images named ImNNN_L.jpg or ImNNN_L.tif (L = 1 blast, 0 healthy)")
     rows = []
-    for f in _images_under(root):
+    for f in images_under(root):
         m = _ALLIDB_NAME.match(f.name)
         if m:
             rows.append({"path": str(f.resolve()), "label": "ALL" if m.group(2) == "1" else "healthy",
