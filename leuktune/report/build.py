@@ -152,11 +152,12 @@ def cv_section(inp: Inputs) -> Section | None:
     if inp.cv.empty:
         return None
     keep = ["balanced_accuracy", "accuracy", "f1_macro", "roc_auc"]
-    summary = inp.cv.groupby("trial_id")[keep].agg(["mean", "std"]).round(4)
-    summary.columns = [f"{m} {stat}" for m, stat in summary.columns]
+    # The means and spreads are the leaderboard's cv_* columns (leuktune.evaluate.cv.summary).
+    columns = {f"cv_{m}_{stat}": f"{m} {stat}" for m in keep for stat in ("mean", "std")}
+    summary = inp.board.loc[inp.board["cv_folds"].notna(), ["trial_id", *columns]].rename(columns=columns)
     return Section("Cross-validation").add(
         f"{int(inp.cv['folds'].iloc[0])} group-disjoint folds, every image held out once:",
-        summary.reset_index(), inp.cv[["trial_id", "fold", "images", *keep]].round(4))
+        summary.round(4), inp.cv[["trial_id", "fold", "images", *keep]].round(4))
 
 
 def write_report(runs: list[str | Path], out: str | Path | None = None, echo: Callable[[str], None] = print) -> Path:
