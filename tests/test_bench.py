@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from leuktune.bench.__main__ import main
+from leuktune.bench.occupancy import busy_by_slots
 from leuktune.bench.overhead import overhead_per_trial, per_trial
 
 
@@ -39,6 +40,16 @@ def test_overhead_per_trial_charges_each_trial_its_share_of_the_search():
     rows = [{"inside_epochs": 4.0}, {"inside_epochs": 6.0}, {"inside_epochs": 2.0}, {"inside_epochs": 8.0}]
     # 4 trials, 2 slots for 15 s: 30 slot-seconds, 20 of them inside epochs.
     assert overhead_per_trial(rows, wall=15.0, concurrent=2) == pytest.approx(2.5)
+
+
+def test_gpu_busy_is_split_by_whether_every_trial_slot_was_taken():
+    rows = [{"start": 10.0, "end": 20.0}, {"start": 10.0, "end": 14.0}, {"start": 14.5, "end": 18.0}]
+    samples = [(9.0, 0), (11.0, 80), (13.0, 90), (14.2, 10), (15.0, 70), (19.0, 30)]
+    split = busy_by_slots(samples, rows, since=10.0, slots=2)
+    # two trials at 11, 13 and 15; one at 14.2 (between trials) and 19 (the last one finishing)
+    assert split["share_of_time_all_slots_taken"] == pytest.approx(0.6)
+    assert split["gpu_busy_while_all_slots_taken"] == pytest.approx(0.8)
+    assert split["gpu_busy_while_slots_idle"] == pytest.approx(0.2)
 
 
 @pytest.mark.parametrize("command", ["models", "cache", "throughput", "trial-overhead", "gpu-occupancy", "searchers"])

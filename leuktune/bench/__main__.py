@@ -74,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     overhead.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                           help="override the built-in experiment (repeatable)")
     occupancy = _command(sub, "gpu-occupancy",
-                         "how busy the GPU is (NVML, each second) over a real search of a synthetic class folder; "
-                         "needs a GPU machine", "", "--trials 16 --trials-per-gpu 8 --set train.batch_size=128")
+                         "how busy the GPU is (NVML, each second) over a real search of a synthetic class folder, "
+                         "also split by whether every trial slot was taken (trials too small for the GPU vs "
+                         "idle slots while the last trials finish); each second's figure is kept in "
+                         "<workdir>/<run>.gpu.json; needs a GPU machine", "", "--trials 16 --trials-per-gpu 8 --set train.batch_size=128")
     occupancy.add_argument("--images", type=int, default=3000, help="images in the synthetic class folder")
     occupancy.add_argument("--image-size", type=int, default=128, help="pixels per side")
     occupancy.add_argument("--backbone", default="resnet50", help="timm backbone every trial trains")

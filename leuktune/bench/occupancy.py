@@ -8,6 +8,7 @@ ran) is averaged from the moment the data is ready to the end of the search.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import threading
@@ -74,6 +75,21 @@ class GpuSampler(threading.Thread):
         return statistics.fmean(values) / 100 if values else float("nan")
 
 
+def busy_by_slots(samples: list[tuple[float, int]], rows: list[dict], since: float, slots: int) -> dict:
+    """The GPU's busy fraction split by whether every trial slot was taken at the sample's time:
+    it tells a GPU that trials fill but cannot keep busy (their steps too small, their epochs
+    broken by validation and checkpoints) from one left idle while the last trials finish."""
+    full, short = [], []
+    for t, percent in samples:
+        if t >= since:
+            running = sum(r["start"] <= t < r["end"] for r in rows)
+            (full if running >= slots else short).append(percent / 100)
+    share = len(full) / max(len(full) + len(short), 1)
+    return {"share_of_time_all_slots_taken": round(share, 3),
+            "gpu_busy_while_all_slots_taken": round(statistics.fmean(full), 3) if full else float("nan"),
+            "gpu_busy_while_slots_idle": round(statistics.fmean(short), 3) if short else float("nan")}
+
+
 def bench_gpu_occupancy(images: int, image_size: int, backbone: str, trials: int, epochs: int,
                         trials_per_gpu: int, workdir: str, overrides: list[str]) -> dict:
     workdir_ = Path(workdir).absolute()
@@ -107,6 +123,8 @@ def bench_gpu_occupancy(images: int, image_size: int, backbone: str, trials: int
     folder = RunFolder.of(cfg)
     board = leaderboard.load(folder.uri())
     rows = read_clock(clock)
+    # every second's utilisation, for plotting against the trials' start and end in the clock file
+    clock.with_suffix(".gpu.json").write_text(json.dumps(sampler.samples))
     history = folder.read_frame(runfolder.HISTORY)
     wall = ended - marks["data_ready"]
     return {
@@ -115,6 +133,7 @@ def bench_gpu_occupancy(images: int, image_size: int, backbone: str, trials: int
         "trials_per_gpu": trials_per_gpu,
         "search_seconds_after_data": round(wall, 1),
         "gpu_busy_fraction_after_data": round(sampler.busy(marks["data_ready"]), 3),
+        **busy_by_slots(sampler.samples, rows, marks["data_ready"], min(trials_per_gpu, trials)),
         # Tune's view of each trial: start event to end event, minus the time inside its epochs
         "overhead_s_per_trial": round(statistics.fmean(r["overhead"] for r in rows), 2),
         # the same, counting process start-up and the gap until the next trial takes the slot

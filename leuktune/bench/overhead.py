@@ -68,7 +68,8 @@ def per_trial(events: list[dict]) -> list[dict]:
             continue
         first, last = results[0], results[-1]
         inside = sum(r.get("epoch_seconds", 0.0) for r in results)
-        row = {"trial": trial_id, "wall": t["end"] - t["start"], "inside_epochs": inside,
+        row = {"trial": trial_id, "start": t["start"], "end": t["end"], "wall": t["end"] - t["start"],
+               "inside_epochs": inside,
                "overhead": t["end"] - t["start"] - inside, "failed": t.get("failed", False)}
         if "loop_started_at" in first:
             row["start_to_loop"] = first["loop_started_at"] - t["start"]
