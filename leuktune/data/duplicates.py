@@ -42,9 +42,13 @@ def merge_identical(manifest: pd.DataFrame, content_hash: pd.Series) -> pd.DataF
     return manifest.assign(group=[groups.find(g) for g in manifest["group"]])
 
 
-def _close_pairs(phash_hex: pd.Series, distance: int) -> list[tuple[int, int, int]]:
-    """(i, j, distance) for images i < j whose perceptual hashes differ in at most ``distance``
-    of 64 bits, closest first (vectorised Hamming distance, chunked to bound memory)."""
+def close_pairs(phash_hex: pd.Series, distance: int) -> list[tuple[int, int, int]]:
+    """(i, j, distance) for images i < j (rows of the manifest) whose perceptual hashes differ in
+    at most ``distance`` of 64 bits, closest first (vectorised Hamming distance, chunked to bound
+    memory); none when ``distance`` is 0. Computed once per data preparation: the grouping and the
+    report read the same pairs."""
+    if distance <= 0:
+        return []
     hashes = np.array([int(h, 16) for h in phash_hex], dtype=np.uint64)
     pairs = []
     for start in range(0, len(hashes), 512):
@@ -55,17 +59,18 @@ def _close_pairs(phash_hex: pd.Series, distance: int) -> list[tuple[int, int, in
     return sorted(pairs, key=lambda pair: pair[2])
 
 
-def join_near_duplicates(manifest: pd.DataFrame, phash_hex: pd.Series, distance: int,
+def join_near_duplicates(manifest: pd.DataFrame, pairs: list[tuple[int, int, int]],
                          max_group: int) -> tuple[pd.DataFrame, int, list[tuple[str, int]]]:
-    """Join the groups of near-duplicate images, closest pairs first, unless the joined group
-    would hold more than ``max_group`` images. Returns the manifest with the joined groups, how
-    many images changed group, and the joins refused (a group and the size it would have reached)."""
-    if distance <= 0 or len(manifest) < 2:
+    """Join the groups of near-duplicate images (``close_pairs``), closest pairs first, unless the
+    joined group would hold more than ``max_group`` images. Returns the manifest with the joined
+    groups, how many images changed group, and the joins refused (a group and the size it would
+    have reached)."""
+    if not pairs:
         return manifest, 0, []
     names = manifest["group"].to_numpy()
     groups = _Groups(manifest["group"])
     refused: dict[str, int] = {}
-    for i, j, _ in _close_pairs(phash_hex, distance):
+    for i, j, _ in pairs:
         a, b = groups.find(names[i]), groups.find(names[j])
         if a == b:
             continue
@@ -79,15 +84,13 @@ def join_near_duplicates(manifest: pd.DataFrame, phash_hex: pd.Series, distance:
     return joined, moved, sorted(refused.items(), key=lambda item: -item[1])
 
 
-def near_duplicates(split: pd.DataFrame, phash_hex: pd.Series, content_hash: pd.Series,
-                    distance: int) -> pd.DataFrame:
-    """Pairs of different images in different splits whose perceptual hashes differ in at
-    most ``distance`` of 64 bits."""
+def near_duplicates(split: pd.DataFrame, pairs: list[tuple[int, int, int]], content_hash: pd.Series) -> pd.DataFrame:
+    """The near-duplicate ``pairs`` (``close_pairs``) of different images in different splits."""
     columns = ["path_a", "split_a", "path_b", "split_b", "distance"]
-    if distance <= 0 or len(split) < 2:
+    if not pairs:
         return pd.DataFrame(columns=columns)
     which, digests, paths = split["split"].to_numpy(), content_hash.to_numpy(), split["path"].to_numpy()
-    rows = [(paths[i], which[i], paths[j], which[j], d) for i, j, d in _close_pairs(phash_hex, distance)
+    rows = [(paths[i], which[i], paths[j], which[j], d) for i, j, d in pairs
             if which[i] != which[j] and digests[i] != digests[j]]
     return pd.DataFrame(rows, columns=columns).sort_values(["path_a", "path_b"], ignore_index=True)
 

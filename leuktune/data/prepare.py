@@ -17,7 +17,8 @@ from leuktune import runfolder
 from leuktune.config import ExperimentConfig
 from leuktune.data import cache, sources
 from leuktune.data.cache import CachedDataset
-from leuktune.data.duplicates import join_near_duplicates, merge_identical, near_duplicates, straddling_groups
+from leuktune.data.duplicates import (close_pairs, join_near_duplicates, merge_identical, near_duplicates,
+                                     straddling_groups)
 from leuktune.data.sources import DataError
 from leuktune.data.split import SPLITS, assign_splits
 from leuktune.runfolder import RunFolder
@@ -110,16 +111,16 @@ def prepare(cfg: ExperimentConfig, progress=print) -> tuple[CachedDataset, DataR
     predefined = "split" in manifest and manifest["split"].notna().all()
     # A dataset's own split is kept: say where it leaks rather than silently re-split.
     straddling = straddling_groups(manifest, info["content_hash"]) if predefined else []
+    # Rows keep their order from here to the split, so one set of pairs serves grouping and report.
+    pairs = close_pairs(info["phash"], data.near_duplicate_distance if data.near_duplicates != "off" else 0)
     joined, refused = 0, []
     if not predefined:
         manifest = merge_identical(manifest, info["content_hash"])
         if data.near_duplicates == "group":
-            manifest, joined, refused = join_near_duplicates(manifest, info["phash"], data.near_duplicate_distance,
-                                                             data.near_duplicate_max_group)
+            manifest, joined, refused = join_near_duplicates(manifest, pairs, data.near_duplicate_max_group)
     split = _split(manifest, cfg, folder)
 
-    distance = data.near_duplicate_distance if data.near_duplicates != "off" else 0
-    near = near_duplicates(split, info["phash"], info["content_hash"], distance)
+    near = near_duplicates(split, pairs, info["content_hash"])
     if len(near):
         folder.write_table(runfolder.NEAR_DUPLICATES, near)
     class_names = tuple(sorted(split["label"].unique()))
