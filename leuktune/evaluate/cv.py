@@ -61,17 +61,12 @@ def cross_validate(cfg: ExperimentConfig, row: pd.Series, data: CachedDataset, s
     trial_cfg = cfg.with_params({key: _native(value) for key, value in params.items()})
     trial_cfg = trial_cfg.model_copy(update={"search": trial_cfg.search.model_copy(update={"num_samples": k})})
     folds = [d.shared() for d in fold_datasets(data, split, k, cfg)]
-    trainable = tune.with_resources(
-        tune.with_parameters(_train_fold, experiment=trial_cfg, folds=folds, folder=folder),
-        trainer.trial_resources(trial_cfg))
+    trainable = trainer.tune_trainable(_train_fold, trial_cfg, experiment=trial_cfg, folds=folds, folder=folder)
     results = tune.Tuner(
         trainable, param_space={"fold": tune.grid_search(list(range(k)))},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_trials(trial_cfg, echo),
-                                    reuse_actors=trainer.launcher(trial_cfg) == "tune"),
-        run_config=tune.RunConfig(name=f"cv-{row['trial_id']}", storage_path=folder.path,
-                                  storage_filesystem=folder.fs, verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(**trainer.CHECKPOINTS),
-                                  failure_config=tune.FailureConfig(max_failures=trainer.trial_failures(trial_cfg))),
+                                    reuse_actors=trainer.reuse_actors(trial_cfg)),
+        run_config=trainer.tune_run_config(trial_cfg, folder, f"cv-{row['trial_id']}", verbose=0),
     ).fit()
     rows = []
     for result in results:

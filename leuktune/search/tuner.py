@@ -51,9 +51,7 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, e
                                grace_period=asha.grace_epochs(cfg.train.epochs),
                                reduction_factor=asha.reduction_factor)
                  if asha else FIFOScheduler())
-    trainable = tune.with_resources(
-        tune.with_parameters(trainer.run_trial, experiment=cfg, data=data.shared(), folder=folder),
-        trainer.trial_resources(cfg))
+    trainable = trainer.tune_trainable(trainer.run_trial, cfg, experiment=cfg, data=data.shared(), folder=folder)
     if resume:
         return tune.Tuner.restore(folder.file("tune"), trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=False, storage_filesystem=folder.fs)
@@ -62,15 +60,9 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, e
         tune_config=tune.TuneConfig(
             metric=search.metric, mode=search.mode, search_alg=make_searcher(cfg), scheduler=scheduler,
             num_samples=search.num_samples, max_concurrent_trials=concurrent_trials(cfg, echo),
-            # The next trial runs in the last one's warm process: no imports, CUDA ready,
-            # kernels tuned for its shapes.
-            reuse_actors=trainer.launcher(cfg) == "tune",
+            reuse_actors=trainer.reuse_actors(cfg),
         ),
-        run_config=tune.RunConfig(
-            name="tune", storage_path=folder.path, storage_filesystem=folder.fs,
-            callbacks=[LeaderboardCallback(cfg, folder, data.fingerprint, echo=echo), *callbacks],
-            checkpoint_config=tune.CheckpointConfig(**trainer.CHECKPOINTS),
-            failure_config=tune.FailureConfig(max_failures=trainer.trial_failures(cfg)),
-            verbose=1,
-        ),
+        run_config=trainer.tune_run_config(
+            cfg, folder, "tune", verbose=1,
+            callbacks=[LeaderboardCallback(cfg, folder, data.fingerprint, echo=echo), *callbacks]),
     )

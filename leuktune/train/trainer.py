@@ -66,6 +66,26 @@ def trial_failures(cfg: ExperimentConfig) -> int:
     return cfg.resources.max_failures if launcher(cfg) == "tune" else 0
 
 
+def tune_trainable(function, cfg: ExperimentConfig, **parameters):
+    """``function`` as a Tune trainable that asks for a trial's resources, its ``parameters``
+    (the data, the experiment) handed over through Ray's object store."""
+    return tune.with_resources(tune.with_parameters(function, **parameters), trial_resources(cfg))
+
+
+def reuse_actors(cfg: ExperimentConfig) -> bool:
+    """With the tune launcher, the next trial runs in the last one's warm process: no imports,
+    CUDA ready, kernels planned for its shapes."""
+    return launcher(cfg) == "tune"
+
+
+def tune_run_config(cfg: ExperimentConfig, folder, name: str, **settings) -> tune.RunConfig:
+    """A Tune run of trials under the run folder: the checkpoints it keeps and the restarts a failed
+    trial gets (both as a search's trials have them); ``settings``: more RunConfig fields."""
+    return tune.RunConfig(name=name, storage_path=folder.path, storage_filesystem=folder.fs,
+                          checkpoint_config=tune.CheckpointConfig(**CHECKPOINTS),
+                          failure_config=tune.FailureConfig(max_failures=trial_failures(cfg)), **settings)
+
+
 def run_trial(params: dict[str, Any], experiment: ExperimentConfig, data: CachedDataset, folder) -> None:
     """The Tune function of every search trial: the drawn parameters -> a concrete config -> train."""
     train(experiment.with_params(params), data, folder)
