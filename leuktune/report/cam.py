@@ -17,6 +17,8 @@ from pytorch_grad_cam import GradCAM  # noqa: E402
 from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
+from leuktune.report.figures import save  # noqa: E402
+
 
 def _target(model):
     """(layer, reshape) for Grad-CAM. A CNN's feature map is the backbone's own output. A ViT
@@ -68,7 +70,4 @@ def class_activation_maps(model, test: pd.DataFrame, path: Path, per_class: int 
         slot[label] += 1
         ax.imshow(show_cam_on_image(image.astype(np.float32) / 255, heat, use_rgb=True))
         ax.set_title(f"{label} -> {model.classes[guess]}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -16,7 +16,8 @@ from sklearn import metrics as skm  # noqa: E402
 from leuktune.evaluate.calibration import reliability, rescale  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save(fig, path: Path) -> Path:
+    """A figure into a PNG file (closed: a report draws many)."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -30,7 +31,7 @@ def best_per_value(table: pd.DataFrame, factor: str, metric: str, path: Path) ->
     ax.invert_yaxis()
     ax.set_xlabel(metric)
     ax.set_title(f"{metric} by {factor}")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def importance(values: dict[str, float], path: Path) -> Path:
@@ -38,7 +39,7 @@ def importance(values: dict[str, float], path: Path) -> Path:
     ax.barh(list(values), list(values.values()), color="#55a868")
     ax.invert_yaxis()
     ax.set_xlabel("importance (Optuna, PED-ANOVA)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def learning_curves(history: pd.DataFrame, trials: list[str], metric: str, path: Path) -> Path:
@@ -51,7 +52,7 @@ def learning_curves(history: pd.DataFrame, trials: list[str], metric: str, path:
     bottom.set_ylabel("train loss")
     bottom.set_xlabel("epoch")
     top.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def progress(board: pd.DataFrame, metric: str, mode: str, path: Path) -> Path:
@@ -65,7 +66,7 @@ def progress(board: pd.DataFrame, metric: str, mode: str, path: Path) -> Path:
     ax.set_xlabel("cumulative trial time (s)")
     ax.set_ylabel(metric)
     ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def confusion(matrix: np.ndarray, classes: list[str], path: Path) -> Path:
@@ -77,7 +78,7 @@ def confusion(matrix: np.ndarray, classes: list[str], path: Path) -> Path:
     ax.set_ylabel("true")
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, int(value), ha="center", va="center", color="black" if value < matrix.max() / 2 else "white")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def roc_and_pr(labels: np.ndarray, probs: np.ndarray, classes: list[str], path: Path) -> Path:
@@ -96,7 +97,7 @@ def roc_and_pr(labels: np.ndarray, probs: np.ndarray, classes: list[str], path: 
     pr.set(xlabel="recall", ylabel="precision", title="precision-recall, one vs rest")
     roc.legend(fontsize=8)
     pr.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def reliability_diagram(labels: np.ndarray, probs: np.ndarray, temperature: float, path: Path) -> Path:
@@ -107,7 +108,7 @@ def reliability_diagram(labels: np.ndarray, probs: np.ndarray, temperature: floa
         ax.plot(bins["confidence"], bins["accuracy"], marker="o", label=name)
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="reliability, test split")
     ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def class_counts(counts: pd.DataFrame, path: Path) -> Path:
@@ -115,4 +116,4 @@ def class_counts(counts: pd.DataFrame, path: Path) -> Path:
     counts.plot.bar(ax=ax, stacked=True)
     ax.set_ylabel("images")
     ax.set_title("images per class and split")
-    return _save(fig, path)
+    return save(fig, path)
