@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 EXAMPLES = """\
 examples:
@@ -22,16 +21,14 @@ examples:
 
 
 def image_files(inputs: list[str]) -> list[str]:
-    """Files as given, and the image files under each folder given, as a dataset's are found."""
+    """Files as given, and the image files under each folder given (local or a bucket prefix), as
+    a dataset's are found."""
+    from leuktune.data.files import is_folder
     from leuktune.data.sources import images_under
 
     files = []
     for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files += [str(p) for p in images_under(path)]
-        else:
-            files.append(item)
+        files += images_under(item) if is_folder(item) else [item]
     return files
 
 
@@ -50,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     from leuktune.train.checkpoint import CheckpointError
     from leuktune.trained import load_model
 
-    files = image_files(args.images)
+    from leuktune.data.files import DataError
+
+    try:
+        files = image_files(args.images)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not files:
         print(f"error: no image files in {', '.join(args.images)}", file=sys.stderr)
         return 2

@@ -4,10 +4,8 @@
 ``leaderboard.parquet``, ``history.parquet``, ``rejected.parquet`` and
 ``near_duplicates.parquet`` when there are any, Ray Tune's state and the trials' checkpoints
 under ``tune/`` (and ``trials/`` for Ray Train launched trials), and the report under
-``report/``. ``storage.path`` is a local folder or a URI that pyarrow reads (``s3://``,
-``gs://``; for an S3-compatible server, e.g.
-``s3://bucket/runs?endpoint_override=host:9000&scheme=http``). Decoded images and the
-built-in data set stay on this machine's disk (``data.cache_dir``).
+``report/``. ``storage.path`` is a local folder or a URI (leuktune.uris). Decoded images and
+the built-in data set stay on this machine's disk (``data.cache_dir``).
 """
 
 from __future__ import annotations
@@ -24,6 +22,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from leuktune import uris
+from leuktune.uris import is_uri
+
 CONFIG = "config.yaml"
 SPLIT = "split.parquet"
 LEADERBOARD = "leaderboard.parquet"
@@ -31,10 +32,6 @@ HISTORY = "history.parquet"
 REJECTED = "rejected.parquet"
 NEAR_DUPLICATES = "near_duplicates.parquet"
 LOCK = "search.lock"
-
-
-def is_uri(path: str) -> bool:
-    return "://" in str(path) and not str(path).startswith("file://")
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ class RunFolder:
         """The run folder of an ``ExperimentConfig``; a relative local storage path is taken from here."""
         storage = cfg.storage.path
         if not is_uri(storage):
-            storage = str(Path(storage.removeprefix("file://")).expanduser().absolute())
+            storage = uris.local_path(storage)
         cache = cfg.data.cache_dir
         return cls(storage, cfg.name, str(Path(cache).expanduser().absolute()) if cache else None)
 
@@ -79,9 +76,7 @@ class RunFolder:
 
     @property
     def _resolved(self) -> tuple[pafs.FileSystem, str]:
-        if not is_uri(self.storage):
-            return pafs.LocalFileSystem(), self.storage
-        return pafs.FileSystem.from_uri(self.storage)
+        return uris.resolve(self.storage)
 
     @property
     def local(self) -> bool:
@@ -98,13 +93,7 @@ class RunFolder:
     def uri(self, fs_path: str | None = None) -> str:
         """A path of this storage's filesystem as the user can pass it back: a local path, or a
         URI with the storage's scheme, credentials and options."""
-        fs_path = fs_path or self.path
-        if self.local:
-            return fs_path
-        parts = urlsplit(self.storage)
-        user = parts.netloc.rpartition("@")[0]
-        query = f"?{parts.query}" if parts.query else ""
-        return f"{parts.scheme}://{user + '@' if user else ''}{fs_path}{query}"
+        return uris.child(self.storage, fs_path or self.path)
 
     @property
     def trials(self) -> str:

@@ -35,7 +35,7 @@ def test_synthetic_classes_differ_in_what_a_smear_shows():
 def test_imagefolder_manifest_and_errors(tmp_path):
     synthetic.generate(tmp_path / "set", classes=("ALL", "CLL"), images_per_class=2, image_size=32)
     m = imagefolder(tmp_path / "set")
-    assert list(m.columns) == ["path", "label", "group"]
+    assert list(m.columns) == ["path", "label", "group", "bytes", "mtime_ns"]  # size and time key the cache
     assert sorted(m["label"].unique()) == ["ALL", "CLL"] and len(m) == 4
     with pytest.raises(DataError, match="nowhere"):
         imagefolder(tmp_path / "nowhere")

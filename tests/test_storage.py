@@ -1,34 +1,19 @@
 """A run folder in an S3 bucket: a real S3 protocol server (moto) on the loopback interface."""
 
-import socket
-
-import boto3
 import pyarrow.fs as pafs
 import pytest
-from moto.server import ThreadedMotoServer
 
 import leuktune
-from conftest import tiny_overrides
+from conftest import s3_server, tiny_overrides
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
 def bucket():
     """An S3 server on 127.0.0.1 with an empty bucket; the storage URI carries its address and keys."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="testing",
-                 aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket="cells")
-    yield f"s3://testing:testing@cells/runs?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
-    server.stop()
+    with s3_server("cells") as (_, uri):
+        yield uri("runs")
 
 
 def test_a_search_keeps_its_run_folder_in_the_bucket(bucket, tmp_path, ray_runtime):

@@ -9,6 +9,7 @@ from typing import Literal, Optional
 from pydantic import Field, model_validator
 
 from leuktune.config.space import Strict
+from leuktune.uris import is_uri
 
 SYNTHETIC_CLASSES = ("ALL", "AML", "CLL", "CML", "MM", "healthy")
 
@@ -42,9 +43,11 @@ ResizeMode = Literal["pad", "crop", "stretch"]
 
 class DataConfig(Strict):
     source: Literal["imagefolder", "cnmc", "allidb", "csv", "synthetic"] = "synthetic"
-    root: Optional[Path] = Field(
-        None, description="dataset folder (csv: the manifest file); synthetic: where to write it "
-        "(default: under storage)")
+    # The dataset's folder (csv: the manifest file): a folder of the machine that runs the search
+    # (read there), a folder every node mounts (NFS), or a bucket, s3://bucket/prefix or
+    # gs://bucket/prefix (read by every node; the forms storage.path takes). synthetic: the local
+    # folder it is written to (default: under storage).
+    root: Optional[str] = None
     image_size: int = Field(64, ge=16, le=1024)
     # pad keeps the whole cell (aspect kept, borders in the image's mean colour);
     # crop takes the centre square; stretch changes the aspect.
@@ -67,4 +70,6 @@ class DataConfig(Strict):
     def _root_when_needed(self) -> "DataConfig":
         if self.source != "synthetic" and self.root is None:
             raise ValueError(f"data.root is required for source {self.source!r}")
+        if self.source == "synthetic" and self.root is not None and is_uri(self.root):
+            raise ValueError(f"data.root {self.root!r}: the synthetic set is written to a local folder, not a bucket")
         return self

@@ -1,11 +1,12 @@
 """Decode + resize every image once into one uint8 array, shared by every trial.
 
-One pass of parallel Ray tasks examines each file (``leuktune.data.decode.examine``):
-pixels at the experiment's size, an exact content hash, a perceptual hash, or the
-reason the file is bad. The pass is saved under ``<storage>/cache/`` keyed by the
-files (paths, sizes, modification times), the image size and the resize mode, so a
-second run of an experiment decodes nothing. Trials receive the pixels through the Ray
-object store (``CachedDataset.shared``), where the workers of one node share one read-only copy.
+One pass of parallel Ray tasks, on the nodes that can read the files
+(``leuktune.data.placement``), examines each file (``leuktune.data.decode.examine``): pixels at
+the experiment's size, an exact content hash, a perceptual hash, or the reason the file is bad.
+The pass is saved on the driver's disk (``data.cache_dir``) keyed by the files (paths, sizes,
+modification times, as the manifest lists them), the image size and the resize mode, so a
+second run of an experiment decodes nothing. Trials receive the pixels through the Ray object
+store (``CachedDataset.shared``), where the workers of one node share one read-only copy.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,38 +22,27 @@ import numpy as np
 import pandas as pd
 import ray
 
-from leuktune.data.decode import examine
+from leuktune import uris
+from leuktune.data import placement
 from leuktune.data.split import SPLITS
 from leuktune.runtime import ray_session
 
-_CHUNK = 64  # images per decode task: large enough to amortise task overhead, small enough to spread
-
 
 def files_key(manifest: pd.DataFrame, size: int, mode: str) -> str:
-    """Identifies the decoded pixels: the files as they are on disk, the size and resize mode."""
+    """Identifies the decoded pixels: the files as they were listed (path, size, modification
+    time; a bucket's objects without credentials or endpoint options), the size and resize mode."""
     h = hashlib.sha256(f"{size}\0{mode}\n".encode())
-    for path in manifest["path"]:
-        stat = os.stat(path)
-        h.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for path, size_bytes, mtime in manifest[["path", "bytes", "mtime_ns"]].itertuples(index=False):
+        h.update(f"{uris.identity(path)}\0{size_bytes}\0{mtime}\n".encode())
     return h.hexdigest()[:16]
 
 
 def fingerprint(manifest: pd.DataFrame) -> str:
     """Identifies the data a result was computed on: paths, file sizes, labels, split."""
     h = hashlib.sha256()
-    for row in manifest[["path", "label", "split"]].itertuples(index=False):
-        h.update(f"{row.path}\0{os.path.getsize(row.path)}\0{row.label}\0{row.split}\n".encode())
+    for row in manifest[["path", "bytes", "label", "split"]].itertuples(index=False):
+        h.update(f"{uris.identity(row.path)}\0{row.bytes}\0{row.label}\0{row.split}\n".encode())
     return h.hexdigest()[:16]
-
-
-@ray.remote(num_cpus=1)
-def _examine_chunk(paths: list[str], size: int, mode: str):
-    results = [examine(p, size, mode) for p in paths]
-    pixels = np.zeros((len(paths), size, size, 3), np.uint8)
-    for i, (px, *_rest) in enumerate(results):
-        if px is not None:
-            pixels[i] = px
-    return pixels, [r[1:] for r in results]
 
 
 @dataclass
@@ -69,22 +60,17 @@ def scan(manifest: pd.DataFrame, size: int, mode: str, cache_dir: str | Path, pr
     if pixels_file.is_file() and info_file.is_file():
         pixels = np.load(pixels_file, mmap_mode="r")
         info = pd.read_parquet(info_file)
-        if pixels.shape == (len(manifest), size, size, 3) and info["path"].tolist() == manifest["path"].tolist():
+        same_files = info["path"].map(uris.identity).tolist() == manifest["path"].map(uris.identity).tolist()
+        if pixels.shape == (len(manifest), size, size, 3) and same_files:
             progress(f"[leuktune] decoded images reused from {pixels_file}")
             return Scan(pixels, info)
     paths = manifest["path"].tolist()
-    chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-    parts: dict[int, tuple] = {}
-    with ray_session():  # the search's Ray (a cluster's cores decode), else a local one for the pass
-        pending = {_examine_chunk.remote(c, size, mode): i for i, c in enumerate(chunks)}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            parts[pending.pop(done[0])] = ray.get(done[0])
-            if len(parts) % max(1, len(chunks) // 10) == 0 or not pending:
-                progress(f"[leuktune] decoding images: {min(len(parts) * _CHUNK, len(paths))}/{len(paths)}")
-    ordered = [parts[i] for i in range(len(chunks))]
-    pixels = (np.concatenate([p for p, _ in ordered]) if ordered else np.zeros((0, size, size, 3), np.uint8))
-    rows = [r for _, rs in ordered for r in rs]
+    started = time.monotonic()
+    with ray_session():  # the search's Ray (a cluster's nodes decode), else a local one for the pass
+        decoded = placement.decode(paths, manifest["bytes"].tolist(), manifest["mtime_ns"].tolist(), size, mode,
+                                   progress)
+    progress(f"[leuktune] decoded {len(paths)} images in {time.monotonic() - started:.1f}s: {decoded.summary()}")
+    pixels, rows = decoded.pixels, decoded.results
     info = pd.DataFrame({
         "path": paths,
         "content_hash": [r[0] for r in rows],

@@ -7,7 +7,7 @@ a viewer would show it (16-bit scaled, not clipped; transparency over white).
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 import typing
 
 import imagehash
@@ -15,23 +15,32 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from leuktune.config import ResizeMode
+from leuktune.data.files import read_bytes
 
 
 class BadImage(ValueError):
     """A file that is not a readable image; the message says why."""
 
 
-def load_rgb(path: str) -> Image.Image:
-    if os.path.getsize(path) == 0:
+def load_rgb(path: str, where: str = "here") -> Image.Image:
+    """An image file (a local path or a URI) as RGB pixels; ``BadImage`` says why it cannot be
+    (``where``: the machine reading it, for that message)."""
+    try:
+        data = read_bytes(path)
+    except OSError as err:  # not there on this machine, no permission, the bucket refused
+        raise BadImage(f"cannot be read {where} ({type(err).__name__}: {err})") from None
+    if not data:
         raise BadImage("zero-byte file")
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             img.load()  # decode now: truncated data fails here, not later in a trial
             return to_rgb(img)
     except UnidentifiedImageError:
         raise BadImage("not an image file PIL can identify") from None
     except (OSError, SyntaxError, ValueError) as err:  # PIL's ways of saying corrupt/truncated
         raise BadImage(f"corrupt or truncated image: {err}") from None
+    except Image.DecompressionBombError as err:  # a whole slide, not a smear field
+        raise BadImage(f"too large to decode: {err}") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -66,11 +75,12 @@ def resize(img: Image.Image, size: int, mode: str) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def examine(path: str, size: int, mode: str) -> tuple[np.ndarray | None, str | None, int | None, str | None]:
+def examine(path: str, size: int, mode: str,
+            where: str = "here") -> tuple[np.ndarray | None, str | None, int | None, str | None]:
     """(pixels, content hash, perceptual hash, error): content hash of the decoded pixels finds
     exact duplicates whatever the file format; the perceptual hash finds near-duplicates."""
     try:
-        img = load_rgb(path)
+        img = load_rgb(path, where)
     except BadImage as err:
         return None, None, None, str(err)
     content = hashlib.sha1(np.asarray(img).tobytes() + str(img.size).encode()).hexdigest()

@@ -84,7 +84,8 @@ def _split(manifest: pd.DataFrame, cfg: ExperimentConfig, folder: RunFolder) -> 
     if folder.exists(runfolder.SPLIT):
         saved = folder.read_frame(runfolder.SPLIT)
         if saved[["path", "label"]].equals(manifest[["path", "label"]]) and saved["split"].notna().all():
-            return saved
+            # The saved groups and splits, with the files as they are now (sizes, times).
+            return manifest.assign(group=saved["group"].to_numpy(), split=saved["split"].to_numpy())
     split = assign_splits(manifest, cfg.data.split)
     folder.write_table(runfolder.SPLIT, split)
     return split

@@ -8,67 +8,72 @@ into one group later, once they are decoded (leuktune.data.prepare).
 
 from __future__ import annotations
 
+import posixpath
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from leuktune import uris
 from leuktune.config import DataConfig
-from leuktune.data import synthetic
+from leuktune.data import files, synthetic
+from leuktune.data.files import IMAGE_SUFFIXES, DataError, Listing
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 # Predefined split folder names (case-insensitive), e.g. the Kaggle blood-cells TRAIN/TEST.
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
+COLUMNS = ["path", "label", "group"]
+# Each file's size and modification time ride along: they key the decoded cache (leuktune.data.cache).
+FILE_COLUMNS = ["bytes", "mtime_ns"]
 
 
-class DataError(ValueError):
-    """A dataset problem, naming the path and what was expected."""
+def images_under(folder: str | Path) -> list[str]:
+    """The image files under a folder (local or a bucket prefix), as a dataset's are found."""
+    return [e.location for e in files.walk(str(folder), "a folder of images").images()]
 
 
-def images_under(folder: Path) -> list[Path]:
-    """The image files under ``folder`` (sorted), by suffix; hidden files and folders (macOS's
-    ``._*`` companions, ``.ipynb_checkpoints``) are not images of the set."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-
-
-def _require_dir(root: Path | None, what: str) -> Path:
+def _listing(root: str | Path | None, expected: str) -> Listing:
     if root is None:
-        raise DataError(f"data.root is required: {what}")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset folder not found (data.root); expected {what}")
-    return root.absolute()  # not resolve(): groups are named by the path under root, symlinks and all
+        raise DataError(f"data.root is required: {expected}")
+    return files.walk(str(root), expected)
 
 
-def _class_folders(root: Path, split: str | None = None) -> list[dict]:
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+def _row(entry: files.Entry, label: str, group: str, **extra) -> dict:
+    return {"path": entry.location, "label": label, "group": group, "bytes": entry.bytes,
+            "mtime_ns": entry.mtime_ns, **extra}
+
+
+def _frame(rows: list[dict], *extra: str) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=[*COLUMNS, *extra, *FILE_COLUMNS])
+
+
+def _class_folders(listing: Listing, under: str = "", split: str | None = None) -> list[dict]:
+    class_dirs = listing.subfolders(under)
+    where = listing.location_of(under)
     if not class_dirs:
-        raise DataError(f"{root}: no class sub-folders; expected {root}/<class name>/<images>")
+        raise DataError(f"{where}: no class sub-folders; expected {where}/<class name>/<images>")
     rows = []
     for class_dir in class_dirs:
-        files = images_under(class_dir)
-        if not files:
-            raise DataError(f"{class_dir}: class folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        for f in files:
-            row = {"path": str(f.resolve()), "label": class_dir.name,
-                   "group": str(f.relative_to(root.parent).with_suffix(""))}
-            if split:
-                row["split"] = split
-            rows.append(row)
+        images = listing.images(class_dir)
+        if not images:
+            raise DataError(f"{where}/{PurePosixPath(class_dir).name}: class folder holds no images "
+                            f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        for e in images:
+            # The group is named by the path under the root's parent, symlinks and all.
+            group = str(PurePosixPath(listing.name, e.rel).with_suffix(""))
+            rows.append(_row(e, PurePosixPath(class_dir).name, group, **({"split": split} if split else {})))
     return rows
 
 
 def imagefolder(root: str | Path | None) -> pd.DataFrame:
     """``root/<class>/<image>``, or with predefined splits ``root/{train,val,test}/<class>/<image>``."""
-    root = _require_dir(root, "a folder with one sub-folder per class")
-    subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    split_dirs = {d: SPLIT_FOLDERS[d.name.lower()] for d in subdirs if d.name.lower() in SPLIT_FOLDERS}
+    listing = _listing(root, "a folder with one sub-folder per class")
+    subdirs = listing.subfolders()
+    split_dirs = {d: SPLIT_FOLDERS[d.lower()] for d in subdirs if d.lower() in SPLIT_FOLDERS}
     if split_dirs and len(split_dirs) == len(subdirs):
-        rows = [r for d, s in sorted(split_dirs.items()) for r in _class_folders(d, s)]
-        return pd.DataFrame(rows, columns=["path", "label", "group", "split"])
-    return pd.DataFrame(_class_folders(root), columns=["path", "label", "group"])
+        rows = [r for d, s in sorted(split_dirs.items()) for r in _class_folders(listing, d, s)]
+        return _frame(rows, "split")
+    return _frame(_class_folders(listing))
 
 
 # C-NMC 2019: UID_<patient>_<image>_<cell>_<all|hem>.bmp; healthy donors are H<id>.
@@ -79,39 +84,47 @@ _CNMC_LABELS = ("all", "hem")  # folder names, and the labels
 def cnmc(root: str | Path | None) -> pd.DataFrame:
     """C-NMC 2019: ``fold_*/{all,hem}/UID_*.bmp`` with patient groups, plus the preliminary
     test folder when its labels CSV is present (columns Patient_ID, new_names, labels)."""
-    root = _require_dir(root, "the C-NMC 2019 layout fold_0|fold_1|fold_2/{all,hem}/UID_<patient>_..._{all|hem}.bmp")
+    listing = _listing(root, "the C-NMC 2019 layout fold_0|fold_1|fold_2/{all,hem}/UID_<patient>_..._{all|hem}.bmp")
     rows, unnamed = [], []
-    for f in images_under(root):
-        if f.parent.name.lower() not in _CNMC_LABELS:
+    for e in listing.images():
+        path = PurePosixPath(e.rel)
+        if path.parent.name.lower() not in _CNMC_LABELS:
             continue
-        m = _CNMC_NAME.match(f.name)
+        m = _CNMC_NAME.match(path.name)
         if not m:
-            unnamed.append(f)
+            unnamed.append(e.location)
             continue
-        label = f.parent.name.lower()
+        label = path.parent.name.lower()
         if m.group(4).lower() != label:
-            raise DataError(f"{f}: file name says {m.group(4)!r} but it is in folder {f.parent.name!r}")
-        rows.append({"path": str(f.resolve()), "label": label, "group": f"patient-{m.group(1).upper()}"})
+            raise DataError(f"{e.location}: file name says {m.group(4)!r} but it is in folder {path.parent.name!r}")
+        rows.append(_row(e, label, f"patient-{m.group(1).upper()}"))
     if unnamed:
-        raise DataError(f"{len(unnamed)} file(s) under {root} do not follow UID_<patient>_<image>_<cell>_<all|hem>.bmp, "
-                        f"e.g. {unnamed[0]}")
-    for labels_csv in sorted(root.rglob("*labels*.csv")):
-        table = pd.read_csv(labels_csv)
+        raise DataError(f"{len(unnamed)} file(s) under {listing.root} do not follow "
+                        f"UID_<patient>_<image>_<cell>_<all|hem>.bmp, e.g. {unnamed[0]}")
+    for rel, labels_csv in listing.files.items():
+        if not PurePosixPath(rel).match("*labels*.csv"):
+            continue
+        table = files.read_table(labels_csv.location)
         if not {"Patient_ID", "new_names", "labels"} <= set(table.columns):
             continue
-        folder = next((d for d in labels_csv.parent.iterdir() if d.is_dir()
-                       and all((d / n).is_file() for n in table["new_names"].head(3))), None)
+        beside = listing.subfolders(str(PurePosixPath(rel).parent))
+        folder = next((d for d in beside if all(f"{d}/{n}" in listing.files for n in table["new_names"].head(3))),
+                      None)
         if folder is None:
-            raise DataError(f"{labels_csv}: no folder beside it holds its images ({table['new_names'].iloc[0]}, ...)")
+            raise DataError(f"{labels_csv.location}: no folder beside it holds its images "
+                            f"({table['new_names'].iloc[0]}, ...)")
         for r in table.itertuples(index=False):
             m = _CNMC_NAME.match(str(r.Patient_ID))
             if not m:
-                raise DataError(f"{labels_csv}: Patient_ID {r.Patient_ID!r} is not UID_<patient>_..._<all|hem>.bmp")
-            rows.append({"path": str((folder / r.new_names).resolve()), "label": "all" if int(r.labels) == 1 else "hem",
-                         "group": f"patient-{m.group(1).upper()}"})
+                raise DataError(f"{labels_csv.location}: Patient_ID {r.Patient_ID!r} is not "
+                                "UID_<patient>_..._<all|hem>.bmp")
+            image = listing.files.get(f"{folder}/{r.new_names}")
+            if image is None:
+                raise DataError(f"{labels_csv.location}: lists {r.new_names}, which is not in {folder}")
+            rows.append(_row(image, "all" if int(r.labels) == 1 else "hem", f"patient-{m.group(1).upper()}"))
     if not rows:
-        raise DataError(f"{root}: no C-NMC images found; expected fold_*/all/*.bmp and fold_*/hem/*.bmp")
-    return pd.DataFrame(rows, columns=["path", "label", "group"])
+        raise DataError(f"{listing.root}: no C-NMC images found; expected fold_*/all/*.bmp and fold_*/hem/*.bmp")
+    return _frame(rows)
 
 
 # ALL-IDB1/2: ImNNN_L.jpg|tif with L = 1 (lymphoblast present) or 0 (healthy).
@@ -119,44 +132,56 @@ _ALLIDB_NAME = re.compile(r"^Im(\d+)_([01])\.(jpe?g|tiff?)$", re.IGNORECASE)
 
 
 def allidb(root: str | Path | None) -> pd.DataFrame:
-    root = _require_dir(root, "ALL-IDB images named ImNNN_L.jpg or ImNNN_L.tif (L = 1 blast, 0 healthy)")
+    listing = _listing(root, "ALL-IDB images named ImNNN_L.jpg or ImNNN_L.tif (L = 1 blast, 0 healthy)")
     rows = []
-    for f in images_under(root):
-        m = _ALLIDB_NAME.match(f.name)
+    for e in listing.images():
+        m = _ALLIDB_NAME.match(PurePosixPath(e.rel).name)
         if m:
-            rows.append({"path": str(f.resolve()), "label": "ALL" if m.group(2) == "1" else "healthy",
-                         "group": str(f.relative_to(root).with_suffix(""))})
+            rows.append(_row(e, "ALL" if m.group(2) == "1" else "healthy", str(PurePosixPath(e.rel).with_suffix(""))))
     if not rows:
-        raise DataError(f"{root}: no files named ImNNN_L.jpg|tif (ALL-IDB layout)")
-    return pd.DataFrame(rows, columns=["path", "label", "group"])
+        raise DataError(f"{listing.root}: no files named ImNNN_L.jpg|tif (ALL-IDB layout)")
+    return _frame(rows)
+
+
+def _listed_location(manifest: str, listed: str) -> str:
+    """A manifest's path column entry as a location: a URI or an absolute local path as it is,
+    a relative one from the manifest's folder (in the manifest's bucket for a manifest in one)."""
+    if uris.is_uri(listed):
+        return listed
+    if not uris.is_uri(manifest):
+        return str((Path(manifest).parent / listed).resolve())
+    folder = posixpath.dirname(uris.resolve(manifest)[1])
+    return uris.child(manifest, posixpath.normpath(posixpath.join(folder, listed)))
 
 
 def table(path: str | Path | None) -> pd.DataFrame:
-    """A CSV or Parquet manifest: columns path, label, optionally group and split.
-    Relative paths are relative to the manifest file."""
+    """A CSV or Parquet manifest: columns path, label, optionally group and split. Relative paths
+    are relative to the manifest file; the manifest and its images may be local or in a bucket."""
     if path is None:
         raise DataError("data.root is required: the CSV or Parquet manifest file")
-    path = Path(path).expanduser()
-    if not path.is_file():
+    path = str(path) if uris.is_uri(path) else uris.local_path(path)
+    if not files.is_file(path):
         raise DataError(f"{path}: manifest file not found (data.root); expected a .csv or .parquet file")
-    frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    frame = files.read_table(path)
     missing = {"path", "label"} - set(frame.columns)
     if missing:
         raise DataError(f"{path}: missing column(s) {sorted(missing)}; expected path, label[, group, split]")
     frame = frame.copy()
-    frame["path"] = [str((path.parent / p).resolve()) for p in frame["path"].astype(str)]
+    frame["path"] = [_listed_location(path, p) for p in frame["path"].astype(str)]
     frame["label"] = frame["label"].astype(str)
-    absent = [p for p in frame["path"] if not Path(p).is_file()]
+    stats = files.stat(frame["path"].tolist())
+    absent = [p for p, s in zip(frame["path"], stats) if s is None]
     if absent:
         raise DataError(f"{path}: {len(absent)} listed file(s) do not exist, e.g. {absent[0]}")
+    frame["bytes"], frame["mtime_ns"] = [s[0] for s in stats], [s[1] for s in stats]
     if "group" not in frame:
-        frame["group"] = frame["path"]
+        frame["group"] = frame["path"].map(uris.identity)
     frame["group"] = frame["group"].astype(str)
     if "split" in frame:
         bad = sorted(set(frame["split"].astype(str)) - {"train", "val", "test"})
         if bad:
             raise DataError(f"{path}: column split has {bad}; expected train, val or test")
-    return frame[[c for c in ("path", "label", "group", "split") if c in frame]]
+    return frame[[c for c in (*COLUMNS, "split", *FILE_COLUMNS) if c in frame]]
 
 
 def manifest(data: DataConfig, datasets: Path) -> pd.DataFrame:

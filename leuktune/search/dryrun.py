@@ -42,7 +42,7 @@ def _space(cfg) -> list[str]:
 
 
 def _data(cfg) -> list[str]:
-    from leuktune.data import sources
+    from leuktune.data import files, sources
     from leuktune.runfolder import RunFolder
 
     data = cfg.data
@@ -50,7 +50,7 @@ def _data(cfg) -> list[str]:
         s = data.synthetic
         return [f"  the built-in synthetic set: {len(s.classes)} classes x {s.images_per_class} images at "
                 f"{s.image_size}px ({', '.join(s.classes)})"]
-    if data.root is None or not Path(data.root).expanduser().exists():
+    if data.root is None or not (files.is_folder(data.root) or files.is_file(data.root)):
         return [f"  not reachable from here: {data.root} does not exist (the search reads it on the cluster)"]
     try:
         manifest = sources.manifest(data, RunFolder.of(cfg).datasets)

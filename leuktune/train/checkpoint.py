@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 import torch
 
 from leuktune.config import ExperimentConfig
-from leuktune.runfolder import is_uri
+from leuktune import uris
 
 FILE = "checkpoint.pt"
 META = "meta.json"
@@ -57,10 +57,7 @@ def save(folder: str | Path, state: dict[str, Any]) -> None:
 
 def _locate(location: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, folder) of a checkpoint given as its folder or its checkpoint.pt, local or a URI."""
-    if is_uri(location):
-        fs, path = pafs.FileSystem.from_uri(location)
-    else:
-        fs, path = pafs.LocalFileSystem(), str(Path(location.removeprefix("file://")).expanduser().absolute())
+    fs, path = uris.resolve(location)
     path = path.rstrip("/")
     return fs, path.rpartition("/")[0] if path.endswith(FILE) else path
 
