@@ -41,6 +41,9 @@ RESULT_COLUMNS = [
     ("pareto_front", pa.bool_()),  # multi-objective searches: not dominated on every objective
     ("unfreeze_depth_effective", pa.int64()), ("stage_groups", pa.int64()), ("backbone_activation", pa.string()),
     ("workers", pa.int64()), ("precision", pa.string()), ("train_seconds", pa.float64()), ("device", pa.string()),
+    # where it ran (its last epoch: a trial restarted after a lost node names the new one), and what
+    # it cost: train_seconds x the CPUs and GPUs the trial held
+    ("node_ip", pa.string()), ("node_id", pa.string()), ("cpu_seconds", pa.float64()), ("gpu_seconds", pa.float64()),
     ("checkpoint_uri", pa.string()), ("started_at", pa.string()), ("finished_at", pa.string()),
     ("leuktune_version", pa.string()), ("data_fingerprint", pa.string()),
     ("error", pa.string()), ("error_file", pa.string()),  # the exception's type and message; Ray's full record
@@ -50,7 +53,7 @@ HISTORY_COLUMNS = [
     ("train_loss", pa.float64()), ("train_images_per_s", pa.float64()), ("epoch_seconds", pa.float64()),
     ("lr", pa.float64()), ("resumed_from_epoch", pa.int64()), ("improved_epoch", pa.int64()),
     ("inference_ms", pa.float64()), *((f"val_{m}", pa.float64()) for m in METRICS),
-    ("val_confusion_matrix", CONFUSION),
+    ("val_confusion_matrix", CONFUSION), ("node_ip", pa.string()), ("node_id", pa.string()),
 ]
 HISTORY = pa.schema(HISTORY_COLUMNS)
 

@@ -128,6 +128,28 @@ def test_section(inp: Inputs, out: Path, echo: Callable[[str], None]) -> Section
     return section
 
 
+def cost_section(inp: Inputs) -> Section:
+    """What the search used: GPU- and CPU-hours (each trial's time x the share of the node it
+    held), trials, and the nodes they ran on (a trial restarted on another node counts both)."""
+    board = inp.board
+    section = Section("What the search used")
+    if "gpu_seconds" not in board or board["cpu_seconds"].isna().all():
+        return section.add("This leaderboard has no cost columns (a search of an earlier leuktune).")
+    where = inp.history if "node_id" in inp.history and inp.history["node_id"].notna().any() else board
+    nodes = where.dropna(subset=["node_id"]).drop_duplicates(["trial_id", "node_id"])
+    started, finished = pd.to_datetime(board["started_at"]).min(), pd.to_datetime(board["finished_at"]).max()
+    span = f" over {(finished - started).total_seconds() / 3600:.2f} hours of wall time" if pd.notna(started) else ""
+    section.add(f"{len(board)} trials on {nodes['node_id'].nunique()} node(s){span}: "
+                f"{board['gpu_seconds'].sum() / 3600:.2f} GPU-hours and {board['cpu_seconds'].sum() / 3600:.2f} "
+                "CPU-hours held by trials.")
+    per_node = board.assign(gpu_hours=board["gpu_seconds"] / 3600, cpu_hours=board["cpu_seconds"] / 3600)
+    per_node = (per_node.groupby(["node_ip", "node_id"], dropna=False)
+                .agg(trials=("trial_id", "size"), gpu_hours=("gpu_hours", "sum"), cpu_hours=("cpu_hours", "sum"))
+                .reset_index())
+    per_node["node_id"] = per_node["node_id"].str[:12]
+    return section.add("By the node each trial ended on:", per_node.round(3))
+
+
 def data_section(inp: Inputs, out: Path) -> Section:
     section = Section("The data")
     if inp.split.empty:
@@ -172,7 +194,7 @@ def write_report(runs: list[str | Path], out: str | Path | None = None, echo: Ca
         f"Experiment(s) {names}: {len(inp.board)} trials ({statuses}), ranked by {inp.metric} "
         f"({inp.config.search.mode}). The test split is read only by the final evaluation.", top_table(inp))
     sections = [overview, search_section(inp, out), test_section(inp, out, echo), *filter(None, [cv_section(inp)]),
-                data_section(inp, out)]
+                cost_section(inp), data_section(inp, out)]
     title = f"leuktune report: {names}"
     (out / "report.md").write_text(markdown(title, sections, out))
     (out / "report.html").write_text(page(title, sections))

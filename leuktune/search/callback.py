@@ -24,11 +24,11 @@ from leuktune.config import ExperimentConfig
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import echo
-from leuktune.train.trainer import find_checkpoint
+from leuktune.train.trainer import find_checkpoint, trial_share
 
 # Facts about the model and device that every epoch reports; the leaderboard keeps the last.
 MODEL_KEYS = ["params", "trainable_params", "inference_ms", "unfreeze_depth_effective", "stage_groups",
-              "backbone_activation", "workers", "precision", "device"]
+              "backbone_activation", "workers", "precision", "device", "node_ip", "node_id"]
 # What the history keeps of each result (looked up for every key of every result, in the driver).
 HISTORY_KEYS = frozenset({*leaderboard.HISTORY.names, *MODEL_KEYS, "diverged", "early_stopped"})
 
@@ -75,6 +75,7 @@ class LeaderboardCallback(tune.Callback):
         self._results: dict[str, list[dict]] = {}
         self._started: dict[str, tuple[str, float]] = {}
         self._unwritten: list[tuple[dict, list[dict], str]] = []
+        self._share = trial_share(cfg)
 
     def _history_of(self, trial_id: str) -> list[dict]:
         """The epochs a trial reported so far, those of an earlier session of the search included."""
@@ -132,6 +133,7 @@ class LeaderboardCallback(tune.Callback):
         last = results[-1] if results else {}
         epochs_run = max((r["epoch"] for r in results), default=0)
         status, stopped_by = self._status(results, epochs_run, error)
+        seconds = round(time.monotonic() - t0, 2)
         row = {
             "experiment": self.cfg.name, "trial_id": trial.trial_id, "status": status,
             **{k: trial.config.get(k) for k in self.hyperparameters},
@@ -140,7 +142,8 @@ class LeaderboardCallback(tune.Callback):
             **{f"val_{m}": best.get(f"val_{m}") for m in METRICS},
             "val_confusion_matrix": best.get("val_confusion_matrix"),
             **{k: last.get(k) for k in MODEL_KEYS},
-            "train_seconds": round(time.monotonic() - t0, 2),
+            "train_seconds": seconds,
+            "cpu_seconds": seconds * self._share["CPU"], "gpu_seconds": seconds * self._share["GPU"],
             "checkpoint_uri": find_checkpoint(self.cfg, self.folder, trial.path, trial.trial_id, best.get("epoch")),
             "started_at": started_at, "finished_at": _now(),
             "leuktune_version": leuktune.__version__, "data_fingerprint": self.fingerprint,

@@ -23,8 +23,7 @@ def concurrent_trials(cfg: ExperimentConfig, echo=echo, available: dict | None =
     hold at the per-trial request (fractional GPUs pack: 0.25 GPU a trial = 4 per GPU), or, on
     a cluster that holds none yet, all of them (the autoscaler decides how many run).
     ``available``: the cluster's resources (default: those of the Ray this process is on)."""
-    res = cfg.resources
-    per_trial = {"CPU": res.cpus_per_worker * res.workers_per_trial, "GPU": res.gpus_per_worker * res.workers_per_trial}
+    per_trial = trainer.trial_share(cfg)
     available = ray.cluster_resources() if available is None else available
     fits = {kind: math.floor(available.get(kind, 0) / need + 1e-6) for kind, need in per_trial.items() if need > 0}
     short = [f"{per_trial[kind]:g} {kind} a trial, the cluster has {available.get(kind, 0):g}"

@@ -95,7 +95,7 @@ def _build(cfg: ExperimentConfig, data: CachedDataset, session, phases: Phases, 
     setup = DeviceSetup.create(session.device, model.backbone.mean, model.backbone.std, train)
     info = {"unfreeze_depth_effective": model.unfreeze_depth, "stage_groups": len(model.backbone.groups),
             "backbone_activation": model.backbone.activation, "params": params, "trainable_params": trainable,
-            "workers": session.world_size, "device": setup.name, "precision": setup.precision}
+            "workers": session.world_size, "device": setup.name, "precision": setup.precision, **session.node()}
     model = setup.prepare(model)
     # Decay warmed up from 0: short searches average over what they have, not over the init.
     ema = ModelEmaV3(model, decay=train.ema, use_warmup=True) if train.ema else None

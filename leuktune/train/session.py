@@ -25,6 +25,13 @@ class _RaySession:
 
     _api: Any
 
+    @staticmethod
+    def node() -> dict[str, str]:
+        """The Ray node this worker runs on (the leaderboard and history say where a trial ran)."""
+        import ray
+
+        return {"node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id()}
+
     def checkpoint(self):
         return self._api.get_checkpoint()
 

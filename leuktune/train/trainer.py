@@ -44,6 +44,12 @@ def launcher(cfg: ExperimentConfig) -> str:
     return "tune" if res.workers_per_trial == 1 else "train"
 
 
+def trial_share(cfg: ExperimentConfig) -> dict[str, float]:
+    """The CPUs and GPUs a running trial holds, all its workers together, whichever the launcher."""
+    res = cfg.resources
+    return {"CPU": res.cpus_per_worker * res.workers_per_trial, "GPU": res.gpus_per_worker * res.workers_per_trial}
+
+
 def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
     """What the Tune trial itself asks for."""
     res = cfg.resources
