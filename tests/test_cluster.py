@@ -3,6 +3,8 @@
 - cluster/aws.yaml, cluster/gcp.yaml (`ray up`): pass Ray's own checks (`prepare_config` then
   `validate_config`, the ones `ray up` runs before it touches a cloud), with a CPU head,
   GPU workers that autoscale from 0, token authentication and a setup that installs leuktune.
+- cluster/onprem.yaml (`ray up` with Ray's `local` provider: servers reached by SSH): the same
+  checks, a head that offers no CPUs or GPUs, and the list of servers.
 - cluster/kuberay/*.yaml: the fields the KubeRay operator requires (its CRDs), an autoscaled
   GPU worker group, token authentication, and a RayJob that runs a search.
 
@@ -21,7 +23,8 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
-LAUNCHER = ["aws.yaml", "gcp.yaml"]
+CLOUD = ["aws.yaml", "gcp.yaml"]
+LAUNCHER = [*CLOUD, "onprem.yaml"]
 COMMAND_LISTS = ["initialization_commands", "setup_commands", "head_setup_commands",
                  "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands"]
 
@@ -40,7 +43,7 @@ def test_launcher_config_passes_rays_own_checks(name):
     ray_checked(read(name))
 
 
-@pytest.mark.parametrize("name", LAUNCHER)
+@pytest.mark.parametrize("name", CLOUD)
 @pytest.mark.parametrize("mistake, message", [
     (lambda c: c.update(max_worker=4), "Additional properties are not allowed"),
     (lambda c: c["available_node_types"]["gpu_worker"]["resources"].update(GPU=0.5), "is not of type 'integer'"),
@@ -53,7 +56,7 @@ def test_rays_checks_catch_a_mistake(name, mistake, message):
         ray_checked(config)
 
 
-@pytest.mark.parametrize("name", LAUNCHER)
+@pytest.mark.parametrize("name", CLOUD)
 def test_launcher_config_has_a_cpu_head_and_gpu_workers_from_zero(name):
     config = read(name)
     types = config["available_node_types"]
@@ -64,6 +67,18 @@ def test_launcher_config_has_a_cpu_head_and_gpu_workers_from_zero(name):
     for node_type in gpu:
         assert node_type["min_workers"] == 0 and 1 <= node_type["max_workers"] <= config["max_workers"]
     assert "2.60.0" in config["docker"]["image"]  # the Ray the project is tested with
+
+
+def test_onprem_config_lists_its_servers_and_keeps_the_head_off_the_trials():
+    config = read("onprem.yaml")
+    prepared = prepare_config(read("onprem.yaml"))  # what `ray up` turns it into: one node type, every server
+    (node_type,) = prepared["available_node_types"].values()
+    assert node_type["min_workers"] == node_type["max_workers"] == len(config["provider"]["worker_ips"]) >= 1
+    (start,) = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    assert "--num-cpus=0" in start and "--num-gpus=0" in start
+    del config["provider"]["worker_ips"]
+    with pytest.raises(Exception):  # Ray aborts: a local cluster names its machines
+        prepare_config(config)
 
 
 @pytest.mark.parametrize("name", LAUNCHER)

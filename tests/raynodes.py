@@ -1,0 +1,198 @@
+"""Ray nodes of their own for the tests, on this one machine, shaped like a cloud cluster.
+
+A head is started with ``ray start --head --block`` (token authentication on, as every head of
+Ray 2.60), and worker nodes with ``ray start --block --address ...``, each with ports and a
+temporary folder of its own. A worker node can run in a mount namespace of its own where some
+folders are empty (a tmpfs over each): it cannot see the head's disk there, as a cloud worker
+cannot. Every node is its own process group, stopped by killing that group; ``ray stop`` would
+end every Ray process of the machine, other tests' included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+# A lost node is noticed within seconds, not Ray's half a minute.
+FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 1000,
+                      "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _worker_ports() -> range:
+    """100 ports for a node's worker processes, free when chosen (nodes on one machine that share
+    Ray's default range wait on each other's ports)."""
+    while True:
+        low = secrets.randbelow(200) * 100 + 30000
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in (low, low + 50, low + 99):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return range(low, low + 100)
+
+
+def _node_ports() -> list[str]:
+    workers = _worker_ports()
+    ports = [p for p in free_ports(12) if p not in workers][:6]
+    manager, objects, agent, agent_grpc, metrics, runtime_env = ports
+    return [f"--node-manager-port={manager}", f"--object-manager-port={objects}",
+            f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
+            f"--min-worker-port={workers.start}", f"--max-worker-port={workers.stop - 1}"]
+
+
+@dataclass
+class Node:
+    """One ``ray start --block`` process group."""
+
+    process: subprocess.Popen
+    temp: Path
+    log: Path
+
+    def pids(self) -> list[tuple[int, str]]:
+        """(pid, command line) of every process of this node."""
+        out = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(self.process.pid)], capture_output=True,
+                             text=True).stdout
+        return [(int(pid), cmd) for pid, _, cmd in (line.strip().partition(" ") for line in out.splitlines())]
+
+    def kill_raylet(self) -> int:
+        """SIGKILL this node's raylet, as a lost machine: its workers and the node go with it."""
+        (pid,) = [pid for pid, cmd in self.pids() if "/raylet" in cmd.split(" ")[0]]
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        # Processes of this node outside its group (nodes an autoscaler started) name its folder.
+        for pid in processes_under(self.temp):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def processes_under(folder: Path) -> list[int]:
+    """The processes whose command line names ``folder`` (a node's temporary folder)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(pid) for pid, _, cmd in (line.strip().partition(" ") for line in out.splitlines())
+            if str(folder) in cmd and int(pid) != os.getpid()]
+
+
+def _temp() -> Path:
+    return Path(tempfile.mkdtemp(prefix="lk", dir="/tmp"))  # unix socket paths must stay short
+
+
+@dataclass
+class Cluster:
+    """A head and its worker nodes; ``env`` is what a client (``ray job``, a driver) needs."""
+
+    head: Node
+    gcs: str  # host:port
+    dashboard: str  # http://host:port
+    env: dict
+    workers: list[Node] = field(default_factory=list)
+
+    def add_worker(self, num_cpus: int = 1, hide: tuple[Path, ...] = (), num_gpus: int = 0,
+                   extra: tuple[str, ...] = ()) -> Node:
+        """A worker node; ``hide``: folders it sees empty (its own mount namespace)."""
+        temp = _temp()
+        start = [RAY, "start", "--block", f"--address={self.gcs}", f"--num-cpus={num_cpus}",
+                 f"--num-gpus={num_gpus}", "--object-store-memory=200000000", f"--temp-dir={temp}",
+                 *_node_ports(), *extra]
+        mounts = "".join(f"mount -t tmpfs none {shlex.quote(str(p))} && " for p in hide)
+        command = ["unshare", "-m", "bash", "-c", f"{mounts}exec {shlex.join(start)}"] if hide else start
+        log = temp.with_suffix(".log")
+        node = Node(subprocess.Popen(command, env=self.env, start_new_session=True, stdout=log.open("w"),
+                                     stderr=subprocess.STDOUT), temp, log)
+        self.workers.append(node)
+        return node
+
+    def nodes(self) -> list[dict]:
+        """``ray.nodes()`` of the cluster, asked by a driver of its own."""
+        script = (f"import json, ray; ray.init(address={self.gcs!r}, logging_level='ERROR'); "
+                  "print('NODES=' + json.dumps(ray.nodes()))")
+        out = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True, text=True, timeout=120)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("NODES=")]  # Ray prints events too
+        assert lines, out.stdout[-2000:] + out.stderr[-2000:]
+        return json.loads(lines[-1].removeprefix("NODES="))
+
+    def alive_workers(self) -> int:
+        return sum(n["Alive"] for n in self.nodes()) - 1
+
+    def wait_for_workers(self, count: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while self.alive_workers() != count:
+            dead = [w.log for w in self.workers if w.process.poll() is not None]
+            assert not dead, f"a worker node exited: {dead[0].read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"{count} worker node(s) did not join"
+            time.sleep(1)
+
+    def job(self, *args: str, cwd: Path, timeout: float = 900, working_dir: bool = True) -> subprocess.CompletedProcess:
+        """``ray job submit`` of a command to this cluster, as README says (``--working-dir`` the
+        project, unless ``working_dir`` is False: then the job runs the installed leuktune)."""
+        sent = ["--working-dir", str(cwd)] if working_dir else []
+        return subprocess.run([RAY, "job", "submit", "--address", self.dashboard, *sent, "--", *args], env=self.env,
+                              cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+    def stop(self) -> None:
+        for node in [*self.workers, self.head]:
+            node.stop()
+
+
+def start_head(num_cpus: int = 0, system_config: dict | None = None, env: dict | None = None,
+               extra: tuple[str, ...] = (), port: int | None = None) -> Cluster:
+    """A head node (token authentication on) and its client environment, once ``ray job`` answers."""
+    gcs, dashboard, client = free_ports(3)
+    gcs = port or gcs
+    temp = _temp()
+    # As in an activated environment: a job's `python` is the one with leuktune's requirements.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    env.pop("RAY_ADDRESS", None)
+    command = [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
+               "--dashboard-host=127.0.0.1", f"--ray-client-server-port={client}", f"--num-cpus={num_cpus}",
+               "--object-store-memory=300000000", f"--temp-dir={temp}", *_node_ports(), *extra]
+    if system_config:
+        command.append(f"--system-config={json.dumps(system_config)}")
+    log = temp.with_suffix(".log")
+    head = Node(subprocess.Popen(command, env=env, start_new_session=True, stdout=log.open("w"),
+                                 stderr=subprocess.STDOUT), temp, log)
+    cluster = Cluster(head, f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", env)
+    deadline = time.monotonic() + 120
+    while subprocess.run([RAY, "job", "list", "--address", cluster.dashboard], env=env, capture_output=True).returncode:
+        if head.process.poll() is not None or time.monotonic() > deadline:
+            cluster.stop()
+            raise AssertionError(f"the head did not start: {log.read_text()[-3000:]}")
+        time.sleep(1)
+    return cluster
