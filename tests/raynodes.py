@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,16 +140,15 @@ class Cluster:
         return node
 
     def nodes(self) -> list[dict]:
-        """``ray.nodes()`` of the cluster, asked by a driver of its own."""
-        script = (f"import json, ray; ray.init(address={self.gcs!r}, logging_level='ERROR'); "
-                  "print('NODES=' + json.dumps(ray.nodes()))")
-        out = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True, text=True, timeout=120)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("NODES=")]  # Ray prints events too
-        assert lines, out.stdout[-2000:] + out.stderr[-2000:]
-        return json.loads(lines[-1].removeprefix("NODES="))
+        """The cluster's nodes as Ray's state API lists them (node_id, state, is_head_node,
+        resources_total), asked of the dashboard over HTTP with the token."""
+        request = urllib.request.Request(f"{self.dashboard}/api/v0/nodes?detail=1",
+                                         headers={"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)["data"]["result"]["result"]
 
     def alive_workers(self) -> int:
-        return sum(n["Alive"] for n in self.nodes()) - 1
+        return sum(n["state"] == "ALIVE" and not n["is_head_node"] for n in self.nodes())
 
     def wait_for_workers(self, count: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

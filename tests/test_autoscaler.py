@@ -9,6 +9,7 @@ only; the trials train on the CPU.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -52,21 +53,35 @@ def test_the_autoscaler_adds_nodes_for_waiting_trials_and_removes_them_when_idle
     try:
         assert cluster.alive_workers() == 0
         overrides = [f"storage.path={tmp_path / 'runs'}", "name=scaled", "data.synthetic.classes=[ALL, CLL, healthy]",
-                     "data.synthetic.images_per_class=40", "data.image_size=32", "model.backbone=test_resnet",
-                     "train.epochs=4", "train.batch_size=16", "search.num_samples=2", "search.scheduler.asha=null",
+                     "data.synthetic.images_per_class=20", "data.image_size=32", "model.backbone=test_resnet",
+                     "train.epochs=2", "train.batch_size=16", "search.num_samples=2", "search.scheduler.asha=null",
                      "evaluate.top_k=0", "resources.gpus_per_worker=1", "resources.cpus_per_worker=1"]
         # No --working-dir: the fake nodes share the head's temporary folder, and one removed while
         # idle deletes the job's unpacked working directory with its own (a cloud node has its own disk).
+        peak = []
+        watching = threading.Event()
+
+        def watch():  # the most worker nodes alive at once while the search runs
+            while not watching.wait(1):
+                peak.append(cluster.alive_workers())
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         job = cluster.job("python", "-m", "leuktune.search", *[a for o in overrides for a in ("--set", o)],
                           cwd=REPO, working_dir=False)
+        watching.set()
+        watcher.join()
         out = job.stdout + job.stderr
         assert job.returncode == 0, out[-4000:]
         assert "no trial fits the cluster as it is" in out and "1 GPU a trial, the cluster has 0" in out
         board = pd.read_parquet(tmp_path / "runs" / "scaled" / "leaderboard.parquet")
         assert len(board) == 2 and (board["status"] == "completed").all()
-        # each trial on a node the autoscaler added (the fake provider's ids count up from the head's)
+        # the autoscaler added a node for each waiting trial, and the trials ran on nodes it added (the
+        # fake provider's ids count up from the head's); a trial that ends before the second node is
+        # up leaves its warm process to the next, so both may run on one
+        assert max(peak) >= 2
         head_id = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
-        assert board["node_id"].nunique() == 2 and head_id not in set(board["node_id"])
+        assert head_id not in set(board["node_id"])
         assert (board["gpu_seconds"] == board["train_seconds"]).all()
         deadline = time.monotonic() + 180
         while cluster.alive_workers() != 0:  # removed once idle for idle_timeout_minutes

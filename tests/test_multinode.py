@@ -74,8 +74,8 @@ def read_run(uri, name: str, table: str) -> pd.DataFrame:
 
 def node_ids(cluster) -> dict[str, str]:
     """Node id -> 'head', 'worker0' or 'worker1' (each worker was started with a resource of its name)."""
-    return {n["NodeID"]: next((k for k in n["Resources"] if k.startswith("worker")), "head")
-            for n in cluster.nodes() if n["Alive"]}
+    return {n["node_id"]: next((k for k in n["resources_total"] if k.startswith("worker")), "head")
+            for n in cluster.nodes() if n["state"] == "ALIVE"}
 
 
 def test_a_search_of_a_folder_on_the_heads_disk(cloud):
@@ -143,14 +143,19 @@ def test_a_search_of_images_in_a_bucket_then_evaluate_report_predict_from_the_bu
     assert predictions["input"].str.startswith("s3://").all()
 
 
-def test_a_data_root_no_node_can_read_is_one_error_before_any_trial(cloud):
+def test_a_data_root_or_run_folder_the_nodes_cannot_reach_is_one_error_before_any_trial(cloud):
     cluster, uri, images, scratch = cloud
-    job = cluster.job(*search_args(uri("runs"), "nothing", "data.source=imagefolder",
-                                   f"data.root={uri('no-such-folder')}"), cwd=REPO)
-    assert job.returncode != 0
-    assert "error: s3://testing:testing@lab/no-such-folder" in job.stdout + job.stderr
-    assert "dataset folder not found (data.root)" in job.stdout + job.stderr
-    assert "Traceback" not in job.stdout + job.stderr and "[leuktune] trial" not in job.stdout
+    nothing = cluster.job(*search_args(uri("runs"), "nothing", "data.source=imagefolder",
+                                       f"data.root={uri('no-such-folder')}"), cwd=REPO)
+    local = cluster.job(*search_args(str(scratch / "runs"), "local", "data.source=imagefolder",
+                                     f"data.root={uri('cells')}"), cwd=REPO)
+    for job, message in ((nothing, "error: s3://testing:testing@lab/no-such-folder"),
+                         (local, f"error: storage.path {scratch / 'runs'} is a folder of this machine that 2 of 2 "
+                                 "other node(s) of the cluster do not see")):
+        out = job.stdout + job.stderr
+        assert job.returncode != 0 and message in out, out[-3000:]
+        assert "Traceback" not in out and "[leuktune] trial" not in out
+    assert "dataset folder not found (data.root)" in nothing.stdout + nothing.stderr
 
 
 def test_a_worker_node_lost_mid_trial(cloud):

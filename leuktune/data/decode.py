@@ -29,6 +29,11 @@ def load_rgb(path: str, where: str = "here") -> Image.Image:
         data = read_bytes(path)
     except OSError as err:  # not there on this machine, no permission, the bucket refused
         raise BadImage(f"cannot be read {where} ({type(err).__name__}: {err})") from None
+    return rgb_of(data)
+
+
+def rgb_of(data: bytes) -> Image.Image:
+    """An image file's bytes as RGB pixels; ``BadImage`` says why they are not an image."""
     if not data:
         raise BadImage("zero-byte file")
     try:

@@ -83,8 +83,8 @@ def _pinned_to(node: Node) -> NodeAffinitySchedulingStrategy:
     return NodeAffinitySchedulingStrategy(node.id, soft=False)
 
 
-def _unseen_by(nodes: list[Node], samples: list[tuple[str, int, int]]) -> list[Node]:
-    """The nodes that do not see the sampled files as the driver does (or do not answer)."""
+def unseen_by(nodes: list[Node], samples: list[tuple[str, int, int]]) -> list[Node]:
+    """The nodes that do not see these files (path, size, mtime_ns) as the driver does, or do not answer."""
     probes = {n: _sees.options(scheduling_strategy=_pinned_to(n)).remote(samples) for n in nodes}
     ready, _ = ray.wait(list(probes.values()), num_returns=len(probes), timeout=PROBE_TIMEOUT_S)
     unseen = []
@@ -100,13 +100,19 @@ def _unseen_by(nodes: list[Node], samples: list[tuple[str, int, int]]) -> list[N
     return unseen
 
 
+def other_nodes() -> list[Node]:
+    """The alive nodes with CPUs other than the driver's: where trials and decode tasks may run."""
+    driver = ray.get_runtime_context().get_node_id()
+    return [n for n in alive_nodes() if n.id != driver and n.cpus > 0]
+
+
 def place(paths: list[str], sizes: list[int], mtimes: list[int]) -> Placement:
     """Where the decode tasks of these files run (see the module's docstring)."""
     nodes = alive_nodes()
     driver_id = ray.get_runtime_context().get_node_id()
     driver = next(n for n in nodes if n.id == driver_id)
     on_driver = int(driver.cpus) or len(os.sched_getaffinity(0))
-    others = [n for n in nodes if n.id != driver.id and n.cpus > 0]
+    others = other_nodes()
     everywhere = int(sum(n.cpus for n in nodes))
     local = [i for i, p in enumerate(paths) if not uris.is_uri(p)]
     if not others:
@@ -114,7 +120,7 @@ def place(paths: list[str], sizes: list[int], mtimes: list[int]) -> Placement:
     if not local:
         return Placement(False, driver, everywhere, "the files are in a bucket")
     picks = sorted({local[0], local[len(local) // 2], local[-1]})  # a node that sees these, unchanged, shares the folder
-    unseen = _unseen_by(others, [(paths[i], sizes[i], mtimes[i]) for i in picks])
+    unseen = unseen_by(others, [(paths[i], sizes[i], mtimes[i]) for i in picks])
     if unseen:
         return Placement(True, driver, on_driver,
                          f"the files are on the driver's disk, which {len(unseen)} of {len(others)} other node(s) "

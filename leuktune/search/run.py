@@ -66,6 +66,7 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
                  f"{', '.join(cfg.searched()) or 'nothing'}; {cfg.search.num_samples} trial(s), run folder "
                  f"{folder.uri()}")
             with runtime.ray_session(address):
+                _check_storage_is_shared(folder)
                 data = prepare_data(cfg, echo)
                 run_trials(cfg, data, echo, resume=resume)
             if not folder.exists(runfolder.LEADERBOARD):
@@ -99,6 +100,29 @@ def _continued(cfg, folder, resume: bool, echo: Callable[[str], None]):
     if changed:
         echo(f"[leuktune] resuming with the run's own {runfolder.CONFIG}; yours differs in {', '.join(changed)}")
     return saved
+
+
+def _check_storage_is_shared(folder) -> None:
+    """A run folder on this machine's disk must be one that every node sees (NFS): trials on other
+    nodes write their checkpoints there, and the driver reads them. Asked of the nodes in the
+    cluster now (an autoscaler's later nodes are not asked)."""
+    import os
+
+    from leuktune import runfolder
+    from leuktune.data.placement import other_nodes, unseen_by
+
+    if not folder.local:
+        return
+    nodes = other_nodes()
+    config = folder.file(runfolder.CONFIG)
+    stat = os.stat(config)
+    unseen = unseen_by(nodes, [(config, stat.st_size, stat.st_mtime_ns)]) if nodes else []
+    if unseen:
+        raise SearchError(
+            f"storage.path {folder.storage} is a folder of this machine that {len(unseen)} of {len(nodes)} other "
+            f"node(s) of the cluster do not see (e.g. {unseen[0]}): their trials' checkpoints would be lost. "
+            "Use a bucket every node reaches (storage.path=s3://bucket/prefix or gs://bucket/prefix) or a folder "
+            "every node mounts at the same path (NFS)")
 
 
 def prepare_data(cfg, echo: Callable[[str], None] = runtime.echo):
