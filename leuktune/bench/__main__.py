@@ -105,6 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     searchers.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                            help="override the built-in experiment (repeatable)")
     args = parser.parse_args(argv)
+    from leuktune.runtime import ClusterUnreachable
+
+    try:
+        return _run(args)
+    except ClusterUnreachable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.what == "searchers":
         from leuktune.bench.searchers import bench_searchers
 

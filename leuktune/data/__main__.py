@@ -29,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     from leuktune.config import ConfigError
     from leuktune.data.check import check_data
     from leuktune.data.sources import DataError
+    from leuktune.runtime import ClusterUnreachable
 
     try:
         report = check_data(args.config, args.overrides)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, ClusterUnreachable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(report)

@@ -66,7 +66,7 @@ def scan(manifest: pd.DataFrame, size: int, mode: str, cache_dir: str | Path, pr
             return Scan(pixels, info)
     paths = manifest["path"].tolist()
     started = time.monotonic()
-    with ray_session():  # the search's Ray (a cluster's nodes decode), else a local one for the pass
+    with ray_session(echo=progress):  # the search's Ray (a cluster's nodes decode), else one for the pass
         decoded = placement.decode(paths, manifest["bytes"].tolist(), manifest["mtime_ns"].tolist(), size, mode,
                                    progress)
     progress(f"[leuktune] decoded {len(paths)} images in {time.monotonic() - started:.1f}s: {decoded.summary()}")

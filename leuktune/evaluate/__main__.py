@@ -33,11 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     from leuktune.data.sources import DataError
     from leuktune.evaluate import evaluate
     from leuktune.leaderboard import LeaderboardError
+    from leuktune.runtime import ClusterUnreachable
     from leuktune.search.lock import FolderInUse
 
     try:
         board = evaluate(args.run, top=args.top, cv=args.cv, trial=args.trial, device=args.device)
-    except (ConfigError, DataError, LeaderboardError, FolderInUse) as err:
+    except (ConfigError, DataError, LeaderboardError, FolderInUse, ClusterUnreachable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     shown = [c for c in ("trial_id", "status", "val_balanced_accuracy", "test_balanced_accuracy",

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from leuktune.config import ConfigError, load
     from leuktune.data.sources import DataError
+    from leuktune.runtime import ClusterUnreachable
     from leuktune.search import SearchError, search
 
     if args.dry_run:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             print(dry_run(args.config, args.overrides, args.address))
-        except (ConfigError, DataError) as err:
+        except (ConfigError, DataError, ClusterUnreachable) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         return 0
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(args.config, args.overrides)
         board = search(cfg, address=args.address, resume=args.resume)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, ClusterUnreachable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except SearchError as err:

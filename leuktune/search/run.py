@@ -30,7 +30,8 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
     ``config`` is an experiment file, an ``ExperimentConfig``, or None for the built-in
     experiment (a synthetic blood-smear set, on the CPU, in minutes); ``overrides`` are
     ``KEY=VALUE`` strings as ``--set`` takes them. Ray is the one this process is connected
-    to, else ``address`` (default ``RAY_ADDRESS``, else a local Ray started for the search).
+    to, else ``address`` (default ``RAY_ADDRESS``), else the local cluster ``ray start`` recorded
+    if it answers, else a local Ray started for the search (``leuktune.runtime.choose_address``).
     When the trials end, the best ``evaluate.top_k`` are scored once on the test split
     (``leuktune.evaluate``).
     ``resume=True`` continues the interrupted search of the same run folder (its own saved
@@ -65,7 +66,7 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
             echo(f"[leuktune] experiment {cfg.name!r}: {'resuming' if resume else 'searching'} "
                  f"{', '.join(cfg.searched()) or 'nothing'}; {cfg.search.num_samples} trial(s), run folder "
                  f"{folder.uri()}")
-            with runtime.ray_session(address):
+            with runtime.ray_session(address, echo):
                 _check_storage_is_shared(folder)
                 data = prepare_data(cfg, echo)
                 run_trials(cfg, data, echo, resume=resume)
