@@ -10,7 +10,9 @@ Whether other nodes see a local folder is asked of them, not assumed: a probe ta
 looks for a few of the files with the same size and modification time. Each decode task returns
 the pixels with the node it ran on, so a search says which node decoded what.
 
-Ray tasks were measured against Ray Data's readers for this pass (python -m leuktune.bench decode).
+Ray tasks, not Ray Data's reader, by measurement (``python -m leuktune.bench decode``, 2,004 PNGs,
+one to two worker nodes): 1.6-1.9x faster from a bucket, 7x from the driver's disk, where Ray
+Data's executor starts slower and its map ships the files' bytes to other nodes to decode there.
 """
 
 from __future__ import annotations

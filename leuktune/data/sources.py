@@ -52,15 +52,15 @@ def _class_folders(listing: Listing, under: str = "", split: str | None = None) 
     where = listing.location_of(under)
     if not class_dirs:
         raise DataError(f"{where}: no class sub-folders; expected {where}/<class name>/<images>")
-    rows = []
+    rows, name = [], listing.name
     for class_dir in class_dirs:
         images = listing.images(class_dir)
         if not images:
-            raise DataError(f"{where}/{PurePosixPath(class_dir).name}: class folder holds no images "
+            raise DataError(f"{listing.location_of(class_dir)}: class folder holds no images "
                             f"({', '.join(sorted(IMAGE_SUFFIXES))})")
         for e in images:
             # The group is named by the path under the root's parent, symlinks and all.
-            group = str(PurePosixPath(listing.name, e.rel).with_suffix(""))
+            group = str(PurePosixPath(name, e.rel).with_suffix(""))
             rows.append(_row(e, PurePosixPath(class_dir).name, group, **({"split": split} if split else {})))
     return rows
 
