@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -143,6 +145,24 @@ def test_a_search_of_images_in_a_bucket_then_evaluate_report_predict_from_the_bu
     assert predictions["input"].str.startswith("s3://").all()
 
 
+def test_a_folder_every_node_mounts_is_decoded_by_every_node(cloud):
+    cluster, uri, images, scratch = cloud
+    shared = Path(tempfile.mkdtemp(prefix="lk-nfs-", dir="/tmp"))  # outside the hidden folders: every node sees it
+    try:
+        write_images(shared / "cells", per_class=10)
+        job = cluster.job("python", "-m", "leuktune.data", "--set", "data.source=imagefolder",
+                          "--set", f"data.root={shared / 'cells'}", "--set", f"storage.path={uri('runs')}",
+                          "--set", "name=shared", "--set", "data.image_size=32", "--set", "data.on_bad_image=skip",
+                          "--set", f"data.cache_dir={scratch / 'cache'}", cwd=REPO)
+    finally:
+        shutil.rmtree(shared)
+    out = job.stdout + job.stderr
+    assert job.returncode == 0, out[-3000:]
+    assert "decoding 31 images across the cluster: every node sees the files (a shared folder)" in out
+    decoded = next(line for line in out.splitlines() if "[leuktune] decoded 31 images" in line)
+    assert decoded.count("images,") == 2 and "30 images, 3 classes" in out
+
+
 def test_a_data_root_or_run_folder_the_nodes_cannot_reach_is_one_error_before_any_trial(cloud):
     cluster, uri, images, scratch = cloud
     nothing = cluster.job(*search_args(uri("runs"), "nothing", "data.source=imagefolder",
@@ -167,23 +187,27 @@ def test_a_worker_node_lost_mid_trial(cloud):
                       f"data.cache_dir={scratch / 'cache'}", f"train.epochs={epochs}", "train.checkpoint_every=1",
                       "resources.max_failures=2")],
         env=cluster.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    fs, root = pafs.FileSystem.from_uri(uri("runs"))
-    deadline = time.monotonic() + 600
-    seen = None
-    while seen is None:
-        assert submit.poll() is None and time.monotonic() < deadline, "the search ended before a trial was midway"
-        for info in fs.get_file_info(pafs.FileSelector(f"{root}/lost/history", allow_not_found=True)):
-            with fs.open_input_file(info.path) as f:
-                part = pd.read_parquet(f)
-            if len(part) >= 2:
-                seen = part
-                break
-        time.sleep(0.3)
-    where = node_ids(cluster)
-    victim = where[seen["node_id"].iloc[-1]]
-    trial, epochs_seen = seen["trial_id"].iloc[0], int(seen["epoch"].max())
-    cluster.workers[int(victim.removeprefix("worker"))].kill_raylet()
-    output, _ = submit.communicate(timeout=900)
+    try:
+        fs, root = pafs.FileSystem.from_uri(uri("runs"))
+        deadline = time.monotonic() + 600
+        seen = None
+        while seen is None:
+            assert submit.poll() is None and time.monotonic() < deadline, "the search ended before a trial was midway"
+            for info in fs.get_file_info(pafs.FileSelector(f"{root}/lost/history", allow_not_found=True)):
+                with fs.open_input_file(info.path) as f:
+                    part = pd.read_parquet(f)
+                if len(part) >= 2:
+                    seen = part
+                    break
+            time.sleep(0.3)
+        where = node_ids(cluster)
+        victim = where[seen["node_id"].iloc[-1]]
+        trial, epochs_seen = seen["trial_id"].iloc[0], int(seen["epoch"].max())
+        cluster.workers[int(victim.removeprefix("worker"))].kill_raylet()
+        output, _ = submit.communicate(timeout=900)
+    finally:
+        if submit.poll() is None:  # a failed check above: the job goes with the cluster, its client here
+            submit.kill()
     assert submit.returncode == 0, output[-4000:]
 
     board = read_run(uri, "lost", "leaderboard.parquet")

@@ -74,8 +74,8 @@ def test_with_a_dead_cluster_recorded_a_search_and_a_benchmark_start_their_own_r
     assert searched.returncode == 0, searched.stderr[-3000:]
     assert f"names a Ray cluster at {dead} that does not answer" in searched.stdout
     assert "Failed to connect to GCS" not in searched.stdout + searched.stderr
-    bench = run("leuktune.bench", "throughput", "--images", "64", "--epochs", "1", "--batch", "16", env=env,
-                cwd=tmp_path)
+    bench = run("leuktune.bench", "cache", "--images", "24", "--source-size", "32", "--image-size", "16",
+                "--workdir", str(tmp_path / "bench"), env=env, cwd=tmp_path)
     assert bench.returncode == 0, bench.stderr[-3000:]
     assert f"names a Ray cluster at {dead} that does not answer" in bench.stdout
 
