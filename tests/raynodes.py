@@ -77,8 +77,9 @@ class Node:
     log: Path
 
     def pids(self) -> list[tuple[int, str]]:
-        """(pid, command line) of every process of this node."""
-        out = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(self.process.pid)], capture_output=True,
+        """(pid, command line) of every process of this node (-ww: whole lines, which ps otherwise
+        cuts at 80 columns, before a long virtual environment's path reaches ``raylet``)."""
+        out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "-g", str(self.process.pid)], capture_output=True,
                              text=True).stdout
         return [(int(pid), cmd) for pid, _, cmd in (line.strip().partition(" ") for line in out.splitlines())]
 
@@ -108,7 +109,7 @@ class Node:
 
 def processes_under(folder: Path) -> list[int]:
     """The processes whose command line names ``folder`` (a node's temporary folder)."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     return [int(pid) for pid, _, cmd in (line.strip().partition(" ") for line in out.splitlines())
             if str(folder) in cmd and int(pid) != os.getpid()]
 
