@@ -14,16 +14,10 @@ from leuktune.data.decode import resize, rgb_of
 from leuktune.runtime import ray_session
 
 
-def _node() -> str:
-    import ray
-
-    return str(placement.Node(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), 0))
-
-
 def _decode_batch(batch: dict, size: int) -> dict:
     """Ray Data's side: each file's bytes decoded and resized as leuktune's tasks do, where they were read."""
     pixels = [resize(rgb_of(data), size, "pad") for data in batch["bytes"]]
-    node = _node()
+    node = str(placement.this_node())
     return {"pixels": np.stack(pixels), "node": np.array([node] * len(pixels)),
             "read": np.array([len(b) for b in batch["bytes"]])}
 

@@ -76,6 +76,11 @@ def alive_nodes() -> list[Node]:
             for n in ray.nodes() if n["Alive"]]
 
 
+def this_node() -> Node:
+    """The node this process runs on (its CPUs not asked: only its name is wanted)."""
+    return Node(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), 0)
+
+
 @ray.remote(num_cpus=0)
 def _sees(samples: list[tuple[str, int, int]]) -> bool:
     return stat([path for path, _, _ in samples]) == [(size, mtime) for _, size, mtime in samples]
@@ -102,10 +107,11 @@ def unseen_by(nodes: list[Node], samples: list[tuple[str, int, int]]) -> list[No
     return unseen
 
 
-def other_nodes() -> list[Node]:
-    """The alive nodes with CPUs other than the driver's: where trials and decode tasks may run."""
+def other_nodes(nodes: list[Node] | None = None) -> list[Node]:
+    """The alive nodes with CPUs other than the driver's (of ``nodes``, default all alive ones):
+    where trials and decode tasks may run."""
     driver = ray.get_runtime_context().get_node_id()
-    return [n for n in alive_nodes() if n.id != driver and n.cpus > 0]
+    return [n for n in (alive_nodes() if nodes is None else nodes) if n.id != driver and n.cpus > 0]
 
 
 def place(paths: list[str], sizes: list[int], mtimes: list[int]) -> Placement:
@@ -114,7 +120,7 @@ def place(paths: list[str], sizes: list[int], mtimes: list[int]) -> Placement:
     driver_id = ray.get_runtime_context().get_node_id()
     driver = next(n for n in nodes if n.id == driver_id)
     on_driver = int(driver.cpus) or len(os.sched_getaffinity(0))
-    others = other_nodes()
+    others = other_nodes(nodes)
     everywhere = int(sum(n.cpus for n in nodes))
     local = [i for i, p in enumerate(paths) if not uris.is_uri(p)]
     if not others:
@@ -132,7 +138,7 @@ def place(paths: list[str], sizes: list[int], mtimes: list[int]) -> Placement:
 
 @ray.remote(num_cpus=1)
 def _examine_chunk(paths: list[str], size: int, mode: str):
-    node = f"{Node(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), 0)}"
+    node = str(this_node())
     results = [examine(p, size, mode, where=f"on {node}") for p in paths]
     pixels = np.zeros((len(paths), size, size, 3), np.uint8)
     for i, (px, *_rest) in enumerate(results):
