@@ -1,7 +1,7 @@
 """A package that can be called like its main function: ``leuktune.search(...)``.
 
 Importing a subpackage rebinds its name on the parent package, so a plain function
-``leuktune.search`` would be replaced by the module the first time ``leuktune.search.run``
+``leuktune.search`` would be replaced by the module the first time ``leuktune.search.driver``
 (or any submodule) is imported. Making the module itself callable keeps ``leuktune.search(...)``
 working whatever was imported before.
 """

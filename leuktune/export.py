@@ -18,7 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from leuktune import runfolder
+from leuktune.errors import LeuktuneError
+from leuktune.runfolder import RunFolder
+
 TOLERANCE = 1e-4  # the largest difference of probabilities allowed between the export and PyTorch
+
+
+class ExportError(LeuktuneError, ValueError):
+    """An export that cannot be made (format, images to check it on) or that does not match PyTorch."""
 
 
 class Calibrated(nn.Module):
@@ -39,6 +47,7 @@ def _onnx(model: nn.Module, example: torch.Tensor, path: Path):
     torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=18, input_names=["input"],
                       output_names=["probabilities"], dynamic_shapes=({0: torch.export.Dim("batch")},),
                       external_data=False)
+    # onnxruntime only for an ONNX export
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -60,7 +69,7 @@ def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None =
     """Write ``model`` (a TrainedModel) as ``fmt`` and its ``preprocessing.json`` into ``out``,
     checked on ``images`` (paths; default: the run's test images). Returns the model file."""
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name, write = FORMATS[fmt]
@@ -68,14 +77,14 @@ def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None =
     pixels, rows = model.load_images(images or _test_images(model))
     x = model.model_input(pixels[:8]).cpu() if len(pixels) else None
     if x is None or len(x) < 2:
-        raise ValueError("an export is checked on at least 2 readable images")
+        raise ExportError("an export is checked on at least 2 readable images")
     with torch.no_grad():
         expected = network(x).numpy()
     run = write(network, x[:2], out / name)
     network.eval()  # exporters may leave modules in training mode
     difference = float(np.abs(run(x) - expected).max())
     if not difference < TOLERANCE:
-        raise RuntimeError(f"the {fmt} export differs from PyTorch by {difference:.2e} (allowed {TOLERANCE:g})")
+        raise ExportError(f"the {fmt} export differs from PyTorch by {difference:.2e} (allowed {TOLERANCE:g})")
     data = model.config.data
     (out / "preprocessing.json").write_text(json.dumps({
         "format": fmt, "file": name, "input": {"name": "input", "layout": "NCHW", "dtype": "float32",
@@ -90,9 +99,6 @@ def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None =
 
 
 def _test_images(model, count: int = 8) -> list[str]:
-    from leuktune import runfolder
-    from leuktune.runfolder import RunFolder
-
     split = RunFolder.of(model.config).read_frame(runfolder.SPLIT)
     return split[split["split"] == "test"]["path"].head(count).tolist()
 
@@ -112,17 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="onnx", choices=list(FORMATS))
     parser.add_argument("--out", help="output folder (default: <run>/export/<trial> for a local run)")
     args = parser.parse_args(argv)
-    from leuktune.leaderboard import LeaderboardError, run_folder
-    from leuktune.train.checkpoint import CheckpointError
-    from leuktune.trained import trial_row, load_model
+    # imported after the arguments are parsed: --help answers at once, without torch or Ray
+    from leuktune.leaderboard import run_folder
+    from leuktune.trained import load_model, trial_row
 
     try:
         row = trial_row(args.run, args.trial)
         model = load_model(row, device="cpu")
         folder = run_folder(args.run)
-        out = args.out or (f"{folder.path}/export/{row['trial_id']}" if folder.local else f"export-{row['trial_id']}")
+        out = args.out or (f"{folder.path}/{runfolder.EXPORT}/{row['trial_id']}" if folder.local else f"export-{row['trial_id']}")
         path = export(model, out, args.format)
-    except (LeaderboardError, CheckpointError, ValueError, RuntimeError) as err:
+    except LeuktuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"[leuktune] trial {row['trial_id']} exported to {path} with {path.parent / 'preprocessing.json'}")

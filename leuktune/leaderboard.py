@@ -18,14 +18,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from leuktune import runfolder
+from leuktune import runfolder, uris
+from leuktune import metrics
 from leuktune.config import VALUE_TYPES
+from leuktune.config.search import DEFAULT_METRIC
 from leuktune.metrics import METRICS
+from leuktune.results import FAILED
 from leuktune.runfolder import RunFolder
+from leuktune.errors import LeuktuneError
 
 CONFUSION = pa.list_(pa.list_(pa.int64()))  # rows = true class, columns = predicted
 ID_COLUMNS = [("experiment", pa.string()), ("trial_id", pa.string()), ("status", pa.string())]
-# status: completed | stopped_early (stopped_by: asha | patience) | diverged | error
+# status: a leuktune.results.TrialStatus (stopped_early: stopped_by asha | patience)
 RESULT_COLUMNS = [
     ("best_epoch", pa.int64()), ("epochs_run", pa.int64()), ("stopped_by", pa.string()),
     *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
@@ -58,7 +62,7 @@ HISTORY_COLUMNS = [
 HISTORY = pa.schema(HISTORY_COLUMNS)
 
 
-class LeaderboardError(ValueError):
+class LeaderboardError(LeuktuneError, ValueError):
     """A leaderboard that cannot be found or read, naming the path."""
 
 
@@ -124,7 +128,7 @@ def save(folder: RunFolder, board: pd.DataFrame, hyperparameters: Iterable[str])
 
 def ranked(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     """Best first; failed trials last."""
-    failed = board["status"].isin(["error", "diverged"])
+    failed = board["status"].isin(FAILED)
     ok = board[~failed].sort_values(metric, ascending=(mode == "min"), na_position="last")
     return pd.concat([ok, board[failed]], ignore_index=True)
 
@@ -132,7 +136,7 @@ def ranked(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
 def pareto_front(board: pd.DataFrame, objectives: list[str], directions: list[str]) -> pd.Series:
     """True for a trial that no other trial beats or equals on every objective and beats on one."""
     signed = pd.DataFrame({o: board[o] * (1 if d == "max" else -1) for o, d in zip(objectives, directions)})
-    usable = signed.notna().all(axis=1) & ~board["status"].isin(["error", "diverged"])
+    usable = signed.notna().all(axis=1) & ~board["status"].isin(FAILED)
     values = signed[usable].to_numpy(dtype=float)
     front = pd.Series(False, index=board.index)
     for i, row in zip(signed.index[usable], values):
@@ -143,11 +147,8 @@ def pareto_front(board: pd.DataFrame, objectives: list[str], directions: list[st
 
 def run_folder(location: str | Path) -> RunFolder:
     """The run folder of a location: the folder itself, or its leaderboard file."""
-    text = str(location).rstrip("/")
-    base, _, query = text.partition("?")
-    if base.endswith("/" + runfolder.LEADERBOARD):
-        text = base[: -len(runfolder.LEADERBOARD) - 1] + (f"?{query}" if query else "")
-    return RunFolder.at(text)
+    parent, name = uris.split_last(location)
+    return RunFolder.at(parent if name == runfolder.LEADERBOARD else location)
 
 
 def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
@@ -168,7 +169,7 @@ def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
                                    f"{runfolder.LEADERBOARD}, or the file itself); a search writes one when its "
                                    "first trial ends")
     board = pd.concat([folder.read_frame(runfolder.LEADERBOARD) for folder in folders], ignore_index=True)
-    metric, mode = "val_balanced_accuracy", "max"
+    metric, mode = DEFAULT_METRIC, metrics.mode(DEFAULT_METRIC)
     if folders[0].exists(runfolder.CONFIG):
         search = folders[0].saved_config(validate=False).get("search", {})
         metric, mode = search.get("metric", metric), search.get("mode", mode)

@@ -23,6 +23,7 @@ examples:
 def image_files(inputs: list[str]) -> list[str]:
     """Files as given, and the image files under each folder given (local or a bucket prefix), as
     a dataset's are found."""
+    # imported after the arguments are parsed: --help answers at once, without torch or Ray
     from leuktune.data.files import is_folder
     from leuktune.data.sources import images_under
 
@@ -43,15 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     args = parser.parse_args(argv)
 
-    from leuktune.leaderboard import LeaderboardError
-    from leuktune.train.checkpoint import CheckpointError
+    # imported after the arguments are parsed: --help answers at once, without torch or Ray
+    from leuktune.errors import LeuktuneError
     from leuktune.trained import load_model
-
-    from leuktune.data.files import DataError
 
     try:
         files = image_files(args.images)
-    except DataError as err:
+    except LeuktuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not files:
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         model = load_model(args.run, device=args.device, trial=args.trial)
-    except (LeaderboardError, CheckpointError) as err:
+    except LeuktuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     table = model.predict(files, tta=args.tta)

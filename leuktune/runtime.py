@@ -9,10 +9,12 @@ import socket
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
+from leuktune.errors import LeuktuneError
+
 ANSWER_TIMEOUT_S = 5.0
 
 
-class ClusterUnreachable(ConnectionError):
+class ClusterUnreachable(LeuktuneError, ConnectionError):
     """A Ray address that was asked for and does not answer, naming it."""
 
 
@@ -42,6 +44,7 @@ def choose_address(address: str | None = None, echo: Callable[[str], None] = ech
     - else the local cluster that ``ray start`` recorded, if it answers (said in one line);
     - else a new local Ray (``"local"``), with a line when a dead cluster's file was ignored.
     """
+    # Ray only when a command needs a cluster (runtime is imported by every command line)
     from ray._common.utils import get_ray_address_file
     from ray._private.services import find_bootstrap_address
 
@@ -76,6 +79,7 @@ def ray_session(address: str | None = None, echo: Callable[[str], None] = echo, 
     ``num_gpus``) are left out when joining a running cluster. Leave the dashboard on (Ray's
     default): Train V2 frees finished trials' placement groups through the state API that it serves.
     """
+    # Ray only when a command needs a cluster (runtime is imported by every command line)
     import ray
 
     if ray.is_initialized():

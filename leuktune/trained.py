@@ -16,13 +16,16 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from leuktune import leaderboard
 from leuktune.config import ExperimentConfig
-from leuktune.evaluate.calibration import rescale
+from leuktune.leaderboard import run_folder
+from leuktune.metrics.calibration import rescale
 from leuktune.metrics import split_scores
-from leuktune.models.build import Classifier, build_model
+from leuktune.models.classifier import Classifier, build_model
+from leuktune.runfolder import LEADERBOARD
 from leuktune.train import checkpoint
 from leuktune.train.device import BatchSource, DeviceSetup
-from leuktune.train.evaluate import predict
+from leuktune.train.probabilities import class_probabilities
 
 if TYPE_CHECKING:  # the data layer imports Ray: loading a model to predict does not need it
     from leuktune.data.cache import CachedDataset
@@ -62,7 +65,7 @@ class TrainedModel:
                        batch_size: int = 64) -> np.ndarray:
         setup = self.setup
         source = BatchSource(images, np.zeros(len(images), np.int64), self.device)
-        return predict(setup.prepare(self.module), source, rows, setup, batch_size, len(self.classes), tta=tta)
+        return class_probabilities(setup.prepare(self.module), source, rows, setup, batch_size, len(self.classes), tta=tta)
 
     def probabilities(self, data: CachedDataset, split: str, tta: bool = False) -> np.ndarray:
         """Uncalibrated class probabilities of one split's images, in the split's order; with
@@ -87,6 +90,7 @@ class TrainedModel:
         """Images (file paths, PIL images or arrays (H, W, 3); one or a list) decoded and resized as
         in training: the uint8 pixels of those that could be read, and a row per input (``input``,
         ``error`` naming what went wrong with the others)."""
+        # the data layer imports Ray: predicting from files does not need it
         from leuktune.data.decode import BadImage, load_rgb, resize, to_rgb
 
         items = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -133,6 +137,7 @@ class TrainedModel:
         return out
 
     def _prepare_data(self) -> CachedDataset:
+        # the data layer imports Ray: predicting from files does not need it
         from leuktune.data.prepare import prepare
 
         data, _ = prepare(self.config, progress=lambda message: None)
@@ -161,8 +166,6 @@ def _as_uint8(array: np.ndarray) -> np.ndarray:
 
 def trial_row(run: str, trial: str | None) -> Any:
     """The leaderboard row of a run's trial (default: its best that has a checkpoint)."""
-    from leuktune import leaderboard
-
     board = leaderboard.load(run)
     rows = board[board["trial_id"] == trial] if trial else board[board["checkpoint_uri"].notna()]
     if rows.empty:
@@ -178,9 +181,6 @@ def load_model(checkpoint_path, device: str | torch.device | None = None, trial:
     >>> model = leuktune.load_model("runs/synthetic-default")  # doctest: +SKIP
     >>> model = leuktune.load_model(board.iloc[0])  # doctest: +SKIP
     """
-    from leuktune.leaderboard import run_folder
-    from leuktune.runfolder import LEADERBOARD
-
     if isinstance(checkpoint_path, (str, Path)) and (trial or run_folder(checkpoint_path).exists(LEADERBOARD)):
         checkpoint_path = trial_row(str(checkpoint_path), trial)
     if hasattr(checkpoint_path, "get"):  # a leaderboard row

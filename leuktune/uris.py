@@ -36,9 +36,27 @@ def local_path(location: str | Path) -> str:
     return str(Path(str(location).removeprefix("file://")).expanduser().absolute())
 
 
+def split_last(location: str | Path) -> tuple[str, str]:
+    """(the parent location, the last part's name): a local path made absolute; a URI's options
+    (``?endpoint_override=...``) stay with the parent, which is a location of the same store.
+
+    >>> split_last("s3://bucket/runs/cnmc?scheme=http")
+    ('s3://bucket/runs?scheme=http', 'cnmc')
+    """
+    text = str(location).rstrip("/")
+    if not is_uri(text):
+        path = Path(local_path(text))
+        return str(path.parent), path.name
+    parts = urlsplit(text)
+    parent, _, name = parts.path.rpartition("/")
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{parent}{query}", unquote(name)
+
+
 def resolve(location: str | Path) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path in it) of a location. A bucket's filesystem is made once per process
     and endpoint (making one may ask the server for the bucket's region)."""
+    # pyarrow only for a bucket or filesystem access: parsing a location does not need it
     import pyarrow.fs as pafs
 
     if not is_uri(location):

@@ -10,8 +10,10 @@ from safetensors.torch import save_file
 
 from leuktune.config import ConfigError, ModelConfig, load
 from leuktune.models.backbones import WeightsError, create_backbone
-from leuktune.models.build import build_model, check_model_space, param_groups, set_unfreeze_depth
-from leuktune.search.space import DefineByRun
+from leuktune.models.classifier import build_model, set_unfreeze_depth
+from leuktune.models.space_check import check_model_space
+from leuktune.train.optim import param_groups
+from leuktune.search.optuna_space import DefineByRun
 
 TINY = ["test_resnet", "test_efficientnet", "test_convnext", "test_vit"]
 HEADS = ["linear", "mlp", "attention"]

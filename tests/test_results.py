@@ -16,7 +16,7 @@ from PIL import Image
 import leuktune
 import leuktune.data.prepare as prepare_module
 from conftest import tiny_overrides
-from leuktune.evaluate.calibration import rescale
+from leuktune.metrics.calibration import rescale
 from leuktune.evaluate.cv import fold_datasets
 from leuktune.export import main as export_main
 from leuktune.predict import main as predict_main

@@ -10,6 +10,7 @@ import polars
 import pyarrow.parquet as pq
 import pytest
 import leuktune
+from leuktune import internals
 from conftest import tiny_overrides
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
@@ -95,7 +96,7 @@ def optuna_study(run):
     """The Optuna study as the search's searcher left it (Ray Tune saves it with the search)."""
     (state,) = (run / "tune").glob("searcher-state-*.pkl")
     with open(state, "rb") as f:
-        return pickle.load(f)["_ot_study"]
+        return internals.optuna_study(pickle.load(f))
 
 
 def test_readers_of_every_kind_open_both_tables(tmp_path, ray_runtime):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,9 @@ from leuktune.data.augment import augment_batch
 from leuktune.data.prepare import prepare
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
-from leuktune.search.callback import MODEL_KEYS
-from leuktune.search.tuner import build_tuner, concurrent_trials
+from leuktune.results import FACTS
+from leuktune.search.tuner import build_tuner
+from leuktune.train.trainer import concurrent_trials
 from leuktune.train import checkpoint
 from leuktune.train.balance import class_weights, epoch_order
 from leuktune.train.device import prefetched
@@ -49,18 +50,17 @@ def test_augmentation_keeps_shape_and_range_and_differs_per_sample():
 
 
 def test_prefetched_batches_come_in_order_while_the_next_one_loads():
-    loaded = []
+    loading = {i: threading.Event() for i in range(5)}
 
     def load(i):
-        loaded.append(i)
+        loading[i].set()
         return i * 10
 
     out = []
     for value in prefetched(load, range(5)):
         out.append(value)
-        if value == 0:
-            time.sleep(0.1)  # the caller is busy with batch 0 ...
-            assert 1 in loaded  # ... while batch 1 is already loading
+        if value == 0:  # the caller is busy with batch 0 while batch 1 is already loading
+            assert loading[1].wait(timeout=10)
     assert out == [0, 10, 20, 30, 40]
     with pytest.raises(ZeroDivisionError):
         list(prefetched(lambda i: 1 / i, [1, 0]))
@@ -132,8 +132,8 @@ def test_two_worker_ddp_trial_reports_the_same_metrics_as_one_worker(tiny_data):
     # bf16 autocast (on the CPU too when asked), the balanced sampler, one-cycle, label smoothing.
     two, two_history, two_last = _fit(_trial(cfg, "two-workers", workers=2, precision="bf16",
                                              class_balance="sampler", schedule="onecycle", label_smoothing=0.1), data)
-    reported = {key for key in one_last if key.startswith(("val_", "train_")) or key in MODEL_KEYS}
-    assert reported == {key for key in two_last if key.startswith(("val_", "train_")) or key in MODEL_KEYS}
+    reported = {key for key in one_last if key.startswith(("val_", "train_")) or key in (*FACTS, "inference_ms")}
+    assert reported == {key for key in two_last if key.startswith(("val_", "train_")) or key in (*FACTS, "inference_ms")}
     assert one["workers"] == 1 and two["workers"] == 2
     assert one["precision"] == "fp32" and two["precision"] == "bf16"
     for last, history in ((one_last, one_history), (two_last, two_history)):

@@ -105,22 +105,25 @@ def main(argv: list[str] | None = None) -> int:
     searchers.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                            help="override the built-in experiment (repeatable)")
     args = parser.parse_args(argv)
-    from leuktune.runtime import ClusterUnreachable
+    # imported after the arguments are parsed: --help answers at once, without torch or Ray
+    from leuktune.errors import LeuktuneError
 
     try:
         return _run(args)
-    except ClusterUnreachable as err:
+    except LeuktuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.what == "searchers":
+        # each benchmark's modules only when it runs (some import Ray, some torch)
         from leuktune.bench.searchers import bench_searchers
 
         bench_searchers(args.trials, args.seeds, args.workdir, args.overrides)
         return 0
     if args.what == "gpu-occupancy":
+        # each benchmark's modules only when it runs (some import Ray, some torch)
         from leuktune.bench.occupancy import bench_gpu_occupancy
 
         for key, value in bench_gpu_occupancy(args.images, args.image_size, args.backbone, args.trials, args.epochs,
@@ -128,11 +131,13 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{key}: {value}")
         return 0
     if args.what == "trial-overhead":
+        # each benchmark's modules only when it runs (some import Ray, some torch)
         from leuktune.bench.overhead import bench_trial_overhead
 
         bench_trial_overhead(args.trials, args.concurrent, args.epochs, args.launcher, args.workdir, args.overrides)
         return 0
     if args.what == "throughput":
+        # each benchmark's modules only when it runs (some import Ray, some torch)
         from leuktune.bench.throughput import bench_throughput
 
         for key, value in bench_throughput(args.backbone, args.image_size, args.batch, args.images, args.epochs,
@@ -140,12 +145,14 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{key}: {value}")
         return 0
     if args.what == "decode":
+        # each benchmark's modules only when it runs (some import Ray, some torch)
         from leuktune.bench.decode import bench_decode
 
         for key, value in bench_decode(args.root, args.image_size, args.engines, args.address).items():
             print(f"{key}: {value}")
         return 0
     if args.what == "cache":
+        # each benchmark's modules only when it runs (some import Ray, some torch)
         from leuktune.bench.cache import bench_cache
 
         for key, value in bench_cache(args.workdir, args.images, args.source_size, args.image_size,
@@ -153,6 +160,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{key}: {value}")
         return 0
     if args.what == "models":
+        # each benchmark's modules only when it runs (some import Ray, some torch)
         import pandas as pd
 
         from leuktune.bench.models import NAMED_BACKBONES, bench_models

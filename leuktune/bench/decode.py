@@ -23,6 +23,7 @@ def _decode_batch(batch: dict, size: int) -> dict:
 
 
 def _with_ray_data(paths: list[str], size: int, pinned: bool) -> dict[str, tuple[int, int]]:
+    # Ray Data only for the side of the comparison that uses it
     import ray
 
     fs, _ = uris.resolve(paths[0])

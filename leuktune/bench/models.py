@@ -7,7 +7,7 @@ import time
 import torch
 
 from leuktune.config import ModelConfig
-from leuktune.models.build import build_model, count_parameters
+from leuktune.models.classifier import build_model, count_parameters
 
 NAMED_BACKBONES = [
     "resnet50", "densenet121", "efficientnet_b0", "inception_v3", "vgg16", "vgg19", "xception41",

@@ -21,10 +21,10 @@ from leuktune import leaderboard, runfolder
 from leuktune.bench.overhead import LOOP_PHASES, TrialClock, overhead_per_trial, read_clock
 from leuktune.config import SYNTHETIC_CLASSES, load
 from leuktune.data import synthetic
-from leuktune.models.build import check_model_space
+from leuktune.models.space_check import check_model_space
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import ray_session
-from leuktune.search.run import prepare_data, run_trials
+from leuktune.search.driver import prepare_data, run_trials
 
 
 def _render(job: tuple[str, int, int, str]) -> None:

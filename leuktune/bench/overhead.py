@@ -18,10 +18,10 @@ from pathlib import Path
 from ray import tune
 
 from leuktune.config import load
-from leuktune.models.build import check_model_space
+from leuktune.models.space_check import check_model_space
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import ray_session
-from leuktune.search.run import prepare_data, run_trials
+from leuktune.search.driver import prepare_data, run_trials
 
 LOOP_PHASES = ("data", "build", "restore", "train", "validate", "checkpoint", "report")
 

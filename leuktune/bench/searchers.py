@@ -10,8 +10,9 @@ import time
 
 import pandas as pd
 
+from leuktune.results import TrialStatus
 from leuktune.runtime import ray_session
-from leuktune.search.run import search
+from leuktune.search.driver import search
 
 STRATEGIES = {
     "tpe+asha": ["search.searcher.optuna.sampler=tpe"],
@@ -32,7 +33,7 @@ def bench_searchers(trials: int, seeds: list[int], workdir: str, overrides: list
                              "best_val_balanced_accuracy": round(float(board["val_balanced_accuracy"].max()), 4),
                              "trial_seconds": round(float(board["train_seconds"].sum()), 1),
                              "epochs_run": int(board["epochs_run"].sum()),
-                             "stopped_early": int((board["status"] == "stopped_early").sum())})
+                             "stopped_early": int((board["status"] == TrialStatus.STOPPED_EARLY).sum())})
                 print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     summary = table.groupby("strategy").agg(

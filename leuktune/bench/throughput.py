@@ -23,7 +23,7 @@ from ray import tune
 from leuktune.config import ExperimentConfig, ModelConfig
 from leuktune.data.cache import CachedDataset
 from leuktune.data.split import SPLITS
-from leuktune.models.build import build_model
+from leuktune.models.classifier import build_model
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import ray_session
 from leuktune.search.tuner import build_tuner

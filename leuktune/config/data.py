@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from leuktune.config.space import Strict
+from leuktune.config.distributions import Strict
 from leuktune.uris import is_uri
 
 SYNTHETIC_CLASSES = ("ALL", "AML", "CLL", "CML", "MM", "healthy")

@@ -14,11 +14,12 @@ from pydantic import Field, model_validator
 
 from leuktune.config.data import DataConfig
 from leuktune.config.search import SearchConfig
-from leuktune.config.space import Distribution, Strict, ValueType, When
+from leuktune.config.distributions import Distribution, Strict, ValueType, When
 from leuktune.config.training import ModelConfig, TrainConfig
+from leuktune.errors import LeuktuneError
 
 
-class ConfigError(ValueError):
+class ConfigError(LeuktuneError, ValueError):
     """A configuration problem, phrased for the researcher who wrote the file."""
 
 

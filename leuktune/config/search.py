@@ -7,11 +7,12 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from leuktune import metrics
-from leuktune.config.space import Strict
+from leuktune.config.distributions import Strict
 from leuktune.config.training import PositiveInt
 
 SearchMetric = Literal[tuple(f"val_{m}" for m in metrics.METRICS)]  # type: ignore[valid-type]
 Objective = Literal[metrics.OBJECTIVES]  # type: ignore[valid-type]
+DEFAULT_METRIC = "val_balanced_accuracy"  # also what a run without its config.yaml is ranked by
 
 
 class OptunaConfig(Strict):
@@ -48,7 +49,7 @@ class SchedulerConfig(Strict):
 class SearchConfig(Strict):
     # The metric the search optimises: ASHA judges it, each trial keeps its best epoch by it,
     # the leaderboard ranks by it.
-    metric: SearchMetric = "val_balanced_accuracy"
+    metric: SearchMetric = DEFAULT_METRIC
     # Which way is better; when left out, the metric's own direction (val_loss: min).
     mode: Literal["max", "min"] = "max"
     # A multi-objective search: metric first, then costs to weigh against it, e.g.

@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from leuktune.config.space import Choice, LogUniform, Strict, When, representatives, searchable
+from leuktune.config.distributions import Choice, LogUniform, Strict, When, representatives, searchable
 
 # torchvision-only architectures that timm does not provide.
 TORCHVISION_BACKBONES = ("alexnet", "googlenet")
@@ -38,6 +38,11 @@ Activation = Literal["default", "relu", "leaky_relu", "gelu", "silu", "elu"]
 UnfreezeDepth = Union[Annotated[int, Field(ge=0)], Literal["all"]]
 
 
+# The classifier heads (leuktune.models.heads builds each; a test checks the two agree).
+HEAD_KINDS = ("linear", "mlp", "attention")
+HeadKind = Literal[HEAD_KINDS]  # type: ignore[valid-type]
+
+
 class ModelConfig(Strict):
     backbone: searchable(BackboneName, "choice") = Choice(
         choice=["test_resnet", "test_efficientnet", "resnet18"])
@@ -45,7 +50,7 @@ class ModelConfig(Strict):
     pretrained_path: Optional[Path] = Field(
         None, description="a weights file, or a folder of <backbone>.{safetensors,pth,pt,bin} files")
     allow_download: bool = False
-    head: searchable(Literal["linear", "mlp", "attention"], "choice") = "linear"
+    head: searchable(HeadKind, "choice") = "linear"
     mlp_hidden: searchable(PositiveInt, "choice", "int", when=When("head", equals="mlp")) = 256
     mlp_layers: searchable(PositiveInt, "choice", "int", when=When("head", equals="mlp")) = 1
     attention_heads: searchable(PositiveInt, "choice", "int", when=When("head", equals="attention")) = 4

@@ -26,14 +26,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="override one config key (repeatable)")
     args = parser.parse_args(argv)
 
-    from leuktune.config import ConfigError
+    # imported after the arguments are parsed: --help answers at once, without torch or Ray
     from leuktune.data.check import check_data
-    from leuktune.data.sources import DataError
-    from leuktune.runtime import ClusterUnreachable
+    from leuktune.errors import LeuktuneError
 
     try:
         report = check_data(args.config, args.overrides)
-    except (ConfigError, DataError, ClusterUnreachable) as err:
+    except LeuktuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(report)

@@ -18,6 +18,7 @@ def check_data(config: str | Path | None = None, overrides: Sequence[str] = (), 
     >>> report = leuktune.check_data(overrides=["data.source=imagefolder", "data.root=/data/cells"])  # doctest: +SKIP
     >>> report.counts  # doctest: +SKIP
     """
+    # leuktune.data is imported with each of its modules: the data layer's Ray only when data is checked
     from leuktune.config import load
     from leuktune.data.prepare import prepare
     from leuktune.runfolder import RunFolder

@@ -16,9 +16,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from leuktune.config import ResizeMode
 from leuktune.data.files import read_bytes
+from leuktune.errors import LeuktuneError
 
 
-class BadImage(ValueError):
+class BadImage(LeuktuneError, ValueError):
     """A file that is not a readable image; the message says why."""
 
 

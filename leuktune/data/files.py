@@ -19,11 +19,12 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from leuktune import uris
+from leuktune.errors import LeuktuneError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
-class DataError(ValueError):
+class DataError(LeuktuneError, ValueError):
     """A dataset problem, naming the path and what was expected."""
 
 
@@ -144,7 +145,7 @@ def read_bytes(location: str) -> bytes:
 def read_table(location: str) -> pd.DataFrame:
     """A CSV or Parquet file, local or in a bucket."""
     data = io.BytesIO(read_bytes(location))
-    return pd.read_parquet(data) if location.split("?")[0].lower().endswith(".parquet") else pd.read_csv(data)
+    return pd.read_parquet(data) if uris.split_last(location)[1].lower().endswith(".parquet") else pd.read_csv(data)
 
 
 def _kind(location: str) -> pafs.FileType:

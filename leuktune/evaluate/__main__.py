@@ -29,16 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv", type=int, metavar="K", help="also retrain on K group-disjoint folds")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     args = parser.parse_args(argv)
-    from leuktune.config import ConfigError
-    from leuktune.data.sources import DataError
+    # imported after the arguments are parsed: --help answers at once, without torch or Ray
+    from leuktune.errors import LeuktuneError
     from leuktune.evaluate import evaluate
-    from leuktune.leaderboard import LeaderboardError
-    from leuktune.runtime import ClusterUnreachable
-    from leuktune.search.lock import FolderInUse
 
     try:
         board = evaluate(args.run, top=args.top, cv=args.cv, trial=args.trial, device=args.device)
-    except (ConfigError, DataError, LeaderboardError, FolderInUse, ClusterUnreachable) as err:
+    except LeuktuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     shown = [c for c in ("trial_id", "status", "val_balanced_accuracy", "test_balanced_accuracy",

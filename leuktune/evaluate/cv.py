@@ -24,8 +24,9 @@ from leuktune.data.split import SPLITS, deal
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
 from leuktune.train import trainer
+from leuktune.train.trainer import concurrent_trials
+from leuktune.trained import load_model
 
-CV = "cv.parquet"
 
 
 def fold_datasets(data: CachedDataset, split: pd.DataFrame, k: int, cfg: ExperimentConfig) -> list[CachedDataset]:
@@ -54,9 +55,6 @@ def cross_validate(cfg: ExperimentConfig, row: pd.Series, data: CachedDataset, s
                    folder: RunFolder, echo: Callable[[str], None] = print, device=None) -> pd.DataFrame:
     """Train the trial's configuration on each of K folds and score it on the held-out fold:
     one row per fold with the test metrics (``cv.parquet``'s rows)."""
-    from leuktune.search.tuner import concurrent_trials
-    from leuktune.trained import load_model
-
     params = {key: row[key] for key in cfg.searched() if key in row and pd.notna(row[key])}
     trial_cfg = cfg.with_params({key: _native(value) for key, value in params.items()})
     trial_cfg = trial_cfg.model_copy(update={"search": trial_cfg.search.model_copy(update={"num_samples": k})})

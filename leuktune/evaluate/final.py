@@ -18,24 +18,22 @@ import pandas as pd
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
 from leuktune.evaluate.bootstrap import intervals
-from leuktune.evaluate.calibration import expected_calibration_error, fit_temperature, rescale
+from leuktune.metrics.calibration import expected_calibration_error, fit_temperature, rescale
 from leuktune.metrics import METRICS, classification_metrics, split_scores
+from leuktune.results import FAILED
 from leuktune.train import checkpoint
+from leuktune.trained import load_model
 
-EVALUATION = "evaluation.parquet"
-PREDICTIONS = "test_predictions.parquet"
 
 
 def evaluable(board: pd.DataFrame) -> pd.DataFrame:
     """The ranked leaderboard's trials that have a model to evaluate."""
-    return board[~board["status"].isin(["error", "diverged"]) & board["checkpoint_uri"].notna()]
+    return board[~board["status"].isin(FAILED) & board["checkpoint_uri"].notna()]
 
 
 def evaluate_trial(row: pd.Series, data: CachedDataset, groups: np.ndarray, cfg: ExperimentConfig,
                    device=None) -> tuple[dict, list[dict], pd.DataFrame]:
     """(leaderboard columns, evaluation rows, test predictions) of one trial's best checkpoint."""
-    from leuktune.trained import load_model
-
     model = load_model(row, device=device)
     settings = cfg.evaluate
     test_rows, val_rows = data.indices("test"), data.indices("val")

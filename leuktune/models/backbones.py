@@ -14,6 +14,7 @@ per-backbone files, or the Hugging Face cache; nothing is downloaded unless
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import timm
@@ -23,11 +24,17 @@ from timm.models import group_parameters
 from torch import nn
 
 from leuktune.config import TORCHVISION_BACKBONES
+from leuktune.errors import LeuktuneError
+
+
+def hub_cache() -> str:
+    """Where timm's pretrained weights are cached: the Hugging Face cache (HF_HOME)."""
+    return os.environ.get("HF_HOME", "~/.cache/huggingface")
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
-class WeightsError(ValueError):
+class WeightsError(LeuktuneError, ValueError):
     """Pretrained weights that cannot be found or loaded, naming the backbone and the places looked."""
 
 
@@ -58,7 +65,7 @@ class Backbone(nn.Module):
         return self.model.num_features
 
 
-class BackboneError(RuntimeError):
+class BackboneError(LeuktuneError, RuntimeError):
     """A backbone that could not be built, naming it and the reason."""
 
 
@@ -93,6 +100,7 @@ class _TorchvisionFeatures(nn.Module):
 
     def __init__(self, name: str):
         super().__init__()
+        # torchvision's models only for a torchvision backbone
         import torchvision
 
         net = getattr(torchvision.models, name)(weights=None, **({"aux_logits": False, "init_weights": True}
@@ -114,6 +122,7 @@ class _TorchvisionFeatures(nn.Module):
 
 def _load_file(module: nn.Module, path: Path, name: str) -> None:
     if path.suffix == ".safetensors":
+        # safetensors only for a weights file in that format
         from safetensors.torch import load_file
 
         state = load_file(str(path))
@@ -153,6 +162,7 @@ def _hub_offline(offline: bool):
     if not offline:
         yield
         return
+    # huggingface_hub only when pretrained weights are looked for
     from huggingface_hub import constants
 
     before = constants.HF_HUB_OFFLINE
@@ -193,7 +203,7 @@ def create_backbone(name: str, *, activation: str | None = None, image_size: int
     except Exception as err:
         if not pretrained:
             raise BackboneError(f"backbone {name!r} could not be built: {type(err).__name__}: {err}") from err
-        where = str(weights) if weights else "the Hugging Face cache (HF_HOME, default ~/.cache/huggingface)"
+        where = str(weights) if weights else f"the Hugging Face cache ({hub_cache()}, HF_HOME)"
         hint = "" if allow_download else "; set model.pretrained_path to a weights file, or model.allow_download: true"
         raise WeightsError(f"pretrained weights for backbone {name!r} could not be loaded from {where}: "
                            f"{type(err).__name__}: {err}{hint}") from None

@@ -78,13 +78,20 @@ class AttentionHead(nn.Module):
         return self.fc(self.drop(self.norm_out(x[:, 0])))
 
 
+# The head's activation when the experiment keeps the backbone's own ("default"), for each
+# kind of leuktune.config.HEAD_KINDS (a test checks that every kind is here and in build_head).
+DEFAULT_ACTIVATION = {"linear": "relu", "mlp": "relu", "attention": "gelu"}
+
+
 def build_head(kind: str, *, in_features: int, spatial_features: int, num_classes: int, dropout: float,
                activation: str, mlp_hidden: int, mlp_layers: int, attention_heads: int,
                attention_dim: int) -> nn.Module:
-    if kind == "linear":
-        return LinearHead(in_features, num_classes, dropout)
-    if kind == "mlp":
-        return MLPHead(in_features, num_classes, mlp_hidden, mlp_layers, activation, dropout)
-    if kind == "attention":
-        return AttentionHead(spatial_features, num_classes, attention_heads, attention_dim, activation, dropout)
-    raise ValueError(f"unknown head {kind!r}; expected linear, mlp or attention")
+    builders = {
+        "linear": lambda: LinearHead(in_features, num_classes, dropout),
+        "mlp": lambda: MLPHead(in_features, num_classes, mlp_hidden, mlp_layers, activation, dropout),
+        "attention": lambda: AttentionHead(spatial_features, num_classes, attention_heads, attention_dim,
+                                           activation, dropout),
+    }
+    if kind not in builders:
+        raise ValueError(f"unknown head {kind!r}; expected one of {', '.join(builders)}")
+    return builders[kind]()

@@ -4,11 +4,10 @@ every trial failing inside Ray."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from leuktune.config import TORCHVISION_BACKBONES, ConfigError, ExperimentConfig, representatives
-from leuktune.models.backbones import WeightsError, find_weights_file
+from leuktune.models.backbones import WeightsError, find_weights_file, hub_cache
 
 # Where torchvision publishes the ImageNet weights of the two architectures timm lacks.
 TORCHVISION_WEIGHTS = {"alexnet": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
@@ -16,6 +15,7 @@ TORCHVISION_WEIGHTS = {"alexnet": "https://download.pytorch.org/models/alexnet-o
 
 
 def _hub_id(name: str) -> str | None:
+    # timm's pretrained registry only when pretrained weights are looked for
     import timm
 
     cfg = timm.models.get_pretrained_cfg(name)
@@ -33,6 +33,7 @@ def locate(name: str, pretrained_path: Path | None) -> str | None:
     hub = None if name in TORCHVISION_BACKBONES else _hub_id(name)
     if hub is None:
         return None
+    # huggingface_hub only when pretrained weights are looked for
     from huggingface_hub import try_to_load_from_cache
 
     for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
@@ -65,7 +66,7 @@ def check(cfg: ExperimentConfig) -> None:
     absent = missing(cfg)
     if not absent:
         return
-    where = cfg.model.pretrained_path or os.environ.get("HF_HOME", "~/.cache/huggingface")
+    where = cfg.model.pretrained_path or hub_cache()
     sources = {name: source(name) for name in absent}
     unpublished = [name for name, found in sources.items() if found is None]
     files = "; ".join(f"{url} -> {file}" for url, file in filter(None, sources.values()))

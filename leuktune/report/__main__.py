@@ -23,12 +23,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="a run folder or its leaderboard.parquet (local or a URI); several are merged")
     parser.add_argument("--out", help="output folder (default: <run>/report for a local run)")
     args = parser.parse_args(argv)
-    from leuktune.leaderboard import LeaderboardError
+    # imported after the arguments are parsed: --help answers at once, without torch or Ray
+    from leuktune.errors import LeuktuneError
     from leuktune.report.build import write_report
 
     try:
         path = write_report(args.runs, args.out)
-    except LeaderboardError as err:
+    except LeuktuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"[leuktune] report: {path} and {path.with_suffix('.md')}")

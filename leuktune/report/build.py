@@ -9,12 +9,15 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from leuktune import runfolder
 from leuktune.config import VALUE_TYPES
+from leuktune.data.split import SPLITS
 from leuktune.leaderboard import arrow_type
 from leuktune.metrics import METRICS
 from leuktune.report import figures
 from leuktune.report.collect import Inputs, collect
 from leuktune.report.render import Section, markdown, page
+from leuktune.results import FAILED
 
 FACTORS = ("backbone", "head", "activation", "unfreeze_depth")
 TOP = 10
@@ -52,7 +55,7 @@ def study_of(inp: Inputs) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if inp.config.search.mode == "max" else "minimize")
     for _, row in inp.board.iterrows():
-        if row["status"] not in ("completed", "stopped_early") or pd.isna(row[inp.metric]):
+        if row["status"] in FAILED or pd.isna(row[inp.metric]):
             continue
         params = {k: row[k] for k in distributions if k in row and pd.notna(row[k])}
         params = {k: int(v) if isinstance(distributions[k], optuna.distributions.IntDistribution) else
@@ -113,6 +116,7 @@ def test_section(inp: Inputs, out: Path, echo: Callable[[str], None]) -> Section
         wide = tta[tta["metric"].isin(METRICS)].pivot(index="metric", columns="variant", values="value")
         section.add("Flip test-time augmentation, reported apart:", wide[["plain", "flip_tta"]].reset_index().round(4))
     try:
+        # grad-cam and torch only for a report that draws class activation maps
         from leuktune.report.cam import class_activation_maps, feature_grid
         from leuktune.trained import load_model
 
@@ -155,7 +159,7 @@ def data_section(inp: Inputs, out: Path) -> Section:
     if inp.split.empty:
         return section.add("No split.parquet in the run folder.")
     counts = inp.split.groupby(["label", "split"]).size().unstack(fill_value=0)
-    counts = counts[[s for s in ("train", "val", "test") if s in counts]]
+    counts = counts[[s for s in SPLITS if s in counts]]
     section.add(f"{len(inp.split)} images, {counts.shape[0]} classes, {inp.split['group'].nunique()} groups "
                 "(patients, or single images where the data names none); no group is in two splits.",
                 counts.reset_index(), figures.class_counts(counts, out / "class_counts.png"))
@@ -186,7 +190,7 @@ def write_report(runs: list[str | Path], out: str | Path | None = None, echo: Ca
     """Markdown and self-contained HTML (with the PNGs) for one run or several merged; a search
     still running is reported as far as it has come. Returns the HTML file."""
     inp = collect(runs)
-    out = Path(out) if out else (Path(inp.folders[0].path) / "report" if inp.folders[0].local else Path("report"))
+    out = Path(out) if out else (Path(inp.folders[0].path) / runfolder.REPORT if inp.folders[0].local else Path("report"))
     out.mkdir(parents=True, exist_ok=True)
     names = ", ".join(sorted(inp.board["experiment"].dropna().unique()))
     statuses = ", ".join(f"{n} {s}" for s, n in inp.board["status"].value_counts().items())

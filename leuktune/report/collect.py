@@ -11,8 +11,6 @@ import pandas as pd
 
 from leuktune import leaderboard, runfolder
 from leuktune.config import ExperimentConfig
-from leuktune.evaluate.cv import CV
-from leuktune.evaluate.final import EVALUATION, PREDICTIONS
 from leuktune.runfolder import RunFolder
 
 
@@ -48,6 +46,6 @@ def collect(runs: list[str | Path]) -> Inputs:
     board = leaderboard.load([f.uri() for f in folders])
     first = folders[0]
     config = first.saved_config() if first.exists(runfolder.CONFIG) else ExperimentConfig()
-    return Inputs(folders, config, board, _table(folders, runfolder.HISTORY), _table(folders, EVALUATION),
-                  _table(folders, PREDICTIONS), _table(folders, CV), _table([first], runfolder.SPLIT),
+    return Inputs(folders, config, board, _table(folders, runfolder.HISTORY), _table(folders, runfolder.EVALUATION),
+                  _table(folders, runfolder.PREDICTIONS), _table(folders, runfolder.CV), _table([first], runfolder.SPLIT),
                   _table([first], runfolder.REJECTED), _table([first], runfolder.NEAR_DUPLICATES))

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
-from leuktune.evaluate.calibration import reliability, rescale  # noqa: E402
+from leuktune.metrics.calibration import reliability, rescale  # noqa: E402
 
 
 def save(fig, path: Path) -> Path:

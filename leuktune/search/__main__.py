@@ -54,17 +54,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from leuktune.config import ConfigError, load
-    from leuktune.data.sources import DataError
-    from leuktune.runtime import ClusterUnreachable
+    # imported after the arguments are parsed: --help answers at once, without torch or Ray
+    from leuktune.config import load
+    from leuktune.errors import LeuktuneError
     from leuktune.search import SearchError, search
 
     if args.dry_run:
+        # imported after the arguments are parsed: --help answers at once, without torch or Ray
         from leuktune.search.dryrun import dry_run
 
         try:
             print(dry_run(args.config, args.overrides, args.address))
-        except (ConfigError, DataError, ClusterUnreachable) as err:
+        except LeuktuneError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         return 0
@@ -72,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(args.config, args.overrides)
         board = search(cfg, address=args.address, resume=args.resume)
-    except (ConfigError, DataError, ClusterUnreachable) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except SearchError as err:
+    except SearchError as err:  # the search ran (or began to) and failed: exit 1, as a failed run
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except LeuktuneError as err:  # nothing ran: the input is wrong
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     shown = ["trial_id", "status", *cfg.searched(), "best_epoch", "epochs_run",
              "val_balanced_accuracy", "val_accuracy", "val_f1_weighted", cfg.search.metric]
     shown = list(dict.fromkeys(c for c in shown if c in board.columns))

@@ -9,7 +9,6 @@ the leaderboard is complete up to the last finished trial whenever the search st
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -22,15 +21,11 @@ import leuktune
 from leuktune import leaderboard, runfolder
 from leuktune.config import ExperimentConfig
 from leuktune.metrics import METRICS
+from leuktune.results import FACTS, EpochReport, TrialStatus
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import echo
 from leuktune.train.trainer import find_checkpoint, trial_share
 
-# Facts about the model and device that every epoch reports; the leaderboard keeps the last.
-MODEL_KEYS = ["params", "trainable_params", "inference_ms", "unfreeze_depth_effective", "stage_groups",
-              "backbone_activation", "workers", "precision", "device", "node_ip", "node_id"]
-# What the history keeps of each result (looked up for every key of every result, in the driver).
-HISTORY_KEYS = frozenset({*leaderboard.HISTORY.names, *MODEL_KEYS, "diverged", "early_stopped"})
 
 
 def _now() -> str:
@@ -59,10 +54,6 @@ def describe_error(trial) -> str:
     return "\n".join(lines[:5])
 
 
-def _history_part(trial_id: str) -> str:
-    return f"history/{trial_id}.parquet"
-
-
 class LeaderboardCallback(tune.Callback):
     """Turns Tune's per-trial results into leaderboard and history rows."""
 
@@ -72,39 +63,42 @@ class LeaderboardCallback(tune.Callback):
         self.fingerprint = data_fingerprint
         self.hyperparameters = list(cfg.searched())
         self.echo = echo
-        self._results: dict[str, list[dict]] = {}
+        self._results: dict[str, list[EpochReport]] = {}
         self._started: dict[str, tuple[str, float]] = {}
-        self._unwritten: list[tuple[dict, list[dict], str]] = []
+        self._unwritten: list[tuple[dict, list[EpochReport], str]] = []
         self._share = trial_share(cfg)
 
-    def _history_of(self, trial_id: str) -> list[dict]:
+    def _history_of(self, trial_id: str) -> list[EpochReport]:
         """The epochs a trial reported so far, those of an earlier session of the search included."""
         if trial_id not in self._results:
-            part = _history_part(trial_id)
-            self._results[trial_id] = self.folder.read_frame(part).to_dict("records") if self.folder.exists(part) else []
+            part = runfolder.history_part(trial_id)
+            rows = self.folder.read_frame(part).to_dict("records") if self.folder.exists(part) else []
+            self._results[trial_id] = [EpochReport.from_result(row) for row in rows]
         return self._results[trial_id]
+
+    def _history_rows(self, trial_id: str, reports: list[EpochReport]) -> list[dict]:
+        return [{"experiment": self.cfg.name, "trial_id": trial_id, **r.to_result()} for r in reports]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._started.setdefault(trial.trial_id, (_now(), time.monotonic()))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        report = EpochReport.from_result(result)
         results = self._history_of(trial.trial_id)
         # A trial restarted from an earlier checkpoint reports some epochs again;
         # the new reports replace the old ones.
-        results[:] = [r for r in results if r.get("epoch", 0) < result.get("epoch", 0)]
-        results.append({k: v for k, v in result.items() if k in HISTORY_KEYS})
+        results[:] = [r for r in results if r.epoch < report.epoch]
+        results.append(report)
         try:  # the whole part each time: an epoch missed here is written with the next one
-            self.folder.write_table(_history_part(trial.trial_id), leaderboard.table(
-                [{"experiment": self.cfg.name, "trial_id": trial.trial_id, **r} for r in results],
-                leaderboard.HISTORY))
+            self.folder.write_table(runfolder.history_part(trial.trial_id), leaderboard.table(
+                self._history_rows(trial.trial_id, results), leaderboard.HISTORY))
         except Exception as err:  # noqa: BLE001 - reported; the trial goes on
-            self._warn(f"could not store epoch {result.get('epoch')} of trial {trial.trial_id}", err,
+            self._warn(f"could not store epoch {report.epoch} of trial {trial.trial_id}", err,
                        "tried again with its next epoch or when it ends")
         metric = self.cfg.search.metric
-        if metric in result:
-            self.echo(f"[leuktune] trial {trial.trial_id} epoch {result.get('epoch')}/{self.cfg.train.epochs}: "
-                      f"{metric}={result[metric]:.4f} train_loss={result.get('train_loss', math.nan):.4f} "
-                      f"({result.get('train_images_per_s', math.nan):.0f} img/s)")
+        self.echo(f"[leuktune] trial {trial.trial_id} epoch {report.epoch}/{self.cfg.train.epochs}: "
+                  f"{metric}={report.value(metric):.4f} train_loss={report.train_loss:.4f} "
+                  f"({report.train_images_per_s:.0f} img/s)")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, error=None)
@@ -112,39 +106,30 @@ class LeaderboardCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, error=describe_error(trial))
 
-    def _status(self, results: list[dict], epochs_run: int, error: str | None) -> tuple[str, str | None]:
-        """(status, stopped_by): error, diverged, completed, or stopped_early by asha or patience."""
-        last = results[-1] if results else {}
-        if error:
-            return "error", None
-        if last.get("diverged"):
-            return "diverged", None
-        if epochs_run >= self.cfg.train.epochs:
-            return "completed", None
-        return "stopped_early", "patience" if last.get("early_stopped") else "asha"
-
     def _finish(self, trial, error: str | None) -> None:
         results = self._history_of(trial.trial_id)
         self._results.pop(trial.trial_id)
         started_at, t0 = self._started.pop(trial.trial_id, (None, time.monotonic()))
         # The loop decides what is best (it marks each new best with improved_epoch and
         # checkpoints it); the last such epoch is the trial's best, and Ray keeps its checkpoint.
-        best = next((r for r in reversed(results) if r.get("improved_epoch")), {})
-        last = results[-1] if results else {}
-        epochs_run = max((r["epoch"] for r in results), default=0)
-        status, stopped_by = self._status(results, epochs_run, error)
+        best = next((r for r in reversed(results) if r.improved_epoch), None)
+        last = results[-1] if results else None
+        status, stopped_by = TrialStatus.of(last, self.cfg.train.epochs, error)
         seconds = round(time.monotonic() - t0, 2)
+        facts = last.facts if last is not None and last.facts is not None else None
         row = {
-            "experiment": self.cfg.name, "trial_id": trial.trial_id, "status": status,
+            "experiment": self.cfg.name, "trial_id": trial.trial_id, "status": status.value,
             **{k: trial.config.get(k) for k in self.hyperparameters},
-            "best_epoch": best.get("epoch"), "epochs_run": epochs_run,
+            "best_epoch": best.epoch if best else None, "epochs_run": last.epoch if last else 0,
             "stopped_by": stopped_by,
-            **{f"val_{m}": best.get(f"val_{m}") for m in METRICS},
-            "val_confusion_matrix": best.get("val_confusion_matrix"),
-            **{k: last.get(k) for k in MODEL_KEYS},
+            **{f"val_{m}": best.val.get(m) if best else None for m in METRICS},
+            "val_confusion_matrix": best.val_confusion_matrix if best else None,
+            **{k: getattr(facts, k) if facts else None for k in FACTS},
+            "inference_ms": last.inference_ms if last else None,
             "train_seconds": seconds,
             "cpu_seconds": seconds * self._share["CPU"], "gpu_seconds": seconds * self._share["GPU"],
-            "checkpoint_uri": find_checkpoint(self.cfg, self.folder, trial.path, trial.trial_id, best.get("epoch")),
+            "checkpoint_uri": find_checkpoint(self.cfg, self.folder, trial.path, trial.trial_id,
+                                              best.epoch if best else None),
             "started_at": started_at, "finished_at": _now(),
             "leuktune_version": leuktune.__version__, "data_fingerprint": self.fingerprint,
             "error": error, "error_file": trial.error_file if error else None,
@@ -152,9 +137,9 @@ class LeaderboardCallback(tune.Callback):
         self._write(row, results, trial.trial_id)
         drawn = " ".join(f"{k}={_short(trial.config.get(k))}" for k in self.hyperparameters if k in trial.config)
         metric = self.cfg.search.metric
-        score = f"{metric}={best[metric]:.4f}" if best else "no metrics"
+        score = f"{metric}={best.value(metric):.4f}" if best else "no metrics"
         reason = f": {error.splitlines()[0]}" if error else ""
-        self.echo(f"[leuktune] trial {trial.trial_id} {status} after {row['epochs_run']} epoch(s): {score}  "
+        self.echo(f"[leuktune] trial {trial.trial_id} {status.value} after {row['epochs_run']} epoch(s): {score}  "
                   f"{drawn}{reason}")
 
     def _write(self, row: dict, results: list[dict], trial_id: str) -> None:
@@ -172,16 +157,16 @@ class LeaderboardCallback(tune.Callback):
             new = [(r, rs, t) for r, rs, t in self._unwritten if t not in recorded]
             # Replacing the trials' rows, not adding: a retry after a failed leaderboard write
             # writes the same epochs again.
-            leaderboard.append(self.folder, runfolder.HISTORY, [
-                {"experiment": self.cfg.name, "trial_id": t, **r} for _, rs, t in new for r in rs],
-                leaderboard.HISTORY, replacing=[t for _, _, t in new])
+            leaderboard.append(self.folder, runfolder.HISTORY,
+                               [row for _, rs, t in new for row in self._history_rows(t, rs)],
+                               leaderboard.HISTORY, replacing=[t for _, _, t in new])
             board = pd.concat([board, pd.DataFrame([r for r, _, _ in new])], ignore_index=True)
             search = self.cfg.search
             if search.objectives:
                 board["pareto_front"] = leaderboard.pareto_front(board, list(search.objectives), search.directions)
             leaderboard.save(self.folder, board, self.hyperparameters)
             for _, _, t in self._unwritten:
-                self.folder.remove(_history_part(t))
+                self.folder.remove(runfolder.history_part(t))
             self._unwritten.clear()
         except Exception as err:  # noqa: BLE001 - reported; the search goes on
             self._warn(f"could not record trial {trial_id}", err, "tried again when the next trial ends")

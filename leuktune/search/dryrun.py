@@ -11,27 +11,31 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import ray
+import torch
+
+from leuktune.config import CONDITIONS, ConfigError, load
+from leuktune.data import files, sources
+from leuktune.models import weights
+from leuktune.models.space_check import check_model_space
+from leuktune.runfolder import RunFolder
+from leuktune.runtime import ray_session
+from leuktune.search.searcher import with_grid_size
+from leuktune.train.trainer import concurrent_trials, launcher, trial_resources
+
 
 def _cluster(address: str | None) -> tuple[dict, str]:
     """(resources, a description): the Ray cluster at ``address`` (or RAY_ADDRESS), else this machine."""
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        import ray
-
-        from leuktune.runtime import ray_session
-
         with ray_session(address, logging_level="ERROR"):
             resources = ray.cluster_resources()
         return resources, f"the Ray cluster at {address}"
-    import torch
-
     return ({"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()},
             f"this machine ({os.cpu_count()} CPUs, {torch.cuda.device_count()} GPUs; Ray not started)")
 
 
 def _space(cfg) -> list[str]:
-    from leuktune.config import CONDITIONS
-
     lines = []
     for name, dist in cfg.searched().items():
         spec = ", ".join(map(str, dist.representatives())) if dist.kind == "choice" else \
@@ -42,9 +46,6 @@ def _space(cfg) -> list[str]:
 
 
 def _data(cfg) -> list[str]:
-    from leuktune.data import files, sources
-    from leuktune.runfolder import RunFolder
-
     data = cfg.data
     if data.source == "synthetic":
         s = data.synthetic
@@ -64,13 +65,6 @@ def _data(cfg) -> list[str]:
 
 def dry_run(config: str | Path | None = None, overrides: Sequence[str] = (), address: str | None = None) -> str:
     """The dry run's text; ConfigError for what would stop a search before it starts."""
-    from leuktune.config import ConfigError, load
-    from leuktune.models import weights
-    from leuktune.models.build import check_model_space
-    from leuktune.search.searcher import with_grid_size
-    from leuktune.search.tuner import concurrent_trials
-    from leuktune.train.trainer import launcher, trial_resources
-
     cfg = with_grid_size(load(config, overrides))
     shapes = check_model_space(cfg)
     res, search, train = cfg.resources, cfg.search, cfg.train

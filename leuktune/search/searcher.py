@@ -17,8 +17,10 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from leuktune.config import ConfigError, ExperimentConfig
-from leuktune.search.space import DefineByRun
+from leuktune import internals
+from leuktune.config import CONDITIONS, ConfigError, ExperimentConfig
+from leuktune.results import EpochReport
+from leuktune.search.optuna_space import DefineByRun
 
 
 def _finite(value: Any) -> bool:
@@ -34,49 +36,50 @@ class LeuktuneSearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # Trials of another searcher's session (a resumed search's restarted ones) are not ours to tell.
-        if isinstance(self.metric, list) or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        trials = internals.optuna_trials(self)
+        if isinstance(self.metric, list) or trial_id in internals.told_trials(self) or trial_id not in trials:
             return
-        value = result.get(self.metric)
+        report = EpochReport.from_result(result)
+        value = report.value(self.metric)
         if _finite(value):  # the epoch, not Tune's report count, which restarts would skew
-            self._ot_trials[trial_id].report(value, int(result.get("epoch", result.get("training_iteration", 0))))
+            trials[trial_id].report(value, report.epoch)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        trials, told = internals.optuna_trials(self), internals.told_trials(self)
+        if trial_id in told or trial_id not in trials:
             return
-        result = result or {}
+        report = EpochReport.from_result(result) if result and "epoch" in result else None
         values = None
-        if error or result.get("diverged") or not result:
+        if error or report is None or report.diverged:
             state = TrialState.FAIL
-        elif not result.get("finished"):
+        elif not report.finished:
             # The scheduler stopped it; the result that made it do so never reached on_trial_result.
             self.on_trial_result(trial_id, result)
             state = TrialState.PRUNED
         else:
-            state, values = TrialState.COMPLETE, self._final_values(result)
+            state, values = TrialState.COMPLETE, self._final_values(report)
             if values is None:
                 state = TrialState.FAIL
-        self._completed_trials.add(trial_id)
+        told.add(trial_id)
         try:
-            self._ot_study.tell(self._ot_trials[trial_id], values, state=state)
+            internals.optuna_study(self).tell(trials[trial_id], values, state=state)
         except RuntimeError as err:
             # Optuna's grid sampler stops its study once every combination has run, and says so by
             # raising outside an optimize loop, after the trial is recorded: nothing is lost.
             if "Study.stop" not in str(err):
                 raise
 
-    def _final_values(self, result: dict) -> Any:
+    def _final_values(self, report: EpochReport) -> Any:
         """The best epoch's value of the search metric; with more objectives, the costs after it."""
-        best = result.get("best_value")
+        best = report.best_value
         if not isinstance(self.metric, list):
             return best if _finite(best) else None
-        values = [best, *(result.get(name) for name in self.metric[1:])]
+        values = [best, *(report.value(name) for name in self.metric[1:])]
         return values if all(_finite(v) for v in values) else None
 
 
 def grid(cfg: ExperimentConfig) -> dict[str, list]:
     """Every searched parameter's values, for a grid search; a ConfigError for what a grid cannot run."""
-    from leuktune.config import CONDITIONS
-
     space = {}
     for name, dist in cfg.searched().items():
         values = dist.grid_values()

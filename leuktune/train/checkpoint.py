@@ -23,13 +23,14 @@ import torch
 
 from leuktune.config import ExperimentConfig
 from leuktune import uris
+from leuktune.errors import LeuktuneError
 
 FILE = "checkpoint.pt"
 META = "meta.json"
 CALIBRATION = "calibration.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LeuktuneError, ValueError):
     """A checkpoint that cannot be read, phrased for the researcher pointing at it."""
 
 

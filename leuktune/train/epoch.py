@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from leuktune.data.augment import augment_batch
-from leuktune.metrics import split_scores
+from leuktune.metrics import classification_metrics, confusion_matrix
 from leuktune.train.balance import epoch_order
-from leuktune.train.evaluate import predict
+from leuktune.train.probabilities import class_probabilities
 from leuktune.train.session import gather, sum_over_workers
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def epoch_batches(trial: Trial, epoch: int) -> list[np.ndarray]:
 
 def train_epoch(trial: Trial, epoch: int) -> dict[str, float]:
     """One pass over this worker's batches: train loss and speed summed over workers."""
-    train, setup, model = trial.cfg.train, trial.setup, trial.model
+    train, setup, model, state = trial.cfg.train, trial.setup, trial.wrapped, trial.state
     torch.manual_seed(train.seed * 1_000_003 + epoch * 1_009 + trial.session.rank)  # augmentation draws
     batches = epoch_batches(trial, epoch)
     started = time.perf_counter()
@@ -49,36 +50,47 @@ def train_epoch(trial: Trial, epoch: int) -> dict[str, float]:
         x = setup.model_input(augment_batch(setup.to_unit(images), train.augment, train.augment_strength))
         with setup.autocast():
             loss = F.cross_entropy(model(x), y, weight=trial.class_weights, label_smoothing=train.label_smoothing)
-        trial.optimizer.zero_grad(set_to_none=True)
-        trial.scaler.scale(loss).backward()
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
         if train.grad_clip:
-            trial.scaler.unscale_(trial.optimizer)
+            state.scaler.unscale_(state.optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-        trial.scaler.step(trial.optimizer)
-        trial.scaler.update()
-        trial.scheduler.step()
-        if trial.ema is not None:
-            trial.ema.update(trial.network, step=trial.scheduler.last_epoch)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update(state.network, step=state.scheduler.last_epoch)
         loss_sum += loss.detach() * len(y)  # no .item(): it would stall the GPU every step
     seen = torch.tensor(sum(len(rows) for rows in batches), device=setup.device)
     loss_total, seen_total = sum_over_workers(loss_sum, seen)
     seconds = time.perf_counter() - started  # the sum above waited for the device
     return {"train_loss": loss_total / max(seen_total, 1), "train_images_per_s": seen_total / seconds,
-            "lr": max(trial.scheduler.get_last_lr())}
+            "lr": max(state.scheduler.get_last_lr())}
 
 
-def validate(trial: Trial) -> dict[str, Any]:
-    """Metrics and confusion matrix of the whole validation split, each worker scoring a shard,
-    and the inference time per image; ``diverged`` when the predictions are not numbers."""
+@dataclass(frozen=True)
+class Validation:
+    """The whole validation split scored: every metric of METRICS by name, the confusion
+    matrix (rows = true class) and the inference time per image."""
+
+    scores: dict[str, float]
+    confusion_matrix: list[list[int]]
+    inference_ms: float
+    images: int
+
+
+def validate(trial: Trial) -> Validation | None:
+    """The validation split scored, each worker scoring a shard; None when the predictions are
+    not numbers (the trial diverged)."""
     rank, world, data = trial.session.rank, trial.session.world_size, trial.data
     shard = data.indices("val")[rank::world]
     batch = max(1, trial.cfg.train.batch_size // world)  # the training shape: no new kernel plans
     started = time.perf_counter()
-    probs = predict(trial.scored, trial.source, shard, trial.setup, batch, data.num_classes)
+    probs = class_probabilities(trial.state.scored, trial.source, shard, trial.setup, batch, data.num_classes)
     inference_ms = 1000 * (time.perf_counter() - started) / max(len(shard), 1)
     probs, true = gather(probs), gather(data.labels[shard])
     if not np.isfinite(probs).all():
-        return {"diverged": True}
-    return {**split_scores(true, probs, "val"), "inference_ms": inference_ms}
+        return None
+    return Validation(classification_metrics(true, probs), confusion_matrix(true, probs), inference_ms, len(true))
 
 

@@ -2,9 +2,10 @@
 
 It reads a concrete ``ExperimentConfig`` and the shared ``CachedDataset``; it never parses
 YAML nor decodes an image. Each epoch it trains on its shard of the training split, scores
-the whole validation split and reports metrics, with a checkpoint when one is due, through
-its session (leuktune.train.session). A trial restarted after a failure resumes from its
-latest checkpoint. A loss that turns NaN or infinite ends the trial as diverged.
+the whole validation split and reports an ``EpochReport`` (leuktune.results), with a
+checkpoint when one is due, through its session (leuktune.train.session). A trial restarted
+after a failure resumes from its latest checkpoint. A loss that turns NaN or infinite ends
+the trial as diverged.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import numpy as np
 import torch
 from timm.utils import ModelEmaV3
 
-from leuktune.config import ExperimentConfig
+from leuktune.config import ExperimentConfig, TrainConfig
 from leuktune.data.cache import CachedDataset
-from leuktune.metrics import METRICS
-from leuktune.models.build import build_model, count_parameters
+from leuktune.models.classifier import Classifier, build_model, count_parameters
+from leuktune.results import EpochReport, TrialFacts
 from leuktune.train import checkpoint
 from leuktune.train.balance import class_weights
 from leuktune.train.device import BatchSource, DeviceSetup
-from leuktune.train.epoch import batch_bounds, train_epoch, validate
+from leuktune.train.epoch import Validation, batch_bounds, train_epoch, validate
 from leuktune.train.optim import make_optimizer, make_scheduler
 from leuktune.train.phases import Phases
 from leuktune.train.session import TrainSession, checkpoint_folder
@@ -45,32 +46,62 @@ class Best:
         return False
 
 
-@dataclass
-class Trial:
-    """What a trial's epochs share: model, optimisation state, data and where it runs."""
+@dataclass(kw_only=True)
+class TrainingState:
+    """What changes as a trial trains, and what its checkpoint keeps to resume it.
 
-    cfg: ExperimentConfig
-    data: CachedDataset
-    session: Any
-    source: BatchSource  # batches of images and labels, on the device
-    setup: DeviceSetup
-    network: torch.nn.Module  # the classifier itself, as the optimiser moves it
-    model: torch.nn.Module  # what trains: the network, wrapped for DDP and compiled where asked
-    ema: ModelEmaV3 | None  # the moving average of the network's weights, when train.ema is set
+    ``network`` is the classifier the optimiser moves; ``ema`` its moving average of weights
+    (``train.ema``), which validation scores and checkpoints keep as the model when set."""
+
+    network: Classifier
+    ema: ModelEmaV3 | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    class_weights: torch.Tensor | None
-    bounds: list[tuple[int, int]]
-    info: dict[str, Any]  # facts about the model and device, reported with every epoch
     best: Best
-    phases: Phases
-    first_epoch: int = 1
+    epoch: int = 0  # the last epoch trained (0 before the first)
 
     @property
     def scored(self) -> torch.nn.Module:
         """The weights that validation scores and checkpoints keep: the moving average if any."""
-        return self.ema.module if self.ema is not None else self.model
+        return self.ema.module if self.ema is not None else self.network
+
+    def state_dict(self) -> dict[str, Any]:
+        # "model" is what a trained model loads (leuktune.load_model): the scored weights. With a
+        # moving average the trained weights go under "network", for resuming.
+        state = {"model": self.scored.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                 "epoch": self.epoch, "best": {"score": self.best.score, "epoch": self.best.epoch}}
+        if self.ema is not None:
+            state["network"] = self.network.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.network.load_state_dict(state.get("network", state["model"]))
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.best = Best(**state["best"])
+        self.epoch = int(state["epoch"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trial:
+    """What a trial's epochs share: its fixed setup, and ``state``, the part that trains."""
+
+    cfg: ExperimentConfig
+    data: CachedDataset
+    session: Any  # leuktune.train.session: rank, world size, device, checkpoint, report, wrap
+    source: BatchSource  # batches of images and labels, on the device
+    setup: DeviceSetup
+    class_weights: torch.Tensor | None
+    bounds: list[tuple[int, int]]  # each batch's rows of the worker's shard
+    facts: TrialFacts  # about the model and device, reported with every epoch
+    phases: Phases
+    state: TrainingState
+    wrapped: torch.nn.Module  # the network as the training step calls it: DDP-wrapped, compiled if asked
 
     @property
     def shard_rows(self) -> int:
@@ -79,127 +110,133 @@ class Trial:
 
 
 def build(cfg: ExperimentConfig, data: CachedDataset, session, phases: Phases) -> Trial:
-    """Model, optimiser, schedule and device for a trial's first epoch."""
+    """Model, optimiser, schedule and device for a trial's first epoch, resumed from the latest
+    checkpoint when the trial restarts after a failure, then wrapped for data-parallel
+    training (and compiled when asked)."""
     with phases("data"):
         images = data.pixels()  # zero-copy view of the node's shared copy
     with phases("build"):
-        return _build(cfg, data, session, phases, images)
+        train = cfg.train
+        torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
+        torch.manual_seed(train.seed)  # the same initial weights on every rank (DDP also broadcasts them)
+        network = build_model(cfg.model, data.num_classes, cfg.data.image_size)
+        params, trainable = count_parameters(network)
+        setup = DeviceSetup.create(session.device, network.backbone.mean, network.backbone.std, train)
+        facts = TrialFacts(unfreeze_depth_effective=network.unfreeze_depth, stage_groups=len(network.backbone.groups),
+                           backbone_activation=network.backbone.activation, params=params,
+                           trainable_params=trainable, workers=session.world_size, device=setup.name,
+                           precision=setup.precision, **session.node())
+        network = setup.prepare(network)
+        bounds = batch_bounds(len(data.indices("train")) // session.world_size,
+                              max(1, train.batch_size // session.world_size))
+        optimizer = make_optimizer(network, train)
+        state = TrainingState(
+            network=network,
+            # Decay warmed up from 0: short searches average over what they have, not over the init.
+            ema=ModelEmaV3(network, decay=train.ema, use_warmup=True) if train.ema else None,
+            optimizer=optimizer, scheduler=make_scheduler(optimizer, train, len(bounds)),
+            scaler=torch.amp.GradScaler(setup.device.type, enabled=setup.amp == torch.float16), best=Best())
+        weights = (torch.from_numpy(class_weights(data.labels[data.indices("train")], data.num_classes))
+                   .to(setup.device) if train.class_balance == "weighted_loss" else None)
+        source = BatchSource(images, data.labels, setup.device,
+                             resident=BatchSource.fits(images, setup.device, cfg.resources.gpus_per_worker))
+    with phases("restore"):
+        resumed = session.checkpoint()
+        if resumed:
+            with resumed.as_directory() as folder:
+                state.load_state_dict(checkpoint.load(folder, setup.device))
+        wrapped = session.wrap(network)
+        if train.compile:
+            wrapped = torch.compile(wrapped)
+    return Trial(cfg=cfg, data=data, session=session, source=source, setup=setup, class_weights=weights,
+                 bounds=bounds, facts=facts, phases=phases, state=state, wrapped=wrapped)
 
 
-def _build(cfg: ExperimentConfig, data: CachedDataset, session, phases: Phases, images: np.ndarray) -> Trial:
-    train = cfg.train
-    torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
-    torch.manual_seed(train.seed)  # the same initial weights on every rank (DDP also broadcasts them)
-    model = build_model(cfg.model, data.num_classes, cfg.data.image_size)
-    params, trainable = count_parameters(model)
-    setup = DeviceSetup.create(session.device, model.backbone.mean, model.backbone.std, train)
-    info = {"unfreeze_depth_effective": model.unfreeze_depth, "stage_groups": len(model.backbone.groups),
-            "backbone_activation": model.backbone.activation, "params": params, "trainable_params": trainable,
-            "workers": session.world_size, "device": setup.name, "precision": setup.precision, **session.node()}
-    model = setup.prepare(model)
-    # Decay warmed up from 0: short searches average over what they have, not over the init.
-    ema = ModelEmaV3(model, decay=train.ema, use_warmup=True) if train.ema else None
-    bounds = batch_bounds(len(data.indices("train")) // session.world_size,
-                          max(1, train.batch_size // session.world_size))
-    optimizer = make_optimizer(model, train)
-    weights = (torch.from_numpy(class_weights(data.labels[data.indices("train")], data.num_classes))
-               .to(setup.device) if train.class_balance == "weighted_loss" else None)
-    source = BatchSource(images, data.labels, setup.device,
-                         resident=BatchSource.fits(images, setup.device, cfg.resources.gpus_per_worker))
-    return Trial(cfg, data, session, source, setup, model, model, ema, optimizer,
-                 make_scheduler(optimizer, train, len(bounds)),
-                 torch.amp.GradScaler(setup.device.type, enabled=setup.amp == torch.float16),
-                 weights, bounds, info, Best(), phases)
+@dataclass(frozen=True)
+class Verdict:
+    """What an epoch's score means for the trial."""
+
+    improved: bool  # a new best of the search metric
+    early_stopped: bool  # train.patience epochs without a new best
+    finished: bool  # the trial ends here: its last epoch, patience, or diverged
+    checkpoint_due: bool  # a new best, the trial's end, or every train.checkpoint_every epochs
 
 
-def restore(trial: Trial) -> None:
-    """Continue from the latest checkpoint when the trial restarts after a failure;
-    then wrap the model for data-parallel training, and compile it when asked."""
-    resumed = trial.session.checkpoint()
-    if resumed:
-        with resumed.as_directory() as folder:
-            state = checkpoint.load(folder, trial.setup.device)
-        # With a moving average, "model" holds the averaged weights and "network" the trained ones.
-        trial.network.load_state_dict(state.get("network", state["model"]))
-        if trial.ema is not None:
-            trial.ema.module.load_state_dict(state["model"])
-        trial.optimizer.load_state_dict(state["optimizer"])
-        trial.scheduler.load_state_dict(state["scheduler"])
-        trial.scaler.load_state_dict(state["scaler"])
-        trial.best = Best(**state["best"])
-        trial.first_epoch = state["epoch"] + 1
-    trial.model = trial.session.wrap(trial.network)
-    if trial.cfg.train.compile:
-        trial.model = torch.compile(trial.model)
+def judge(train: TrainConfig, best: Best, epoch: int, score: float, diverged: bool) -> Verdict:
+    """The verdict on ``epoch`` whose search metric, signed so that larger is better, is
+    ``score``; ``best`` is updated with it."""
+    improved = not diverged and best.update(score, epoch)
+    early = not diverged and bool(train.patience) and epoch - best.epoch >= train.patience
+    finished = diverged or early or epoch == train.epochs
+    due = not diverged and (improved or finished or epoch % train.checkpoint_every == 0)
+    return Verdict(improved=improved, early_stopped=early, finished=finished, checkpoint_due=due)
 
 
-def _checkpoint_state(trial: Trial, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
-    state = {
-        "model": trial.scored.state_dict() if trial.ema is not None else trial.network.state_dict(),
-        "optimizer": trial.optimizer.state_dict(), "scheduler": trial.scheduler.state_dict(),
-        "scaler": trial.scaler.state_dict(), "epoch": epoch,
-        "best": {"score": trial.best.score, "epoch": trial.best.epoch},
-        "class_names": trial.data.class_names,
-        "normalization": {"mean": trial.network.backbone.mean, "std": trial.network.backbone.std},
-        "data_fingerprint": trial.data.fingerprint, "experiment": trial.cfg.to_dict(), "metrics": metrics,
-    }
-    if trial.ema is not None:
-        state["network"] = trial.network.state_dict()
-    return state
-
-
-def save_and_report(trial: Trial, epoch: int, metrics: dict[str, Any]) -> bool:
-    """Report the epoch, with a checkpoint when one is due; True when the trial should stop.
-
-    Each report says whether the trial is ``finished`` (its last epoch, stopped by patience, or
-    diverged) and its ``best_value`` so far, so a searcher can tell a trial that ended from one
-    the scheduler cut short."""
+def epoch_report(trial: Trial, epoch: int, trained: dict[str, float], validation: Validation | None,
+                 seconds: float, resumed_from: int) -> tuple[EpochReport, Verdict]:
+    """The epoch's report and verdict; ``validation`` None when the trial diverged,
+    ``resumed_from`` the checkpoint's epoch this run of the trial began after."""
     cfg = trial.cfg
-    diverged = bool(metrics.get("diverged"))
+    diverged = validation is None
     sign = 1 if cfg.search.mode == "max" else -1
-    improved = not diverged and trial.best.update(sign * metrics[cfg.search.metric], epoch)
-    stop = diverged or (bool(cfg.train.patience) and epoch - trial.best.epoch >= cfg.train.patience)
-    metrics = {**metrics, **trial.info, **trial.phases.metrics(), "epoch": epoch,
-               "early_stopped": stop and not diverged, "diverged": diverged,
-               "finished": stop or epoch == cfg.train.epochs,
-               "best_value": sign * trial.best.score if trial.best.epoch else math.nan,
-               "best_epoch": trial.best.epoch,
-               "resumed_from_epoch": trial.first_epoch - 1,
-               # Ray keeps the checkpoint with the largest value: the latest new best. Other
-               # checkpoints (every N epochs, for resuming) get 0, so a tie never evicts the best.
-               "improved_epoch": epoch if improved else 0}
-    due = not diverged and (improved or stop or epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs)
+    scores = validation.scores if validation else {}
+    verdict = judge(cfg.train, trial.state.best, epoch, sign * scores.get(cfg.search.metric.removeprefix("val_"),
+                                                                          math.nan), diverged)
+    best = trial.state.best
+    report = EpochReport(
+        epoch=epoch, train_loss=trained["train_loss"], train_images_per_s=trained["train_images_per_s"],
+        lr=trained["lr"], epoch_seconds=seconds, val=scores,
+        val_confusion_matrix=validation.confusion_matrix if validation else None,
+        val_images=validation.images if validation else 0,
+        inference_ms=validation.inference_ms if validation else math.nan,
+        diverged=diverged, early_stopped=verdict.early_stopped, finished=verdict.finished,
+        best_value=sign * best.score if best.epoch else math.nan, best_epoch=best.epoch,
+        # Ray keeps the checkpoint with the largest value: the latest new best. Other
+        # checkpoints (every N epochs, for resuming) get 0, so a tie never evicts the best.
+        improved_epoch=epoch if verdict.improved else 0,
+        resumed_from_epoch=resumed_from,
+        facts=trial.facts, launched_at=trial.phases.launched_at, loop_started_at=trial.phases.started_at,
+        phase_seconds=trial.phases.rounded())
+    return report, verdict
+
+
+def checkpoint_state(trial: Trial, report: EpochReport) -> dict[str, Any]:
+    """The training state, with what a trained model needs to be used on its own."""
+    return {**trial.state.state_dict(), "class_names": trial.data.class_names,
+            "normalization": {"mean": trial.state.network.backbone.mean, "std": trial.state.network.backbone.std},
+            "data_fingerprint": trial.data.fingerprint, "experiment": trial.cfg.to_dict(),
+            "metrics": report.to_result()}
+
+
+def save_and_report(trial: Trial, report: EpochReport, verdict: Verdict) -> None:
+    """Report the epoch to the launcher, with a checkpoint (rank 0's) when one is due."""
+    trial.state.epoch = report.epoch
+    due = verdict.checkpoint_due and trial.session.rank == 0
     with checkpoint_folder() as folder:
-        if due and trial.session.rank == 0:
+        if due:
             with trial.phases("checkpoint"):
-                checkpoint.save(folder, _checkpoint_state(trial, epoch, metrics))
+                checkpoint.save(folder, checkpoint_state(trial, report))
         with trial.phases("report"):  # Ray copies the checkpoint to storage here
-            trial.session.report(metrics, folder if due and trial.session.rank == 0 else None)
-    return stop
-
-
-def _diverged(train: dict[str, float]) -> dict[str, Any]:
-    """An epoch whose loss is no longer a number: nothing left to validate."""
-    return {**train, **{f"val_{m}": math.nan for m in METRICS}, "diverged": True}
+            trial.session.report(report.to_result(), folder if due else None)
 
 
 def run_loop(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: float | None = None) -> None:
     """Build, resume if restarted, then train, validate, save and report each epoch."""
     phases = Phases(launched_at)
     trial = build(cfg, data, session, phases)
-    with phases("restore"):
-        restore(trial)
-    for epoch in range(trial.first_epoch, cfg.train.epochs + 1):
+    resumed_from = trial.state.epoch
+    for epoch in range(resumed_from + 1, cfg.train.epochs + 1):
         started = time.perf_counter()
         with phases("train"):
-            metrics = train_epoch(trial, epoch)
-        if math.isfinite(metrics["train_loss"]):
+            trained = train_epoch(trial, epoch)
+        validation = None
+        if math.isfinite(trained["train_loss"]):
             with phases("validate"):
-                metrics.update(validate(trial))
-        if not math.isfinite(metrics["train_loss"]) or metrics.get("diverged"):
-            metrics = _diverged(metrics)
-        metrics["epoch_seconds"] = time.perf_counter() - started
-        if save_and_report(trial, epoch, metrics):
+                validation = validate(trial)  # None when its predictions are not numbers
+        report, verdict = epoch_report(trial, epoch, trained, validation, time.perf_counter() - started,
+                                       resumed_from)
+        save_and_report(trial, report, verdict)
+        if verdict.finished:
             break
 
 

@@ -8,7 +8,22 @@ import torch
 from torch import nn
 
 from leuktune.config import TrainConfig
-from leuktune.models.build import param_groups
+
+
+def param_groups(classifier: nn.Module, lr: float, backbone_lr_mult: float, weight_decay: float) -> list[dict]:
+    """Head at ``lr``, backbone at ``lr * backbone_lr_mult``; no weight decay on norms and biases."""
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for name, param in classifier.named_parameters():
+        if not param.requires_grad:
+            continue
+        part = "backbone" if name.startswith("backbone.") else "head"
+        groups.setdefault((part, param.ndim <= 1), []).append(param)
+    return [
+        {"params": params, "lr": lr * (backbone_lr_mult if part == "backbone" else 1.0),
+         "weight_decay": 0.0 if no_decay else weight_decay, "name": f"{part}{'_no_decay' if no_decay else ''}"}
+        for (part, no_decay), params in sorted(groups.items())
+    ]
+
 
 # Warm-up starts at lr / 25, as one-cycle does, so both schedules begin alike.
 _WARMUP_START = 1 / 25

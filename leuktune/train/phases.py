@@ -26,7 +26,6 @@ class Phases:
         finally:
             self.seconds[phase] += time.perf_counter() - started
 
-    def metrics(self) -> dict[str, float]:
-        """Cumulative seconds per phase so far (``time_<phase>_s``) and the two start times."""
-        return {"loop_started_at": self.started_at, "launched_at": self.launched_at,
-                **{f"time_{phase}_s": round(seconds, 4) for phase, seconds in self.seconds.items()}}
+    def rounded(self) -> dict[str, float]:
+        """Cumulative seconds per phase so far (reported as ``time_<phase>_s``)."""
+        return {phase: round(seconds, 4) for phase, seconds in self.seconds.items()}

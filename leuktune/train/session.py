@@ -10,13 +10,14 @@ the same either way (see leuktune.train.trainer for which launcher runs a trial)
 from __future__ import annotations
 
 import contextlib
-import logging
 import tempfile
 from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from leuktune import internals
 
 
 class _RaySession:
@@ -28,6 +29,7 @@ class _RaySession:
     @staticmethod
     def node() -> dict[str, str]:
         """The Ray node this worker runs on (the leaderboard and history say where a trial ran)."""
+        # Ray only in a Ray session: the loop runs without it too (tests' fake session)
         import ray
 
         return {"node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id()}
@@ -44,6 +46,7 @@ class TrainSession(_RaySession):
     """A Ray Train worker of a ``TorchTrainer``: possibly one of several (DDP)."""
 
     def __init__(self):
+        # Ray only in a Ray session: the loop runs without it too (tests' fake session)
         import ray.train
         import ray.train.torch
 
@@ -53,6 +56,7 @@ class TrainSession(_RaySession):
         self.device = ray.train.torch.get_device()
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        # Ray only in a Ray session: the loop runs without it too (tests' fake session)
         import ray.train.torch
 
         return ray.train.torch.prepare_model(model, move_to_device=False)
@@ -65,10 +69,11 @@ class TuneSession(_RaySession):
     rank, world_size = 0, 1
 
     def __init__(self, use_gpu: bool):
+        # Ray only in a Ray session: the loop runs without it too (tests' fake session)
         from ray import tune
 
         # Tune logs every stored checkpoint at INFO; leuktune prints its own line per epoch.
-        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+        internals.quiet_tune_storage()
         self._api = tune
         self.device = torch.device("cuda", 0) if use_gpu and torch.cuda.is_available() else torch.device("cpu")
         if self.device.type == "cuda":

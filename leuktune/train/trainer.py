@@ -16,18 +16,23 @@ Every trial runs the same per-worker loop (leuktune.train.loop). Two launchers:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Any
 
+import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from leuktune import internals
 from leuktune.config import ExperimentConfig
+from leuktune.train import checkpoint
 from leuktune.data.cache import CachedDataset
-from leuktune.train.loop import run_loop
+from leuktune.train.loop import run_loop, train_loop_per_worker
+from leuktune.runtime import echo
 from leuktune.train.session import TuneSession
 
 # Ray Train's controller polls its workers every 2 s by default, which adds 2-4 s to the
@@ -48,6 +53,27 @@ def trial_share(cfg: ExperimentConfig) -> dict[str, float]:
     """The CPUs and GPUs a running trial holds, all its workers together, whichever the launcher."""
     res = cfg.resources
     return {"CPU": res.cpus_per_worker * res.workers_per_trial, "GPU": res.gpus_per_worker * res.workers_per_trial}
+
+
+def concurrent_trials(cfg: ExperimentConfig, echo=echo, available: dict | None = None) -> int:
+    """``search.max_concurrent``, with ``auto`` = as many trials as the cluster's CPUs and GPUs
+    hold at the per-trial request (fractional GPUs pack: 0.25 GPU a trial = 4 per GPU), or, on
+    a cluster that holds none yet, all of them (the autoscaler decides how many run).
+    ``available``: the cluster's resources (default: those of the Ray this process is on)."""
+    per_trial = trial_share(cfg)
+    available = ray.cluster_resources() if available is None else available
+    fits = {kind: math.floor(available.get(kind, 0) / need + 1e-6) for kind, need in per_trial.items() if need > 0}
+    short = [f"{per_trial[kind]:g} {kind} a trial, the cluster has {available.get(kind, 0):g}"
+             for kind, n in fits.items() if n == 0]
+    if short:  # an autoscaling cluster may add nodes; a fixed one never will
+        echo(f"[leuktune] WARNING: no trial fits the cluster as it is ({'; '.join(short)}): trials wait until "
+             "nodes with these resources join (see resources.* in the experiment)")
+    wanted = cfg.search.max_concurrent
+    if wanted != "auto":
+        return wanted
+    # With no room yet (an autoscaling cluster scaled to zero), every trial is asked for at once,
+    # so the autoscaler sees the whole demand and adds the nodes it allows.
+    return cfg.search.num_samples if short else max(1, min([cfg.search.num_samples, *fits.values()]))
 
 
 def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
@@ -115,8 +141,6 @@ def find_checkpoint(cfg: ExperimentConfig, folder, trial_path: str, trial_id: st
     """The stored checkpoint of a trial's epoch (its best), found by the epoch in its meta.json;
     as a path or URI of the run's storage. Tune's trial folder holds it for the tune launcher,
     the trial's TorchTrainer runs for the train launcher."""
-    from leuktune.train import checkpoint
-
     if not epoch:
         return None
     root = trial_path if launcher(cfg) == "tune" else f"{folder.trials}/{trial_id}"
@@ -149,9 +173,5 @@ def _train_worker(loop_config: dict) -> None:
     """A Ray Train worker: the loop with a Ray Train session."""
     # Ray Train logs every report at INFO under a logger named by its file's path, which
     # LoggingConfig does not reach; leuktune prints its own line per epoch instead.
-    from ray.train.v2._internal.execution import context
-
-    context.logger.setLevel(logging.WARNING)
-    from leuktune.train.loop import train_loop_per_worker
-
+    internals.ray_train_worker_logger().setLevel(logging.WARNING)
     train_loop_per_worker(loop_config)

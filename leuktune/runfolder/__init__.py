@@ -15,14 +15,15 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import yaml
 
 from leuktune import uris
+from leuktune.config import ExperimentConfig
 from leuktune.uris import is_uri
 
 CONFIG = "config.yaml"
@@ -32,6 +33,18 @@ HISTORY = "history.parquet"
 REJECTED = "rejected.parquet"
 NEAR_DUPLICATES = "near_duplicates.parquet"
 LOCK = "search.lock"
+# the final evaluation's tables (leuktune.evaluate)
+EVALUATION = "evaluation.parquet"
+PREDICTIONS = "test_predictions.parquet"
+CV = "cv.parquet"
+TUNE = "tune"  # Ray Tune's run: the searcher's state and the trials' folders (checkpoints)
+REPORT = "report"
+EXPORT = "export"
+
+
+def history_part(trial_id: str) -> str:
+    """A running trial's epochs so far, stored at once (they join HISTORY when the trial ends)."""
+    return f"history/{trial_id}.parquet"
 
 
 @dataclass(frozen=True)
@@ -59,14 +72,7 @@ class RunFolder:
     @classmethod
     def at(cls, location: str | Path) -> "RunFolder":
         """The run folder at a path or URI (its parent is the storage, its last part the name)."""
-        text = str(location).rstrip("/")
-        if is_uri(text):
-            parts = urlsplit(text)
-            parent, _, name = parts.path.rpartition("/")
-            query = f"?{parts.query}" if parts.query else ""
-            return cls(f"{parts.scheme}://{parts.netloc}{parent}{query}", name)
-        path = Path(text).expanduser().absolute()
-        return cls(str(path.parent), path.name)
+        return cls(*uris.split_last(location))
 
     # -- where things are
 
@@ -94,6 +100,11 @@ class RunFolder:
         """A path of this storage's filesystem as the user can pass it back: a local path, or a
         URI with the storage's scheme, credentials and options."""
         return uris.child(self.storage, fs_path or self.path)
+
+    @property
+    def tune(self) -> str:
+        """Ray Tune's run of the search's trials (``TUNE``)."""
+        return self.file(TUNE)
 
     @property
     def trials(self) -> str:
@@ -162,13 +173,9 @@ class RunFolder:
 
     def saved_config(self, validate: bool = True):
         """The run's own ``config.yaml``: an ``ExperimentConfig`` (or, not validated, the plain mapping)."""
-        import yaml
-
         raw = yaml.safe_load(self.read_text(CONFIG)) or {}
         if not validate:
             return raw
-        from leuktune.config import ExperimentConfig
-
         return ExperimentConfig.model_validate(raw)
 
     def remove(self, name: str) -> None:

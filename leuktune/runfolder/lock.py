@@ -17,12 +17,13 @@ from datetime import datetime, timezone
 
 from leuktune import runfolder
 from leuktune.runfolder import RunFolder
+from leuktune.errors import LeuktuneError
 
 HEARTBEAT_S = 5.0
 STALE_S = 30.0
 
 
-class FolderInUse(RuntimeError):
+class FolderInUse(LeuktuneError, RuntimeError):
     """A run folder that a live search is using."""
 
 

@@ -22,8 +22,9 @@ def evaluate(run: str | Path, *, top: int | None = None, cv: int | None = None, 
 
     >>> board = leuktune.evaluate("runs/allidb2", top=2, cv=5)  # doctest: +SKIP
     """
+    # python -m leuktune.evaluate imports this module before it parses --help: torch and Ray only when it runs
     from leuktune.runfolder import RunFolder
-    from leuktune.search.lock import SearchLock
+    from leuktune.runfolder.lock import SearchLock
 
     folder = RunFolder.at(run)
     with SearchLock(folder):  # not while a search writes the same leaderboard
@@ -42,11 +43,12 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
                  device: str | None = None, data=None, echo: Callable[[str], None] = print) -> pd.DataFrame:
     """``evaluate`` for a folder this process already holds (the search calls it when it ends,
     with the ``data`` its trials ran on; otherwise the data is prepared from the run's config)."""
+    # python -m leuktune.evaluate imports this module before it parses --help: torch and Ray only when it runs
     from leuktune import leaderboard, runfolder
     from leuktune.config import ConfigError
     from leuktune.data.prepare import prepare
     from leuktune.evaluate import cv as crossval
-    from leuktune.evaluate.final import EVALUATION, PREDICTIONS, evaluable, final_evaluation
+    from leuktune.evaluate.final import evaluable, final_evaluation
 
     if not folder.exists(runfolder.CONFIG):
         raise leaderboard.LeaderboardError(f"{folder.uri()}: not a run folder (no {runfolder.CONFIG})")
@@ -66,13 +68,13 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
         data, _ = prepare(cfg, progress=lambda message: None)
     split = folder.read_frame(runfolder.SPLIT)
     board, figures, predictions = final_evaluation(cfg, board, chosen, data, split, echo, device)
-    _replace_rows(folder, EVALUATION, pd.DataFrame(figures), chosen["trial_id"])
-    _replace_rows(folder, PREDICTIONS, pd.concat(predictions, ignore_index=True), chosen["trial_id"])
+    _replace_rows(folder, runfolder.EVALUATION, pd.DataFrame(figures), chosen["trial_id"])
+    _replace_rows(folder, runfolder.PREDICTIONS, pd.concat(predictions, ignore_index=True), chosen["trial_id"])
     if cv:
         shared = data.shared()  # into Ray's object store once, for every fold of every trial
         per_fold = pd.concat([crossval.cross_validate(cfg, row, shared, split, cv, folder, echo, device)
                               for _, row in chosen.iterrows()], ignore_index=True)
-        _replace_rows(folder, crossval.CV, per_fold, chosen["trial_id"])
+        _replace_rows(folder, runfolder.CV, per_fold, chosen["trial_id"])
         for trial_id, folds in per_fold.groupby("trial_id"):
             for key, value in crossval.summary(folds).items():
                 board.loc[board["trial_id"] == trial_id, key] = value

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from leuktune import runtime
+from leuktune.errors import LeuktuneError
 
 if TYPE_CHECKING:  # pandas costs half a second to import: python -m leuktune.search --help does not need it
     import pandas as pd
 
 
-class SearchError(RuntimeError):
+class SearchError(LeuktuneError, RuntimeError):
     """A search that cannot start or continue, or ran and produced nothing to rank."""
 
 
@@ -47,11 +49,11 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
     # Imported here so that a configuration error costs a second, not a Ray start.
     from leuktune import leaderboard, runfolder
     from leuktune.config import load
-    from leuktune.evaluate.run import evaluate_run
+    from leuktune.evaluate.driver import evaluate_run
     from leuktune.models import weights
-    from leuktune.models.build import check_model_space
+    from leuktune.models.space_check import check_model_space
     from leuktune.runfolder import RunFolder
-    from leuktune.search.lock import FolderInUse, SearchLock
+    from leuktune.runfolder.lock import FolderInUse, SearchLock
     from leuktune.search.searcher import with_grid_size
 
     cfg = RunFolder.resolved(with_grid_size(load(config, overrides)))
@@ -82,11 +84,12 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
 def _continued(cfg, folder, resume: bool, echo: Callable[[str], None]):
     """The configuration to run: with ``resume``, the run's own (the folder must hold a search
     to resume); without it, ``cfg``, in a folder that holds no search yet."""
+    # python -m leuktune.search imports this module before it parses --help: Ray and torch only when a search runs
     from ray import tune
 
     from leuktune import runfolder
 
-    restorable = tune.Tuner.can_restore(folder.file("tune"), storage_filesystem=folder.fs)
+    restorable = tune.Tuner.can_restore(folder.tune, storage_filesystem=folder.fs)
     if not resume:
         if restorable or folder.exists(runfolder.LEADERBOARD):
             raise SearchError(f"{folder.uri()} already holds a search; --resume (resume=True) continues it, "
@@ -107,8 +110,7 @@ def _check_storage_is_shared(folder) -> None:
     """A run folder on this machine's disk must be one that every node sees (NFS): trials on other
     nodes write their checkpoints there, and the driver reads them. Asked of the nodes in the
     cluster now (an autoscaler's later nodes are not asked)."""
-    import os
-
+    # python -m leuktune.search imports this module before it parses --help: Ray and torch only when a search runs
     from leuktune import runfolder
     from leuktune.data.placement import other_nodes, unseen_by
 
@@ -129,6 +131,7 @@ def _check_storage_is_shared(folder) -> None:
 def prepare_data(cfg, echo: Callable[[str], None] = runtime.echo):
     """The run's data (``leuktune.data.prepare``), with a line on what was found and one when it
     is ready: the trials and the final evaluation of the search share it."""
+    # python -m leuktune.search imports this module before it parses --help: Ray and torch only when a search runs
     from leuktune.data.prepare import prepare
 
     started = time.monotonic()
@@ -141,6 +144,7 @@ def prepare_data(cfg, echo: Callable[[str], None] = runtime.echo):
 def run_trials(cfg, data, echo: Callable[[str], None] = runtime.echo, callbacks: tuple = (), resume: bool = False):
     """Run every trial of a validated, resolved config on its prepared ``data``, on the Ray this
     process is connected to; Tune's ResultGrid. ``callbacks`` are extra Tune callbacks."""
+    # python -m leuktune.search imports this module before it parses --help: Ray and torch only when a search runs
     from leuktune.runfolder import RunFolder
     from leuktune.search.tuner import build_tuner
 

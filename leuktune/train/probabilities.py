@@ -23,7 +23,7 @@ FLIPS = ((), (-1,), (-2,), (-1, -2))
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, source: BatchSource, rows: np.ndarray, setup: DeviceSetup,
+def class_probabilities(model: torch.nn.Module, source: BatchSource, rows: np.ndarray, setup: DeviceSetup,
             batch_size: int, num_classes: int, tta: bool = False) -> np.ndarray:
     """Class probabilities (len(rows), num_classes) for the images of ``rows``, in that order;
     with ``tta``, averaged over the image and its flips."""

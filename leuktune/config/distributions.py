@@ -65,6 +65,7 @@ class Choice(Distribution):
         return list(self.choice)
 
     def optuna(self, as_text: bool = False):
+        # Optuna only when a trial is drawn: loading or checking a config does not need it
         from optuna.distributions import CategoricalDistribution
 
         return CategoricalDistribution([str(c) for c in self.choice] if as_text else self.choice)
@@ -88,6 +89,7 @@ class LogUniform(_Range):
         return trial.suggest_float(name, *self.loguniform, log=True)
 
     def optuna(self, as_text: bool = False):
+        # Optuna only when a trial is drawn: loading or checking a config does not need it
         from optuna.distributions import FloatDistribution
 
         return FloatDistribution(*self.loguniform, log=True)
@@ -102,6 +104,7 @@ class Uniform(_Range):
         return trial.suggest_float(name, *self.uniform)
 
     def optuna(self, as_text: bool = False):
+        # Optuna only when a trial is drawn: loading or checking a config does not need it
         from optuna.distributions import FloatDistribution
 
         return FloatDistribution(*self.uniform)
@@ -127,6 +130,7 @@ class IntRange(_Range):
         return list(range(self.int_[0], self.int_[1] + 1))
 
     def optuna(self, as_text: bool = False):
+        # Optuna only when a trial is drawn: loading or checking a config does not need it
         from optuna.distributions import IntDistribution
 
         return IntDistribution(*self.int_)

@@ -1,0 +1,23 @@
+"""The one family of leuktune's errors: every mistake leuktune reports on purpose is a
+``LeuktuneError``, so a caller (each command line here) catches the family and a bug stays a
+bug (a traceback), as Optuna's ``OptunaError`` does.
+
+Each member is defined by the module that owns what went wrong, and keeps the built-in
+error it has always been (``ConfigError`` is also a ``ValueError``), so older callers that
+catch those still do:
+
+- ``ConfigError`` (leuktune.config): an experiment file, key or ``--set`` that is not valid;
+- ``DataError``, ``BadImage`` (leuktune.data): a dataset that cannot be read as asked;
+- ``WeightsError``, ``BackboneError`` (leuktune.models): a backbone that cannot be built;
+- ``CheckpointError`` (leuktune.train.checkpoint): a checkpoint that is missing or does not
+  fit the data it is asked to score;
+- ``LeaderboardError`` (leuktune.leaderboard): no readable leaderboard where one is named;
+- ``FolderInUse`` (leuktune.runfolder.lock): a run folder a live search holds;
+- ``ClusterUnreachable`` (leuktune.runtime): a Ray address that does not answer;
+- ``SearchError`` (leuktune.search): a search that cannot run as configured;
+- ``ExportError`` (leuktune.export): an export that cannot be made or does not match PyTorch.
+"""
+
+
+class LeuktuneError(Exception):
+    """A mistake leuktune reports with a message for the user (the file, key or address)."""

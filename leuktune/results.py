@@ -1,0 +1,156 @@
+"""The shapes of a trial's results, each with one owner: what an epoch reports
+(``EpochReport``), the facts about a trial's model and device that come with it
+(``TrialFacts``), and how a trial ended (``TrialStatus``).
+
+The per-worker loop builds an ``EpochReport`` and hands Ray Tune its flat form
+(``to_result``: the keys ASHA and Optuna read); in the driver the searcher and the leaderboard
+callback read it back with ``EpochReport.from_result``. A field added here reaches every reader,
+and ``tests/test_structure.py`` fails until it has a leaderboard or history column or is listed
+in ``NOT_STORED`` with the reason.
+
+>>> from leuktune.results import EpochReport, TrialStatus
+>>> report = EpochReport(epoch=2, train_loss=0.4, val={"accuracy": 0.9}, finished=True, best_value=0.9)
+>>> result = report.to_result()
+>>> result["val_accuracy"], result["finished"]
+(0.9, True)
+>>> EpochReport.from_result(result).val["accuracy"]
+0.9
+>>> TrialStatus.of(report, epochs=2, error=None)
+(<TrialStatus.COMPLETED: 'completed'>, None)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from leuktune.metrics import METRICS
+
+NAN = math.nan
+
+
+class TrialStatus(str, enum.Enum):
+    """How a trial ended, as the leaderboard's ``status`` column spells it."""
+
+    COMPLETED = "completed"  # every epoch ran
+    STOPPED_EARLY = "stopped_early"  # by ASHA or by train.patience (the row's stopped_by)
+    DIVERGED = "diverged"  # its loss or predictions stopped being numbers
+    ERROR = "error"  # it raised, or its process died and no restart was left
+
+    @property
+    def failed(self) -> bool:
+        """A failed trial has no usable score: ranked last, never evaluated, off the Pareto front."""
+        return self in (TrialStatus.DIVERGED, TrialStatus.ERROR)
+
+    @classmethod
+    def of(cls, last: EpochReport | None, epochs: int, error: str | None) -> tuple[TrialStatus, str | None]:
+        """(status, stopped_by) of a trial whose last report is ``last``, out of ``epochs``
+        epochs; ``stopped_by`` is ``asha`` or ``patience`` for a trial stopped early."""
+        if error:
+            return cls.ERROR, None
+        if last is not None and last.diverged:
+            return cls.DIVERGED, None
+        if last is not None and last.epoch >= epochs:
+            return cls.COMPLETED, None
+        return cls.STOPPED_EARLY, "patience" if last is not None and last.early_stopped else "asha"
+
+
+# The leaderboard's spelling of the failed statuses, for filtering its ``status`` column.
+FAILED = tuple(status.value for status in TrialStatus if status.failed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialFacts:
+    """What a trial's model and device are; the same every epoch (the leaderboard keeps the last)."""
+
+    params: int
+    trainable_params: int
+    unfreeze_depth_effective: int  # the stage groups that train (a request beyond the backbone's is all)
+    stage_groups: int
+    backbone_activation: str
+    workers: int
+    device: str
+    precision: str
+    node_ip: str | None = None  # where it ran: a trial restarted after a lost node names the new one
+    node_id: str | None = None
+
+
+FACTS = tuple(f.name for f in dataclasses.fields(TrialFacts))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochReport:
+    """One epoch of one trial, as the loop reports it.
+
+    ``val`` holds every metric of ``leuktune.metrics.METRICS`` by name (NaN when the trial
+    diverged); ``phase_seconds`` the loop's cumulative seconds per phase (``data``, ``build``,
+    ``restore``, ``train``, ``validate``, ``checkpoint``, ``report``)."""
+
+    epoch: int
+    train_loss: float = NAN
+    train_images_per_s: float = NAN
+    lr: float = NAN
+    epoch_seconds: float = NAN
+    val: Mapping[str, float] = field(default_factory=dict)
+    val_confusion_matrix: list[list[int]] | None = None
+    val_images: int = 0  # the validation images scored, all workers together
+    inference_ms: float = NAN  # validation's time per image
+    diverged: bool = False
+    early_stopped: bool = False  # by train.patience
+    finished: bool = False  # the trial ends with this epoch: its last, patience, or diverged
+    best_value: float = NAN  # the search metric's best so far (NaN before the first scored epoch)
+    best_epoch: int = 0
+    improved_epoch: int = 0  # this epoch when it is a new best, else 0 (Ray keeps the largest's checkpoint)
+    resumed_from_epoch: int = 0  # the checkpoint's epoch this run of the trial resumed from
+    facts: TrialFacts | None = None
+    launched_at: float = NAN  # wall clock: when the trial asked for its workers
+    loop_started_at: float = NAN  # wall clock: when the loop began
+    phase_seconds: Mapping[str, float] = field(default_factory=dict)
+
+    def to_result(self) -> dict[str, Any]:
+        """The flat dict Ray Tune is given (and passes to ASHA, Optuna and the callbacks)."""
+        flat = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("val", "facts", "phase_seconds")}
+        flat.update({f"val_{m}": self.val.get(m, NAN) for m in METRICS})
+        flat.update({f"time_{phase}_s": seconds for phase, seconds in self.phase_seconds.items()})
+        if self.facts is not None:
+            flat.update(dataclasses.asdict(self.facts))
+        return flat
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, Any]) -> EpochReport:
+        """A report from Tune's result, or from a stored history row (which keeps fewer fields:
+        the others take their defaults). Keys that Tune adds (``training_iteration``, ...) are ignored."""
+        simple = {f.name: result[f.name] for f in dataclasses.fields(cls)
+                  if f.name not in ("val", "facts", "phase_seconds") and _present(result.get(f.name))}
+        facts = (TrialFacts(**{name: result.get(name) for name in FACTS})
+                 if all(name in result for name in FACTS) else None)
+        return cls(**simple, facts=facts,
+                   val={m: result[f"val_{m}"] for m in METRICS if f"val_{m}" in result},
+                   phase_seconds={key[len("time_"):-len("_s")]: value for key, value in result.items()
+                                  if key.startswith("time_") and key.endswith("_s")})
+
+    def value(self, name: str) -> Any:
+        """A field by its flat name (the search metric, a cost objective): None when absent."""
+        return self.to_result().get(name)
+
+
+def _present(value: Any) -> bool:
+    """Not a missing value of a stored row (null, or pandas' NaN for a missing integer or flag)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+# Fields of the flat result that neither table stores, and why; every other key has a column.
+NOT_STORED = {
+    "diverged": "the leaderboard's status says it (diverged)",
+    "val_images": "the size of the validation split, which split.parquet holds",
+    "early_stopped": "the leaderboard's status and stopped_by say it (patience)",
+    "finished": "for the searcher: a trial that ended vs one the scheduler cut short",
+    "best_value": "for the searcher: the value Optuna is told when a trial completes",
+    "launched_at": "for bench trial-overhead (start-up cost)",
+    "loop_started_at": "for bench trial-overhead (start-up cost)",
+    "time_*_s": "for bench trial-overhead (each phase's share of a trial)",
+}

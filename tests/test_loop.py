@@ -1,0 +1,158 @@
+"""The per-worker loop's decisions (stop, checkpoint, patience, resume) in milliseconds: the
+real loop, a real tiny timm model and real checkpoint files, driven through a small fake of
+leuktune's own session interface (leuktune.train.session) instead of Ray. That the real
+sessions behave the same is shown through Ray in test_trainer.py (slow)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from leuktune.config import load
+from leuktune.data.cache import SPLITS, CachedDataset
+from leuktune.results import EpochReport, TrialStatus
+from leuktune.train import checkpoint
+from leuktune.train.loop import Best, judge, run_loop
+
+
+class StoredCheckpoint:
+    """What a session hands back to resume from: ``as_directory`` as Ray's Checkpoint has it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    @contextlib.contextmanager
+    def as_directory(self):
+        yield str(self.folder)
+
+
+class FakeSession:
+    """A session as the loop sees one: one CPU worker that keeps each report and copies each
+    reported checkpoint aside, as Ray copies it to storage."""
+
+    rank, world_size, device = 0, 1, torch.device("cpu")
+
+    def __init__(self, store: Path, resume_from: Path | None = None):
+        self.store, self.resume_from = store, resume_from
+        self.reports: list[EpochReport] = []
+        self.checkpoints: dict[int, Path] = {}
+
+    def node(self) -> dict[str, str]:
+        return {"node_ip": "127.0.0.1", "node_id": "fake"}
+
+    def checkpoint(self):
+        return StoredCheckpoint(self.resume_from) if self.resume_from else None
+
+    def report(self, result: dict, folder: str | None) -> None:
+        report = EpochReport.from_result(result)
+        self.reports.append(report)
+        if folder:
+            self.checkpoints[report.epoch] = Path(shutil.copytree(folder, self.store / f"epoch-{report.epoch}"))
+
+    def wrap(self, model):
+        return model
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    """The loop sets torch's thread count to the trial's CPUs; the other tests keep theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _data(seed: int = 0) -> CachedDataset:
+    rng = np.random.default_rng(seed)
+    labels = np.tile([0, 1], 24)
+    images = rng.integers(0, 255, (len(labels), 32, 32, 3), dtype=np.uint8)
+    images[labels == 1, :16] = 255  # a difference a tiny network can learn in a few epochs
+    splits = np.array([SPLITS.index(s) for s in ["train"] * 32 + ["val"] * 16], dtype=np.int8)
+    return CachedDataset(images=images, labels=labels, splits=splits, class_names=("ALL", "healthy"),
+                         fingerprint="f" * 16)
+
+
+def _cfg(**train):
+    overrides = ["model.backbone=test_resnet", "model.head=linear", "data.image_size=32", "train.batch_size=8",
+                 "resources.cpus_per_worker=1", *(f"train.{k}={v}" for k, v in train.items())]
+    return load(None, overrides)
+
+
+def test_the_verdict_on_an_epoch_follows_the_rules_of_train():
+    train = _cfg(epochs=10, patience=3, checkpoint_every=4).train
+    best = Best()
+    verdicts = [judge(train, best, epoch, score, diverged=False)
+                for epoch, score in enumerate([0.5, 0.7, 0.6, 0.7, 0.65], start=1)]
+    assert [v.improved for v in verdicts] == [True, True, False, False, False]
+    assert best.epoch == 2 and best.score == 0.7  # a tie is not a new best
+    # three epochs without a new best end the trial at epoch 5
+    assert [v.early_stopped for v in verdicts] == [v.finished for v in verdicts] == [False] * 4 + [True]
+    # checkpoints: each new best, every 4th epoch (to resume from), the trial's end
+    assert [v.checkpoint_due for v in verdicts] == [True, True, False, True, True]
+    # the last epoch finishes a trial and is checkpointed; a diverged epoch is neither scored nor kept
+    assert judge(train, Best(0.9, 1), 10, 0.1, diverged=False).finished
+    assert judge(train, Best(0.9, 1), 10, 0.1, diverged=False).checkpoint_due
+    gone = judge(train, Best(), 3, math.nan, diverged=True)
+    assert gone.finished and not gone.checkpoint_due and not gone.improved and not gone.early_stopped
+
+
+def test_the_loop_reports_every_epoch_and_checkpoints_its_bests(tmp_path):
+    session = FakeSession(tmp_path)
+    run_loop(_cfg(epochs=3, lr=0.01, checkpoint_every=10), _data(), session)
+    reports = session.reports
+    assert [r.epoch for r in reports] == [1, 2, 3] and reports[-1].finished and not reports[0].finished
+    assert all(set(r.val) >= {"balanced_accuracy", "loss"} and r.val_images == 16 for r in reports)
+    assert reports[-1].facts.params > 0 and reports[-1].facts.node_id == "fake"
+    assert set(reports[-1].phase_seconds) >= {"data", "build", "restore", "train", "validate", "report"}
+    # a checkpoint for every new best and the last epoch, each holding its own epoch
+    kept = {r.epoch for r in reports if r.improved_epoch} | {3}
+    assert set(session.checkpoints) == kept
+    for epoch, folder in session.checkpoints.items():
+        assert checkpoint.load(folder)["epoch"] == epoch
+    best = max(reports, key=lambda r: (r.val["balanced_accuracy"], -r.epoch))
+    assert reports[-1].best_epoch == best.epoch
+    assert reports[-1].best_value == pytest.approx(best.val["balanced_accuracy"])
+    assert TrialStatus.of(reports[-1], epochs=3, error=None) == (TrialStatus.COMPLETED, None)
+
+
+def test_patience_ends_a_trial_whose_metric_stopped_moving(tmp_path):
+    # A frozen backbone and an lr too small to move the head: the metric stays where it began.
+    cfg = _cfg(epochs=6, patience=1, lr=1e-9)
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"unfreeze_depth": 0})})
+    session = FakeSession(tmp_path)
+    run_loop(cfg, _data(), session)
+    last = session.reports[-1]
+    assert last.epoch == 2 and last.early_stopped and last.finished and session.reports[0].improved_epoch == 1
+    assert TrialStatus.of(last, epochs=6, error=None) == (TrialStatus.STOPPED_EARLY, "patience")
+    assert 2 in session.checkpoints  # the trial's end is kept
+
+
+def test_a_loss_that_is_not_a_number_ends_the_trial_as_diverged(tmp_path):
+    session = FakeSession(tmp_path)
+    run_loop(_cfg(epochs=4, lr=1e30), _data(), session)
+    last = session.reports[-1]
+    assert last.diverged and last.finished and last.epoch < 4
+    assert all(math.isnan(v) for v in last.val.values())
+    assert last.epoch not in session.checkpoints
+    assert TrialStatus.of(last, epochs=4, error=None) == (TrialStatus.DIVERGED, None)
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_a_restarted_trial_resumes_where_its_checkpoint_left_off(tmp_path, ema):
+    cfg, data = _cfg(epochs=4, lr=0.01, checkpoint_every=1, ema=ema), _data()
+    whole = FakeSession(tmp_path / "whole")
+    run_loop(cfg, data, whole)
+    # the same trial restarted from epoch 2's checkpoint: epochs 3 and 4 again, as they were
+    again = FakeSession(tmp_path / "again", resume_from=whole.checkpoints[2])
+    run_loop(cfg, data, again)
+    assert [r.epoch for r in again.reports] == [3, 4]
+    assert all(r.resumed_from_epoch == 2 for r in again.reports)
+    for resumed, straight in zip(again.reports, whole.reports[2:]):
+        assert resumed.train_loss == pytest.approx(straight.train_loss, rel=1e-5)
+        assert resumed.val["loss"] == pytest.approx(straight.val["loss"], rel=1e-5)
+    assert again.reports[-1].best_epoch == whole.reports[-1].best_epoch

@@ -1,0 +1,204 @@
+"""The package's shape, checked: layers without loops, in-function imports that say why,
+one family of errors that every command line catches (and nothing else), the epoch report's
+every field stored or excluded on purpose, and the private framework names leuktune relies on."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import logging
+import pkgutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from PIL import Image
+from ray.tune.search.optuna import OptunaSearch
+
+import leuktune
+from leuktune import internals, leaderboard
+from leuktune.config import HEAD_KINDS
+from leuktune.errors import LeuktuneError
+from leuktune.models.heads import DEFAULT_ACTIVATION, build_head
+from leuktune.results import NOT_STORED, EpochReport, TrialFacts
+
+PACKAGE = Path(leuktune.__file__).parent
+
+
+def _modules() -> list[tuple[str, Path]]:
+    return [(".".join(("leuktune", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__"), path)
+            for path in sorted(PACKAGE.rglob("*.py"))]
+
+
+def _unit(module: str) -> str | None:
+    """The layer part a module belongs to: ``leuktune.search.tuner`` -> ``search``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "leuktune" else None
+
+
+def _imports(tree: ast.AST):
+    """(module imported, line) for every import, those inside functions and TYPE_CHECKING blocks too."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module, node.lineno
+            yield from ((f"{node.module}.{alias.name}", node.lineno) for alias in node.names)
+
+
+def test_the_package_has_no_import_loop_between_its_parts():
+    edges: dict[str, dict[str, str]] = {}
+    for module, path in _modules():
+        source = _unit(module)
+        if source is None:  # leuktune/__init__.py: the public face, above every part
+            continue
+        for name, line in _imports(ast.parse(path.read_text())):
+            target = _unit(name)
+            if target and target != source:
+                edges.setdefault(source, {}).setdefault(target, f"{path.relative_to(PACKAGE.parent)}:{line}")
+    loops = []
+
+    def visit(unit: str, trail: list[str]) -> None:
+        for target in edges.get(unit, {}):
+            if target in trail:
+                cycle = trail[trail.index(target):] + [target]
+                loops.append(" -> ".join(f"{a} ({edges[a][b]})" for a, b in zip(cycle, cycle[1:])))
+            elif len(trail) < len(edges) + 1:
+                visit(target, trail + [target])
+
+    for unit in edges:
+        visit(unit, [unit])
+    assert not loops, "import loops between leuktune's parts:\n" + "\n".join(sorted(set(loops)))
+    # the layers as DESIGN.md draws them: nothing below imports what is above
+    assert "search" not in edges.get("evaluate", {}) and "evaluate" not in edges.get("trained", {})
+
+
+def test_every_import_inside_a_function_says_why():
+    unexplained = []
+    for _, path in _modules():
+        lines = path.read_text().splitlines()
+        for function in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                    continue
+                row = node.lineno - 1
+                explained = "#" in lines[row]
+                above = row - 1
+                # a comment on the line, or above the block of imports it opens
+                while not explained and above >= 0:
+                    text = lines[above].strip()
+                    if text.startswith("#"):
+                        explained = True
+                    elif text == "" or text.startswith(("import ", "from ")):
+                        above -= 1
+                        continue
+                    break
+                if not explained:
+                    unexplained.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} in {function.name}()")
+    assert not unexplained, "imports inside functions without a comment saying why:\n" + "\n".join(unexplained)
+
+
+def _error_classes() -> list[type]:
+    found = {}
+    for info in pkgutil.walk_packages(leuktune.__path__, "leuktune."):
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, BaseException) and cls.__module__.startswith("leuktune."):
+                found[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return list(found.values())
+
+
+def test_every_error_leuktune_defines_belongs_to_its_family():
+    errors = _error_classes()
+    names = {cls.__name__ for cls in errors}
+    assert {"ConfigError", "DataError", "CheckpointError", "LeaderboardError", "SearchError", "FolderInUse",
+            "ClusterUnreachable", "WeightsError", "BackboneError", "BadImage", "ExportError"} <= names
+    outside = [f"{cls.__module__}.{cls.__name__}" for cls in errors if not issubclass(cls, LeuktuneError)]
+    assert not outside, f"errors outside the family (leuktune.errors.LeuktuneError): {outside}"
+    by_name = {cls.__name__: cls for cls in errors}
+    # the built-in errors callers have caught all along still catch them
+    assert issubclass(by_name["ConfigError"], ValueError) and issubclass(by_name["DataError"], ValueError)
+    assert issubclass(by_name["SearchError"], RuntimeError)
+    assert issubclass(by_name["ClusterUnreachable"], ConnectionError)
+
+
+def _image(tmp_path: Path) -> str:
+    path = tmp_path / "cell.png"
+    Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(path)
+    return str(path)
+
+
+# Each command line, and the function it hands the work to (patched to raise).
+COMMANDS = {
+    "search": ("leuktune.search.__main__", "leuktune.search.search", lambda tmp: []),
+    "data": ("leuktune.data.__main__", "leuktune.data.check.check_data", lambda tmp: []),
+    "evaluate": ("leuktune.evaluate.__main__", "leuktune.evaluate.evaluate", lambda tmp: [str(tmp)]),
+    "report": ("leuktune.report.__main__", "leuktune.report.build.write_report", lambda tmp: [str(tmp)]),
+    "predict": ("leuktune.predict", "leuktune.trained.load_model", lambda tmp: ["--run", str(tmp), _image(tmp)]),
+    "export": ("leuktune.export", "leuktune.trained.trial_row", lambda tmp: ["--run", str(tmp)]),
+    "bench": ("leuktune.bench.__main__", "leuktune.bench.__main__._run", lambda tmp: ["cache"]),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_command_line_reports_leuktunes_errors_and_lets_a_bug_be_a_traceback(command, tmp_path, monkeypatch,
+                                                                                  capsys):
+    module_name, target, argv = COMMANDS[command]
+    main = importlib.import_module(module_name).main
+    owner, _, attribute = target.rpartition(".")
+    owner = sys.modules.get(owner) or importlib.import_module(owner)
+
+    def refuse(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(owner, attribute, refuse)
+    raised = leuktune.config.ConfigError("data.root: /nowhere does not exist")
+    assert main(argv(tmp_path)) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: data.root: /nowhere does not exist"
+    raised = RuntimeError("a bug in leuktune")  # not one of the family: not dressed up as the user's mistake
+    with pytest.raises(RuntimeError, match="a bug in leuktune"):
+        main(argv(tmp_path))
+
+
+def _full_report() -> EpochReport:
+    facts = TrialFacts(params=10, trainable_params=5, unfreeze_depth_effective=1, stage_groups=2,
+                       backbone_activation="relu", workers=1, device="cpu", precision="fp32",
+                       node_ip="127.0.0.1", node_id="n")
+    return EpochReport(epoch=1, train_loss=0.5, val={m: 0.5 for m in leuktune.metrics.METRICS},
+                       val_confusion_matrix=[[1]], facts=facts, phase_seconds={"train": 1.0, "validate": 0.1})
+
+
+def test_every_field_an_epoch_reports_has_a_column_or_is_excluded_on_purpose():
+    columns = set(leaderboard.schema([]).names) | set(leaderboard.HISTORY.names)
+    flat = _full_report().to_result()
+    unstored = {key for key in flat if key not in columns
+                and key not in NOT_STORED and not (key.startswith("time_") and "time_*_s" in NOT_STORED)}
+    assert not unstored, f"reported but neither stored nor listed in results.NOT_STORED: {sorted(unstored)}"
+    # and nothing listed as not stored has a column after all
+    assert not set(NOT_STORED) & columns
+    # what Tune hands back reads as what was reported
+    assert EpochReport.from_result({**flat, "training_iteration": 1, "trial_id": "x"}) == _full_report()
+
+
+def test_the_private_framework_names_leuktune_relies_on_still_exist():
+    searcher = OptunaSearch(space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="score", mode="max")
+    for attribute in internals.OPTUNA_SEARCH_ATTRIBUTES:
+        assert hasattr(searcher, attribute), f"OptunaSearch has no {attribute} any more (see leuktune/internals.py)"
+    assert internals.optuna_study(searcher) is not None and internals.optuna_trials(searcher) == {}
+    assert isinstance(internals.ray_train_worker_logger(), logging.Logger)
+    importlib.import_module(internals.TUNE_STORAGE_LOGGER)  # the logger is named by this module
+
+
+def test_every_head_kind_the_config_accepts_is_built_and_has_a_default_activation():
+    assert set(DEFAULT_ACTIVATION) == set(HEAD_KINDS)
+    options = dict(in_features=8, spatial_features=8, num_classes=3, dropout=0.0, activation="relu", mlp_hidden=4,
+                   mlp_layers=1, attention_heads=2, attention_dim=8)
+    assert all(isinstance(build_head(kind, **options), torch.nn.Module) for kind in HEAD_KINDS)
+    with pytest.raises(ValueError, match="expected one of linear, mlp, attention"):
+        build_head("transformer", **options)
