@@ -20,4 +20,12 @@ catch those still do:
 
 
 class LeuktuneError(Exception):
-    """A mistake leuktune reports with a message for the user (the file, key or address)."""
+    """A mistake leuktune reports with a message for the user (the file, key or address).
+
+    >>> import leuktune
+    >>> try:
+    ...     leuktune.load_config(None, ["train.epochs=-1"])
+    ... except LeuktuneError as err:
+    ...     print(f"{type(err).__name__}: ...{str(err).partition('configuration: ')[2]}")
+    ConfigError: ...train.epochs: Input should be greater than or equal to 1 (got -1).
+    """

@@ -134,7 +134,13 @@ def ranked(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
 
 
 def pareto_front(board: pd.DataFrame, objectives: list[str], directions: list[str]) -> pd.Series:
-    """True for a trial that no other trial beats or equals on every objective and beats on one."""
+    """True for a trial that no other trial beats or equals on every objective and beats on one.
+
+    >>> board = pd.DataFrame({"status": ["completed"] * 3, "val_balanced_accuracy": [0.9, 0.8, 0.85],
+    ...                       "params": [20e6, 5e6, 30e6]})
+    >>> pareto_front(board, ["val_balanced_accuracy", "params"], ["max", "min"]).tolist()
+    [True, True, False]
+    """
     signed = pd.DataFrame({o: board[o] * (1 if d == "max" else -1) for o, d in zip(objectives, directions)})
     usable = signed.notna().all(axis=1) & ~board["status"].isin(FAILED)
     values = signed[usable].to_numpy(dtype=float)

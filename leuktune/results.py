@@ -86,8 +86,8 @@ class EpochReport:
     """One epoch of one trial, as the loop reports it.
 
     ``val`` holds every metric of ``leuktune.metrics.METRICS`` by name (NaN when the trial
-    diverged); ``phase_seconds`` the loop's cumulative seconds per phase (``data``, ``build``,
-    ``restore``, ``train``, ``validate``, ``checkpoint``, ``report``)."""
+    diverged); ``phase_seconds`` the loop's cumulative seconds per phase so far (by the names of
+    ``leuktune.train.phases.PHASES``)."""
 
     epoch: int
     train_loss: float = NAN

@@ -76,7 +76,11 @@ def resolve(location: str | Path) -> tuple[pafs.FileSystem, str]:
 
 def child(base: str | Path, fs_path: str) -> str:
     """The location of ``fs_path`` (a path of ``base``'s filesystem) as a user passes it back: a
-    local path, or a URI with ``base``'s scheme, credentials and options."""
+    local path, or a URI with ``base``'s scheme, credentials and options.
+
+    >>> child("s3://bucket/runs?endpoint_override=localhost:9000", "bucket/runs/a b/leaderboard.parquet")
+    's3://bucket/runs/a%20b/leaderboard.parquet?endpoint_override=localhost:9000'
+    """
     if not is_uri(base):
         return fs_path
     parts = urlsplit(str(base))
@@ -87,7 +91,11 @@ def child(base: str | Path, fs_path: str) -> str:
 
 def identity(location: str | Path) -> str:
     """What names a file whatever the credentials or the endpoint's spelling: a local path as it
-    is, a URI without its user part and options (cache keys and data fingerprints use it)."""
+    is, a URI without its user part and options (cache keys and data fingerprints use it).
+
+    >>> identity("s3://KEY:SECRET@bucket/cells?endpoint_override=minio:9000&scheme=http")
+    's3://bucket/cells'
+    """
     if not is_uri(location):
         return str(location)
     parts = urlsplit(str(location))

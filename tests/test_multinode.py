@@ -54,11 +54,16 @@ def cloud(tmp_path_factory):
         cluster = raynodes.start_head(num_cpus=0, system_config=raynodes.FAST_HEALTH_CHECKS)
         try:
             for i in range(2):
-                cluster.add_worker(num_cpus=1, hide=(base,), extra=(f"--resources={json.dumps({f'worker{i}': 1})}",))
+                add_worker(cluster, i, base)
             cluster.wait_for_workers(2)
             yield cluster, uri, images, scratch
         finally:
             cluster.stop()
+
+
+def add_worker(cluster, i: int, hidden: Path):
+    """Worker node ``i`` (a resource named ``worker<i>`` says which), which does not see ``hidden``."""
+    return cluster.add_worker(num_cpus=1, hide=(hidden,), extra=(f"--resources={json.dumps({f'worker{i}': 1})}",))
 
 
 def search_args(storage: str, name: str, *extra: str) -> list[str]:
@@ -178,7 +183,7 @@ def test_a_data_root_or_run_folder_the_nodes_cannot_reach_is_one_error_before_an
     assert "dataset folder not found (data.root)" in nothing.stdout + nothing.stderr
 
 
-def test_a_worker_node_lost_mid_trial(cloud):
+def test_a_worker_node_lost_mid_trial(cloud, tmp_path_factory):
     cluster, uri, images, scratch = cloud
     epochs = 8
     submit = subprocess.Popen(
@@ -187,6 +192,7 @@ def test_a_worker_node_lost_mid_trial(cloud):
                       f"data.cache_dir={scratch / 'cache'}", f"train.epochs={epochs}", "train.checkpoint_every=1",
                       "resources.max_failures=2")],
         env=cluster.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lost = None
     try:
         fs, root = pafs.FileSystem.from_uri(uri("runs"))
         deadline = time.monotonic() + 600
@@ -203,11 +209,18 @@ def test_a_worker_node_lost_mid_trial(cloud):
         where = node_ids(cluster)
         victim = where[seen["node_id"].iloc[-1]]
         trial, epochs_seen = seen["trial_id"].iloc[0], int(seen["epoch"].max())
-        cluster.workers[int(victim.removeprefix("worker"))].kill_raylet()
+        lost = int(victim.removeprefix("worker"))
+        cluster.workers[lost].kill_raylet()
         output, _ = submit.communicate(timeout=900)
     finally:
         if submit.poll() is None:  # a failed check above: the job goes with the cluster, its client here
             submit.kill()
+        if lost is not None:  # the tests after this one find the cluster they expect: a node in the lost one's place
+            gone = cluster.workers[lost]
+            cluster.workers[lost] = add_worker(cluster, lost, tmp_path_factory.getbasetemp())
+            cluster.workers.pop()
+            gone.stop()
+            cluster.wait_for_workers(2)
     assert submit.returncode == 0, output[-4000:]
 
     board = read_run(uri, "lost", "leaderboard.parquet")

@@ -1,6 +1,7 @@
 """After a search: the final evaluation, cross-validation, the report, predict and export."""
 
 import base64
+import io
 import json
 import re
 import subprocess
@@ -114,10 +115,16 @@ def test_export_matches_pytorch_on_real_images(run, tmp_path, fmt):
     assert np.abs(got - expected).max() < 1e-4
 
 
-def test_cross_validation_retrains_on_group_disjoint_folds(run):
+@pytest.fixture(scope="module")
+def cross_validated(run):
+    """The run with its best trial cross-validated on 3 folds: (folder, best trial, leaderboard)."""
     folder, board = run
     best = board["trial_id"].iloc[0]
-    updated = leuktune.evaluate(folder, trial=best, cv=3, echo=lambda message: None)
+    return folder, best, leuktune.evaluate(folder, trial=best, cv=3, echo=lambda message: None)
+
+
+def test_cross_validation_retrains_on_group_disjoint_folds(cross_validated):
+    folder, best, updated = cross_validated
     row = updated.set_index("trial_id").loc[best]
     per_fold = pd.read_parquet(folder / "cv.parquet")
     assert row["cv_folds"] == 3 and per_fold["fold"].tolist() == [0, 1, 2]
@@ -132,13 +139,13 @@ def test_cross_validation_retrains_on_group_disjoint_folds(run):
         assert split.assign(s=d.splits).groupby("group")["s"].nunique().max() == 1
 
 
-def test_the_report_shows_every_figure_as_png(run, tmp_path):
+def test_the_report_shows_every_figure_as_png(run, cross_validated, tmp_path):
     folder, board = run
     html = write_report([folder], tmp_path / "report", echo=lambda message: None).read_text()
     images = re.findall(r"src='data:image/png;base64,([^']+)'", html)
     assert len(images) >= 8 and "<img" in html and html.count("<img") == len(images)
     for data in images:
-        Image.open(__import__("io").BytesIO(base64.b64decode(data))).verify()
+        Image.open(io.BytesIO(base64.b64decode(data))).verify()
     md = (tmp_path / "report" / "report.md").read_text()
     for name in re.findall(r"!\[[^]]*\]\(([^)]+)\)", md):
         with Image.open(tmp_path / "report" / name) as image:

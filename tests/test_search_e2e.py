@@ -1,5 +1,7 @@
 """The whole path: config -> synthetic PNGs -> cache -> Tune/Optuna/ASHA -> trials -> Parquet."""
 
+import contextlib
+import io
 import pickle
 
 import duckdb
@@ -9,9 +11,10 @@ import pandas as pd
 import polars
 import pyarrow.parquet as pq
 import pytest
+
 import leuktune
-from leuktune import internals
 from conftest import tiny_overrides
+from leuktune import internals
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
 from leuktune.search.__main__ import main
@@ -20,34 +23,56 @@ from leuktune.train import checkpoint
 pytestmark = pytest.mark.slow
 
 
-def test_search_end_to_end_writes_a_real_leaderboard(tmp_path, capsys, ray_runtime):
-    # Four trials one after another; ASHA judges them after one epoch. Half the learning rates
-    # cannot move the weights, so a trial drawn after a learning one is stopped at its first rung.
-    # No augmentation: with it, a learning trial of this tiny set is often still at chance after one epoch.
-    overrides = tiny_overrides(tmp_path / "runs") + [
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, ray_runtime):
+    """One search through the command line: (run folder, its leaderboard, what it printed).
+
+    Four trials one after another; ASHA judges them after one epoch. Half the learning rates
+    cannot move the weights, so a trial drawn after a learning one is stopped at its first rung.
+    No augmentation: with it, a learning trial of this tiny set is often still at chance after one epoch."""
+    storage = tmp_path_factory.mktemp("e2e") / "runs"
+    overrides = tiny_overrides(storage) + [
         "search.num_samples=4", "search.max_concurrent=1", "train.lr={choice: [1.0e-9, 0.01]}",
         "train.batch_size=4", "train.warmup_epochs=0", "train.augment_strength=0",
         "search.scheduler.asha={grace_period: 1, reduction_factor: 2}"]
-    assert main([a for o in overrides for a in ("--set", o)]) == 0
-    out = capsys.readouterr().out
-    run = tmp_path / "runs" / "tiny"
-    assert f"leaderboard: {run / 'leaderboard.parquet'}" in out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([a for o in overrides for a in ("--set", o)]) == 0
+    run = storage / "tiny"
+    return run, pd.read_parquet(run / "leaderboard.parquet"), printed.getvalue()
 
-    board = pd.read_parquet(run / "leaderboard.parquet")
+
+def test_the_command_line_says_where_its_leaderboard_is(searched):
+    run, board, out = searched
+    assert f"leaderboard: {run / 'leaderboard.parquet'}" in out
     assert len(board) == 4 and set(board["status"]) <= {"completed", "stopped_early"}
     assert set(board["backbone"]) <= {"test_resnet", "test_efficientnet"}
     assert set(board["lr"]) <= {1e-9, 0.01}
-    # ASHA's stops: after the grace period, never the best trial, and named as ASHA's
+    assert board["val_balanced_accuracy"].between(0, 1).all()
+    assert (board["params"] > 0).all() and board["error"].isna().all()
+    assert board["data_fingerprint"].nunique() == 1
+    # the schema is plain Parquet that any reader accepts
+    assert pq.read_schema(run / "leaderboard.parquet").names == list(board.columns)
+
+
+def test_asha_stops_trials_at_its_rung_and_names_itself(searched):
+    _, board, _ = searched
     stopped = board[board["status"] == "stopped_early"]
     completed = board[board["status"] == "completed"]
     assert len(stopped) >= 1 and len(completed) >= 1
     assert (stopped["stopped_by"] == "asha").all() and (stopped["epochs_run"] == 1).all()
     assert completed["stopped_by"].isna().all() and (completed["epochs_run"] == 2).all()
-    assert stopped["val_balanced_accuracy"].max() <= board["val_balanced_accuracy"].max()
-    # the test split is read once, by the final evaluation, for the best 3 trials only; each test
-    # metric comes with a 95% interval that holds it, and the calibration before and after
+    # a trial ASHA stopped was below the median at its rung: never above the best trial it let finish
+    assert stopped["val_balanced_accuracy"].max() <= completed["val_balanced_accuracy"].max()
+
+
+def test_the_test_split_is_read_once_for_the_top_trials_with_intervals(searched):
+    run, board, _ = searched
+    # the final evaluation scores the best 3 trials only; each test metric comes with a 95%
+    # interval that holds it, and the calibration before and after
     evaluated = board.head(3)
-    assert board.iloc[3:]["test_accuracy"].isna().all() and evaluated["test_images"].eq(len(split_rows(run, "test"))).all()
+    assert board.iloc[3:]["test_accuracy"].isna().all()
+    assert evaluated["test_images"].eq(len(split_rows(run, "test"))).all()
     for m in METRICS:
         assert board[f"val_{m}"].notna().any(), m
         inside = (evaluated[f"test_{m}_low"] <= evaluated[f"test_{m}"] + 1e-9) & \
@@ -56,18 +81,19 @@ def test_search_end_to_end_writes_a_real_leaderboard(tmp_path, capsys, ray_runti
     assert (evaluated["temperature"] > 0).all() and evaluated["test_ece_calibrated"].between(0, 1).all()
     for row in evaluated.itertuples():
         assert np.array(row.test_confusion_matrix.tolist()).sum() == row.test_images
-    assert board["val_balanced_accuracy"].between(0, 1).all()
-    assert (board["params"] > 0).all() and board["error"].isna().all()
-    assert board["data_fingerprint"].nunique() == 1
-    # the best epoch's weights are on disk and load into torch
+
+
+def test_each_trials_best_epoch_is_on_disk_as_its_row_says(searched):
+    _, board, _ = searched
     for row in board.itertuples():
         state = checkpoint.load(row.checkpoint_uri)
         assert state["class_names"] == ("ALL", "CLL", "healthy") and state["epoch"] == row.best_epoch
         matrix = np.array(row.val_confusion_matrix.tolist())
         assert matrix.shape == (3, 3) and matrix.trace() / matrix.sum() == pytest.approx(row.val_accuracy)
-    # the schema is plain Parquet that any reader accepts
-    assert pq.read_schema(run / "leaderboard.parquet").names == list(board.columns)
 
+
+def test_the_history_split_and_config_are_in_the_run_folder(searched):
+    run, board, _ = searched
     history = pd.read_parquet(run / "history.parquet")
     assert len(history) == board["epochs_run"].sum()
     assert history.groupby("trial_id")["lr"].first().gt(0).all()
@@ -75,12 +101,13 @@ def test_search_end_to_end_writes_a_real_leaderboard(tmp_path, capsys, ray_runti
     assert len(split) == 60 and split.groupby("group")["split"].nunique().max() == 1
     assert (run / "config.yaml").is_file()
 
-    # Optuna learned what ASHA saw: stopped trials PRUNED with their epoch values, finished ones
-    # COMPLETE with their best epoch's value
+
+def test_optuna_learned_what_asha_saw(searched):
+    # stopped trials PRUNED with their epoch values, finished ones COMPLETE with their best epoch's value
+    run, board, _ = searched
     study = optuna_study(run)
-    by_trial = {row.trial_id: row for row in board.itertuples()}
     assert sorted(t.state.name for t in study.trials) == sorted(
-        "PRUNED" if row.status == "stopped_early" else "COMPLETE" for row in by_trial.values())
+        "PRUNED" if status == "stopped_early" else "COMPLETE" for status in board["status"])
     for t in study.trials:
         assert set(t.intermediate_values) <= {1, 2} and t.intermediate_values
         if t.state == optuna.trial.TrialState.COMPLETE:

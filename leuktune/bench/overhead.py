@@ -22,8 +22,9 @@ from leuktune.models.space_check import check_model_space
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import ray_session
 from leuktune.search.driver import prepare_data, run_trials
+from leuktune.train.phases import PHASES
 
-LOOP_PHASES = ("data", "build", "restore", "train", "validate", "checkpoint", "report")
+LOOP_PHASES = PHASES  # the phases timed inside the loop; the rest of a trial is start-up and shut-down
 
 
 class TrialClock(tune.Callback):

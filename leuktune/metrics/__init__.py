@@ -77,7 +77,11 @@ OBJECTIVES: tuple[str, ...] = (*(f"val_{m}" for m in METRICS), *COSTS)
 
 
 def mode(metric: str) -> str:
-    """'max' or 'min' for a metric or cost, with or without its split prefix (val_loss -> min)."""
+    """'max' or 'min' for a metric or cost, with or without its split prefix.
+
+    >>> mode("val_loss"), mode("test_f1_macro"), mode("params")
+    ('min', 'max', 'min')
+    """
     if metric in COSTS:
         return "min"
     name = metric.split("_", 1)[1] if metric.startswith(("val_", "test_")) else metric
@@ -85,7 +89,13 @@ def mode(metric: str) -> str:
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, prefix: str = "") -> dict[str, float]:
-    """Every metric of ``METRICS`` for one split; ``probs`` is (N, num_classes)."""
+    """Every metric of ``METRICS`` for one split; ``probs`` is (N, num_classes).
+
+    >>> probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> scores = classification_metrics(np.array([0, 1, 1]), probs, prefix="val_")
+    >>> round(scores["val_accuracy"], 3), scores["val_balanced_accuracy"]
+    (0.667, 0.75)
+    """
     scored = Scored(np.asarray(y_true), np.asarray(probs))
     with warnings.catch_warnings():
         # A class absent from a small validation split is a fact to report, not to warn about per epoch.

@@ -71,7 +71,12 @@ class RunFolder:
 
     @classmethod
     def at(cls, location: str | Path) -> "RunFolder":
-        """The run folder at a path or URI (its parent is the storage, its last part the name)."""
+        """The run folder at a path or URI (its parent is the storage, its last part the name).
+
+        >>> run = RunFolder.at("s3://bucket/runs/cnmc?endpoint_override=localhost:9000")
+        >>> run.storage, run.name
+        ('s3://bucket/runs?endpoint_override=localhost:9000', 'cnmc')
+        """
         return cls(*uris.split_last(location))
 
     # -- where things are

@@ -11,6 +11,9 @@ import time
 from collections import defaultdict
 from typing import Iterator
 
+# The loop's phases, in the order a trial meets them (leuktune.train.loop times each).
+PHASES = ("data", "build", "restore", "train", "validate", "checkpoint", "report")
+
 
 class Phases:
     def __init__(self, launched_at: float | None = None):
