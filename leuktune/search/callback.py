@@ -27,7 +27,6 @@ from leuktune.runtime import echo
 from leuktune.train.trainer import find_checkpoint, trial_share
 
 
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -116,7 +115,7 @@ class LeaderboardCallback(tune.Callback):
         last = results[-1] if results else None
         status, stopped_by = TrialStatus.of(last, self.cfg.train.epochs, error)
         seconds = round(time.monotonic() - t0, 2)
-        facts = last.facts if last is not None and last.facts is not None else None
+        facts = last.facts if last else None
         row = {
             "experiment": self.cfg.name, "trial_id": trial.trial_id, "status": status.value,
             **{k: trial.config.get(k) for k in self.hyperparameters},
@@ -142,7 +141,7 @@ class LeaderboardCallback(tune.Callback):
         self.echo(f"[leuktune] trial {trial.trial_id} {status.value} after {row['epochs_run']} epoch(s): {score}  "
                   f"{drawn}{reason}")
 
-    def _write(self, row: dict, results: list[dict], trial_id: str) -> None:
+    def _write(self, row: dict, results: list[EpochReport], trial_id: str) -> None:
         """The trial's epochs into the history, then its row into the leaderboard (the Pareto
         front recomputed): a trial on the leaderboard has its whole history. A trial already on
         the leaderboard (a resumed search can see a trial end again that an earlier session
