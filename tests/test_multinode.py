@@ -93,7 +93,7 @@ def test_a_search_of_a_folder_on_the_heads_disk(cloud):
     assert refused.returncode != 0  # the head wants its token
     # Each trial through a Ray Train TorchTrainer (the launcher DDP needs): its workers on the worker nodes.
     job = cluster.job(*search_args(uri("runs"), "folder", "data.source=imagefolder", f"data.root={images}",
-                                   f"data.cache_dir={scratch / 'cache'}", "resources.launcher=train"), cwd=REPO)
+                                   f"data.cache_dir={scratch / 'cache-folder'}", "resources.launcher=train"), cwd=REPO)
     out = job.stdout + job.stderr
     assert job.returncode == 0, out[-4000:]
     # read where the files are: on the head, though Ray gives it no CPU
@@ -123,7 +123,7 @@ def test_a_search_of_a_folder_on_the_heads_disk(cloud):
 def test_a_search_of_images_in_a_bucket_then_evaluate_report_predict_from_the_bucket(cloud, monkeypatch):
     cluster, uri, images, scratch = cloud
     job = cluster.job(*search_args(uri("runs"), "bucket", "data.source=imagefolder", f"data.root={uri('cells')}",
-                                   f"data.cache_dir={scratch / 'cache'}"), cwd=REPO)
+                                   f"data.cache_dir={scratch / 'cache-bucket'}"), cwd=REPO)
     out = job.stdout + job.stderr
     assert job.returncode == 0, out[-4000:]
     assert "decoding 61 images across the cluster: the files are in a bucket" in out
@@ -158,7 +158,7 @@ def test_a_folder_every_node_mounts_is_decoded_by_every_node(cloud):
         job = cluster.job("python", "-m", "leuktune.data", "--set", "data.source=imagefolder",
                           "--set", f"data.root={shared / 'cells'}", "--set", f"storage.path={uri('runs')}",
                           "--set", "name=shared", "--set", "data.image_size=32", "--set", "data.on_bad_image=skip",
-                          "--set", f"data.cache_dir={scratch / 'cache'}", cwd=REPO)
+                          "--set", f"data.cache_dir={scratch / 'cache-shared'}", cwd=REPO)
     finally:
         shutil.rmtree(shared)
     out = job.stdout + job.stderr
@@ -189,7 +189,7 @@ def test_a_worker_node_lost_mid_trial(cloud, tmp_path_factory):
     submit = subprocess.Popen(
         [raynodes.RAY, "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO), "--",
          *search_args(uri("runs"), "lost", "data.source=imagefolder", f"data.root={uri('cells')}",
-                      f"data.cache_dir={scratch / 'cache'}", f"train.epochs={epochs}", "train.checkpoint_every=1",
+                      f"data.cache_dir={scratch / 'cache-lost'}", f"train.epochs={epochs}", "train.checkpoint_every=1",
                       "resources.max_failures=2")],
         env=cluster.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lost = None
