@@ -58,6 +58,9 @@ HISTORY_COLUMNS = [
     ("lr", pa.float64()), ("resumed_from_epoch", pa.int64()), ("improved_epoch", pa.int64()),
     ("inference_ms", pa.float64()), *((f"val_{m}", pa.float64()) for m in METRICS),
     ("val_confusion_matrix", CONFUSION), ("node_ip", pa.string()), ("node_id", pa.string()),
+    # which validation of the trial the row is (train.validate_every: only validated epochs are rows),
+    # and why a checkpoint due that epoch could not be written
+    ("validation", pa.int64()), ("checkpoint_error", pa.string()),
 ]
 HISTORY = pa.schema(HISTORY_COLUMNS)
 

@@ -93,7 +93,8 @@ class EpochReport:
     train_loss: float = NAN
     train_images_per_s: float = NAN
     lr: float = NAN
-    epoch_seconds: float = NAN
+    epoch_seconds: float = NAN  # the epochs since the last report (train.validate_every), validation included
+    validation: int = 0  # the trial's validated epochs so far, this one included (ASHA's time)
     val: Mapping[str, float] = field(default_factory=dict)
     val_confusion_matrix: list[list[int]] | None = None
     val_images: int = 0  # the validation images scored, all workers together
@@ -105,6 +106,7 @@ class EpochReport:
     best_epoch: int = 0
     improved_epoch: int = 0  # this epoch when it is a new best, else 0 (Ray keeps the largest's checkpoint)
     resumed_from_epoch: int = 0  # the checkpoint's epoch this run of the trial resumed from
+    checkpoint_error: str | None = None  # a checkpoint due this epoch could not be written: why
     facts: TrialFacts | None = None
     launched_at: float = NAN  # wall clock: when the trial asked for its workers
     loop_started_at: float = NAN  # wall clock: when the loop began

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from leuktune.config import load
 from leuktune.data.cache import SPLITS, CachedDataset
 from leuktune.results import EpochReport, TrialStatus
 from leuktune.train import checkpoint
+from leuktune.train import loop
 from leuktune.train.loop import Best, judge, run_loop
 
 
@@ -86,7 +88,7 @@ def _cfg(**train):
 def test_the_verdict_on_an_epoch_follows_the_rules_of_train():
     train = _cfg(epochs=10, patience=3, checkpoint_every=4).train
     best = Best()
-    verdicts = [judge(train, best, epoch, score, diverged=False)
+    verdicts = [judge(train, best, epoch, epoch, epoch - 1, score, diverged=False)
                 for epoch, score in enumerate([0.5, 0.7, 0.6, 0.7, 0.65], start=1)]
     assert [v.improved for v in verdicts] == [True, True, False, False, False]
     assert best.epoch == 2 and best.score == 0.7  # a tie is not a new best
@@ -95,10 +97,26 @@ def test_the_verdict_on_an_epoch_follows_the_rules_of_train():
     # checkpoints: each new best, every 4th epoch (to resume from), the trial's end
     assert [v.checkpoint_due for v in verdicts] == [True, True, False, True, True]
     # the last epoch finishes a trial and is checkpointed; a diverged epoch is neither scored nor kept
-    assert judge(train, Best(0.9, 1), 10, 0.1, diverged=False).finished
-    assert judge(train, Best(0.9, 1), 10, 0.1, diverged=False).checkpoint_due
-    gone = judge(train, Best(), 3, math.nan, diverged=True)
+    assert judge(train, Best(0.9, 1, 1), 10, 10, 9, 0.1, diverged=False).finished
+    assert judge(train, Best(0.9, 1, 1), 10, 10, 9, 0.1, diverged=False).checkpoint_due
+    gone = judge(train, Best(), 3, 3, 2, math.nan, diverged=True)
     assert gone.finished and not gone.checkpoint_due and not gone.improved and not gone.early_stopped
+
+
+def test_with_validation_every_few_epochs_patience_and_checkpoints_count_as_they_should():
+    train = _cfg(epochs=20, patience=2, checkpoint_every=5, validate_every=3).train
+    assert [e for e in range(1, 21) if train.validated(e)] == [3, 6, 9, 12, 15, 18, 20] and train.validations == 7
+    best = Best()
+    # validated epochs 3, 6, 9, 12: the best at 6 (validation 2); two validations later, patience ends it
+    scores = {3: 0.5, 6: 0.8, 9: 0.7, 12: 0.75}
+    verdicts, since = {}, 0
+    for validation, epoch in enumerate(scores, start=1):
+        verdicts[epoch] = judge(train, best, epoch, validation, since, scores[epoch], diverged=False)
+        since = epoch
+    assert [v.early_stopped for v in verdicts.values()] == [False, False, False, True]
+    assert best.epoch == 6 and best.validation == 2
+    # checkpoint_every 5: at the first validated epoch past each multiple of 5 (6, also a best; then 12)
+    assert [v.checkpoint_due for v in verdicts.values()] == [True, True, False, True]
 
 
 def test_the_loop_reports_every_epoch_and_checkpoints_its_bests(tmp_path):
@@ -156,3 +174,65 @@ def test_a_restarted_trial_resumes_where_its_checkpoint_left_off(tmp_path, ema):
         assert resumed.train_loss == pytest.approx(straight.train_loss, rel=1e-5)
         assert resumed.val["loss"] == pytest.approx(straight.val["loss"], rel=1e-5)
     assert again.reports[-1].best_epoch == whole.reports[-1].best_epoch
+
+
+def test_validating_every_few_epochs_reports_those_epochs_and_the_last(tmp_path):
+    session = FakeSession(tmp_path)
+    run_loop(_cfg(epochs=5, lr=0.01, validate_every=2, checkpoint_every=10), _data(), session)
+    assert [(r.epoch, r.validation) for r in session.reports] == [(2, 1), (4, 2), (5, 3)]
+    assert session.reports[-1].finished and 5 in session.checkpoints
+
+
+@pytest.mark.parametrize("during", [True, False], ids=["during validation (GPU)", "after it (CPU)"])
+def test_the_checkpoint_is_written_during_validation_on_a_gpu_and_after_it_on_the_cpu(tmp_path, monkeypatch, during):
+    events = []
+    writing = threading.Event()
+    real_write, real_validate = checkpoint.write_state, loop.validate
+
+    def write(folder, state):
+        events.append("write")
+        writing.set()
+        real_write(folder, state)
+
+    def validate(trial):
+        if during:  # a write that waited for validation would never start while this waits
+            assert writing.wait(timeout=30), "the checkpoint was not being written during validation"
+            writing.clear()
+        events.append("validated")
+        return real_validate(trial)
+
+    monkeypatch.setattr(checkpoint, "write_state", write)
+    monkeypatch.setattr(loop, "validate", validate)
+    # the loop's own rule says GPU; here the CPU takes either road
+    monkeypatch.setattr(loop, "writes_during_validation", lambda trial: during)
+    session = FakeSession(tmp_path)
+    run_loop(_cfg(epochs=2, lr=0.01), _data(), session)
+    assert [r.epoch for r in session.reports] == [1, 2] and set(session.checkpoints) == {1, 2}
+    assert events == (["write", "validated"] * 2 if during else ["validated", "write"] * 2)
+    assert session.reports[-1].phase_seconds["checkpoint_write"] > 0
+    for epoch, folder in session.checkpoints.items():  # the weights of their own epoch, the verdict beside them
+        state = checkpoint.load(folder)
+        assert state["epoch"] == epoch and state["best"]["epoch"] == session.reports[epoch - 1].best_epoch
+
+
+def test_a_checkpoint_that_cannot_be_written_is_reported_and_the_last_good_one_stays(tmp_path, monkeypatch):
+    real_write = checkpoint.write_state
+    calls = []
+
+    def failing_second(folder, state):
+        calls.append(state["epoch"])
+        if state["epoch"] == 2:
+            raise OSError(28, "No space left on device")
+        real_write(folder, state)
+
+    monkeypatch.setattr(checkpoint, "write_state", failing_second)
+    cfg, data = _cfg(epochs=3, lr=0.01, checkpoint_every=1), _data()
+    session = FakeSession(tmp_path / "full")
+    run_loop(cfg, data, session)
+    assert [r.epoch for r in session.reports] == [1, 2, 3]  # the trial went on
+    assert "No space left on device" in session.reports[1].checkpoint_error
+    assert session.reports[0].checkpoint_error is None and set(session.checkpoints) == {1, 3}
+    # a restart after epoch 2 would resume from the last good checkpoint: epoch 1's
+    again = FakeSession(tmp_path / "again", resume_from=session.checkpoints[1])
+    run_loop(cfg, data, again)
+    assert [r.epoch for r in again.reports] == [2, 3] and again.reports[0].resumed_from_epoch == 1

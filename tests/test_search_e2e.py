@@ -168,6 +168,23 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path, ray_runt
     assert states == {0.005: "COMPLETE", 1e30: "FAIL", 0.003: "COMPLETE"}
 
 
+def test_asha_and_the_history_count_validated_epochs(tmp_path, ray_runtime):
+    # Validation every 2 epochs of 4: ASHA's first rung is the first validation (epoch 2), and
+    # only validated epochs are reported, stored and numbered in the history.
+    overrides = tiny_overrides(tmp_path / "runs") + [
+        "name=every-2", "search.num_samples=4", "search.max_concurrent=1", "train.lr={choice: [1.0e-9, 0.01]}",
+        "train.epochs=4", "train.validate_every=2", "train.batch_size=4", "train.warmup_epochs=0",
+        "train.augment_strength=0", "evaluate.top_k=0", "search.scheduler.asha={grace_period: 1, reduction_factor: 2}"]
+    board = leuktune.search(overrides=overrides, echo=lambda message: None)
+    stopped, completed = board[board["status"] == "stopped_early"], board[board["status"] == "completed"]
+    assert len(stopped) >= 1 and len(completed) >= 1 and len(stopped) + len(completed) == 4
+    assert (stopped["stopped_by"] == "asha").all() and (stopped["epochs_run"] == 2).all()
+    assert (completed["epochs_run"] == 4).all() and set(board["best_epoch"]) <= {2, 4}
+    history = pd.read_parquet(tmp_path / "runs" / "every-2" / "history.parquet")
+    assert set(history["epoch"]) == {2, 4} and (history["validation"] == history["epoch"] // 2).all()
+    assert history["checkpoint_error"].isna().all()
+
+
 def test_a_failing_trial_is_a_leaderboard_row_that_says_why(tmp_path, ray_runtime):
     # Weights that exist but are not weights: the trial fails inside Ray, the search goes on.
     broken = tmp_path / "test_resnet.pth"

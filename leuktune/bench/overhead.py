@@ -22,7 +22,7 @@ from leuktune.models.space_check import check_model_space
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import ray_session
 from leuktune.search.driver import prepare_data, run_trials
-from leuktune.train.phases import PHASES
+from leuktune.train.phases import BACKGROUND_PHASES, PHASES
 
 LOOP_PHASES = PHASES  # the phases timed inside the loop; the rest of a trial is start-up and shut-down
 
@@ -75,7 +75,7 @@ def per_trial(events: list[dict]) -> list[dict]:
         if "loop_started_at" in first:
             row["start_to_loop"] = first["loop_started_at"] - t["start"]
             row["of_which_launch"] = first["loop_started_at"] - first["launched_at"]
-            row.update({p: last.get(f"time_{p}_s", 0.0) for p in LOOP_PHASES})
+            row.update({p: last.get(f"time_{p}_s", 0.0) for p in (*LOOP_PHASES, *BACKGROUND_PHASES)})
         row["last_report_to_end"] = t["end"] - last["t"]
         out.append(row)
     return out
@@ -143,10 +143,13 @@ def bench_trial_overhead(trials: int, concurrent: int, epochs: int, launcher: st
         floor, floor_wall = plain_trials(trials, concurrent, epochs, workdir_)
     print(f"\n{trials} trials, {concurrent} at a time, {epochs} epoch(s) each, launcher {launcher}")
     print(f"search wall time {ours_wall:.1f} s (the same trials as plain Tune trials: {floor_wall:.1f} s)\n")
-    print("mean seconds per trial, from Tune's start event to its end event:")
+    print("mean seconds per trial (and share of it), from Tune's start event to its end event:")
     phases = ["start_to_loop", "of_which_launch", *LOOP_PHASES, "last_report_to_end", "inside_epochs", "wall"]
+    wall = _mean(ours, "wall")
     for phase in phases:
-        print(f"  {phase:<20} {_mean(ours, phase):8.2f}")
+        print(f"  {phase:<20} {_mean(ours, phase):8.2f}  {100 * _mean(ours, phase) / wall:5.1f}%")
+    for phase in BACKGROUND_PHASES:
+        print(f"  {phase:<20} {_mean(ours, phase):8.2f}          (the write itself: beside validate on a GPU, within checkpoint on the CPU)")
     print(f"  {'outside that view':<20} {ours_wall * concurrent / max(len(ours), 1) - _mean(ours, 'wall'):8.2f}"
           "   (process start before the start event, gaps between trials)")
     print(f"trial overhead: {overhead_per_trial(ours, ours_wall, concurrent):.1f} s per trial "

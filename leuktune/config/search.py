@@ -32,12 +32,14 @@ class SearcherConfig(Strict):
 
 
 class AshaConfig(Strict):
-    # Epochs before a trial may be stopped: an integer, or a fraction of train.epochs (early
-    # validation scores swing too much to judge a trial on).
+    # Validated epochs before a trial may be stopped: an integer, or a fraction of the trial's
+    # validations (train.epochs with train.validate_every 1; early validation scores swing too
+    # much to judge a trial on).
     grace_period: Union[PositiveInt, float] = Field(0.25, gt=0)
     reduction_factor: float = Field(2, gt=1)
 
     def grace_epochs(self, epochs: int) -> int:
+        """The grace period in validated epochs, of ``epochs`` (a trial's validations)."""
         grace = self.grace_period
         return min(epochs, max(1, round(grace * epochs) if isinstance(grace, float) and grace < 1 else int(grace)))
 

@@ -115,9 +115,15 @@ class TrainConfig(Strict):
     # auto: bf16 on GPUs that have it, else fp16 on GPU; fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True  # on GPU only; faster convolutions with AMP
-    # Stop a trial when the search metric has not improved for this many epochs; 0 = never.
+    # Validation, and its report to Tune, ASHA and the leaderboard, every N epochs and on the
+    # last: on a GPU an epoch of a few thousand cells takes about a second, and scoring the
+    # validation split, reporting and checkpointing each epoch cost as much again. ASHA's grace
+    # period and rungs and train.patience count validated epochs.
+    validate_every: int = Field(1, ge=1)
+    # Stop a trial when the search metric has not improved for this many validated epochs; 0 = never.
     patience: int = Field(0, ge=0)
-    # A resumable checkpoint every N epochs (and at every new best and the last epoch).
+    # A resumable checkpoint every N epochs (at the first validated epoch from there), at every
+    # new best and at the last epoch.
     checkpoint_every: int = Field(1, ge=1)
     # torch.compile the model: faster epochs once compiled, but compiling takes about a
     # minute per trial, more than a short trial gains.
@@ -126,6 +132,15 @@ class TrainConfig(Strict):
     # validation scores and the checkpoint keeps: steadier early epochs for ASHA to judge.
     # Written as a decay, {decay: 0.999}, or off; searchable, e.g. {choice: [0.0, 0.999]} (0 = off).
     ema: searchable(Annotated[float, Field(ge=0, lt=1)], "choice", "uniform") = 0.0
+
+    def validated(self, epoch: int) -> bool:
+        """Whether ``epoch`` is scored on the validation split (and reported)."""
+        return epoch % self.validate_every == 0 or epoch == self.epochs
+
+    @property
+    def validations(self) -> int:
+        """How many epochs a trial that runs to the end validates: ASHA's rungs are counted in these."""
+        return -(-self.epochs // self.validate_every)
 
     @field_validator("ema", mode="before")
     @classmethod

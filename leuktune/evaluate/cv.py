@@ -22,6 +22,7 @@ from leuktune.data.cache import CachedDataset
 from leuktune.data.sources import DataError
 from leuktune.data.split import SPLITS, deal
 from leuktune.metrics import METRICS
+from leuktune.results import EpochReport
 from leuktune.runfolder import RunFolder
 from leuktune.train import trainer
 from leuktune.train.trainer import concurrent_trials
@@ -71,8 +72,8 @@ def cross_validate(cfg: ExperimentConfig, row: pd.Series, data: CachedDataset, s
         if result.error:
             raise result.error
         fold = result.config["fold"]
-        uri = trainer.find_checkpoint(trial_cfg, folder, result.path, result.metrics["trial_id"],
-                                      result.metrics.get("best_epoch"))
+        last = EpochReport.from_result(result.metrics)  # Tune adds the trial_id to every result
+        uri = trainer.find_checkpoint(trial_cfg, folder, result.path, result.metrics["trial_id"], last.best_epoch)
         scores = load_model(uri, device=device).evaluate("test", folds[fold])
         rows.append({"trial_id": row["trial_id"], "fold": fold, "folds": k, "images": scores["test_images"],
                      **{m: scores[f"test_{m}"] for m in METRICS}})

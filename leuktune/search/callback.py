@@ -94,6 +94,9 @@ class LeaderboardCallback(tune.Callback):
         except Exception as err:  # noqa: BLE001 - reported; the trial goes on
             self._warn(f"could not store epoch {report.epoch} of trial {trial.trial_id}", err,
                        "tried again with its next epoch or when it ends")
+        if report.checkpoint_error:
+            self.echo(f"[leuktune] WARNING: trial {trial.trial_id} could not write its checkpoint of epoch "
+                      f"{report.epoch} ({report.checkpoint_error}); it goes on, resumable from its last checkpoint")
         metric = self.cfg.search.metric
         self.echo(f"[leuktune] trial {trial.trial_id} epoch {report.epoch}/{self.cfg.train.epochs}: "
                   f"{metric}={report.value(metric):.4f} train_loss={report.train_loss:.4f} "

@@ -86,8 +86,9 @@ def dry_run(config: str | Path | None = None, overrides: Sequence[str] = (), add
                          "pretrained weights: downloaded by each trial (model.allow_download)")
         except ConfigError as err:
             lines.append(f"pretrained weights: MISSING; a search would stop here: {err}")
+    first_judged = min(train.epochs, asha.grace_epochs(train.validations) * train.validate_every) if asha else None
     lines += [f"training: {train.epochs} epochs at {cfg.data.image_size}px, batch {train.batch_size}, "
-              f"precision {train.precision}" + (f"; ASHA from epoch {asha.grace_epochs(train.epochs)}" if asha else ""),
+              f"precision {train.precision}" + (f"; ASHA from epoch {first_judged}" if asha else ""),
               f"per trial: {res.workers_per_trial} worker(s) x {res.cpus_per_worker:g} CPU, {res.gpus_per_worker:g} GPU "
               f"(launcher {launcher(cfg)}; the trial asks for {trial_resources(cfg)})",
               f"at once: {at_once} trial(s) on {where}"

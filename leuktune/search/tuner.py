@@ -23,8 +23,10 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, e
     absolute storage path (RunFolder.resolved)."""
     search = cfg.search
     asha = search.scheduler.asha
-    scheduler = (ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs,
-                               grace_period=asha.grace_epochs(cfg.train.epochs),
+    # ASHA counts validated epochs (train.validate_every): each report is one.
+    validations = cfg.train.validations
+    scheduler = (ASHAScheduler(time_attr="validation", max_t=validations,
+                               grace_period=asha.grace_epochs(validations),
                                reduction_factor=asha.reduction_factor)
                  if asha else FIFOScheduler())
     trainable = trainer.tune_trainable(trainer.run_trial, cfg, experiment=cfg, data=data.shared(), folder=folder)

@@ -1,19 +1,24 @@
 """The one checkpoint format: written by the trainer, read to resume a trial and to evaluate.
 
 A checkpoint is a folder (a Ray ``Checkpoint``) holding ``checkpoint.pt``: the model,
-optimiser, scheduler and AMP scaler states, the epoch, the best score so far, the class
-names, the input normalisation and the trial's resolved configuration, so evaluation and
-prediction need nothing else; ``meta.json``, the epoch alone, so the leaderboard finds a
-trial's best checkpoint without reading the weights; and, once the final evaluation has run,
+optimiser, scheduler and AMP scaler states, the epoch, the class names, the input
+normalisation and the trial's resolved configuration, so evaluation and prediction need
+nothing else; ``meta.json``: the epoch (the leaderboard finds a trial's best checkpoint by it
+without reading the weights), the best score so far and the epoch's metrics, which are known
+only after validation, while ``checkpoint.pt`` may already be written in the background
+(``load`` returns both as one state; older checkpoints hold the best in ``checkpoint.pt``); and, once the final evaluation has run,
 ``calibration.json``, the temperature fitted on the validation split. The folder may be local or in a
 bucket (a URI as the leaderboard's ``checkpoint_uri`` gives it).
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import pickle
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +55,51 @@ def plain(value: Any) -> Any:
     return value
 
 
-def save(folder: str | Path, state: dict[str, Any]) -> None:
-    state = plain(state)
-    torch.save(state, Path(folder) / FILE)
-    (Path(folder) / META).write_text(json.dumps({"epoch": state["epoch"]}))
+def write_state(folder: str | Path, state: dict[str, Any]) -> None:
+    torch.save(plain(state), Path(folder) / FILE)
+
+
+def write_meta(folder: str | Path, meta: dict[str, Any]) -> None:
+    """The small part of a checkpoint known only once its epoch is judged (its epoch, the best so
+    far, the epoch's metrics), beside the weights that may have been written before."""
+    (Path(folder) / META).write_text(json.dumps(plain(meta), allow_nan=True))
+
+
+def on_host(state: Any) -> Any:
+    """A copy of ``state`` whose tensors are on the CPU and no longer shared with the training
+    (which goes on changing the originals while the copy is written)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: on_host(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(on_host(v) for v in state)
+    return copy.deepcopy(state)
+
+
+class BackgroundWrite:
+    """``checkpoint.pt`` of a snapshot written in a thread, so that it overlaps the work that
+    follows (the validation pass) instead of adding to the epoch; ``wait`` returns when it is on
+    disk and raises what the write raised (a full disk, say). The seconds it took are kept."""
+
+    def __init__(self, folder: str | Path, state: dict[str, Any]):
+        self.folder, self.seconds = folder, 0.0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write, args=(state,), name="leuktune-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _write(self, state: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        try:
+            write_state(self.folder, state)
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+            self._error = err
+        self.seconds = time.perf_counter() - started
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _locate(location: str) -> tuple[pafs.FileSystem, str]:
@@ -102,6 +148,10 @@ def load(folder: str | Path, device: str | torch.device = "cpu") -> dict[str, An
             f"checkpoint cannot run code. ({str(err).splitlines()[0]})") from None
     except Exception as err:  # noqa: BLE001 - any other failure means the same to the user
         raise CheckpointError(f"{where}: not a readable leuktune checkpoint ({type(err).__name__}: {err})") from None
+    meta = _read(where, META)
+    if meta:  # the best so far and the epoch's metrics, written once the epoch was judged
+        for key, value in json.loads(meta).items():
+            state.setdefault(key, value)
     missing = {"model", "epoch", "class_names", "normalization", "experiment"} - set(state)
     if missing:
         raise CheckpointError(f"{where}: not a leuktune checkpoint; missing {sorted(missing)}")

@@ -10,6 +10,7 @@ the trial as diverged.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -38,10 +39,11 @@ class Best:
 
     score: float = -math.inf
     epoch: int = 0
+    validation: int = 0  # which validation it was (patience counts validated epochs)
 
-    def update(self, score: float, epoch: int) -> bool:
+    def update(self, score: float, epoch: int, validation: int) -> bool:
         if score > self.score:  # NaN never improves
-            self.score, self.epoch = score, epoch
+            self.score, self.epoch, self.validation = score, epoch, validation
             return True
         return False
 
@@ -60,6 +62,7 @@ class TrainingState:
     scaler: torch.amp.GradScaler
     best: Best
     epoch: int = 0  # the last epoch trained (0 before the first)
+    validations: int = 0  # the validated epochs so far (ASHA's and patience's clock)
 
     @property
     def scored(self) -> torch.nn.Module:
@@ -67,14 +70,19 @@ class TrainingState:
         return self.ema.module if self.ema is not None else self.network
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything but the best so far, which is known only once the epoch is validated (it
+        goes with the checkpoint's meta: ``best_dict``), while this may be written before."""
         # "model" is what a trained model loads (leuktune.load_model): the scored weights. With a
         # moving average the trained weights go under "network", for resuming.
         state = {"model": self.scored.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                 "epoch": self.epoch, "best": {"score": self.best.score, "epoch": self.best.epoch}}
+                 "epoch": self.epoch, "validations": self.validations}
         if self.ema is not None:
             state["network"] = self.network.state_dict()
         return state
+
+    def best_dict(self) -> dict[str, Any]:
+        return {"score": self.best.score, "epoch": self.best.epoch, "validation": self.best.validation}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.network.load_state_dict(state.get("network", state["model"]))
@@ -83,8 +91,10 @@ class TrainingState:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.best = Best(**state["best"])
         self.epoch = int(state["epoch"])
+        # Checkpoints from before train.validate_every validated every epoch.
+        self.validations = int(state.get("validations", self.epoch))
+        self.best = Best(**{"validation": state["best"]["epoch"], **state["best"]})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,30 +172,35 @@ class Verdict:
     checkpoint_due: bool  # a new best, the trial's end, or every train.checkpoint_every epochs
 
 
-def judge(train: TrainConfig, best: Best, epoch: int, score: float, diverged: bool) -> Verdict:
-    """The verdict on ``epoch`` whose search metric, signed so that larger is better, is
-    ``score``; ``best`` is updated with it."""
-    improved = not diverged and best.update(score, epoch)
-    early = not diverged and bool(train.patience) and epoch - best.epoch >= train.patience
+def judge(train: TrainConfig, best: Best, epoch: int, validation: int, since: int, score: float,
+          diverged: bool) -> Verdict:
+    """The verdict on ``epoch``, the trial's ``validation``-th validated one, reported after epoch
+    ``since``, whose search metric, signed so that larger is better, is ``score``; ``best`` is
+    updated with it. Patience counts validated epochs; checkpoint_every counts epochs (a checkpoint
+    at the first validated epoch on or after each multiple)."""
+    improved = not diverged and best.update(score, epoch, validation)
+    early = not diverged and bool(train.patience) and validation - best.validation >= train.patience
     finished = diverged or early or epoch == train.epochs
-    due = not diverged and (improved or finished or epoch % train.checkpoint_every == 0)
+    every = train.checkpoint_every
+    due = not diverged and (improved or finished or epoch // every > since // every)
     return Verdict(improved=improved, early_stopped=early, finished=finished, checkpoint_due=due)
 
 
 def epoch_report(trial: Trial, epoch: int, trained: dict[str, float], validation: Validation | None,
-                 seconds: float, resumed_from: int) -> tuple[EpochReport, Verdict]:
+                 seconds: float, resumed_from: int, since: int) -> tuple[EpochReport, Verdict]:
     """The epoch's report and verdict; ``validation`` None when the trial diverged,
-    ``resumed_from`` the checkpoint's epoch this run of the trial began after."""
+    ``resumed_from`` the checkpoint's epoch this run of the trial began after, ``since`` the
+    epoch reported before this one."""
     cfg = trial.cfg
     diverged = validation is None
     sign = 1 if cfg.search.mode == "max" else -1
     scores = validation.scores if validation else {}
-    verdict = judge(cfg.train, trial.state.best, epoch, sign * scores.get(cfg.search.metric.removeprefix("val_"),
-                                                                          math.nan), diverged)
+    score = sign * scores.get(cfg.search.metric.removeprefix("val_"), math.nan)
+    verdict = judge(cfg.train, trial.state.best, epoch, trial.state.validations, since, score, diverged)
     best = trial.state.best
     report = EpochReport(
         epoch=epoch, train_loss=trained["train_loss"], train_images_per_s=trained["train_images_per_s"],
-        lr=trained["lr"], epoch_seconds=seconds, val=scores,
+        lr=trained["lr"], epoch_seconds=seconds, validation=trial.state.validations, val=scores,
         val_confusion_matrix=validation.confusion_matrix if validation else None,
         val_images=validation.images if validation else 0,
         inference_ms=validation.inference_ms if validation else math.nan,
@@ -200,42 +215,99 @@ def epoch_report(trial: Trial, epoch: int, trained: dict[str, float], validation
     return report, verdict
 
 
-def checkpoint_state(trial: Trial, report: EpochReport) -> dict[str, Any]:
-    """The training state, with what a trained model needs to be used on its own."""
-    return {**trial.state.state_dict(), "class_names": trial.data.class_names,
-            "normalization": {"mean": trial.state.network.backbone.mean, "std": trial.state.network.backbone.std},
-            "data_fingerprint": trial.data.fingerprint, "experiment": trial.cfg.to_dict(),
-            "metrics": report.to_result()}
+def checkpoint_state(trial: Trial, snapshot: bool = False) -> dict[str, Any]:
+    """The training state as it is now, with what a trained model needs to be used on its own:
+    what ``checkpoint.pt`` holds. ``snapshot``: copied to host memory, for a write that runs
+    while the training goes on changing the state."""
+    network, state = trial.state.network, trial.state.state_dict()
+    return {**(checkpoint.on_host(state) if snapshot else state), "class_names": trial.data.class_names,
+            "normalization": {"mean": network.backbone.mean, "std": network.backbone.std},
+            "data_fingerprint": trial.data.fingerprint, "experiment": trial.cfg.to_dict()}
 
 
-def save_and_report(trial: Trial, report: EpochReport, verdict: Verdict) -> None:
-    """Report the epoch to the launcher, with a checkpoint (rank 0's) when one is due."""
-    trial.state.epoch = report.epoch
-    due = verdict.checkpoint_due and trial.session.rank == 0
+def _written(trial: Trial, writing: checkpoint.BackgroundWrite | None, folder: str) -> str | None:
+    """The epoch's checkpoint file, waited for when it is being written in the background, else
+    written now; the write's error as ``Type: message`` if it failed."""
+    with trial.phases("checkpoint"):  # on a GPU: what is left of the write once validation is done
+        started = time.perf_counter()
+        try:
+            if writing is None:
+                checkpoint.write_state(folder, checkpoint_state(trial))
+            else:
+                writing.wait()
+            return None
+        except Exception as err:  # noqa: BLE001 - reported with the epoch; the trial goes on
+            return f"{type(err).__name__}: {err}"
+        finally:
+            trial.phases.seconds["checkpoint_write"] += (writing.seconds if writing is not None
+                                                         else time.perf_counter() - started)
+
+
+def writes_during_validation(trial: Trial) -> bool:
+    """Rank 0 on a GPU: validation leaves the CPU cores free for the write."""
+    return trial.session.rank == 0 and trial.setup.device.type == "cuda"
+
+
+def _start_write(trial: Trial, folder: str) -> checkpoint.BackgroundWrite:
+    with trial.phases("checkpoint"):  # the copy of the state to host memory
+        return checkpoint.BackgroundWrite(folder, checkpoint_state(trial, snapshot=True))
+
+
+def validate_and_report(trial: Trial, epoch: int, trained: dict[str, float], started: float, resumed_from: int,
+                        since: int) -> Verdict:
+    """Validate the epoch, judge it and report it, with its checkpoint (rank 0's) when one is due.
+
+    On a GPU, the state is copied to host memory and ``checkpoint.pt`` written in a thread while
+    the GPU scores the validation split (whether a checkpoint is due is known only after); the
+    report waits for what is left of the write. On the CPU the write would take cores from
+    validation (measured: no gain), so it is written after, only when due. A failed write is
+    reported with the epoch (``checkpoint_error``) and no checkpoint goes with it: the trial's
+    resume point stays its last good checkpoint."""
+    trial.state.validations += 1
+    rank0 = trial.session.rank == 0
     with checkpoint_folder() as folder:
-        if due:
-            with trial.phases("checkpoint"):
-                checkpoint.save(folder, checkpoint_state(trial, report))
+        writing = _start_write(trial, folder) if writes_during_validation(trial) else None
+        with trial.phases("validate"):
+            validation = validate(trial)  # None when its predictions are not numbers
+        report, verdict = epoch_report(trial, epoch, trained, validation, time.perf_counter() - started,
+                                       resumed_from, since)
+        due = rank0 and verdict.checkpoint_due
+        error = _written(trial, writing, folder) if due or writing is not None else None
+        if due and error is None:
+            checkpoint.write_meta(folder, {"epoch": epoch, "best": trial.state.best_dict(),
+                                           "metrics": report.to_result()})
+        elif due:
+            report = dataclasses.replace(report, checkpoint_error=error)
+            print(f"[leuktune] WARNING: the checkpoint of epoch {epoch} could not be written ({error}); "
+                  f"the trial goes on, resumable from its last checkpoint", flush=True)
         with trial.phases("report"):  # Ray copies the checkpoint to storage here
-            trial.session.report(report.to_result(), folder if due else None)
+            trial.session.report(report.to_result(), folder if due and error is None else None)
+    return verdict
 
 
 def run_loop(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: float | None = None) -> None:
-    """Build, resume if restarted, then train, validate, save and report each epoch."""
+    """Build, resume if restarted, then train each epoch; validate, save and report the epochs
+    that ``train.validate_every`` names (and a diverged one at once)."""
     phases = Phases(launched_at)
     trial = build(cfg, data, session, phases)
-    resumed_from = trial.state.epoch
+    resumed_from = reported = trial.state.epoch
+    started = None  # when the first epoch since the last report began: a report's seconds cover them all
     for epoch in range(resumed_from + 1, cfg.train.epochs + 1):
-        started = time.perf_counter()
+        started = started or time.perf_counter()
         with phases("train"):
             trained = train_epoch(trial, epoch)
-        validation = None
-        if math.isfinite(trained["train_loss"]):
-            with phases("validate"):
-                validation = validate(trial)  # None when its predictions are not numbers
-        report, verdict = epoch_report(trial, epoch, trained, validation, time.perf_counter() - started,
-                                       resumed_from)
-        save_and_report(trial, report, verdict)
+        trial.state.epoch = epoch
+        if not math.isfinite(trained["train_loss"]):  # nothing left to validate
+            trial.state.validations += 1
+            report, verdict = epoch_report(trial, epoch, trained, None, time.perf_counter() - started,
+                                           resumed_from, reported)
+            with phases("report"):
+                session.report(report.to_result(), None)
+            break
+        if not cfg.train.validated(epoch):
+            continue
+        verdict = validate_and_report(trial, epoch, trained, started, resumed_from, reported)
+        reported, started = epoch, None
         if verdict.finished:
             break
 
