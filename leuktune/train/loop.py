@@ -169,7 +169,7 @@ class Verdict:
     improved: bool  # a new best of the search metric
     early_stopped: bool  # train.patience epochs without a new best
     finished: bool  # the trial ends here: its last epoch, patience, or diverged
-    checkpoint_due: bool  # a new best, the trial's end, or every train.checkpoint_every epochs
+    checkpoint_due: bool  # a new best, the trial's end, or train.checkpoint_every epochs on
 
 
 def judge(train: TrainConfig, best: Best, epoch: int, validation: int, since: int, score: float,
@@ -293,14 +293,15 @@ def run_loop(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: f
     resumed_from = reported = trial.state.epoch
     started = None  # when the first epoch since the last report began: a report's seconds cover them all
     for epoch in range(resumed_from + 1, cfg.train.epochs + 1):
-        started = started or time.perf_counter()
+        if started is None:
+            started = time.perf_counter()
         with phases("train"):
             trained = train_epoch(trial, epoch)
         trial.state.epoch = epoch
         if not math.isfinite(trained["train_loss"]):  # nothing left to validate
             trial.state.validations += 1
-            report, verdict = epoch_report(trial, epoch, trained, None, time.perf_counter() - started,
-                                           resumed_from, reported)
+            report, _ = epoch_report(trial, epoch, trained, None, time.perf_counter() - started,
+                                     resumed_from, reported)
             with phases("report"):
                 session.report(report.to_result(), None)
             break
