@@ -52,6 +52,20 @@ def test_failed_and_diverged_trials_rank_last():
     assert leaderboard.ranked(board, "val_accuracy", "max")["trial_id"].tolist() == ["d", "b", "a", "c"]
 
 
+def test_trials_that_tie_on_the_metric_rank_by_their_validation_loss(tmp_path):
+    # four of six tied at 0.9808 on a 52-image validation split: the lower loss first, then the table's order
+    board = pd.DataFrame({"trial_id": list("abcdef"), "status": ["completed"] * 5 + ["stopped_early"],
+                          "val_balanced_accuracy": [0.9808, 0.9615, 0.9808, 0.9808, 0.9808, 0.99],
+                          "val_loss": [0.20, 0.01, 0.08, 0.20, None, 0.50]})
+    assert leaderboard.ranked(board, "val_balanced_accuracy", "max")["trial_id"].tolist() == list("fcadeb")
+    # what load_leaderboard, load_model(run), the final evaluation's top-k and the report read
+    folder = RunFolder(str(tmp_path), "ties")
+    folder.write_text("config.yaml", "name: ties\n")
+    leaderboard.append(folder, "leaderboard.parquet", board.assign(experiment="ties").to_dict("records"),
+                       leaderboard.schema([]))
+    assert leuktune.load_leaderboard(tmp_path / "ties")["trial_id"].tolist() == list("fcadeb")
+
+
 def test_pareto_front_keeps_the_trials_nothing_beats_on_every_objective():
     board = pd.DataFrame({
         "trial_id": ["big-best", "small-good", "dominated", "tiny-poor", "failed"],
