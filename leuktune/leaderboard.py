@@ -18,14 +18,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from leuktune import runfolder, uris
-from leuktune import metrics
+from leuktune import metrics, runfolder, uris
 from leuktune.config import VALUE_TYPES
 from leuktune.config.search import DEFAULT_METRIC
+from leuktune.errors import LeuktuneError
 from leuktune.metrics import METRICS
 from leuktune.results import FAILED
 from leuktune.runfolder import RunFolder
-from leuktune.errors import LeuktuneError
 
 CONFUSION = pa.list_(pa.list_(pa.int64()))  # rows = true class, columns = predicted
 ID_COLUMNS = [("experiment", pa.string()), ("trial_id", pa.string()), ("status", pa.string())]

@@ -38,6 +38,7 @@ EVALUATION = "evaluation.parquet"
 PREDICTIONS = "test_predictions.parquet"
 CV = "cv.parquet"
 TUNE = "tune"  # Ray Tune's run: the searcher's state and the trials' folders (checkpoints)
+TRIALS = "trials"  # Ray Train launched trials' runs, one per trial id
 REPORT = "report"
 EXPORT = "export"
 
@@ -114,7 +115,7 @@ class RunFolder:
     @property
     def trials(self) -> str:
         """Where Ray Train launched trials keep their checkpoints, one folder per trial id."""
-        return self.file("trials")
+        return self.file(TRIALS)
 
     @property
     def cache(self) -> Path:

@@ -1,9 +1,10 @@
 """The per-worker PyTorch loop that every trial runs, whoever launched it.
 
 It reads a concrete ``ExperimentConfig`` and the shared ``CachedDataset``; it never parses
-YAML nor decodes an image. Each epoch it trains on its shard of the training split, scores
-the whole validation split and reports an ``EpochReport`` (leuktune.results), with a
-checkpoint when one is due, through its session (leuktune.train.session). A trial restarted
+YAML nor decodes an image. Each epoch it trains on its shard of the training split; each
+validated epoch (``train.validate_every``) it scores the whole validation split and reports an
+``EpochReport`` (leuktune.results), with a checkpoint when one is due, through its session
+(leuktune.train.session). A trial restarted
 after a failure resumes from its latest checkpoint. A loss that turns NaN or infinite ends
 the trial as diverged.
 """
@@ -71,7 +72,7 @@ class TrainingState:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the best so far, which is known only once the epoch is validated (it
-        goes with the checkpoint's meta: ``best_dict``), while this may be written before."""
+        goes with the checkpoint's meta), while this may be written before."""
         # "model" is what a trained model loads (leuktune.load_model): the scored weights. With a
         # moving average the trained weights go under "network", for resuming.
         state = {"model": self.scored.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -80,9 +81,6 @@ class TrainingState:
         if self.ema is not None:
             state["network"] = self.network.state_dict()
         return state
-
-    def best_dict(self) -> dict[str, Any]:
-        return {"score": self.best.score, "epoch": self.best.epoch, "validation": self.best.validation}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.network.load_state_dict(state.get("network", state["model"]))
@@ -274,7 +272,7 @@ def validate_and_report(trial: Trial, epoch: int, trained: dict[str, float], sta
         due = rank0 and verdict.checkpoint_due
         error = _written(trial, writing, folder) if due or writing is not None else None
         if due and error is None:
-            checkpoint.write_meta(folder, {"epoch": epoch, "best": trial.state.best_dict(),
+            checkpoint.write_meta(folder, {"epoch": epoch, "best": dataclasses.asdict(trial.state.best),
                                            "metrics": report.to_result()})
         elif due:
             report = dataclasses.replace(report, checkpoint_error=error)

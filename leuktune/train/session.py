@@ -30,9 +30,10 @@ class _RaySession:
     def node() -> dict[str, str]:
         """The Ray node this worker runs on (the leaderboard and history say where a trial ran)."""
         # Ray only in a Ray session: the loop runs without it too (tests' fake session)
-        import ray
+        from leuktune.data.placement import this_node
 
-        return {"node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id()}
+        node = this_node()
+        return {"node_ip": node.ip, "node_id": node.id}
 
     def checkpoint(self):
         return self._api.get_checkpoint()

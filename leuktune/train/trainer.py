@@ -29,10 +29,10 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from leuktune import internals
 from leuktune.config import ExperimentConfig
-from leuktune.train import checkpoint
 from leuktune.data.cache import CachedDataset
-from leuktune.train.loop import run_loop, train_loop_per_worker
 from leuktune.runtime import echo
+from leuktune.train import checkpoint
+from leuktune.train.loop import run_loop, train_loop_per_worker
 from leuktune.train.session import TuneSession
 
 # Ray Train's controller polls its workers every 2 s by default, which adds 2-4 s to the
