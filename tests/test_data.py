@@ -32,6 +32,32 @@ def test_synthetic_classes_differ_in_what_a_smear_shows():
     assert cell_area("AML") > 2 * cell_area("CLL")
 
 
+def test_a_harder_synthetic_set_has_closer_classes_own_stains_and_label_noise(tmp_path):
+    def cells(label, difficulty):
+        return [np.asarray(synthetic.render(label, 0, i, 64, difficulty), dtype=float) for i in range(12)]
+
+    def cell_area(images):
+        return np.mean([(im[..., 2] > im[..., 0] + 10).mean() for im in images])
+
+    easy, hard = {c: cells(c, 0.0) for c in ("AML", "CLL")}, {c: cells(c, 1.0) for c in ("AML", "CLL")}
+    # finer differences: the large myeloblast and the small lymphocyte closer in size
+    assert cell_area(hard["AML"]) / cell_area(hard["CLL"]) < 0.8 * cell_area(easy["AML"]) / cell_area(easy["CLL"])
+    # each image its own stain: mean colours spread more between images
+    spread = lambda images: np.std([im.mean(axis=(0, 1)) for im in images], axis=0).mean()  # noqa: E731
+    assert spread(hard["CLL"]) > 2 * spread(easy["CLL"])
+    # label noise: a tenth at difficulty 1, none at 0, the same draws every time
+    shows = [synthetic.drawn_as("ALL", 0, i, 1.0) for i in range(2000)]
+    assert 0.08 < np.mean([s != "ALL" for s in shows]) < 0.12
+    assert {synthetic.drawn_as("ALL", 0, i, 0.0) for i in range(200)} == {"ALL"}
+    root = synthetic.generate(tmp_path / "hard", classes=("ALL", "CLL"), images_per_class=30, image_size=40,
+                              difficulty=1.0)
+    noisy = next(i for i in range(30) if synthetic.drawn_as("ALL", 0, i, 1.0, ("ALL", "CLL")) == "CLL")
+    # filed under its label, drawn as the other class
+    assert np.array_equal(np.asarray(Image.open(root / f"ALL/ALL_{noisy:04d}.png")),
+                          np.asarray(synthetic.render("ALL", 0, noisy, 40, 1.0, shows="CLL")))
+    assert np.array_equal(np.asarray(synthetic.render("MM", 3, 1, 40, 0.0)), np.asarray(synthetic.render("MM", 3, 1, 40)))
+
+
 def test_imagefolder_manifest_and_errors(tmp_path):
     synthetic.generate(tmp_path / "set", classes=("ALL", "CLL"), images_per_class=2, image_size=32)
     m = imagefolder(tmp_path / "set")

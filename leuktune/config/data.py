@@ -36,6 +36,10 @@ class SyntheticConfig(Strict):
     images_per_class: int = Field(150, ge=5)
     image_size: int = Field(96, ge=32, le=1024)
     seed: int = 0
+    # 0: the set as it always was. Up to 1: finer differences between the classes, each image
+    # its own stain and focus, and label noise (a tenth of the images at 1): hard enough that
+    # searchers, schedules and recipes can be told apart (python -m leuktune.bench searchers).
+    difficulty: float = Field(0.0, ge=0, le=1)
 
 
 ResizeMode = Literal["pad", "crop", "stretch"]

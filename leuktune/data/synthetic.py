@@ -13,7 +13,12 @@ with the morphology that tells the classes apart in real smears:
   cell but for its finer chromatin and wider cytoplasm rim: the hard pairs of real smears.
 
 Size, position, rotation, stain colour, blur and noise vary per image, so the task is
-learnable but not trivial. Images are written as real PNG files in class folders, the
+learnable but not trivial. ``difficulty`` (0 to 1; 0 is the set as it always was, pixel for
+pixel) makes it harder the ways real sets are hard, so that searchers, schedules and recipes
+can be told apart on it: the classes' sizes and colours move towards each other (finer
+differences), each image gets its own stain (per-channel gamma and gain) and focus (up to three
+times the blur), and a share of the images (a tenth at difficulty 1) are drawn as another
+class than their folder says (label noise, as between two readers of one smear). Images are written as real PNG files in class folders, the
 same path a real dataset takes. Every image depends only on (seed, class, index).
 """
 
@@ -71,9 +76,9 @@ class _Canvas:
         a = alpha * cover[..., None]
         self.rgb[box] = self.rgb[box] * (1 - a) + fill * a
 
-    def finish(self, out_size: int, rng: np.random.Generator) -> Image.Image:
+    def finish(self, out_size: int, rng: np.random.Generator, defocus: float = 1.0) -> Image.Image:
         img = Image.fromarray(np.uint8(np.clip(self.rgb, 0, 255)))
-        img = img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.6, 1.6) * self.size / 192))
+        img = img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.6, 1.6) * defocus * self.size / 192))
         img = img.resize((out_size, out_size), Image.LANCZOS)
         noisy = np.asarray(img, dtype=np.float32) + rng.normal(0, rng.uniform(2, 6), (out_size, out_size, 3))
         return Image.fromarray(np.uint8(np.clip(noisy, 0, 255)))
@@ -120,12 +125,34 @@ def _red_cells(canvas: _Canvas, rng, s: float) -> None:
         canvas.paint(canvas.mask("polygon", _ellipse(cx, cy, r * 0.45, r * 0.45, 0)), colour + 25, alpha=0.5)
 
 
-def _draw_white_cell(canvas: _Canvas, label: str, rng, s: float) -> None:
+class _Look:
+    """How far the classes' sizes and colours are drawn towards a common cell (difficulty)."""
+
+    RADIUS, CYTOPLASM = 0.24, (185, 180, 220)  # the common cell the classes move towards
+
+    def __init__(self, difficulty: float):
+        self.pull = 0.6 * difficulty
+
+    def radius(self, r_frac: float) -> float:
+        return r_frac + (self.RADIUS - r_frac) * self.pull
+
+    def colour(self, colour) -> np.ndarray:
+        colour = np.asarray(colour, dtype=np.float32)
+        return colour + (np.asarray(self.CYTOPLASM, dtype=np.float32) - colour) * self.pull
+
+    def shade(self, offset: float) -> float:
+        """A class's nucleus darker or paler than the common one, by less as the pull grows."""
+        return offset * (1 - self.pull)
+
+
+def _draw_white_cell(canvas: _Canvas, label: str, rng, s: float, look: _Look = _Look(0.0)) -> None:
     cx, cy = s / 2 + rng.normal(0, 0.04 * s, 2)
     theta = rng.uniform(0, 2 * math.pi)
     scale = rng.uniform(0.82, 1.18)
-    nucleus_colour = _jitter(rng, (105, 55, 145), 14)
-    ring = lambda r_frac: r_frac * s * scale  # noqa: E731 - radius as a fraction of the image
+    base_nucleus = _jitter(rng, (105, 55, 145), 14)
+    nucleus = lambda offset=0: base_nucleus + look.shade(offset)  # noqa: E731 - a class's nucleus shade
+    ring = lambda r_frac: look.radius(r_frac) * s * scale  # noqa: E731 - radius as a fraction of the image
+    tint = lambda colour, amount=12: _jitter(rng, look.colour(colour), amount)  # noqa: E731 - cytoplasm
 
     def blob(x, y, rx, ry, angle, colour, texture=None, alpha=1.0, rough=0.04):
         m = canvas.mask("polygon", _ellipse(x, y, rx, ry, angle, n=48 if rx > 3 else 12,
@@ -138,15 +165,15 @@ def _draw_white_cell(canvas: _Canvas, label: str, rng, s: float) -> None:
     size = canvas.size
     if label == "ALL":
         r = ring(0.23)
-        blob(cx, cy, r, r * rng.uniform(0.9, 1), theta, _jitter(rng, (170, 190, 228)))
+        blob(cx, cy, r, r * rng.uniform(0.9, 1), theta, tint((170, 190, 228)))
         nx, ny = along(r * 0.06, theta)
-        blob(nx, ny, r * 0.86, r * 0.82, theta, nucleus_colour + 15, _speckle(rng, size, 7, 3))
+        blob(nx, ny, r * 0.86, r * 0.82, theta, nucleus(15), _speckle(rng, size, 7, 3))
     elif label == "AML":
         r = ring(0.33)
-        blob(cx, cy, r, r * rng.uniform(0.85, 1), theta, _jitter(rng, (165, 172, 212)))
+        blob(cx, cy, r, r * rng.uniform(0.85, 1), theta, tint((165, 172, 212)))
         nx, ny = along(r * 0.12, theta)
         rn = r * 0.68
-        blob(nx, ny, rn, rn * 0.85, theta, nucleus_colour + 30, _speckle(rng, size, 6, 4))
+        blob(nx, ny, rn, rn * 0.85, theta, nucleus(30), _speckle(rng, size, 6, 4))
         for _ in range(rng.integers(0, 4)):  # nucleoli are not always in the focal plane
             a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0, 0.5) * rn
             px, py = nx + d * math.cos(a), ny + d * math.sin(a)
@@ -158,12 +185,12 @@ def _draw_white_cell(canvas: _Canvas, label: str, rng, s: float) -> None:
             canvas.paint(canvas.mask("line", [(x0, y0), (x1, y1)], width=max(2, int(s / 90))), (190, 40, 80))
     elif label == "CLL":
         r = ring(0.16)
-        blob(cx, cy, r, r, theta, _jitter(rng, (180, 200, 232)))
+        blob(cx, cy, r, r, theta, tint((180, 200, 232)))
         clumps = _speckle(rng, size, 18, 10)
-        blob(cx, cy, r * 0.86, r * 0.84, theta, nucleus_colour - 40, clumps, rough=0.03)
+        blob(cx, cy, r * 0.86, r * 0.84, theta, nucleus(-40), clumps, rough=0.03)
     elif label == "CML":
         r = ring(0.29)
-        blob(cx, cy, r, r * rng.uniform(0.9, 1), theta, _jitter(rng, (228, 188, 208)))
+        blob(cx, cy, r, r * rng.uniform(0.9, 1), theta, tint((228, 188, 208)))
         for _ in range(rng.integers(60, 110)):  # dark primary/secondary granules
             a, d = rng.uniform(0, 2 * math.pi), r * math.sqrt(rng.uniform(0, 0.9))
             gx, gy = cx + d * math.cos(a), cy + d * math.sin(a)
@@ -173,56 +200,81 @@ def _draw_white_cell(canvas: _Canvas, label: str, rng, s: float) -> None:
         arc0 = theta + rng.uniform(-0.3, 0.3)
         for k in np.linspace(-0.9, 0.9, 5):
             bx, by = along(r * 0.38, arc0 + k)
-            blob(bx, by, r * 0.26, r * 0.2, arc0 + k + math.pi / 2, nucleus_colour, _speckle(rng, size, 6, 5))
+            blob(bx, by, r * 0.26, r * 0.2, arc0 + k + math.pi / 2, nucleus(), _speckle(rng, size, 6, 5))
     elif label == "MM":
         r = ring(0.22)
         aspect = rng.uniform(1.3, 1.55)
-        blob(cx, cy, r * aspect, r, theta, _jitter(rng, (75, 98, 172)))
+        blob(cx, cy, r * aspect, r, theta, tint((75, 98, 172)))
         nx, ny = along(r * aspect * 0.45, theta)
         rn = r * 0.62
         hx, hy = along(r * aspect * 0.02, theta)
         blob(hx, hy, rn * 0.7, rn * 0.8, theta, _jitter(rng, (205, 208, 235), 6), alpha=0.85)  # perinuclear halo
-        blob(nx, ny, rn, rn * 0.95, theta, nucleus_colour - 25)
+        blob(nx, ny, rn, rn * 0.95, theta, nucleus(-25))
         for k in range(rng.integers(6, 9)):  # clock-face chromatin
             a = 2 * math.pi * k / 8 + rng.normal(0, 0.2)
             px, py = nx + 0.55 * rn * math.cos(a), ny + 0.55 * rn * math.sin(a)
-            blob(px, py, rn * 0.17, rn * 0.17, 0, nucleus_colour - 60, rough=0)
+            blob(px, py, rn * 0.17, rn * 0.17, 0, nucleus(-60), rough=0)
     elif label == "healthy" and rng.random() < 1 / 3:  # normal small lymphocyte
         r = ring(0.18)
-        blob(cx, cy, r, r * rng.uniform(0.9, 1), theta, _jitter(rng, (175, 198, 232)))
+        blob(cx, cy, r, r * rng.uniform(0.9, 1), theta, tint((175, 198, 232)))
         nx, ny = along(r * 0.12, theta)
-        blob(nx, ny, r * 0.74, r * 0.72, theta, nucleus_colour - 30, _speckle(rng, size, 10, 4), rough=0.03)
+        blob(nx, ny, r * 0.74, r * 0.72, theta, nucleus(-30), _speckle(rng, size, 10, 4), rough=0.03)
     elif label == "healthy":
         r = ring(0.26)
-        blob(cx, cy, r, r * rng.uniform(0.92, 1), theta, _jitter(rng, (230, 208, 218)),
+        blob(cx, cy, r, r * rng.uniform(0.92, 1), theta, tint((230, 208, 218)),
              _speckle(rng, size, 5, 2))
         lobes = int(rng.integers(3, 6))
         centres = [along(r * 0.42, theta + 2 * math.pi * k / lobes * 0.75) for k in range(lobes)]
         for (ax, ay), (bx, by) in zip(centres, centres[1:]):  # thin chromatin strands
-            canvas.paint(canvas.mask("line", [(ax, ay), (bx, by)], width=max(2, int(s / 100))), nucleus_colour)
+            canvas.paint(canvas.mask("line", [(ax, ay), (bx, by)], width=max(2, int(s / 100))), nucleus())
         for bx, by in centres:
             rl = r * rng.uniform(0.22, 0.3)
-            blob(bx, by, rl, rl * 0.85, rng.uniform(0, 6.3), nucleus_colour - 10, _speckle(rng, size, 8, 6))
+            blob(bx, by, rl, rl * 0.85, rng.uniform(0, 6.3), nucleus(-10), _speckle(rng, size, 8, 6))
     else:
         raise ValueError(f"unknown synthetic class {label!r}; expected one of {SYNTHETIC_CLASSES}")
 
 
-def render(label: str, seed: int, index: int, size: int) -> Image.Image:
-    """One synthetic cell image; the same (label, seed, index, size) gives the same pixels."""
+def _restain(img: Image.Image, rng: np.random.Generator, difficulty: float) -> Image.Image:
+    """This image's own stain: a gamma and a gain per channel (another batch of dye, another lamp)."""
+    rgb = np.asarray(img, dtype=np.float32) / 255
+    gamma = np.exp(rng.normal(0, 0.25 * difficulty, 3))
+    gain = 1 + rng.normal(0, 0.08 * difficulty, 3)
+    return Image.fromarray(np.uint8(np.clip(255 * gain * rgb ** gamma, 0, 255)))
+
+
+LABEL_NOISE = 0.1  # the share of images drawn as another class, at difficulty 1
+
+
+def drawn_as(label: str, seed: int, index: int, difficulty: float = 0.0, classes=SYNTHETIC_CLASSES) -> str:
+    """The class image ``index`` of folder ``label`` shows: its label but for the label noise."""
+    if difficulty <= 0:
+        return label
+    rng = np.random.default_rng([seed, SYNTHETIC_CLASSES.index(label), index, 1])
+    others = [c for c in classes if c != label]
+    return str(rng.choice(others)) if others and rng.random() < LABEL_NOISE * difficulty else label
+
+
+def render(label: str, seed: int, index: int, size: int, difficulty: float = 0.0,
+           shows: str | None = None) -> Image.Image:
+    """One synthetic cell image; the same arguments give the same pixels (difficulty 0: as
+    before difficulty existed). ``shows``: the class drawn, when label noise says another."""
     rng = np.random.default_rng([seed, SYNTHETIC_CLASSES.index(label), index])
+    # The difficulty's draws come from their own stream, so difficulty 0 leaves every other draw as it was.
+    hard = np.random.default_rng([seed, SYNTHETIC_CLASSES.index(label), index, 2])
     s = 2 * size
     canvas = _Canvas(s, _jitter(rng, (238, 222, 226), 8), rng)
     _red_cells(canvas, rng, s)
-    _draw_white_cell(canvas, label, rng, s)
-    return canvas.finish(size, rng)
+    _draw_white_cell(canvas, shows or label, rng, s, _Look(difficulty))
+    img = canvas.finish(size, rng, defocus=1 + hard.uniform(0, 2 * difficulty))
+    return _restain(img, hard, difficulty) if difficulty > 0 else img
 
 
 def generate(root: str | Path, classes=SYNTHETIC_CLASSES, images_per_class: int = 150,
-             image_size: int = 96, seed: int = 0) -> Path:
+             image_size: int = 96, seed: int = 0, difficulty: float = 0.0) -> Path:
     """Write the set as ``root/<class>/<class>_<index>.png``; reuse it when already complete."""
     root = Path(root)
     params = {"classes": list(classes), "images_per_class": images_per_class,
-              "image_size": image_size, "seed": seed, "version": 2}
+              "image_size": image_size, "seed": seed, "difficulty": difficulty, "version": 2}
     marker = root / _MARKER
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return root
@@ -230,7 +282,8 @@ def generate(root: str | Path, classes=SYNTHETIC_CLASSES, images_per_class: int 
         folder = root / label
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(images_per_class):
-            render(label, seed, i, image_size).save(folder / f"{label}_{i:04d}.png")
+            shows = drawn_as(label, seed, i, difficulty, classes)
+            render(label, seed, i, image_size, difficulty, shows).save(folder / f"{label}_{i:04d}.png")
     marker.write_text(json.dumps(params))
     return root
 
