@@ -52,7 +52,8 @@ def test_gpu_busy_is_split_by_whether_every_trial_slot_was_taken():
     assert split["gpu_busy_while_slots_idle"] == pytest.approx(0.2)
 
 
-@pytest.mark.parametrize("command", ["models", "cache", "throughput", "trial-overhead", "gpu-occupancy", "searchers"])
+@pytest.mark.parametrize("command", ["models", "cache", "throughput", "trial-overhead", "gpu-occupancy", "searchers",
+                                     "signal"])
 def test_each_benchmark_help_shows_a_runnable_example(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

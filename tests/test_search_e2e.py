@@ -55,6 +55,13 @@ def test_the_command_line_says_where_its_leaderboard_is(searched):
     assert pq.read_schema(run / "leaderboard.parquet").names == list(board.columns)
 
 
+def test_the_first_trial_is_the_default_recipe_within_the_space(searched):
+    _, board, _ = searched
+    # the backbone listed first; the recipe's lr 2e-3 moved to the nearest searched choice
+    first = board.sort_values("started_at").iloc[0]
+    assert (first["backbone"], first["lr"]) == ("test_resnet", 0.01)
+
+
 def test_asha_stops_trials_at_its_rung_and_names_itself(searched):
     _, board, _ = searched
     stopped = board[board["status"] == "stopped_early"]

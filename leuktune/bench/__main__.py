@@ -7,7 +7,8 @@
     python -m leuktune.bench trial-overhead         # seconds per trial outside its epochs, vs plain Tune trials
     python -m leuktune.bench trial-overhead --launcher train --trials 4
     python -m leuktune.bench gpu-occupancy          # on a GPU machine: GPU busy fraction over a real search
-    python -m leuktune.bench searchers              # TPE + ASHA vs random without early stopping, 3 seeds
+    python -m leuktune.bench signal                 # do early epochs foretell the end? Kendall tau per rung
+    python -m leuktune.bench searchers              # random, TPE, GP, with and without ASHA, 3 seeds
     python -m leuktune.bench throughput             # bare PyTorch loop vs leuktune's trainer (CPU: tiny, 64px)
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 64   # on a GPU
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 128 --compile
@@ -19,6 +20,8 @@ import argparse
 import sys
 
 import torch
+
+from leuktune.bench.strategies import STRATEGIES, VARIANTS
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -96,14 +99,29 @@ def main(argv: list[str] | None = None) -> int:
     occupancy.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                            help="override the search (repeatable), e.g. --set resources.launcher=train")
     searchers = _command(sub, "searchers",
-                         "TPE with ASHA vs random search without early stopping, same trials, several seeds: "
-                         "best val score and total trial-seconds of each", "",
-                         "--trials 8 --seeds 0 1 2 --set evaluate.top_k=0")
-    searchers.add_argument("--trials", type=int, default=8, help="trials per search")
+                         "random, TPE (Optuna's 10 start-up trials, and leuktune's auto), GP, each with and "
+                         "without ASHA, on the harder built-in set, several seeds: best val score against "
+                         "cumulative trial-seconds, and the Kendall tau of rung vs final scores",
+                         "", "--strategies tpe-auto+asha random --trials 20 --seeds 0 1 2")
+    searchers.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES),
+                           help="searchers to compare (the first without +asha is the budget of reference)")
+    searchers.add_argument("--trials", type=int, default=30, help="trials per search")
     searchers.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds, one search each")
     searchers.add_argument("--workdir", default="runs/bench-searchers", help="where the runs are written")
     searchers.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                            help="override the built-in experiment (repeatable)")
+    signal = _command(sub, "signal",
+                      "trials run to the end (random draws, no early stopping) on the harder built-in set under "
+                      "each training variant: Kendall tau of each ASHA score (last, best, smoothed) at each "
+                      "rung against the final score", "",
+                      "--variant base --variant ema train.ema=0.99 --trials 16 --seeds 0 1")
+    signal.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"), dest="variants",
+                        help=f"a name and its settings (repeatable); default: {VARIANTS}")
+    signal.add_argument("--trials", type=int, default=16, help="trials per search")
+    signal.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds, one search each")
+    signal.add_argument("--workdir", default="runs/bench-signal", help="where the runs are written")
+    signal.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="override the built-in experiment (repeatable)")
     args = parser.parse_args(argv)
     # imported after the arguments are parsed: --help answers at once, without torch or Ray
     from leuktune.errors import LeuktuneError
@@ -120,7 +138,14 @@ def _run(args: argparse.Namespace) -> int:
         # each benchmark's modules only when it runs (some import Ray, some torch)
         from leuktune.bench.searchers import bench_searchers
 
-        bench_searchers(args.trials, args.seeds, args.workdir, args.overrides)
+        bench_searchers(args.strategies, args.trials, args.seeds, args.workdir, args.overrides)
+        return 0
+    if args.what == "signal":
+        # each benchmark's modules only when it runs (some import Ray, some torch)
+        from leuktune.bench.searchers import bench_signal
+
+        variants = {name: settings for name, *settings in args.variants} if args.variants else VARIANTS
+        bench_signal(variants, args.trials, args.seeds, args.workdir, args.overrides)
         return 0
     if args.what == "gpu-occupancy":
         # each benchmark's modules only when it runs (some import Ray, some torch)

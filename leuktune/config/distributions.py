@@ -13,6 +13,7 @@ A field may apply only for some draws of another (an MLP's width only for the ML
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
@@ -44,6 +45,20 @@ class Distribution(Strict):
         """Every value a grid search runs; None for a continuous range, which a grid cannot."""
         return None
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one the search could draw (a start of the search must be)."""
+        raise NotImplementedError
+
+    def nearest(self, value: Any) -> Any:
+        """``value`` if the search could draw it, else the closest value it could: a range's
+        bound; among numeric choices the closest; else the choice the experiment lists first."""
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        """The distribution as written in YAML, e.g. {loguniform: [0.001, 0.01]}."""
+        spec = self.model_dump(by_alias=True)[self.kind]
+        return f"{{{self.kind}: [{', '.join(map(str, spec))}]}}"
+
     def optuna(self, as_text: bool = False):
         """The ``optuna.distributions`` equivalent (e.g. to rebuild a study from a leaderboard,
         whose text columns hold choices as ``as_text`` strings)."""
@@ -64,6 +79,19 @@ class Choice(Distribution):
     def grid_values(self) -> list[Any]:
         return list(self.choice)
 
+    def contains(self, value: Any) -> bool:
+        return value in self.choice
+
+    def nearest(self, value: Any) -> Any:
+        if self.contains(value):
+            return value
+        numbers = [c for c in self.choice if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        if isinstance(value, (int, float)) and numbers:
+            # a learning rate is near another by ratio, not difference
+            by_ratio = value > 0 and all(c > 0 for c in numbers)
+            return min(numbers, key=lambda c: abs(math.log(c / value)) if by_ratio else abs(c - value))
+        return self.choice[0]
+
     def optuna(self, as_text: bool = False):
         # Optuna only when a trial is drawn: loading or checking a config does not need it
         from optuna.distributions import CategoricalDistribution
@@ -78,6 +106,16 @@ class _Range(Distribution):
 
     def representatives(self) -> list[Any]:
         return list(self.bounds)
+
+    def contains(self, value: Any) -> bool:
+        lo, hi = self.bounds
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi
+
+    def nearest(self, value: Any) -> Any:
+        lo, hi = self.bounds
+        if not isinstance(value, (int, float)):
+            return hi  # the one word a range of numbers meets, unfreeze_depth's all, is above them all
+        return min(max(value, lo), hi)
 
 
 class LogUniform(_Range):
@@ -128,6 +166,9 @@ class IntRange(_Range):
 
     def grid_values(self) -> list[int]:
         return list(range(self.int_[0], self.int_[1] + 1))
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, int) and super().contains(value)
 
     def optuna(self, as_text: bool = False):
         # Optuna only when a trial is drawn: loading or checking a config does not need it

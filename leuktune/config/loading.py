@@ -48,9 +48,14 @@ def load(path: str | Path | ExperimentConfig | None = None,
     if overrides:
         source += " with --set " + " ".join(overrides)
     try:
-        return ExperimentConfig.model_validate(raw)
+        cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_describe(err, source)) from None
+    try:
+        cfg.starts()  # the search's starts lie in its space: said now, not when the search begins
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return cfg
 
 
 def _apply_override(raw: dict, item: str) -> None:

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from leuktune.config.data import DataConfig
 from leuktune.config.search import SearchConfig
 from leuktune.config.distributions import Distribution, Strict, ValueType, When
+from leuktune.config.recipe import SearchSpace
 from leuktune.config.training import ModelConfig, TrainConfig
 from leuktune.errors import LeuktuneError
 
@@ -96,6 +97,38 @@ class ExperimentConfig(Strict):
         return {key: value for section in SEARCHABLE_SECTIONS for key, value in getattr(self, section)
                 if isinstance(value, Distribution)}
 
+    def space(self) -> SearchSpace:
+        """The searched fields with what a start of the search needs to know about the others."""
+        searched = self.searched()
+        return SearchSpace(searched=searched, fixed={k: self.value(k) for k in SEARCHABLE_FIELDS if k not in searched},
+                           conditions=CONDITIONS, sections=SEARCHABLE_FIELDS, schema_defaults=SCHEMA_DEFAULTS,
+                           pretrained=self.model.pretrained)
+
+    def starts(self) -> list[dict[str, Any]]:
+        """The trials the search runs first, as points of the space (leaf name -> value): the
+        default recipe (``search.default_first``), then each of ``search.start_from``, once
+        each. A ``ConfigError`` names an entry the search could not draw."""
+        search = self.search
+        if search.searcher.optuna.sampler == "grid":
+            if search.start_from:
+                raise ConfigError("search.start_from: a grid runs every combination in its own order; "
+                                  "leave start_from out, or use sampler tpe or random")
+            return []
+        if not self.searched():
+            return []
+        space = self.space()
+        try:
+            starts = [space.default_recipe()] if search.default_first else []
+            starts += [space.start(given, f"search.start_from[{i}]") for i, given in enumerate(search.start_from)]
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        unique = [dict(p) for p in dict.fromkeys(tuple(p.items()) for p in starts)]
+        if len(unique) > search.num_samples:
+            raise ConfigError(f"search.start_from: {len(unique)} starts (the default recipe "
+                              f"{'included' if search.default_first else 'not included'}) but search.num_samples "
+                              f"is {search.num_samples}; raise num_samples or name fewer starts")
+        return unique
+
     def value(self, key: str) -> Any:
         """A searchable field's value (or distribution) by its leaf name."""
         return getattr(getattr(self, _section_of(key)), key)
@@ -139,6 +172,12 @@ def _markers(kind: type) -> dict:
             for marker in ExperimentConfig.model_fields[section].annotation.model_fields[key].metadata
             if isinstance(marker, kind)}
 
+
+# Each searchable field's schema default (a plain value, or the distribution searched by default).
+SCHEMA_DEFAULTS: dict[str, Any] = {
+    key: ExperimentConfig.model_fields[section].annotation.model_fields[key].default
+    for key, section in SEARCHABLE_FIELDS.items()
+}
 
 # Fields drawn only when another field has a given value, from the ``When`` in their annotation.
 CONDITIONS: dict[str, When] = _markers(When)

@@ -16,15 +16,27 @@ DEFAULT_METRIC = "val_balanced_accuracy"  # also what a run without its config.y
 
 
 class OptunaConfig(Strict):
-    # tpe learns from every trial (pruned ones too); random draws independently; grid runs
-    # every combination of the searched choices, e.g. to rerun a published comparison exactly.
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    # tpe learns from every trial (pruned ones too); gp fits a Gaussian process (Optuna's
+    # GPSampler, for small budgets of slow trials); random draws independently; grid runs every
+    # combination of the searched choices, e.g. to rerun a published comparison exactly.
+    sampler: Literal["tpe", "gp", "random", "grid"] = "tpe"
     seed: int = 0
+    # Trials drawn at random before tpe or gp model the rest (the default recipe and
+    # search.start_from count among them). auto: a third of search.num_samples, 2 to 10
+    # (Optuna's own default is 10, which in a search of under 10 trials is random search).
+    startup_trials: Union[PositiveInt, Literal["auto"]] = "auto"
     # TPE as Optuna advises for conditional spaces searched in parallel: parameters drawn
     # jointly, grouped by which ones apply, and running trials counted as bad until they end.
     multivariate: bool = True
     group: bool = True
     constant_liar: bool = True
+
+
+    def startup(self, num_samples: int) -> int:
+        """The random trials before the model, in a search of ``num_samples``."""
+        if self.startup_trials != "auto":
+            return self.startup_trials
+        return min(10, max(2, num_samples // 3))
 
 
 class SearcherConfig(Strict):
@@ -37,6 +49,9 @@ class AshaConfig(Strict):
     # much to judge a trial on).
     grace_period: Union[PositiveInt, float] = Field(0.25, gt=0)
     reduction_factor: float = Field(2, gt=1)
+    # What ASHA judges a trial by at a rung: the last validated epoch's score (Ray's ASHA), the
+    # best so far, or the mean of the last three (leuktune.search.scheduler).
+    score: Literal["last", "best", "smoothed"] = "last"
 
     def grace_epochs(self, epochs: int) -> int:
         """The grace period in validated epochs, of ``epochs`` (a trial's validations)."""
@@ -59,6 +74,13 @@ class SearchConfig(Strict):
     # Pareto front.
     objectives: list[Objective] = Field(default_factory=list)
     num_samples: int = Field(4, ge=1)
+    # The first trial is leuktune's default recipe within the space (the one run a search must
+    # beat), then each of start_from: configurations to try first, each a mapping of searched
+    # keys as --set names them, e.g. {model.backbone: resnet50, train.lr: 0.001}; the keys a
+    # start leaves out take the default recipe's values. The searcher learns from them as from
+    # any trial. (leuktune.config.recipe)
+    default_first: bool = True
+    start_from: list[dict[str, Any]] = Field(default_factory=list)
     # Trials at a time; auto: as many as the cluster's CPUs and GPUs hold at the per-trial request.
     max_concurrent: Union[PositiveInt, Literal["auto"]] = "auto"
     searcher: SearcherConfig = SearcherConfig()

@@ -31,8 +31,11 @@ class LeuktuneSearch(OptunaSearch):
     def __init__(self, cfg: ExperimentConfig, sampler: optuna.samplers.BaseSampler):
         search = cfg.search
         multi = bool(search.objectives)
+        # The default recipe and search.start_from run first (Optuna's enqueue_trial); the
+        # sampler learns from them like from any trial.
         super().__init__(space=DefineByRun(cfg), metric=list(search.objectives) if multi else search.metric,
-                         mode=search.directions if multi else search.mode, sampler=sampler)
+                         mode=search.directions if multi else search.mode, sampler=sampler,
+                         points_to_evaluate=cfg.starts() or None)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # Trials of another searcher's session (a resumed search's restarted ones) are not ours to tell.
@@ -111,10 +114,16 @@ def make_searcher(cfg: ExperimentConfig) -> LeuktuneSearch:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # leuktune prints its own line per trial
     # multivariate, group and constant_liar are chosen on purpose; Optuna calls them experimental.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    startup = settings.startup(cfg.search.num_samples)
     if settings.sampler == "tpe":
         sampler = optuna.samplers.TPESampler(seed=settings.seed, multivariate=settings.multivariate,
                                              group=settings.group and settings.multivariate,
-                                             constant_liar=settings.constant_liar)
+                                             constant_liar=settings.constant_liar, n_startup_trials=startup)
+    elif settings.sampler == "gp":
+        # Conditional fields (an MLP's width) fall outside GP's joint space and are drawn at
+        # random, which it would otherwise warn of in every trial.
+        sampler = optuna.samplers.GPSampler(seed=settings.seed, n_startup_trials=startup,
+                                            warn_independent_sampling=False)
     elif settings.sampler == "random":
         sampler = optuna.samplers.RandomSampler(seed=settings.seed)
     else:

@@ -4,7 +4,7 @@ its launcher (leuktune.train.trainer)."""
 from __future__ import annotations
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler
 
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
@@ -12,6 +12,7 @@ from leuktune import runfolder
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import echo
 from leuktune.search.callback import LeaderboardCallback
+from leuktune.search.scheduler import ScoredASHA
 from leuktune.search.searcher import make_searcher
 from leuktune.train import trainer
 
@@ -25,9 +26,8 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, e
     asha = search.scheduler.asha
     # ASHA counts validated epochs (train.validate_every): each report is one.
     validations = cfg.train.validations
-    scheduler = (ASHAScheduler(time_attr="validation", max_t=validations,
-                               grace_period=asha.grace_epochs(validations),
-                               reduction_factor=asha.reduction_factor)
+    scheduler = (ScoredASHA(score=asha.score, time_attr="validation", max_t=validations,
+                            grace_period=asha.grace_epochs(validations), reduction_factor=asha.reduction_factor)
                  if asha else FIFOScheduler())
     trainable = trainer.tune_trainable(trainer.run_trial, cfg, experiment=cfg, data=data.shared(), folder=folder)
     if resume:

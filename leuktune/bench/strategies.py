@@ -1,0 +1,14 @@
+"""What the search benchmarks compare, as --set overrides (no imports: the command line's --help lists them)."""
+
+HARDER = ["data.synthetic.difficulty=1.0"]
+NO_EARLY_STOPPING = ["search.scheduler.asha=null"]
+# A random searcher is the baseline: no default recipe first (it would not be random search).
+SAMPLERS = {
+    "random": ["search.searcher.optuna.sampler=random", "search.default_first=false"],
+    "tpe-10": ["search.searcher.optuna.sampler=tpe", "search.searcher.optuna.startup_trials=10"],
+    "tpe-auto": ["search.searcher.optuna.sampler=tpe", "search.searcher.optuna.startup_trials=auto"],
+    "gp-auto": ["search.searcher.optuna.sampler=gp", "search.searcher.optuna.startup_trials=auto"],
+}
+STRATEGIES = {f"{name}{'+asha' if asha else ''}": [*settings, *([] if asha else NO_EARLY_STOPPING)]
+              for name, settings in SAMPLERS.items() for asha in (True, False)}
+VARIANTS = {"base": [], "ema": ["train.ema=0.99"], "warmup-2": ["train.warmup_epochs=2"]}
