@@ -14,7 +14,7 @@ from leuktune.data.augment import augment_batch
 from leuktune.metrics import classification_metrics, confusion_matrix
 from leuktune.train.balance import epoch_order
 from leuktune.train.probabilities import class_probabilities
-from leuktune.train.session import gather, sum_over_workers
+from leuktune.train.session import average_over_workers_, gather, sum_over_workers
 
 if TYPE_CHECKING:
     from leuktune.train.loop import Trial
@@ -66,6 +66,26 @@ def train_epoch(trial: Trial, epoch: int) -> dict[str, float]:
     seconds = time.perf_counter() - started  # the sum above waited for the device
     return {"train_loss": loss_total / max(seen_total, 1), "train_images_per_s": seen_total / seconds,
             "lr": max(state.scheduler.get_last_lr())}
+
+
+def refresh_batchnorm(trial: Trial, epoch: int) -> None:
+    """BatchNorm's running statistics of the scored model recomputed on ``train.bn_refresh``
+    of this epoch's training batches (unaugmented, as validation images are), then averaged over
+    workers. At a high learning rate the weights outrun the running averages, and the first
+    epochs' validation scores say more about that lag than about the trial (torch's update_bn,
+    as SWA does for its averaged weights)."""
+    count = trial.cfg.train.bn_refresh
+    model = trial.state.scored
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not count or not norms:
+        return
+    setup = trial.setup
+    inputs = (setup.model_input(setup.to_unit(images)) for images, _ in trial.source(epoch_batches(trial, epoch)[:count]))
+    with torch.no_grad(), setup.autocast():
+        torch.optim.swa_utils.update_bn(inputs, model)
+    for norm in norms:
+        average_over_workers_(norm.running_mean)
+        average_over_workers_(norm.running_var)
 
 
 @dataclass(frozen=True)

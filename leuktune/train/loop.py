@@ -28,7 +28,7 @@ from leuktune.results import EpochReport, TrialFacts
 from leuktune.train import checkpoint
 from leuktune.train.balance import class_weights
 from leuktune.train.device import BatchSource, DeviceSetup
-from leuktune.train.epoch import Validation, batch_bounds, train_epoch, validate
+from leuktune.train.epoch import Validation, batch_bounds, refresh_batchnorm, train_epoch, validate
 from leuktune.train.optim import make_optimizer, make_scheduler
 from leuktune.train.phases import Phases
 from leuktune.train.session import TrainSession, checkpoint_folder
@@ -263,6 +263,8 @@ def validate_and_report(trial: Trial, epoch: int, trained: dict[str, float], sta
     resume point stays its last good checkpoint."""
     trial.state.validations += 1
     rank0 = trial.session.rank == 0
+    with trial.phases("validate"):
+        refresh_batchnorm(trial, epoch)  # before the checkpoint's copy: it keeps the statistics validated
     with checkpoint_folder() as folder:
         writing = _start_write(trial, folder) if writes_during_validation(trial) else None
         with trial.phases("validate"):

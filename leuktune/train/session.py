@@ -105,6 +105,13 @@ def gather(values: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def average_over_workers_(tensor: torch.Tensor) -> None:
+    """``tensor`` replaced, in place, by its mean over the trial's workers."""
+    if distributed():
+        dist.all_reduce(tensor)
+        tensor /= dist.get_world_size()
+
+
 def sum_over_workers(*values: torch.Tensor) -> list[float]:
     total = torch.stack([v.float() for v in values])
     if distributed():
