@@ -236,3 +236,27 @@ def test_a_checkpoint_that_cannot_be_written_is_reported_and_the_last_good_one_s
     again = FakeSession(tmp_path / "again", resume_from=session.checkpoints[1])
     run_loop(cfg, data, again)
     assert [r.epoch for r in again.reports] == [2, 3] and again.reports[0].resumed_from_epoch == 1
+
+
+def test_bn_refresh_recomputes_the_statistics_that_validation_uses(tmp_path, monkeypatch):
+    def validation_losses(bn_refresh: int, spoil: bool) -> list[float]:
+        session = FakeSession(tmp_path / f"{bn_refresh}-{spoil}")
+        real = loop.refresh_batchnorm
+
+        def spoiled_first(trial, epoch):
+            # running statistics far from any batch's, as a high learning rate leaves them
+            for m in trial.state.scored.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.fill_(50.0)
+                    m.running_var.fill_(1e-4)
+            real(trial, epoch)
+
+        monkeypatch.setattr(loop, "refresh_batchnorm", spoiled_first if spoil else real)
+        run_loop(_cfg(epochs=2, lr=0.01, bn_refresh=bn_refresh), _data(), session)
+        return [r.val["loss"] for r in session.reports]
+
+    refreshed = validation_losses(2, spoil=False)
+    # whatever the running statistics were, the refresh replaces them: the same validation
+    assert validation_losses(2, spoil=True) == pytest.approx(refreshed, rel=1e-4)
+    # without it, spoiled statistics are what validation uses
+    assert all(s > 2 * r for s, r in zip(validation_losses(0, spoil=True), refreshed))
