@@ -260,3 +260,24 @@ def test_bn_refresh_recomputes_the_statistics_that_validation_uses(tmp_path, mon
     assert validation_losses(2, spoil=True) == pytest.approx(refreshed, rel=1e-4)
     # without it, spoiled statistics are what validation uses
     assert all(s > 2 * r for s, r in zip(validation_losses(0, spoil=True), refreshed))
+
+
+def test_bn_refresh_leaves_a_frozen_stage_its_own_statistics(tmp_path, monkeypatch):
+    real_build = loop.build_model
+
+    def pretrained_like(*args, **kwargs):  # statistics that are not BatchNorm's initial ones
+        model = real_build(*args, **kwargs)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.fill_(7.0)
+        return model
+
+    monkeypatch.setattr(loop, "build_model", pretrained_like)
+    cfg = _cfg(epochs=1, lr=0.01, bn_refresh=4)
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"unfreeze_depth": 1})})
+    session = FakeSession(tmp_path)
+    run_loop(cfg, _data(), session)
+    means = {k: v for k, v in checkpoint.load(session.checkpoints[1])["model"].items() if k.endswith("running_mean")}
+    kept = [k for k, v in means.items() if torch.all(v == 7.0)]
+    # the frozen stages kept theirs; the top stage's were refreshed
+    assert kept and len(kept) < len(means)

@@ -51,7 +51,7 @@ class AshaConfig(Strict):
     reduction_factor: float = Field(2, gt=1)
     # What ASHA judges a trial by at a rung: the last validated epoch's score (Ray's ASHA), the
     # best so far, or the mean of the last three (leuktune.search.scheduler).
-    score: Literal["last", "best", "smoothed"] = "last"
+    score: Literal["last", "best", "smoothed"] = "best"
 
     def grace_epochs(self, epochs: int) -> int:
         """The grace period in validated epochs, of ``epochs`` (a trial's validations)."""

@@ -118,7 +118,7 @@ class TrainConfig(Strict):
     # Before each validation, BatchNorm's running statistics recomputed on this many training
     # batches (0 = off): at a high learning rate they lag the weights, and early validation
     # scores then rank trials by that lag (leuktune.train.epoch.refresh_batchnorm).
-    bn_refresh: int = Field(0, ge=0)
+    bn_refresh: int = Field(8, ge=0)
     # Validation, and its report to Tune, ASHA and the leaderboard, every N epochs and on the
     # last: on a GPU an epoch of a few thousand cells takes about a second, and scoring the
     # validation split, reporting and checkpointing each epoch cost as much again. ASHA's grace

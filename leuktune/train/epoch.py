@@ -72,20 +72,26 @@ def refresh_batchnorm(trial: Trial, epoch: int) -> None:
     """BatchNorm's running statistics of the scored model recomputed on ``train.bn_refresh``
     of this epoch's training batches (unaugmented, as validation images are), then averaged over
     workers. At a high learning rate the weights outrun the running averages, and the first
-    epochs' validation scores say more about that lag than about the trial (torch's update_bn,
-    as SWA does for its averaged weights)."""
-    count = trial.cfg.train.bn_refresh
-    model = trial.state.scored
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not count or not norms:
-        return
-    setup = trial.setup
-    inputs = (setup.model_input(setup.to_unit(images)) for images, _ in trial.source(epoch_batches(trial, epoch)[:count]))
-    with torch.no_grad(), setup.autocast():
-        torch.optim.swa_utils.update_bn(inputs, model)
-    for norm in norms:
-        average_over_workers_(norm.running_mean)
-        average_over_workers_(norm.running_var)
+    epochs' validation scores say more about that lag than about the trial. As torch's
+    ``update_bn`` (SWA) does, but only for the layers whose statistics train: a frozen stage
+    keeps the statistics it came with (``Classifier.train``)."""
+    count, model, setup = trial.cfg.train.bn_refresh, trial.state.scored, trial.setup
+    was_training = model.training
+    model.train()
+    live = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    if count and live:
+        momenta = {m: m.momentum for m in live}
+        for m in live:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches
+        with torch.no_grad(), setup.autocast():
+            for images, _ in trial.source(epoch_batches(trial, epoch)[:count]):
+                model(setup.model_input(setup.to_unit(images)))
+        for m in live:
+            m.momentum = momenta[m]
+            average_over_workers_(m.running_mean)
+            average_over_workers_(m.running_var)
+    model.train(was_training)
 
 
 @dataclass(frozen=True)
