@@ -41,6 +41,36 @@ class Calibrated(nn.Module):
         return torch.softmax(self.network(x) / self.temperature, dim=-1)
 
 
+class Averaged(nn.Module):
+    """The weighted ensemble as one network: each member's calibrated probabilities (its input
+    renormalised from the first member's statistics to its own), averaged with the weights and
+    rescaled by the ensemble's temperature."""
+
+    def __init__(self, ensemble):
+        super().__init__()
+        first = ensemble.members[0].normalization
+        self.members = nn.ModuleList(Calibrated(m.module.to("cpu").float(), m.temperature) for m in ensemble.members)
+        self.register_buffer("weights", torch.tensor(ensemble.weights, dtype=torch.float32))
+        self.register_buffer("temperature", torch.tensor(float(ensemble.temperature)))
+        stats = [(torch.tensor(first["mean"]) - torch.tensor(m.normalization["mean"])) / torch.tensor(m.normalization["std"])
+                 for m in ensemble.members]
+        scales = [torch.tensor(first["std"]) / torch.tensor(m.normalization["std"]) for m in ensemble.members]
+        self.register_buffer("shift", torch.stack(stats).view(len(stats), 1, 3, 1, 1))
+        self.register_buffer("scale", torch.stack(scales).view(len(scales), 1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        averaged = sum(w * member(x * self.scale[i] + self.shift[i])
+                       for i, (w, member) in enumerate(zip(self.weights, self.members)))
+        return torch.softmax(torch.log(averaged.clamp_min(1e-12)) / self.temperature, dim=-1)
+
+
+def _network(model) -> nn.Module:
+    """What is exported: a trial's network calibrated, or the ensemble averaged."""
+    if hasattr(model, "members"):
+        return Averaged(model).eval()
+    return Calibrated(model.module.to("cpu").float(), model.temperature).eval()
+
+
 def _onnx(model: nn.Module, example: torch.Tensor, path: Path):
     # torch.export-based exporter, a dynamic batch; an example of batch 2, since a batch of one
     # can silently fix the batch size of an attention head's graph.
@@ -66,16 +96,18 @@ FORMATS = {"onnx": ("model.onnx", _onnx), "torchscript": ("model.pt", _torchscri
 
 
 def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None = None) -> Path:
-    """Write ``model`` (a TrainedModel) as ``fmt`` and its ``preprocessing.json`` into ``out``,
-    checked on ``images`` (paths; default: the run's test images). Returns the model file."""
+    """Write ``model`` (a TrainedModel, or the EnsembleModel of ``load_model(run, trial="ensemble")``)
+    as ``fmt`` and its ``preprocessing.json`` into ``out``, checked on ``images`` (paths;
+    default: the run's test images). Returns the model file."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name, write = FORMATS[fmt]
-    network = Calibrated(model.module.to("cpu").float(), model.temperature).eval()
-    pixels, rows = model.load_images(images or _test_images(model))
-    x = model.model_input(pixels[:8]).cpu() if len(pixels) else None
+    network = _network(model)
+    first = model.members[0] if hasattr(model, "members") else model  # whose normalisation the input takes
+    pixels, rows = model.load_images(images or _test_images(first))
+    x = first.model_input(pixels[:8]).cpu() if len(pixels) else None
     if x is None or len(x) < 2:
         raise ExportError("an export is checked on at least 2 readable images")
     with torch.no_grad():
@@ -89,12 +121,16 @@ def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None =
     (out / "preprocessing.json").write_text(json.dumps({
         "format": fmt, "file": name, "input": {"name": "input", "layout": "NCHW", "dtype": "float32",
                                                "size": data.image_size, "resize": data.resize,
-                                               "scale": "pixel / 255", "mean": list(model.normalization["mean"]),
-                                               "std": list(model.normalization["std"])},
-        "output": {"name": "probabilities", "meaning": "softmax(logits / temperature)",
-                   "classes": list(model.classes)},
+                                               "scale": "pixel / 255", "mean": list(first.normalization["mean"]),
+                                               "std": list(first.normalization["std"])},
+        "output": {"name": "probabilities", "classes": list(model.classes),
+                   "meaning": "softmax(logits / temperature)" if first is model else
+                   "softmax(log(sum of weight x each member's softmax(logits / its temperature)) / temperature)"},
         "temperature": model.temperature, "checked_on_images": int(len(x)), "max_difference": difference,
-        "backbone": model.config.model.backbone, "checkpoint": model.location}, indent=2))
+        **({"backbone": model.config.model.backbone, "checkpoint": model.location} if first is model else
+           {"members": [{"trial_id": t, "weight": w, "backbone": m.config.model.backbone, "checkpoint": m.location,
+                         "temperature": m.temperature}
+                        for t, w, m in zip(model.spec.members, model.weights, model.members)]})}, indent=2))
     return out / name
 
 
@@ -107,6 +143,7 @@ EXAMPLES = """\
 examples:
   python -m leuktune.export --run runs/synthetic-default --format onnx
   python -m leuktune.export --run runs/cnmc-binary --trial 3f2a9c1e --format torchscript --out exports/cnmc
+  python -m leuktune.export --run runs/synthetic-default --trial ensemble
 """
 
 
@@ -114,17 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leuktune.export", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="the run folder (<storage.path>/<name>), local or a URI")
-    parser.add_argument("--trial", help="the trial id (default: the run's best)")
+    parser.add_argument("--trial", help="the trial id, or ensemble (one graph averaging the weighted ensemble's "
+                        "members); default: the run's best trial")
     parser.add_argument("--format", default="onnx", choices=list(FORMATS))
     parser.add_argument("--out", help="output folder (default: <run>/export/<trial> for a local run)")
     args = parser.parse_args(argv)
     # imported after the arguments are parsed: --help answers at once, without torch or Ray
     from leuktune.leaderboard import run_folder
-    from leuktune.trained import load_model, trial_row
+    from leuktune.trained import ENSEMBLE_ID, load_model, trial_row
 
     try:
-        row = trial_row(args.run, args.trial)
-        model = load_model(row, device="cpu")
+        row = {"trial_id": ENSEMBLE_ID} if args.trial == ENSEMBLE_ID else trial_row(args.run, args.trial)
+        model = load_model(args.run, device="cpu", trial=ENSEMBLE_ID) if args.trial == ENSEMBLE_ID else \
+            load_model(row, device="cpu")
         folder = run_folder(args.run)
         out = args.out or (f"{folder.path}/{runfolder.EXPORT}/{row['trial_id']}" if folder.local else f"export-{row['trial_id']}")
         path = export(model, out, args.format)

@@ -38,6 +38,8 @@ RESULT_COLUMNS = [
     *((f"test_{m}_{end}", pa.float64()) for m in METRICS for end in ("low", "high")),
     ("test_images", pa.int64()), ("temperature", pa.float64()), ("test_ece", pa.float64()),
     ("test_ece_calibrated", pa.float64()),
+    # the ensemble's row only: the trials it averages and their weights (leuktune.evaluate.ensemble)
+    ("members", pa.list_(pa.string())), ("weights", pa.list_(pa.float64())),
     # cross-validation (python -m leuktune.evaluate RUN --cv K): mean and standard deviation over folds
     ("cv_folds", pa.int64()), *((f"cv_{m}_{stat}", pa.float64()) for m in METRICS for stat in ("mean", "std")),
     ("params", pa.int64()), ("trainable_params", pa.int64()), ("inference_ms", pa.float64()),

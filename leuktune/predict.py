@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDER")
     parser.add_argument("--run", required=True, help="the run folder (<storage.path>/<name>), local or a URI")
-    parser.add_argument("--trial", help="the trial id (default: the run's best)")
+    parser.add_argument("--trial", help="the trial id, or ensemble (the weighted ensemble of the best trials); "
+                        "default: the run's best trial")
     parser.add_argument("--out", help="a .csv or .parquet file (default: CSV on standard output)")
     parser.add_argument("--tta", action="store_true", help="average over each image and its flips")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")

@@ -39,6 +39,7 @@ class TrialStatus(str, enum.Enum):
     STOPPED_EARLY = "stopped_early"  # by ASHA or by train.patience (the row's stopped_by)
     DIVERGED = "diverged"  # its loss or predictions stopped being numbers
     ERROR = "error"  # it raised, or its process died and no restart was left
+    ENSEMBLE = "ensemble"  # not a trial: the weighted ensemble of the best trials (leuktune.evaluate.ensemble)
 
     @property
     def failed(self) -> bool:

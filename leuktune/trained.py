@@ -8,6 +8,8 @@ calibrates its probabilities.
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +18,14 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from leuktune import leaderboard
+from leuktune import leaderboard, uris
 from leuktune.config import ExperimentConfig
 from leuktune.leaderboard import run_folder
 from leuktune.metrics.calibration import rescale
 from leuktune.metrics import split_scores
 from leuktune.models.classifier import Classifier, build_model
-from leuktune.runfolder import LEADERBOARD
+from leuktune.results import TrialStatus
+from leuktune.runfolder import ENSEMBLE, LEADERBOARD
 from leuktune.train import checkpoint
 from leuktune.train.device import BatchSource, DeviceSetup
 from leuktune.train.probabilities import class_probabilities
@@ -31,7 +34,46 @@ if TYPE_CHECKING:  # the data layer imports Ray: loading a model to predict does
     from leuktune.data.cache import CachedDataset
 
 
-class TrainedModel:
+class _Classifies:
+    """The verbs a trained model and an ensemble share; each provides ``classes``,
+    ``temperature``, ``probabilities``, ``_probabilities`` and ``load_images``."""
+
+    classes: tuple[str, ...]
+    temperature: float
+
+    def evaluate(self, split: str = "test", data: CachedDataset | None = None) -> dict[str, Any]:
+        """Metrics (``<split>_*``), confusion matrix and image count on one split of the data the
+        model was trained on. ``data`` defaults to the run's own, prepared again from the
+        trial's configuration (decoded images come from the cache).
+
+        >>> model = leuktune.load_model(board.iloc[0])  # doctest: +SKIP
+        >>> model.evaluate("test")["test_balanced_accuracy"]  # doctest: +SKIP
+        0.98
+        """
+        data = data if data is not None else self._prepare_data()
+        probs = self.probabilities(data, split)
+        return split_scores(data.labels[data.indices(split)], probs, split)
+
+    def predict(self, images: Any, tta: bool = False) -> pd.DataFrame:
+        """Class and calibrated probabilities for images: file paths, PIL images or arrays
+        (H, W, 3), one or a list. Each is resized and normalised as in training. A file that
+        cannot be read gets its row with ``error`` set; the others are classified.
+
+        >>> model.predict(["cells/a.png", "cells/b.bmp"])  # doctest: +SKIP
+        """
+        pixels, out = self.load_images(images)
+        ok = out["error"].isna().to_numpy()
+        probs = np.full((len(out), len(self.classes)), np.nan)
+        if len(pixels):
+            probs[ok] = rescale(self._probabilities(pixels, np.arange(len(pixels)), tta=tta), self.temperature)
+        out.insert(1, "class", [self.classes[p] if good else None for p, good in zip(probs.argmax(axis=1), ok)])
+        out.insert(2, "probability", probs.max(axis=1))  # NaN for an input that could not be read
+        for c, name in enumerate(self.classes):
+            out[f"p_{name}"] = probs[:, c]
+        return out
+
+
+class TrainedModel(_Classifies):
     """A trial's trained classifier with what it was trained on.
 
     ``module`` is the ``torch.nn.Module`` (in eval mode on ``device``); ``classes`` the
@@ -74,17 +116,9 @@ class TrainedModel:
         return self._probabilities(data.pixels(), data.indices(split), tta=tta)
 
     def evaluate(self, split: str = "test", data: CachedDataset | None = None) -> dict[str, Any]:
-        """Metrics (``<split>_*``), confusion matrix and image count on one split of the data the
-        model was trained on. ``data`` defaults to the run's own, prepared again from the
-        trial's configuration (decoded images come from the cache).
+        return {**super().evaluate(split, data), "epoch": self.epoch}
 
-        >>> model = leuktune.load_model(board.iloc[0])  # doctest: +SKIP
-        >>> model.evaluate("test")["test_balanced_accuracy"]  # doctest: +SKIP
-        0.98
-        """
-        data = data if data is not None else self._prepare_data()
-        probs = self.probabilities(data, split)
-        return {**split_scores(data.labels[data.indices(split)], probs, split), "epoch": self.epoch}
+    evaluate.__doc__ = _Classifies.evaluate.__doc__
 
     def load_images(self, images: Any) -> tuple[np.ndarray, pd.DataFrame]:
         """Images (file paths, PIL images or arrays (H, W, 3); one or a list) decoded and resized as
@@ -118,24 +152,6 @@ class TrainedModel:
         with torch.no_grad():
             return setup.model_input(setup.to_unit(torch.from_numpy(pixels))).contiguous()
 
-    def predict(self, images: Any, tta: bool = False) -> pd.DataFrame:
-        """Class and calibrated probabilities for images: file paths, PIL images or arrays
-        (H, W, 3), one or a list. Each is resized and normalised as in training. A file that
-        cannot be read gets its row with ``error`` set; the others are classified.
-
-        >>> model.predict(["cells/a.png", "cells/b.bmp"])  # doctest: +SKIP
-        """
-        pixels, out = self.load_images(images)
-        ok = out["error"].isna().to_numpy()
-        probs = np.full((len(out), len(self.classes)), np.nan)
-        if len(pixels):
-            probs[ok] = rescale(self._probabilities(pixels, np.arange(len(pixels)), tta=tta), self.temperature)
-        out.insert(1, "class", [self.classes[p] if good else None for p, good in zip(probs.argmax(axis=1), ok)])
-        out.insert(2, "probability", probs.max(axis=1))  # NaN for an input that could not be read
-        for c, name in enumerate(self.classes):
-            out[f"p_{name}"] = probs[:, c]
-        return out
-
     def _prepare_data(self) -> CachedDataset:
         # the data layer imports Ray: predicting from files does not need it
         from leuktune.data.prepare import prepare
@@ -155,6 +171,90 @@ class TrainedModel:
                 f"{data.fingerprint} (other files, labels or split); prepare the data from the trial's config")
 
 
+ENSEMBLE_ID = TrialStatus.ENSEMBLE.value  # the ensemble's trial_id: load_model, predict and export take it
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """What the run folder's ``ensemble.json`` holds: the members (trial ids, checkpoints, the
+    temperature that calibrates each), their weights, and the temperature that calibrates the
+    average (all fitted on the validation split), with its validation scores."""
+
+    members: list[str]
+    weights: list[float]
+    checkpoints: list[str]
+    temperatures: list[float]
+    temperature: float = 1.0
+    metric: str = "val_balanced_accuracy"
+    val_scores: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "EnsembleSpec":
+        return cls(**json.loads(text))
+
+
+def combine(member_probs: list[np.ndarray], weights) -> np.ndarray:
+    """The weighted average of the members' (calibrated) probabilities."""
+    return sum(w * p for w, p in zip(weights, member_probs) if w > 0)
+
+
+class EnsembleModel(_Classifies):
+    """The search's weighted ensemble, used as one model: ``probabilities`` averages the members'
+    calibrated probabilities with their weights (uncalibrated as the ensemble: ``predict``
+    rescales them by ``temperature``). Images are read as its first member reads them (every
+    trial of a search shares the data configuration).
+
+    >>> ensemble = leuktune.load_model("runs/synthetic-default", trial="ensemble")  # doctest: +SKIP
+    >>> ensemble.predict(["cells/a.png"])  # doctest: +SKIP
+    """
+
+    def __init__(self, members: list[TrainedModel], spec: EnsembleSpec, location: str):
+        self.members, self.spec, self.location = members, spec, location
+        self.weights = list(spec.weights)
+        self.classes = members[0].classes
+        self.config = members[0].config
+        self.temperature = spec.temperature
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{m.config.model.backbone} x {w:.2f}" for m, w in zip(self.members, self.weights))
+        return f"EnsembleModel({parts}; classes={list(self.classes)}, from {self.location})"
+
+    def member_probabilities(self, data: CachedDataset, split: str, tta: bool = False) -> list[np.ndarray]:
+        """Each member's calibrated probabilities of one split."""
+        return [rescale(m.probabilities(data, split, tta=tta), m.temperature) for m in self.members]
+
+    def probabilities(self, data: CachedDataset, split: str, tta: bool = False) -> np.ndarray:
+        return combine(self.member_probabilities(data, split, tta), self.weights)
+
+    def _probabilities(self, images: np.ndarray, rows: np.ndarray, tta: bool = False) -> np.ndarray:
+        return combine([rescale(m._probabilities(images, rows, tta=tta), m.temperature) for m in self.members],
+                       self.weights)
+
+    def load_images(self, images: Any) -> tuple[np.ndarray, pd.DataFrame]:
+        return self.members[0].load_images(images)
+
+    def _prepare_data(self) -> CachedDataset:
+        return self.members[0]._prepare_data()
+
+
+def load_ensemble(run: str | Path, device: str | torch.device | None = None) -> EnsembleModel:
+    """A run's weighted ensemble (written by its final evaluation), its members loaded."""
+    folder = run_folder(run)
+    if not folder.exists(ENSEMBLE):
+        raise checkpoint.CheckpointError(f"{run}: no ensemble ({ENSEMBLE}); the final evaluation builds one when "
+                                         "evaluate.ensemble is 2 or more and two trials have checkpoints")
+    spec = EnsembleSpec.from_json(folder.read_text(ENSEMBLE))
+    members = []
+    for location, temperature in zip(spec.checkpoints, spec.temperatures):
+        member = load_model(location, device)
+        member.temperature = temperature  # the one the ensemble was selected with
+        members.append(member)
+    return EnsembleModel(members, spec, folder.uri())
+
+
 def _as_uint8(array: np.ndarray) -> np.ndarray:
     """An image array as 8-bit: floats are taken to be in [0, 1]."""
     if array.dtype == np.uint8:
@@ -165,22 +265,31 @@ def _as_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def trial_row(run: str, trial: str | None) -> Any:
-    """The leaderboard row of a run's trial (default: its best that has a checkpoint)."""
+    """The leaderboard row of a run's trial (default: its best trial that has a checkpoint)."""
     board = leaderboard.load(run)
-    rows = board[board["trial_id"] == trial] if trial else board[board["checkpoint_uri"].notna()]
+    rows = board[board["trial_id"] == trial] if trial else \
+        board[board["checkpoint_uri"].notna() & (board["status"] != TrialStatus.ENSEMBLE)]
     if rows.empty:
         raise checkpoint.CheckpointError(f"{run}: " + (f"no trial {trial!r}; its trials are {', '.join(board['trial_id'])}"
                                                         if trial else "no trial with a checkpoint yet"))
     return rows.iloc[0]
 
 
-def load_model(checkpoint_path, device: str | torch.device | None = None, trial: str | None = None) -> TrainedModel:
+def load_model(checkpoint_path, device: str | torch.device | None = None,
+               trial: str | None = None) -> TrainedModel | EnsembleModel:
     """The trained model of a checkpoint: a folder (a leaderboard's ``checkpoint_uri``), the
-    ``checkpoint.pt`` in it, a leaderboard row, or a run folder (its best trial, or ``trial``).
+    ``checkpoint.pt`` in it, a leaderboard row, or a run folder (its best trial, or ``trial``;
+    ``trial="ensemble"``: the weighted ensemble of its best trials).
 
     >>> model = leuktune.load_model("runs/synthetic-default")  # doctest: +SKIP
     >>> model = leuktune.load_model(board.iloc[0])  # doctest: +SKIP
+    >>> ensemble = leuktune.load_model("runs/synthetic-default", trial="ensemble")  # doctest: +SKIP
     """
+    if trial == ENSEMBLE_ID:
+        return load_ensemble(checkpoint_path, device)
+    if hasattr(checkpoint_path, "get") and checkpoint_path.get("trial_id") == ENSEMBLE_ID:
+        # the ensemble's row: its checkpoint_uri is the run folder's ensemble.json
+        return load_ensemble(uris.split_last(checkpoint_path["checkpoint_uri"])[0], device)
     if isinstance(checkpoint_path, (str, Path)) and (trial or run_folder(checkpoint_path).exists(LEADERBOARD)):
         checkpoint_path = trial_row(str(checkpoint_path), trial)
     if hasattr(checkpoint_path, "get"):  # a leaderboard row

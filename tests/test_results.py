@@ -19,6 +19,10 @@ import leuktune.data.prepare as prepare_module
 from conftest import tiny_overrides
 from leuktune.metrics.calibration import rescale
 from leuktune.evaluate.cv import fold_datasets
+from leuktune.evaluate.ensemble import ensemble_evaluation
+from leuktune.evaluate.final import evaluable
+from leuktune.runfolder import RunFolder
+from leuktune.trained import EnsembleModel, EnsembleSpec, TrainedModel
 from leuktune.export import main as export_main
 from leuktune.predict import main as predict_main
 from leuktune.report.build import write_report
@@ -46,19 +50,25 @@ def run(tmp_path_factory, ray_runtime):
     return storage / "tiny", board
 
 
+def _trials(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard's trials, ranked, without the ensemble's row."""
+    return board[board["status"] != "ensemble"].reset_index(drop=True)
+
+
 def test_the_search_prepares_its_data_once_for_trials_and_test_split(run):
     assert PREPARED == ["tiny"]
 
 
 def test_only_the_top_trials_are_scored_on_the_test_split(run):
     folder, board = run
-    assert board["test_accuracy"].notna().tolist() == [True, True, False, False]
+    trials = _trials(board)
+    assert trials["test_accuracy"].notna().tolist() == [True, True, False, False]
     evaluation = pd.read_parquet(folder / "evaluation.parquet")
-    assert set(evaluation["trial_id"]) == set(board["trial_id"].head(2))
+    assert set(evaluation["trial_id"]) == {*trials["trial_id"].head(2), "ensemble"}
     assert set(evaluation["variant"]) == {"plain", "flip_tta", "calibrated"}
     predictions = pd.read_parquet(folder / "test_predictions.parquet")
-    assert len(predictions) == 2 * board["test_images"].iloc[0]
-    for row in board.head(2).itertuples():
+    assert len(predictions) == 3 * trials["test_images"].iloc[0]
+    for row in trials.head(2).itertuples():
         calibration = json.loads((folder / row.checkpoint_uri.split(str(folder) + "/")[1] / "calibration.json")
                                  .read_text())
         assert calibration["temperature"] == pytest.approx(row.temperature)
@@ -67,7 +77,8 @@ def test_only_the_top_trials_are_scored_on_the_test_split(run):
 def test_predictions_are_what_evaluating_the_checkpoint_gives(run, tmp_path):
     folder, board = run
     model = leuktune.load_model(folder)  # the run's best trial
-    assert model.location == board["checkpoint_uri"].iloc[0] and model.temperature == board["temperature"].iloc[0]
+    best = _trials(board).iloc[0]
+    assert model.location == best["checkpoint_uri"] and model.temperature == best["temperature"]
     data = model._prepare_data()
     split = pd.read_parquet(folder / "split.parquet")
     paths = split["path"].to_numpy()[data.indices("test")].tolist()
@@ -102,7 +113,7 @@ def test_export_matches_pytorch_on_real_images(run, tmp_path, fmt):
     contract = json.loads((out / "preprocessing.json").read_text())
     assert contract["output"]["classes"] == ["ALL", "CLL", "healthy"] and contract["max_difference"] < 1e-4
     assert contract["input"]["size"] == 32 and len(contract["input"]["mean"]) == 3
-    model = leuktune.load_model(board.iloc[0], device="cpu")
+    model = leuktune.load_model(_trials(board).iloc[0], device="cpu")
     split = pd.read_parquet(folder / "split.parquet")
     pixels, _ = model.load_images(split[split["split"] == "test"]["path"].head(5).tolist())
     x = model.model_input(pixels)
@@ -115,11 +126,60 @@ def test_export_matches_pytorch_on_real_images(run, tmp_path, fmt):
     assert np.abs(got - expected).max() < 1e-4
 
 
+def test_the_ensemble_is_chosen_on_validation_and_scored_once_on_test(run, monkeypatch):
+    folder, board = run
+    ensemble, trials = board.set_index("trial_id").loc["ensemble"], _trials(board)
+    assert ensemble["status"] == "ensemble" and set(ensemble["members"]) <= set(trials["trial_id"])
+    assert sum(ensemble["weights"]) == pytest.approx(1) and all(w > 0 for w in ensemble["weights"])
+    # never worse than its best member on the split it was chosen on
+    assert ensemble["val_balanced_accuracy"] >= trials["val_balanced_accuracy"].max() - 1e-9
+    assert ensemble["test_balanced_accuracy_low"] <= ensemble["test_balanced_accuracy"] <= \
+        ensemble["test_balanced_accuracy_high"]
+    assert isinstance(leuktune.load_model(board.set_index("trial_id", drop=False).loc["ensemble"]), EnsembleModel)
+    # selection reads the validation split only; the test split is read once per member, at the end
+    reads = []
+    real = TrainedModel.probabilities
+    monkeypatch.setattr(TrainedModel, "probabilities",
+                        lambda self, data, split, tta=False: reads.append(split) or real(self, data, split, tta))
+    data = leuktune.load_model(folder)._prepare_data()
+    run_folder = RunFolder.at(folder)
+    row, _, _ = ensemble_evaluation(run_folder.saved_config(), board, evaluable(board), data,
+                                    pd.read_parquet(folder / "split.parquet"), run_folder, echo=lambda m: None)
+    assert reads == ["val"] * 4 + ["test"] * len(row["members"])
+    assert row["members"] == list(ensemble["members"]) and row["test_balanced_accuracy"] == ensemble["test_balanced_accuracy"]
+
+
+def test_predict_and_export_of_an_ensemble_are_the_weighted_average_of_its_members(run, tmp_path):
+    folder, board = run
+    first, second = _trials(board).iloc[0], _trials(board).iloc[1]
+    spec = EnsembleSpec(members=[first["trial_id"], second["trial_id"]], weights=[0.7, 0.3],
+                        checkpoints=[first["checkpoint_uri"], second["checkpoint_uri"]],
+                        temperatures=[0.8, 1.5], temperature=1.3)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "ensemble.json").write_text(spec.to_json())
+    ensemble = leuktune.load_model(tmp_path / "run", trial="ensemble", device="cpu")
+    split = pd.read_parquet(folder / "split.parquet")
+    paths = split[split["split"] == "test"]["path"].head(6).tolist()
+    members = [leuktune.load_model(row, device="cpu") for row in (first, second)]
+    pixels, _ = members[0].load_images(paths)
+    average = sum(w * rescale(m._probabilities(pixels, np.arange(len(pixels))), t)
+                  for w, t, m in zip(spec.weights, spec.temperatures, members))
+    expected = rescale(average, spec.temperature)
+    got = ensemble.predict(paths)[[f"p_{c}" for c in ensemble.classes]].to_numpy()
+    assert np.abs(got - expected).max() < 1e-5
+    assert export_main(["--run", str(tmp_path / "run"), "--trial", "ensemble", "--out", str(tmp_path / "onnx")]) == 0
+    contract = json.loads((tmp_path / "onnx" / "preprocessing.json").read_text())
+    assert [m["weight"] for m in contract["members"]] == [0.7, 0.3] and contract["max_difference"] < 1e-4
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx = session.run(None, {"input": members[0].model_input(pixels).numpy()})[0]
+    assert np.abs(onnx - expected).max() < 1e-4
+
+
 @pytest.fixture(scope="module")
 def cross_validated(run):
     """The run with its best trial cross-validated on 3 folds: (folder, best trial, leaderboard)."""
     folder, board = run
-    best = board["trial_id"].iloc[0]
+    best = _trials(board)["trial_id"].iloc[0]
     return folder, best, leuktune.evaluate(folder, trial=best, cv=3, echo=lambda message: None)
 
 
@@ -153,7 +213,8 @@ def test_the_report_shows_every_figure_as_png(run, cross_validated, tmp_path):
     for text in ("best_by_backbone.png", "Hyperparameter importance", "Class activation maps",
                  "reliability.png", "Cross-validation", "3 classes", "Flip test-time augmentation"):
         assert text in md or text in html, text
-    assert board["trial_id"].iloc[0] in md
+    assert _trials(board)["trial_id"].iloc[0] in md
+    assert "The ensemble of the best trials" in md and "ensemble_confusion.png" in md
 
 
 def test_the_report_of_a_single_trial_and_of_merged_runs(run, tmp_path, ray_runtime):

@@ -54,6 +54,10 @@ class EvaluateConfig(Strict):
     bootstrap: int = Field(1000, ge=100)
     # Also report the metrics of predictions averaged over the image and its flips.
     tta: bool = True
+    # After the top trials, a weighted ensemble (greedy selection with replacement on the
+    # validation split) of the best this many trials with a checkpoint, scored once on the test
+    # split as its own leaderboard row (trial_id ensemble); 0 or 1: none.
+    ensemble: int = Field(10, ge=0)
 
 
 class StorageConfig(Strict):

@@ -48,12 +48,17 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
     from leuktune.config import ConfigError
     from leuktune.data.prepare import prepare
     from leuktune.evaluate import cv as crossval
+    from leuktune.evaluate.ensemble import ensemble_evaluation
     from leuktune.evaluate.final import evaluable, final_evaluation
+    from leuktune.trained import ENSEMBLE_ID
 
     if not folder.exists(runfolder.CONFIG):
         raise leaderboard.LeaderboardError(f"{folder.uri()}: not a run folder (no {runfolder.CONFIG})")
     cfg = folder.saved_config()
     board = leaderboard.load(folder.uri())
+    if trial == ENSEMBLE_ID:
+        raise ConfigError(f"{folder.uri()}: the ensemble is evaluated with the run (python -m leuktune.evaluate "
+                          "RUN); --trial takes one of its trials")
     if trial is not None:
         if trial not in set(board["trial_id"]):
             raise ConfigError(f"trial {trial!r} is not in {folder.uri()}; its trials are "
@@ -70,6 +75,13 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
     board, figures, predictions = final_evaluation(cfg, board, chosen, data, split, echo, device)
     _replace_rows(folder, runfolder.EVALUATION, pd.DataFrame(figures), chosen["trial_id"])
     _replace_rows(folder, runfolder.PREDICTIONS, pd.concat(predictions, ignore_index=True), chosen["trial_id"])
+    if trial is None:
+        ensembled = ensemble_evaluation(cfg, board, evaluable(board), data, split, folder, echo, device)
+        if ensembled is not None:
+            row, figures, predicted = ensembled
+            board = pd.concat([board[board["trial_id"] != ENSEMBLE_ID], pd.DataFrame([row])], ignore_index=True)
+            _replace_rows(folder, runfolder.EVALUATION, pd.DataFrame(figures), [ENSEMBLE_ID])
+            _replace_rows(folder, runfolder.PREDICTIONS, predicted, [ENSEMBLE_ID])
     if cv:
         shared = data.shared()  # into Ray's object store once, for every fold of every trial
         per_fold = pd.concat([crossval.cross_validate(cfg, row, shared, split, cv, folder, echo, device)

@@ -20,15 +20,15 @@ from leuktune.data.cache import CachedDataset
 from leuktune.evaluate.bootstrap import intervals
 from leuktune.metrics.calibration import expected_calibration_error, fit_temperature, rescale
 from leuktune.metrics import METRICS, classification_metrics, split_scores
-from leuktune.results import FAILED
+from leuktune.results import FAILED, TrialStatus
 from leuktune.train import checkpoint
 from leuktune.trained import load_model
 
 
 
 def evaluable(board: pd.DataFrame) -> pd.DataFrame:
-    """The ranked leaderboard's trials that have a model to evaluate."""
-    return board[~board["status"].isin(FAILED) & board["checkpoint_uri"].notna()]
+    """The ranked leaderboard's trials that have a model to evaluate (not the ensemble's row)."""
+    return board[~board["status"].isin([*FAILED, TrialStatus.ENSEMBLE.value]) & board["checkpoint_uri"].notna()]
 
 
 def evaluate_trial(row: pd.Series, data: CachedDataset, groups: np.ndarray, cfg: ExperimentConfig,

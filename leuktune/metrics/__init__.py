@@ -103,6 +103,17 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, prefix: str = 
         return {f"{prefix}{name}": float(compute(scored)) for name, (compute, _) in _TABLE.items()}
 
 
+def score(name: str, y_true: np.ndarray, probs: np.ndarray) -> float:
+    """One metric of ``METRICS`` for one split (what ensemble selection asks hundreds of times).
+
+    >>> score("accuracy", np.array([0, 1]), np.array([[0.9, 0.1], [0.6, 0.4]]))
+    0.5
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(_TABLE[name][0](Scored(np.asarray(y_true), np.asarray(probs))))
+
+
 def confusion_matrix(y_true: np.ndarray, probs: np.ndarray) -> list[list[int]]:
     """Rows = true class, columns = predicted class, in class-id order; plain lists so the
     matrix travels through Ray reports and into Parquet as a nested list column."""

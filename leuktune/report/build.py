@@ -36,7 +36,7 @@ def top_table(inp: Inputs) -> pd.DataFrame:
     if board["experiment"].nunique() > 1:
         table.insert(0, "experiment", board["experiment"])
     for key in inp.searched:
-        table[key] = [f"{v:.3g}" if isinstance(v, float) else v for v in board[key]]
+        table[key] = [("" if v != v else f"{v:.3g}") if isinstance(v, float) else v for v in board[key]]
     table[inp.metric] = board[inp.metric].round(4)
     for metric in ("balanced_accuracy", "f1_weighted", "accuracy"):
         table[f"test {metric} (95% CI)"] = [_with_interval(row, metric) for _, row in board.iterrows()]
@@ -68,8 +68,8 @@ def study_of(inp: Inputs) -> optuna.Study:
 def search_section(inp: Inputs, out: Path) -> Section:
     section = Section("The search")
     mode = inp.config.search.mode
-    for factor in [f for f in FACTORS if f in inp.board and inp.board[f].nunique() > 1]:
-        best = (inp.board.dropna(subset=[inp.metric]).groupby(factor)[inp.metric]
+    for factor in [f for f in FACTORS if f in inp.trials and inp.trials[f].nunique() > 1]:
+        best = (inp.trials.dropna(subset=[inp.metric]).groupby(factor)[inp.metric]
                 .agg(["max" if mode == "max" else "min", "count"]).reset_index())
         best.columns = [factor, f"best {inp.metric}", "trials"]
         best = best.sort_values(f"best {inp.metric}", ascending=mode == "min")
@@ -84,18 +84,18 @@ def search_section(inp: Inputs, out: Path) -> Section:
                     figures.importance(values, out / "importance.png"))
     else:
         section.add("Hyperparameter importance needs at least two finished trials of a searched parameter.")
-    top = inp.board.dropna(subset=[inp.metric])["trial_id"].head(5).tolist()
+    top = inp.trials.dropna(subset=[inp.metric])["trial_id"].head(5).tolist()
     if len(inp.history) and top:
         section.add(f"Learning curves of the best {len(top)} trials:",
                     figures.learning_curves(inp.history, top, inp.metric, out / "learning_curves.png"))
-    if inp.board[inp.metric].notna().any():
-        section.add("The search's progress:", figures.progress(inp.board, inp.metric, mode, out / "progress.png"))
+    if inp.trials[inp.metric].notna().any():
+        section.add("The search's progress:", figures.progress(inp.trials, inp.metric, mode, out / "progress.png"))
     return section
 
 
 def test_section(inp: Inputs, out: Path, echo: Callable[[str], None]) -> Section:
     section = Section("The best model on the test split")
-    evaluated = inp.board[inp.board["test_balanced_accuracy"].notna()]
+    evaluated = inp.trials[inp.trials["test_balanced_accuracy"].notna()]
     if evaluated.empty or inp.predictions.empty:
         return section.add("No trial has been scored on the test split yet: "
                            "python -m leuktune.evaluate <run folder>.")
@@ -132,10 +132,41 @@ def test_section(inp: Inputs, out: Path, echo: Callable[[str], None]) -> Section
     return section
 
 
+def ensemble_section(inp: Inputs, out: Path) -> Section | None:
+    """The weighted ensemble beside the best single trial: its members and weights, and the
+    two scored on the same test split."""
+    ensemble = inp.ensemble
+    if ensemble is None:
+        return None
+    trials = inp.trials.set_index("trial_id")
+    members = pd.DataFrame({"trial": list(ensemble["members"]), "weight": list(ensemble["weights"])})
+    for column in [c for c in ("backbone", "head", inp.metric, "test_balanced_accuracy") if c in trials]:
+        members[column] = [trials[column].get(t) for t in members["trial"]]
+    evaluated = inp.trials[inp.trials["test_balanced_accuracy"].notna()]
+    compared = pd.DataFrame([{"model": name, inp.metric: row[inp.metric],
+                              "test balanced accuracy (95% CI)": _with_interval(row, "balanced_accuracy"),
+                              "test F1 macro (95% CI)": _with_interval(row, "f1_macro"),
+                              "ECE calibrated": row["test_ece_calibrated"]}
+                             for name, row in [("ensemble", ensemble),
+                                               *([(f"best trial {evaluated.iloc[0]['trial_id']}", evaluated.iloc[0])]
+                                                 if len(evaluated) else [])]]).round(4)
+    section = Section("The ensemble of the best trials").add(
+        f"Greedy selection with replacement (Caruana et al. 2004) over the validation-split probabilities of the "
+        f"best trials, each calibrated by its own temperature; the average is calibrated on the validation split "
+        f"(T = {ensemble['temperature']:.2f}) and scored once on the test split.", members.round(4), compared)
+    rows = inp.predictions[inp.predictions["trial_id"] == ensemble["trial_id"]] if len(inp.predictions) else []
+    if len(rows):
+        classes = sorted(inp.split["label"].unique()) if len(inp.split) else \
+            [str(i) for i in range(len(ensemble["test_confusion_matrix"]))]
+        section.add(figures.confusion(np.array(ensemble["test_confusion_matrix"].tolist()), classes,
+                                      out / "ensemble_confusion.png"))
+    return section
+
+
 def cost_section(inp: Inputs) -> Section:
     """What the search used: GPU- and CPU-hours (each trial's time x the share of the node it
     held), trials, and the nodes they ran on (a trial restarted on another node counts both)."""
-    board = inp.board
+    board = inp.trials
     section = Section("What the search used")
     if "gpu_seconds" not in board or board["cpu_seconds"].isna().all():
         return section.add("This leaderboard has no cost columns (a search of an earlier leuktune).")
@@ -193,11 +224,12 @@ def write_report(runs: list[str | Path], out: str | Path | None = None, echo: Ca
     out = Path(out) if out else (Path(inp.folders[0].path) / runfolder.REPORT if inp.folders[0].local else Path("report"))
     out.mkdir(parents=True, exist_ok=True)
     names = ", ".join(sorted(inp.board["experiment"].dropna().unique()))
-    statuses = ", ".join(f"{n} {s}" for s, n in inp.board["status"].value_counts().items())
+    statuses = ", ".join(f"{n} {s}" for s, n in inp.trials["status"].value_counts().items())
     overview = Section("Overview").add(
-        f"Experiment(s) {names}: {len(inp.board)} trials ({statuses}), ranked by {inp.metric} "
+        f"Experiment(s) {names}: {len(inp.trials)} trials ({statuses}), ranked by {inp.metric} "
         f"({inp.config.search.mode}). The test split is read only by the final evaluation.", top_table(inp))
-    sections = [overview, search_section(inp, out), test_section(inp, out, echo), *filter(None, [cv_section(inp)]),
+    sections = [overview, search_section(inp, out), test_section(inp, out, echo),
+                *filter(None, [ensemble_section(inp, out), cv_section(inp)]),
                 cost_section(inp), data_section(inp, out)]
     title = f"leuktune report: {names}"
     (out / "report.md").write_text(markdown(title, sections, out))

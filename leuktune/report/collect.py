@@ -11,6 +11,7 @@ import pandas as pd
 
 from leuktune import leaderboard, runfolder
 from leuktune.config import ExperimentConfig
+from leuktune.results import TrialStatus
 from leuktune.runfolder import RunFolder
 
 
@@ -30,6 +31,17 @@ class Inputs:
     @property
     def metric(self) -> str:
         return self.config.search.metric
+
+    @property
+    def trials(self) -> pd.DataFrame:
+        """The board's trials, without the ensemble's row."""
+        return self.board[self.board["status"] != TrialStatus.ENSEMBLE.value]
+
+    @property
+    def ensemble(self) -> pd.Series | None:
+        """The ensemble's row (the first run's, when several are merged), or None."""
+        rows = self.board[self.board["status"] == TrialStatus.ENSEMBLE.value]
+        return rows.iloc[0] if len(rows) else None
 
     @property
     def searched(self) -> list[str]:

@@ -29,6 +29,7 @@ from leuktune.uris import is_uri
 CONFIG = "config.yaml"
 SPLIT = "split.parquet"
 LEADERBOARD = "leaderboard.parquet"
+ENSEMBLE = "ensemble.json"  # the weighted ensemble of the best trials: members, weights, temperatures
 HISTORY = "history.parquet"
 REJECTED = "rejected.parquet"
 NEAR_DUPLICATES = "near_duplicates.parquet"

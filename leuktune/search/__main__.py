@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     # imported after the arguments are parsed: --help answers at once, without torch or Ray
     from leuktune.config import load
     from leuktune.errors import LeuktuneError
+    from leuktune.results import TrialStatus
     from leuktune.search import SearchError, search
 
     if args.dry_run:
@@ -82,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     shown = ["trial_id", "status", *cfg.searched(), "best_epoch", "epochs_run",
              "val_balanced_accuracy", "val_accuracy", "val_f1_weighted", cfg.search.metric]
     shown = list(dict.fromkeys(c for c in shown if c in board.columns))
-    print(f"\n[leuktune] leaderboard: {', '.join(board.attrs['paths'])}  ({len(board)} trials, "
+    print(f"\n[leuktune] leaderboard: {', '.join(board.attrs['paths'])}  ({(board['status'] != TrialStatus.ENSEMBLE).sum()} trials, "
           f"{time.monotonic() - started:.0f}s)\n")
     print(board[shown].head(args.top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    return 0 if (board["status"] != "error").any() else 1
+    return 0 if (board["status"] != TrialStatus.ERROR).any() else 1
 
 
 if __name__ == "__main__":
