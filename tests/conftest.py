@@ -32,6 +32,7 @@ def tiny_overrides(storage) -> list[str]:
         "train.epochs=2",
         "train.batch_size=16",
         "search.num_samples=2",
+        "evaluate.ensemble=0",  # test_results builds one; other tests need not pay for it
     ]
 
 

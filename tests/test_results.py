@@ -16,6 +16,7 @@ from PIL import Image
 
 import leuktune
 import leuktune.data.prepare as prepare_module
+from leuktune.data import synthetic
 from conftest import tiny_overrides
 from leuktune.metrics.calibration import rescale
 from leuktune.evaluate.cv import fold_datasets
@@ -45,7 +46,8 @@ def run(tmp_path_factory, ray_runtime):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(prepare_module, "prepare", counted)
         board = leuktune.search(overrides=tiny_overrides(storage) + [
-            "search.num_samples=4", "search.scheduler.asha=null", "evaluate.top_k=2", "evaluate.bootstrap=200"],
+            "search.num_samples=4", "search.scheduler.asha=null", "evaluate.top_k=2", "evaluate.bootstrap=200",
+            "evaluate.ensemble=4"],
             echo=lambda message: None)
     return storage / "tiny", board
 
@@ -229,3 +231,40 @@ def test_the_report_of_a_single_trial_and_of_merged_runs(run, tmp_path, ray_runt
     assert "needs at least two finished trials" in text and "python -m leuktune.evaluate" in text
     merged = write_report([folder, tmp_path / "runs" / "single"], tmp_path / "merged", echo=lambda m: None)
     assert "| experiment |" in (tmp_path / "merged" / "report.md").read_text() and merged.is_file()
+
+
+def test_patient_level_figures_on_a_cnmc_shaped_set(tmp_path, ray_runtime):
+    # 12 subjects of 5 cells each, every subject's cells of one class (C-NMC's layout)
+    root = tmp_path / "C-NMC_Leukemia"
+    for label, cls, subjects in (("all", "ALL", range(1, 7)), ("hem", "healthy", range(51, 57))):
+        folder = root / "training_data" / "fold_0" / label
+        folder.mkdir(parents=True)
+        for subject in subjects:
+            for image in range(5):
+                synthetic.render(cls, 0, subject * 10 + image, 40).save(folder / f"UID_{subject}_{image}_1_{label}.bmp")
+    printed = []
+    leuktune.search(overrides=[f"storage.path={tmp_path / 'runs'}", "name=cnmc", "data.source=cnmc",
+                               f"data.root={root}", "data.image_size=32", "model.backbone=test_resnet",
+                               "model.pretrained=false", "train.epochs=1", "train.batch_size=8",
+                               "search.num_samples=2", "evaluate.top_k=1", "evaluate.bootstrap=200",
+                               "evaluate.ensemble=2"], echo=printed.append)
+    folder = tmp_path / "runs" / "cnmc"
+    split = pd.read_parquet(folder / "split.parquet")
+    test_patients = split[split["split"] == "test"]["group"].nunique()
+    evaluation = pd.read_parquet(folder / "evaluation.parquet")
+    patients = evaluation[evaluation["variant"] == "patient"]
+    assert set(patients["trial_id"]) == {_trials(leuktune.load_leaderboard(folder))["trial_id"].iloc[0], "ensemble"}
+    assert (patients["groups"] == test_patients).all() and test_patients >= 2
+    balanced = patients[patients["metric"] == "balanced_accuracy"].iloc[0]
+    assert balanced["low"] <= balanced["value"] <= balanced["high"]
+    assert any(f"patient level ({test_patients} patients" in line for line in printed)
+    md = write_report([folder], tmp_path / "report", echo=lambda m: None).with_suffix(".md").read_text()
+    assert f"Patient level: {test_patients} patients" in md
+
+
+def test_a_set_without_patients_says_why_it_has_no_patient_figures(run, tmp_path):
+    folder, _ = run
+    evaluation = pd.read_parquet(folder / "evaluation.parquet")
+    assert not (evaluation["variant"] == "patient").any()
+    md = write_report([folder], tmp_path / "report", echo=lambda m: None).with_suffix(".md").read_text()
+    assert "No patient-level figures: every group is a single image (the data names no patients)." in md

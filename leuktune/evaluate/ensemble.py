@@ -28,6 +28,7 @@ from leuktune import metrics, runfolder
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
 from leuktune.evaluate.bootstrap import intervals
+from leuktune.evaluate.patients import patient_figures
 from leuktune.metrics import METRICS, classification_metrics, split_scores
 from leuktune.metrics.calibration import expected_calibration_error, fit_temperature, rescale
 from leuktune.results import TrialStatus
@@ -120,6 +121,9 @@ def ensemble_evaluation(cfg: ExperimentConfig, board: pd.DataFrame, evaluable: p
                 "low": ci[m][0], "high": ci[m][1]} for m in METRICS]
     figures += [{"trial_id": ENSEMBLE_ID, "variant": "plain", "metric": "ece", "value": row["test_ece"]},
                 {"trial_id": ENSEMBLE_ID, "variant": "calibrated", "metric": "ece", "value": row["test_ece_calibrated"]}]
+    patient_rows, patient_line = patient_figures(ENSEMBLE_ID, labels, calibrated, groups,
+                                                 resamples=cfg.evaluate.bootstrap, seed=cfg.data.split.seed)
+    figures += patient_rows
     predictions = pd.DataFrame({"trial_id": ENSEMBLE_ID, "row": test_rows, "label": labels,
                                 "probs": list(probs.astype(np.float64)),
                                 "path": split["path"].to_numpy()[test_rows]})
@@ -127,5 +131,5 @@ def ensemble_evaluation(cfg: ExperimentConfig, board: pd.DataFrame, evaluable: p
     echo(f"[leuktune] ensemble of {len(spec.members)} ({members}): validation "
          f"{spec.metric} {spec.val_scores[spec.metric.removeprefix('val_')]:.4f}; test balanced accuracy "
          f"{scores['test_balanced_accuracy']:.4f} (95% CI {row['test_balanced_accuracy_low']:.4f}-"
-         f"{row['test_balanced_accuracy_high']:.4f})")
+         f"{row['test_balanced_accuracy_high']:.4f})" + (f"; {patient_line}" if patient_rows else ""))
     return row, figures, predictions

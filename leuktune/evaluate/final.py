@@ -4,8 +4,10 @@ For each: the test metrics and confusion matrix, each metric with a 95% bootstra
 (resampling patients where the data has them); the expected calibration error before and
 after temperature scaling fitted on the validation split (the temperature is stored with the
 checkpoint, and used by ``predict``); and, separately, the metrics of flip test-time
-augmentation. Written to the leaderboard's ``test_*`` columns, ``evaluation.parquet`` (every
-figure, long form) and ``test_predictions.parquet`` (what the report plots).
+augmentation; and, where the data's groups (patients) hold several images of one class, the
+metrics over patients (``leuktune.evaluate.patients``). Written to the leaderboard's ``test_*``
+columns, ``evaluation.parquet`` (every figure, long form) and ``test_predictions.parquet`` (what
+the report plots).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
 from leuktune.evaluate.bootstrap import intervals
+from leuktune.evaluate.patients import patient_figures
 from leuktune.metrics.calibration import expected_calibration_error, fit_temperature, rescale
 from leuktune.metrics import METRICS, classification_metrics, split_scores
 from leuktune.results import FAILED, TrialStatus
@@ -78,10 +81,15 @@ def final_evaluation(cfg: ExperimentConfig, board: pd.DataFrame, chosen: pd.Data
             if key not in board:
                 board[key] = None
             board.at[index, key] = value
-        figures += rows
+        patient_rows, patient_line = patient_figures(
+            row["trial_id"], predicted["label"].to_numpy(),
+            rescale(np.stack(predicted["probs"].to_numpy()), columns["temperature"]), groups,
+            resamples=cfg.evaluate.bootstrap, seed=cfg.data.split.seed)
+        figures += rows + patient_rows
         predictions.append(predicted.assign(path=split["path"].to_numpy()[predicted["row"]]))
         echo(f"[leuktune] test split, trial {row['trial_id']}: balanced accuracy "
              f"{columns['test_balanced_accuracy']:.4f} (95% CI {columns['test_balanced_accuracy_low']:.4f}-"
              f"{columns['test_balanced_accuracy_high']:.4f}), ECE {columns['test_ece']:.3f} -> "
-             f"{columns['test_ece_calibrated']:.3f} at temperature {columns['temperature']:.2f}")
+             f"{columns['test_ece_calibrated']:.3f} at temperature {columns['temperature']:.2f}"
+             + (f"; {patient_line}" if patient_rows or not predictions[:-1] else ""))
     return board, figures, predictions

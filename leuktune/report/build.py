@@ -12,6 +12,7 @@ import pandas as pd
 from leuktune import runfolder
 from leuktune.config import VALUE_TYPES
 from leuktune.data.split import SPLITS
+from leuktune.evaluate.patients import VARIANT, why_not
 from leuktune.leaderboard import arrow_type
 from leuktune.metrics import METRICS
 from leuktune.report import figures
@@ -115,6 +116,7 @@ def test_section(inp: Inputs, out: Path, echo: Callable[[str], None]) -> Section
     if len(tta) and (tta["variant"] == "flip_tta").any():
         wide = tta[tta["metric"].isin(METRICS)].pivot(index="metric", columns="variant", values="value")
         section.add("Flip test-time augmentation, reported apart:", wide[["plain", "flip_tta"]].reset_index().round(4))
+    section.add(*patient_level(inp, tta))
     try:
         # grad-cam and torch only for a report that draws class activation maps
         from leuktune.report.cam import class_activation_maps, feature_grid
@@ -160,7 +162,23 @@ def ensemble_section(inp: Inputs, out: Path) -> Section | None:
             [str(i) for i in range(len(ensemble["test_confusion_matrix"]))]
         section.add(figures.confusion(np.array(ensemble["test_confusion_matrix"].tolist()), classes,
                                       out / "ensemble_confusion.png"))
+    ensemble_rows = inp.evaluation[inp.evaluation["trial_id"] == ensemble["trial_id"]] if len(inp.evaluation) else \
+        inp.evaluation
+    section.add(*patient_level(inp, ensemble_rows))
     return section
+
+
+def patient_level(inp: Inputs, evaluation: pd.DataFrame) -> list:
+    """A model's patient-level figures (from its evaluation rows), or the line that says why
+    there are none."""
+    rows = evaluation[evaluation["variant"] == VARIANT] if len(evaluation) else evaluation
+    if len(rows):
+        table = rows[rows["metric"].isin(METRICS)][["metric", "value", "low", "high"]].round(4)
+        return [f"Patient level: {int(rows['groups'].iloc[0])} patients, one prediction each (the mean of its "
+                "images' calibrated probabilities), 95% intervals from resampling patients:", table]
+    test = inp.split[inp.split["split"] == "test"] if len(inp.split) else inp.split
+    reason = why_not(test["label"].to_numpy(), test["group"].to_numpy()) if len(test) else None
+    return [f"No patient-level figures: {reason}."] if reason else []
 
 
 def cost_section(inp: Inputs) -> Section:
