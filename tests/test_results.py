@@ -24,6 +24,7 @@ from leuktune.evaluate.ensemble import ensemble_evaluation
 from leuktune.evaluate.final import evaluable
 from leuktune.runfolder import RunFolder
 from leuktune.trained import EnsembleModel, EnsembleSpec, TrainedModel
+from leuktune.evaluate.__main__ import main as evaluate_main
 from leuktune.export import main as export_main
 from leuktune.predict import main as predict_main
 from leuktune.report.build import write_report
@@ -268,3 +269,49 @@ def test_a_set_without_patients_says_why_it_has_no_patient_figures(run, tmp_path
     assert not (evaluation["variant"] == "patient").any()
     md = write_report([folder], tmp_path / "report", echo=lambda m: None).with_suffix(".md").read_text()
     assert "No patient-level figures: every group is a single image (the data names no patients)." in md
+
+
+def test_an_external_set_is_scored_by_the_evaluated_trials_and_the_ensemble(run, tmp_path, capsys):
+    folder, board = run
+    # another lab: its own stain and magnification, other cells; one of the run's training images
+    # copied in (reported), and an unreadable file (named; the run skips none, so it is refused first)
+    other = synthetic.generate(tmp_path / "site1", classes=("ALL", "CLL", "healthy"), images_per_class=6,
+                               image_size=48, seed=9, site=1)
+    split = pd.read_parquet(folder / "split.parquet")
+    trained = split[split["split"] == "train"].iloc[0]
+    Image.open(trained["path"]).save(other / trained["label"] / "copied.png")
+    (other / "ALL" / "broken.png").write_text("not an image")
+    assert evaluate_main([str(folder), "--external", str(other)]) == 2
+    assert "broken.png" in capsys.readouterr().err
+    (other / "ALL" / "broken.png").unlink()
+    assert evaluate_main([str(folder), "--external", str(other)]) == 0
+    out = capsys.readouterr().out
+    assert "identical or near-identical to training images" in out
+    metrics = pd.read_parquet(folder / "external" / "site1.parquet")
+    evaluated = set(board.loc[board["test_balanced_accuracy"].notna(), "trial_id"])
+    assert set(metrics["trial_id"]) == evaluated and "ensemble" in evaluated
+    assert (metrics["images"] == 19).all() and (metrics["near_training"] >= 1).all()
+    inside = (metrics["low"] <= metrics["value"] + 1e-9) & (metrics["value"] <= metrics["high"] + 1e-9)
+    assert inside[metrics["value"].notna()].all()
+    predictions = pd.read_parquet(folder / "external" / "site1.predictions.parquet")
+    assert len(predictions) == 19 * len(evaluated)
+    best = _trials(board).iloc[0]
+    model = leuktune.load_model(best, device="cpu")
+    got = np.stack(predictions[predictions["trial_id"] == best["trial_id"]]["probs"].to_numpy())
+    expected = model.predict(predictions[predictions["trial_id"] == best["trial_id"]]["path"].tolist())
+    assert np.abs(got - expected[[f"p_{c}" for c in model.classes]].to_numpy()).max() < 1e-5
+    md = write_report([folder], tmp_path / "report", echo=lambda m: None).with_suffix(".md").read_text()
+    assert "## External test sets" in md and "site1 balanced accuracy" in md
+
+
+def test_an_external_class_the_model_does_not_know_is_refused_by_name(run, tmp_path, capsys):
+    folder, _ = run
+    other = synthetic.generate(tmp_path / "lab", classes=("ALL", "CLL", "healthy"), images_per_class=2,
+                               image_size=48, seed=3, site=1)
+    (other / "healthy").rename(other / "normal")
+    assert evaluate_main([str(folder), "--external", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "class 'normal' is not one the model knows (its classes: ALL, CLL, healthy)" in err
+    assert "--classes 'normal=" in err
+    assert evaluate_main([str(folder), "--external", str(other), "--classes", "normal=healthy"]) == 0
+    assert set(pd.read_parquet(folder / "external" / "lab.predictions.parquet")["label"]) == {"ALL", "CLL", "healthy"}

@@ -40,6 +40,9 @@ class SyntheticConfig(Strict):
     # its own stain and focus, and label noise (a tenth of the images at 1): hard enough that
     # searchers, schedules and recipes can be told apart (python -m leuktune.bench searchers).
     difficulty: float = Field(0.0, ge=0, le=1)
+    # 0: the home lab; 1: another lab's stain and magnification, as an external test set (with
+    # another seed: python -m leuktune.evaluate RUN --external <its folder>).
+    site: Literal[0, 1] = 0
 
 
 ResizeMode = Literal["pad", "crop", "stretch"]

@@ -126,15 +126,17 @@ def _red_cells(canvas: _Canvas, rng, s: float) -> None:
 
 
 class _Look:
-    """How far the classes' sizes and colours are drawn towards a common cell (difficulty)."""
+    """How far the classes' sizes and colours are drawn towards a common cell (difficulty), and
+    the site's magnification."""
 
     RADIUS, CYTOPLASM = 0.24, (185, 180, 220)  # the common cell the classes move towards
 
-    def __init__(self, difficulty: float):
+    def __init__(self, difficulty: float, magnification: float = 1.0):
         self.pull = 0.6 * difficulty
+        self.magnification = magnification
 
     def radius(self, r_frac: float) -> float:
-        return r_frac + (self.RADIUS - r_frac) * self.pull
+        return (r_frac + (self.RADIUS - r_frac) * self.pull) * self.magnification
 
     def colour(self, colour) -> np.ndarray:
         colour = np.asarray(colour, dtype=np.float32)
@@ -244,6 +246,17 @@ def _restain(img: Image.Image, rng: np.random.Generator, difficulty: float) -> I
 
 LABEL_NOISE = 0.1  # the share of images drawn as another class, at difficulty 1
 
+# Another lab (site 1): its own stain (per-channel gamma and gain: a bluer, darker Giemsa) and a
+# higher magnification (cells 1.25 times as wide in the field). Site 0 is the home lab.
+SITES = {0: {"gamma": (1.0, 1.0, 1.0), "gain": (1.0, 1.0, 1.0), "magnification": 1.0},
+         1: {"gamma": (1.25, 1.1, 0.85), "gain": (0.92, 0.9, 1.0), "magnification": 1.25}}
+
+
+def _site_stain(img: Image.Image, site: int) -> Image.Image:
+    look = SITES[site]
+    rgb = np.asarray(img, dtype=np.float32) / 255
+    return Image.fromarray(np.uint8(np.clip(255 * np.asarray(look["gain"]) * rgb ** np.asarray(look["gamma"]), 0, 255)))
+
 
 def drawn_as(label: str, seed: int, index: int, difficulty: float = 0.0, classes=SYNTHETIC_CLASSES) -> str:
     """The class image ``index`` of folder ``label`` shows: its label but for the label noise."""
@@ -255,26 +268,28 @@ def drawn_as(label: str, seed: int, index: int, difficulty: float = 0.0, classes
 
 
 def render(label: str, seed: int, index: int, size: int, difficulty: float = 0.0,
-           shows: str | None = None) -> Image.Image:
-    """One synthetic cell image; the same arguments give the same pixels (difficulty 0: as
-    before difficulty existed). ``shows``: the class drawn, when label noise says another."""
+           shows: str | None = None, site: int = 0) -> Image.Image:
+    """One synthetic cell image; the same arguments give the same pixels (difficulty 0, site 0:
+    as before either existed). ``shows``: the class drawn, when label noise says another;
+    ``site``: 1 for another lab's stain and magnification (``SITES``)."""
     rng = np.random.default_rng([seed, SYNTHETIC_CLASSES.index(label), index])
     # The difficulty's draws come from their own stream, so difficulty 0 leaves every other draw as it was.
     hard = np.random.default_rng([seed, SYNTHETIC_CLASSES.index(label), index, 2])
     s = 2 * size
     canvas = _Canvas(s, _jitter(rng, (238, 222, 226), 8), rng)
     _red_cells(canvas, rng, s)
-    _draw_white_cell(canvas, shows or label, rng, s, _Look(difficulty))
+    _draw_white_cell(canvas, shows or label, rng, s, _Look(difficulty, SITES[site]["magnification"]))
     img = canvas.finish(size, rng, defocus=1 + hard.uniform(0, 2 * difficulty))
-    return _restain(img, hard, difficulty) if difficulty > 0 else img
+    img = _restain(img, hard, difficulty) if difficulty > 0 else img
+    return _site_stain(img, site) if site else img
 
 
 def generate(root: str | Path, classes=SYNTHETIC_CLASSES, images_per_class: int = 150,
-             image_size: int = 96, seed: int = 0, difficulty: float = 0.0) -> Path:
+             image_size: int = 96, seed: int = 0, difficulty: float = 0.0, site: int = 0) -> Path:
     """Write the set as ``root/<class>/<class>_<index>.png``; reuse it when already complete."""
     root = Path(root)
     params = {"classes": list(classes), "images_per_class": images_per_class,
-              "image_size": image_size, "seed": seed, "difficulty": difficulty, "version": 2}
+              "image_size": image_size, "seed": seed, "difficulty": difficulty, "site": site, "version": 2}
     marker = root / _MARKER
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return root
@@ -283,7 +298,7 @@ def generate(root: str | Path, classes=SYNTHETIC_CLASSES, images_per_class: int 
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(images_per_class):
             shows = drawn_as(label, seed, i, difficulty, classes)
-            render(label, seed, i, image_size, difficulty, shows).save(folder / f"{label}_{i:04d}.png")
+            render(label, seed, i, image_size, difficulty, shows, site).save(folder / f"{label}_{i:04d}.png")
     marker.write_text(json.dumps(params))
     return root
 

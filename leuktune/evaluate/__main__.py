@@ -15,6 +15,9 @@ examples:
 
   # one trial, a run folder in a bucket
   python -m leuktune.evaluate s3://my-bucket/leuktune/cnmc-binary --trial 3f2a9c1e
+
+  # the evaluated trials and the ensemble on another lab's cells (their class names mapped to the run's)
+  python -m leuktune.evaluate runs/cnmc-binary --external /data/other-lab --classes 'blast=all,normal=hem'
 """
 
 
@@ -27,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, help="how many of the best trials (default: evaluate.top_k of the run)")
     parser.add_argument("--trial", help="evaluate this trial id instead")
     parser.add_argument("--cv", type=int, metavar="K", help="also retrain on K group-disjoint folds")
+    parser.add_argument("--external", action="append", metavar="ROOT",
+                        help="score another dataset (a folder, bucket prefix or CSV; repeatable) with the evaluated "
+                        "trials and the ensemble, instead of the test split")
+    parser.add_argument("--external-source", default="imagefolder", choices=["imagefolder", "cnmc", "allidb", "csv"],
+                        help="how the external sets are laid out")
+    parser.add_argument("--classes", metavar="THEIRS=OURS,...",
+                        help="the external sets' class names mapped to the run's (default: matched by name)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     args = parser.parse_args(argv)
     # imported after the arguments are parsed: --help answers at once, without torch or Ray
@@ -34,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     from leuktune.evaluate import evaluate
 
     try:
+        if args.external:
+            # the external path's modules only when it is taken
+            from leuktune.evaluate.external import ExternalSet, parse_classes
+
+            classes = parse_classes(args.classes)
+            sets = [ExternalSet(root, args.external_source, classes) for root in args.external]
+            table = evaluate(args.run, top=args.top, external=sets, device=args.device)
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            return 0
         board = evaluate(args.run, top=args.top, cv=args.cv, trial=args.trial, device=args.device)
     except LeuktuneError as err:
         print(f"error: {err}", file=sys.stderr)

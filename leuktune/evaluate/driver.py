@@ -9,7 +9,7 @@ import pandas as pd
 
 
 def evaluate(run: str | Path, *, top: int | None = None, cv: int | None = None, trial: str | None = None,
-             device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
+             external=None, device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
     """Score a search's best trials on its test split, once, and optionally cross-validate them.
 
     ``run`` is the run folder (local or a URI). ``top`` trials by the search metric (default
@@ -20,7 +20,13 @@ def evaluate(run: str | Path, *, top: int | None = None, cv: int | None = None, 
     ``cv_*`` columns (mean and standard deviation) and ``cv.parquet`` (each fold). Returns the
     updated leaderboard, best first.
 
+    ``external`` (a folder, an ``ExternalSet``, or a list of them) scores other datasets with the
+    trials already evaluated and the ensemble, instead of the test split (which is evaluated
+    first if no trial has been): ``external/<name>.parquet`` and ``.predictions.parquet`` in the
+    run folder; the returned table then has a row per (set, model) beside the internal figure.
+
     >>> board = leuktune.evaluate("runs/allidb2", top=2, cv=5)  # doctest: +SKIP
+    >>> leuktune.evaluate("runs/cnmc-binary", external=ExternalSet("/data/other-lab", classes={"blast": "all"}))  # doctest: +SKIP
     """
     # python -m leuktune.evaluate imports this module before it parses --help: torch and Ray only when it runs
     from leuktune.runfolder import RunFolder
@@ -28,7 +34,17 @@ def evaluate(run: str | Path, *, top: int | None = None, cv: int | None = None, 
 
     folder = RunFolder.at(run)
     with SearchLock(folder):  # not while a search writes the same leaderboard
-        return evaluate_run(folder, top=top, cv=cv, trial=trial, device=device, echo=echo)
+        if external is None:
+            return evaluate_run(folder, top=top, cv=cv, trial=trial, device=device, echo=echo)
+        from leuktune import leaderboard, runfolder  # the external path's modules only when it is taken
+        from leuktune.evaluate.external import ExternalSet, external_evaluation
+
+        sets = [ExternalSet(str(e)) if isinstance(e, (str, Path)) else e
+                for e in (external if isinstance(external, (list, tuple)) else [external])]
+        board = leaderboard.load(folder.uri()) if folder.exists(runfolder.LEADERBOARD) else None
+        if board is None or board["test_balanced_accuracy"].isna().all():
+            board = evaluate_run(folder, top=top, device=device, echo=echo)
+        return external_evaluation(folder, folder.saved_config(), board, sets, device, echo)
 
 
 def _replace_rows(folder, name: str, new: pd.DataFrame, trial_ids) -> None:

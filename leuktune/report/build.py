@@ -168,6 +168,32 @@ def ensemble_section(inp: Inputs, out: Path) -> Section | None:
     return section
 
 
+def external_section(inp: Inputs) -> Section | None:
+    """Each external set beside the internal test figures: does the model hold at another lab?"""
+    if inp.external.empty:
+        return None
+    section = Section("External test sets").add(
+        "The evaluated trials and the ensemble on other datasets (another lab, microscope or stain), read as the "
+        "run's images were; 95% intervals from resampling the set's groups.")
+    internal = inp.board.set_index("trial_id")
+    for name, rows in inp.external.groupby("set", sort=False):
+        first = rows.iloc[0]
+        notes = [f"{int(first['images'])} images ({first['source']}, {first['root']})"]
+        if first["rejected"]:
+            notes.append(f"{int(first['rejected'])} file(s) rejected")
+        if first["near_training"]:
+            notes.append(f"WARNING: {int(first['near_training'])} identical or near-identical to training images")
+        balanced = rows[rows["metric"] == "balanced_accuracy"]
+        table = pd.DataFrame({
+            "model": balanced["trial_id"],
+            "internal test balanced accuracy": [_with_interval(internal.loc[t], "balanced_accuracy")
+                                                if t in internal.index else "" for t in balanced["trial_id"]],
+            f"{name} balanced accuracy": [f"{v:.3f} ({lo:.3f}-{hi:.3f})"
+                                          for v, lo, hi in zip(balanced["value"], balanced["low"], balanced["high"])]})
+        section.add(f"{name}: " + "; ".join(notes) + ".", table)
+    return section
+
+
 def patient_level(inp: Inputs, evaluation: pd.DataFrame) -> list:
     """A model's patient-level figures (from its evaluation rows), or the line that says why
     there are none."""
@@ -247,7 +273,7 @@ def write_report(runs: list[str | Path], out: str | Path | None = None, echo: Ca
         f"Experiment(s) {names}: {len(inp.trials)} trials ({statuses}), ranked by {inp.metric} "
         f"({inp.config.search.mode}). The test split is read only by the final evaluation.", top_table(inp))
     sections = [overview, search_section(inp, out), test_section(inp, out, echo),
-                *filter(None, [ensemble_section(inp, out), cv_section(inp)]),
+                *filter(None, [ensemble_section(inp, out), external_section(inp), cv_section(inp)]),
                 cost_section(inp), data_section(inp, out)]
     title = f"leuktune report: {names}"
     (out / "report.md").write_text(markdown(title, sections, out))

@@ -30,6 +30,7 @@ CONFIG = "config.yaml"
 SPLIT = "split.parquet"
 LEADERBOARD = "leaderboard.parquet"
 ENSEMBLE = "ensemble.json"  # the weighted ensemble of the best trials: members, weights, temperatures
+EXTERNAL = "external"  # external test sets: <name>.parquet (metrics), <name>.predictions.parquet
 HISTORY = "history.parquet"
 REJECTED = "rejected.parquet"
 NEAR_DUPLICATES = "near_duplicates.parquet"
@@ -42,6 +43,11 @@ TUNE = "tune"  # Ray Tune's run: the searcher's state and the trials' folders (c
 TRIALS = "trials"  # Ray Train launched trials' runs, one per trial id
 REPORT = "report"
 EXPORT = "export"
+
+
+def external(name: str, part: str | None = None) -> str:
+    """An external test set's table in the run folder: its metrics, or ``part`` (predictions, near_training)."""
+    return f"{EXTERNAL}/{name}{'.' + part if part else ''}.parquet"
 
 
 def history_part(trial_id: str) -> str:
