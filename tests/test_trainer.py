@@ -22,6 +22,7 @@ from leuktune.data.prepare import prepare
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
 from leuktune.results import FACTS
+from leuktune.data import synthetic
 from leuktune.search.tuner import build_tuner
 from leuktune.train.trainer import concurrent_trials
 from leuktune.train import checkpoint
@@ -47,6 +48,25 @@ def test_augmentation_keeps_shape_and_range_and_differs_per_sample():
     flipped = augment_batch(batch, AugmentConfig(), strength=0.0)
     assert torch.equal(flipped.flatten(1).sort(dim=1).values, batch.flatten(1).sort(dim=1).values)
     assert not all(torch.equal(f, batch[0]) for f in flipped)
+
+
+def test_stain_jitter_changes_each_dye_of_each_sample_and_nothing_else():
+    torch.manual_seed(0)
+    cell = synthetic.render("MM", 0, 1, 48)
+    batch = torch.from_numpy(np.asarray(cell, dtype=np.float32) / 255).permute(2, 0, 1)[None].repeat(8, 1, 1, 1)
+    still = AugmentConfig(flip=False, rotate=0, zoom=0, shear=0, color=0)
+    assert torch.equal(augment_batch(batch, still), batch)  # stain 0: off
+    out = augment_batch(batch, still.model_copy(update={"stain": 0.4}))
+    assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 1
+    # each sample its own stain: their mean colours differ
+    means = out.mean(dim=(2, 3))
+    assert torch.cdist(means, means).add(torch.eye(8)).min() > 1e-3
+    # and nothing moves: the image's structure is where it was
+    grey, original = out.mean(dim=1).flatten(1), batch[0].mean(dim=0).flatten()
+    assert all(torch.corrcoef(torch.stack([g, original]))[0, 1] > 0.9 for g in grey)
+    # an image with no dye stays white
+    white = torch.ones(2, 3, 8, 8)
+    assert (augment_batch(white, still.model_copy(update={"stain": 0.4})) > 0.85).all()
 
 
 def test_prefetched_batches_come_in_order_while_the_next_one_loads():

@@ -86,6 +86,9 @@ class AugmentConfig(Strict):
     # Stain variation: brightness and contrast change by up to +-color, hue turns by up to
     # +-color/2 of a full turn.
     color: float = Field(0.05, ge=0, le=1)
+    # Stain variation between labs (Giemsa, May-Grunwald, Wright batches): each dye's optical
+    # density scaled by up to +-stain and shifted by up to +-stain/10 (0 = off; e.g. 0.3).
+    stain: float = Field(0.0, ge=0, le=1)
 
 
 class TrainConfig(Strict):

@@ -18,6 +18,13 @@ from leuktune.config import AugmentConfig
 # sqrt(1/3) (1, 1, 1): hue turns about the grey axis of RGB space.
 _GREY = torch.full((3,), 1 / math.sqrt(3))
 
+# The optical-density colour of each dye (rows: RGB absorbance, unit length), Ruifrok and
+# Johnston's vectors, which scikit-image's separate_stains uses: the blue-purple nuclear dye
+# (haematoxylin; in Romanowsky stains the azure/methylene blue of Giemsa, May-Grunwald, Wright)
+# and eosin, with a third orthogonal vector for what neither explains.
+_DYES = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+_DYES = _DYES / _DYES.norm(dim=1, keepdim=True)
+
 
 def augment_batch(x: torch.Tensor, augment: AugmentConfig, strength: float = 1.0) -> torch.Tensor:
     """``x`` (N, 3, H, W) in [0, 1] -> a new batch of the same shape, still in [0, 1]."""
@@ -25,13 +32,32 @@ def augment_batch(x: torch.Tensor, augment: AugmentConfig, strength: float = 1.0
     zoom = min(augment.zoom * strength, 0.9)
     shear = math.radians(min(augment.shear * strength, 60.0))
     color = augment.color * strength
+    stain = augment.stain * strength
     if rotate or zoom or shear:
         x = _affine(x, augment.flip, rotate, zoom, shear)
     elif augment.flip:
         x = _flip(x)
+    if stain:
+        x = _stain(x, stain)
     if color:
         x = _jitter(x, color)
     return x
+
+
+def _stain(x: torch.Tensor, amount: float) -> torch.Tensor:
+    """Each sample restained: the image separated into its dyes' concentrations (optical density,
+    -log of the light passed, along the dye vectors), each dye's concentration scaled by a factor
+    in [1 - amount, 1 + amount] and shifted by up to amount / 10, and recombined (Tellez et al.
+    2018's stain jitter): another lab's dye batch and staining time, not a hue turn of the whole
+    image."""
+    n, device, dtype = x.shape[0], x.device, x.dtype
+    dyes = _DYES.to(device=device, dtype=torch.float32)
+    density = -torch.log(x.float().clamp(min=1 / 255))  # (N, 3, H, W)
+    concentration = torch.einsum("dc,nchw->ndhw", torch.linalg.inv(dyes).T, density)
+    scale = 1 + (torch.rand(n, 3, 1, 1, device=device) * 2 - 1) * amount
+    shift = (torch.rand(n, 3, 1, 1, device=device) * 2 - 1) * amount / 10
+    density = torch.einsum("dc,ndhw->nchw", dyes, concentration * scale + shift)
+    return torch.exp(-density).clamp_(0, 1).to(dtype)
 
 
 def _uniform(n: int, bound: float, device: torch.device) -> torch.Tensor:
