@@ -122,7 +122,10 @@ def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None =
         "format": fmt, "file": name, "input": {"name": "input", "layout": "NCHW", "dtype": "float32",
                                                "size": data.image_size, "resize": data.resize,
                                                "scale": "pixel / 255", "mean": list(first.normalization["mean"]),
-                                               "std": list(first.normalization["std"])},
+                                               "std": list(first.normalization["std"]),
+                                               # applied to the resized image before the scale (leuktune.data.stain)
+                                               "stain_normalize": data.stain_normalize,
+                                               "stain_reference": data.stain_reference},
         "output": {"name": "probabilities", "classes": list(model.classes),
                    "meaning": "softmax(logits / temperature)" if first is model else
                    "softmax(log(sum of weight x each member's softmax(logits / its temperature)) / temperature)"},

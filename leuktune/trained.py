@@ -8,6 +8,7 @@ calibrates its probabilities.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,6 +121,14 @@ class TrainedModel(_Classifies):
 
     evaluate.__doc__ = _Classifies.evaluate.__doc__
 
+    @functools.cached_property
+    def stain_normalizer(self):
+        """The trial's ``data.stain_normalize`` (fitted to its reference image), or None."""
+        # the data layer imports Ray: predicting from files does not need it
+        from leuktune.data.stain import from_config
+
+        return from_config(self.config.data)
+
     def load_images(self, images: Any) -> tuple[np.ndarray, pd.DataFrame]:
         """Images (file paths, PIL images or arrays (H, W, 3); one or a list) decoded and resized as
         in training: the uint8 pixels of those that could be read, and a row per input (``input``,
@@ -129,6 +138,7 @@ class TrainedModel(_Classifies):
 
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         size, mode = self.config.data.image_size, self.config.data.resize
+        normalize = self.stain_normalizer
         pixels, rows = [], []
         for i, item in enumerate(items):
             name = str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__} {i}>"
@@ -139,7 +149,7 @@ class TrainedModel(_Classifies):
                     img = to_rgb(item)
                 else:
                     img = Image.fromarray(_as_uint8(np.asarray(item))).convert("RGB")
-                pixels.append(resize(img, size, mode))
+                pixels.append(normalize(resize(img, size, mode)) if normalize else resize(img, size, mode))
                 rows.append({"input": name, "error": None})
             except (BadImage, OSError, ValueError, TypeError) as err:
                 rows.append({"input": name, "error": f"{type(err).__name__}: {err}"})

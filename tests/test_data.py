@@ -8,6 +8,7 @@ from leuktune.config import SplitConfig
 from leuktune.data import cache, synthetic
 from leuktune.data.sources import DataError, imagefolder
 from leuktune.data.split import assign_splits
+from leuktune.data.stain import StainNormalizer
 
 
 def test_synthetic_set_is_real_pngs_in_class_folders_and_deterministic(tmp_path):
@@ -108,3 +109,25 @@ def test_cache_decodes_once_and_second_scan_reads_the_file(tmp_path, ray_runtime
     assert isinstance(shared.images, ray.ObjectRef) and np.array_equal(shared.pixels(), data.pixels())
     # another size is another cache entry, decoded afresh
     assert cache.scan(m, 16, "pad", tmp_path / "cache", progress=lambda msg: None).pixels.shape[1] == 16
+
+
+def test_stain_normalisation_at_decode_moves_another_labs_colours_to_the_reference(tmp_path, ray_runtime):
+    home = synthetic.generate(tmp_path / "home", classes=("ALL", "MM"), images_per_class=3, image_size=48)
+    other = synthetic.generate(tmp_path / "other", classes=("ALL", "MM"), images_per_class=3, image_size=48,
+                               seed=5, site=1)
+    reference = home / "MM" / "MM_0000.png"
+    m = assign_splits(imagefolder(other), SplitConfig(train=0.5, val=0.25, test=0.25))
+    normalizer = StainNormalizer("reinhard", str(reference), 32, "pad")
+    plain = cache.scan(m, 32, "pad", tmp_path / "cache", progress=lambda msg: None)
+    normalized = cache.scan(m, 32, "pad", tmp_path / "cache", progress=lambda msg: None, stain=normalizer)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # its own cache entry
+    # the hashes are of the files' own images; the pixels are in the reference's stain
+    assert normalized.info["content_hash"].tolist() == plain.info["content_hash"].tolist()
+    ref = np.asarray(Image.open(reference).resize((32, 32)), dtype=float).mean(axis=(0, 1))
+    before = np.abs(plain.pixels.reshape(-1, 3).mean(axis=0) - ref).sum()
+    after = np.abs(np.asarray(normalized.pixels).reshape(-1, 3).mean(axis=0) - ref).sum()
+    assert after < before / 2
+    blank = np.full((32, 32, 3), 255, np.uint8)
+    assert np.array_equal(normalizer(blank), blank)  # nothing to normalise: kept as it is
+    with pytest.raises(DataError, match="data.stain_reference .*nope.png"):
+        StainNormalizer("macenko", str(tmp_path / "nope.png"), 32, "pad")

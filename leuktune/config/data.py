@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from leuktune.config.distributions import Strict
 from leuktune.uris import is_uri
@@ -71,12 +71,25 @@ class DataConfig(Strict):
     # Where decoded images (and the built-in set) are kept on each machine's own disk; default:
     # <storage.path>/cache for local storage, ~/.cache/leuktune for a bucket.
     cache_dir: Optional[Path] = None
+    # Every image's colours moved to the stain of one reference image, once, at decode: macenko
+    # (stain vectors) or reinhard (colour statistics), by torchstain; off keeps them as they are.
+    # The trained model normalises what it predicts on the same way (leuktune.data.stain).
+    stain_normalize: Literal["off", "macenko", "reinhard"] = "off"
+    stain_reference: Optional[str] = None  # an image file (local or a URI): a typical smear of the training set
     synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("stain_normalize", mode="before")
+    @classmethod
+    def _off_forms(cls, raw):
+        return "off" if raw is False or raw is None else raw  # YAML reads a bare off as false
 
     @model_validator(mode="after")
     def _root_when_needed(self) -> "DataConfig":
         if self.source != "synthetic" and self.root is None:
             raise ValueError(f"data.root is required for source {self.source!r}")
+        if self.stain_normalize != "off" and not self.stain_reference:
+            raise ValueError(f"stain_normalize {self.stain_normalize} needs data.stain_reference: an image whose "
+                             "stain the others take (a typical smear of the training set)")
         if self.source == "synthetic" and self.root is not None and is_uri(self.root):
             raise ValueError(f"data.root {self.root!r}: the synthetic set is written to a local folder, not a bucket")
         return self

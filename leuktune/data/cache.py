@@ -28,10 +28,11 @@ from leuktune.data.split import SPLITS
 from leuktune.runtime import ray_session
 
 
-def files_key(manifest: pd.DataFrame, size: int, mode: str) -> str:
+def files_key(manifest: pd.DataFrame, size: int, mode: str, stain: str | None = None) -> str:
     """Identifies the decoded pixels: the files as they were listed (path, size, modification
-    time; a bucket's objects without credentials or endpoint options), the size and resize mode."""
-    h = hashlib.sha256(f"{size}\0{mode}\n".encode())
+    time; a bucket's objects without credentials or endpoint options), the size and resize mode,
+    and the stain normalisation (its method and reference)."""
+    h = hashlib.sha256(f"{size}\0{mode}\n".encode() + (f"{stain}\n".encode() if stain else b""))
     for path, size_bytes, mtime in manifest[["path", "bytes", "mtime_ns"]].itertuples(index=False):
         h.update(f"{uris.identity(path)}\0{size_bytes}\0{mtime}\n".encode())
     return h.hexdigest()[:16]
@@ -53,9 +54,10 @@ class Scan:
     info: pd.DataFrame  # path, content_hash, phash, error
 
 
-def scan(manifest: pd.DataFrame, size: int, mode: str, cache_dir: str | Path, progress=print) -> Scan:
+def scan(manifest: pd.DataFrame, size: int, mode: str, cache_dir: str | Path, progress=print,
+         stain=None) -> Scan:
     cache_dir = Path(cache_dir)
-    key = files_key(manifest, size, mode)
+    key = files_key(manifest, size, mode, stain.key if stain is not None else None)
     pixels_file, info_file = cache_dir / f"{key}-{size}px.npy", cache_dir / f"{key}-{size}px.parquet"
     if pixels_file.is_file() and info_file.is_file():
         pixels = np.load(pixels_file, mmap_mode="r")
@@ -68,7 +70,7 @@ def scan(manifest: pd.DataFrame, size: int, mode: str, cache_dir: str | Path, pr
     started = time.monotonic()
     with ray_session(echo=progress):  # the search's Ray (a cluster's nodes decode), else one for the pass
         decoded = placement.decode(paths, manifest["bytes"].tolist(), manifest["mtime_ns"].tolist(), size, mode,
-                                   progress)
+                                   progress, stain)
     progress(f"[leuktune] decoded {len(paths)} images in {time.monotonic() - started:.1f}s: {decoded.summary()}")
     pixels, rows = decoded.pixels, decoded.results
     info = pd.DataFrame({

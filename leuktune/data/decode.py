@@ -81,14 +81,17 @@ def resize(img: Image.Image, size: int, mode: str) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def examine(path: str, size: int, mode: str,
-            where: str = "here") -> tuple[np.ndarray | None, str | None, int | None, str | None]:
+def examine(path: str, size: int, mode: str, where: str = "here",
+            stain=None) -> tuple[np.ndarray | None, str | None, int | None, str | None]:
     """(pixels, content hash, perceptual hash, error): content hash of the decoded pixels finds
-    exact duplicates whatever the file format; the perceptual hash finds near-duplicates."""
+    exact duplicates whatever the file format; the perceptual hash finds near-duplicates. Both
+    are of the file's own image; the pixels are in the reference's stain where ``stain`` (a
+    ``leuktune.data.stain.StainNormalizer``) is given."""
     try:
         img = load_rgb(path, where)
     except BadImage as err:
         return None, None, None, str(err)
     content = hashlib.sha1(np.asarray(img).tobytes() + str(img.size).encode()).hexdigest()
     phash = int(str(imagehash.phash(img)), 16)
-    return resize(img, size, mode), content, phash, None
+    pixels = resize(img, size, mode)
+    return (stain(pixels) if stain is not None else pixels), content, phash, None

@@ -137,9 +137,9 @@ def place(paths: list[str], sizes: list[int], mtimes: list[int]) -> Placement:
 
 
 @ray.remote(num_cpus=1)
-def _examine_chunk(paths: list[str], size: int, mode: str):
+def _examine_chunk(paths: list[str], size: int, mode: str, stain=None):
     node = str(this_node())
-    results = [examine(p, size, mode, where=f"on {node}") for p in paths]
+    results = [examine(p, size, mode, where=f"on {node}", stain=stain) for p in paths]
     pixels = np.zeros((len(paths), size, size, 3), np.uint8)
     for i, (px, *_rest) in enumerate(results):
         if px is not None:
@@ -148,8 +148,9 @@ def _examine_chunk(paths: list[str], size: int, mode: str):
 
 
 def decode(paths: list[str], sizes: list[int], mtimes: list[int], size: int, mode: str,
-           progress: Callable[[str], None] = print) -> Decoded:
-    """Every file examined once by Ray tasks on the nodes that can read it, with progress lines."""
+           progress: Callable[[str], None] = print, stain=None) -> Decoded:
+    """Every file examined once by Ray tasks on the nodes that can read it, with progress lines
+    (``stain``: the normaliser each task applies, leuktune.data.stain)."""
     placement = place(paths, sizes, mtimes)
     progress(f"[leuktune] decoding {len(paths)} images "
              f"{'on the driver node ' + str(placement.driver) if placement.pinned else 'across the cluster'}: "
@@ -165,7 +166,7 @@ def decode(paths: list[str], sizes: list[int], mtimes: list[int], size: int, mod
     while chunks or pending:
         while chunks and len(pending) < limit:
             start, chunk = chunks.pop(0)
-            pending[task.remote(chunk, size, mode)] = (start, chunk)
+            pending[task.remote(chunk, size, mode, stain)] = (start, chunk)
         done, _ = ray.wait(list(pending), num_returns=1)
         start, chunk = pending.pop(done[0])
         try:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from leuktune import runfolder
 from leuktune.config import ExperimentConfig
-from leuktune.data import cache, sources
+from leuktune.data import cache, sources, stain
 from leuktune.data.cache import CachedDataset
 from leuktune.data.duplicates import (close_pairs, join_near_duplicates, merge_identical, near_duplicates,
                                      straddling_groups)
@@ -95,7 +95,7 @@ def prepare(cfg: ExperimentConfig, progress=print) -> tuple[CachedDataset, DataR
     """The run's data, split and checked, with the pixels decoded once (and cached on disk)."""
     data, folder = cfg.data, RunFolder.of(cfg)
     manifest = sources.manifest(data, folder.datasets)
-    scanned = cache.scan(manifest, data.image_size, data.resize, folder.cache, progress)
+    scanned = cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, stain.from_config(data))
 
     bad_mask = scanned.info["error"].notna().to_numpy()
     rejected = manifest.loc[bad_mask, ["path", "label"]].assign(error=scanned.info.loc[bad_mask, "error"].to_numpy())

@@ -36,7 +36,8 @@ def evaluate(run: str | Path, *, top: int | None = None, cv: int | None = None, 
     with SearchLock(folder):  # not while a search writes the same leaderboard
         if external is None:
             return evaluate_run(folder, top=top, cv=cv, trial=trial, device=device, echo=echo)
-        from leuktune import leaderboard, runfolder  # the external path's modules only when it is taken
+        # the external path's modules only when it is taken
+        from leuktune import leaderboard, runfolder
         from leuktune.evaluate.external import ExternalSet, external_evaluation
 
         sets = [ExternalSet(str(e)) if isinstance(e, (str, Path)) else e

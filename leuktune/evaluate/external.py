@@ -23,7 +23,7 @@ import pandas as pd
 
 from leuktune.config import ConfigError, ExperimentConfig
 from leuktune.config.data import DataConfig
-from leuktune.data import cache, sources
+from leuktune.data import cache, sources, stain
 from leuktune.data.duplicates import close_pairs
 from leuktune.data.sources import DataError
 from leuktune.evaluate.bootstrap import intervals
@@ -91,7 +91,8 @@ def read_external(ext: ExternalSet, cfg: ExperimentConfig, classes: tuple[str, .
                         f"{', '.join(classes)}); map it with --classes '{unknown[0]}=<one of them>'"
                         + (f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""))
     manifest = manifest.assign(label=mapped)
-    scanned = cache.scan(manifest, data.image_size, data.resize, folder.cache, progress)
+    normalizer = stain.from_config(data)
+    scanned = cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, normalizer)
     bad = scanned.info["error"].notna().to_numpy()
     rejected = manifest.loc[bad, ["path", "label"]].assign(error=scanned.info.loc[bad, "error"].to_numpy())
     if len(rejected) and cfg.data.on_bad_image == "error":
@@ -103,15 +104,15 @@ def read_external(ext: ExternalSet, cfg: ExperimentConfig, classes: tuple[str, .
     table["y"] = table["label"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
     info = scanned.info.iloc[keep].reset_index(drop=True)
     return ExternalData(ext, np.asarray(scanned.pixels)[keep], table[["path", "label", "group", "y"]], rejected,
-                        _near_training(info, cfg, folder, progress))
+                        _near_training(info, cfg, folder, normalizer, progress))
 
 
-def _near_training(info: pd.DataFrame, cfg: ExperimentConfig, folder, progress) -> pd.DataFrame:
+def _near_training(info: pd.DataFrame, cfg: ExperimentConfig, folder, normalizer, progress) -> pd.DataFrame:
     """The external images identical or near-identical (perceptual hash) to a training image."""
     split = folder.read_frame(runfolder.SPLIT)
     trained = split[split["split"] == "train"].reset_index(drop=True)
     seen = cache.scan(trained.drop(columns=["split"]), cfg.data.image_size, cfg.data.resize, folder.cache,
-                      lambda message: None).info
+                      lambda message: None, normalizer).info
     distance = cfg.data.near_duplicate_distance if cfg.data.near_duplicates != "off" else 0
     rows = []
     identical = dict(zip(seen["content_hash"], seen["path"]))

@@ -1,0 +1,84 @@
+"""Stain normalisation at decode: every image's colours moved to a reference image's stain
+(``data.stain_normalize``: Macenko's stain-vector method or Reinhard's colour statistics, by
+torchstain's numpy backend), once, before the decode-once cache. Romanowsky stains (Giemsa,
+May-Grunwald, Wright) differ from lab to lab; normalising to one reference is what a model
+trained on one lab then sees at every other.
+
+torchstain is the well-kept implementation both methods come from (Macenko et al. 2009,
+Reinhard et al. 2001; ported from StainTools and HistomicsTK); it is chosen over writing them
+again. A fitted normaliser is a few numbers, sent to the decode tasks with the paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from leuktune.data.decode import BadImage, load_rgb, resize
+from leuktune.data.sources import DataError
+
+
+@dataclass
+class StainNormalizer:
+    """``method`` (macenko, reinhard) fitted to the ``reference`` image at the run's image size."""
+
+    method: str
+    reference: str
+    size: int
+    mode: str
+    _fitted: object = field(default=None, repr=False)
+    digest: str = ""
+
+    def __post_init__(self):
+        try:
+            image = load_rgb(self.reference)
+        except BadImage as err:
+            raise DataError(f"data.stain_reference {self.reference}: {err}") from None
+        pixels = resize(image, self.size, self.mode)
+        self.digest = hashlib.sha1(pixels.tobytes()).hexdigest()[:12]
+        self._fitted = self._new()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)
+                self._fitted.fit(pixels)
+        except (np.linalg.LinAlgError, ValueError, IndexError, RuntimeWarning) as err:
+            raise DataError(f"data.stain_reference {self.reference}: {self.method} cannot fit its stain "
+                            f"({type(err).__name__}: {err}); choose an image with stained cells in it") from None
+
+    def _new(self):
+        # torchstain only where a run normalises stains
+        import torchstain
+
+        if self.method == "macenko":
+            return torchstain.normalizers.MacenkoNormalizer(backend="numpy")
+        return torchstain.normalizers.ReinhardNormalizer(backend="numpy")
+
+    @property
+    def key(self) -> str:
+        """What the decoded pixels depend on (the cache's key takes it)."""
+        return f"{self.method}:{self.digest}"
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """One image (H, W, 3) uint8 in the reference's stain. An image the method cannot
+        separate (no stained pixels: a blank field) is kept as it is."""
+        try:
+            with warnings.catch_warnings():
+                # a division by zero or an empty slice means the method found no stain to work on
+                warnings.simplefilter("error", RuntimeWarning)
+                if self.method == "macenko":
+                    out = self._fitted.normalize(I=pixels, stains=False)[0]
+                else:
+                    out = self._fitted.normalize(pixels)
+        except (np.linalg.LinAlgError, ValueError, IndexError, RuntimeWarning):
+            return pixels
+        return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def from_config(data) -> StainNormalizer | None:
+    """The run's normaliser (``data.stain_normalize``, ``data.stain_reference``), or None."""
+    if data.stain_normalize == "off":
+        return None
+    return StainNormalizer(data.stain_normalize, data.stain_reference, data.image_size, data.resize)
