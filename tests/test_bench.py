@@ -53,7 +53,7 @@ def test_gpu_busy_is_split_by_whether_every_trial_slot_was_taken():
 
 
 @pytest.mark.parametrize("command", ["models", "cache", "throughput", "trial-overhead", "gpu-occupancy", "searchers",
-                                     "signal"])
+                                     "signal", "external"])
 def test_each_benchmark_help_shows_a_runnable_example(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

@@ -9,6 +9,7 @@
     python -m leuktune.bench gpu-occupancy          # on a GPU machine: GPU busy fraction over a real search
     python -m leuktune.bench signal                 # do early epochs foretell the end? Kendall tau per rung
     python -m leuktune.bench searchers              # random, TPE, GP, with and without ASHA, 3 seeds
+    python -m leuktune.bench external               # stain augmentation / normalisation vs another site
     python -m leuktune.bench throughput             # bare PyTorch loop vs leuktune's trainer (CPU: tiny, 64px)
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 64   # on a GPU
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 128 --compile
@@ -21,7 +22,7 @@ import sys
 
 import torch
 
-from leuktune.bench.strategies import STRATEGIES, VARIANTS
+from leuktune.bench.strategies import EXTERNAL_VARIANTS, STRATEGIES, VARIANTS
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -122,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.add_argument("--workdir", default="runs/bench-signal", help="where the runs are written")
     signal.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                         help="override the built-in experiment (repeatable)")
+    external = _command(sub, "external",
+                        "the built-in set searched with and without stain augmentation and normalisation; each "
+                        "search's best trial and ensemble on its own test split and on the synthetic second site",
+                        "", "--trials 4 --variants plain 'stain augmentation' --set data.synthetic.difficulty=0.5")
+    external.add_argument("--trials", type=int, default=4, help="trials per search")
+    external.add_argument("--variants", nargs="+", default=list(EXTERNAL_VARIANTS), choices=list(EXTERNAL_VARIANTS))
+    external.add_argument("--workdir", default="runs/bench-external", help="where the sets and runs are written")
+    external.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                          help="override the built-in experiment (repeatable)")
     args = parser.parse_args(argv)
     # imported after the arguments are parsed: --help answers at once, without torch or Ray
     from leuktune.errors import LeuktuneError
@@ -139,6 +149,12 @@ def _run(args: argparse.Namespace) -> int:
         from leuktune.bench.searchers import bench_searchers
 
         bench_searchers(args.strategies, args.trials, args.seeds, args.workdir, args.overrides)
+        return 0
+    if args.what == "external":
+        # each benchmark's modules only when it runs (some import Ray, some torch)
+        from leuktune.bench.external import bench_external
+
+        bench_external(args.trials, args.workdir, args.overrides, args.variants)
         return 0
     if args.what == "signal":
         # each benchmark's modules only when it runs (some import Ray, some torch)

@@ -12,3 +12,4 @@ SAMPLERS = {
 STRATEGIES = {f"{name}{'+asha' if asha else ''}": [*settings, *([] if asha else NO_EARLY_STOPPING)]
               for name, settings in SAMPLERS.items() for asha in (True, False)}
 VARIANTS = {"base": [], "ema": ["train.ema=0.99"], "warmup-2": ["train.warmup_epochs=2"]}
+EXTERNAL_VARIANTS = ("plain", "stain augmentation", "stain normalisation", "both")  # bench external
