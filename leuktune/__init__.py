@@ -12,8 +12,10 @@ The public API (each name is imported on first use, so ``import leuktune`` stays
 - ``load_config(path=None, overrides=())``: the validated ``ExperimentConfig``.
 - ``load_leaderboard(run_dir_or_paths)``: one or several runs' leaderboards, ranked.
 - ``load_model(checkpoint)``: a trained model (a checkpoint folder, a leaderboard row, or a
-  run folder's best trial): ``.predict(images)``, ``.evaluate(split)``.
-- ``evaluate(run, top=None, cv=None)``: the best trials scored once on the test split.
+  run folder's best trial; ``trial="ensemble"``: the weighted ensemble of its best trials):
+  ``.predict(images)``, ``.evaluate(split)``.
+- ``evaluate(run, top=None, cv=None, external=None)``: the best trials scored once on the test
+  split; ``external=ExternalSet(root, source, classes)`` (or a folder): on another dataset.
 """
 
 import importlib
@@ -33,6 +35,7 @@ _API = {
     "load_leaderboard": ("leuktune.leaderboard", "load"),
     "load_model": ("leuktune.trained", "load_model"),
     "evaluate": ("leuktune.evaluate", None),
+    "ExternalSet": ("leuktune.evaluate.external", "ExternalSet"),
 }
 __all__ = [*_API, "__version__"]
 
