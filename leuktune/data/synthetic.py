@@ -18,8 +18,11 @@ pixel) makes it harder the ways real sets are hard, so that searchers, schedules
 can be told apart on it: the classes' sizes and colours move towards each other (finer
 differences), each image gets its own stain (per-channel gamma and gain) and focus (up to three
 times the blur), and a share of the images (a tenth at difficulty 1) are drawn as another
-class than their folder says (label noise, as between two readers of one smear). Images are written as real PNG files in class folders, the
-same path a real dataset takes. Every image depends only on (seed, class, index).
+class than their folder says (label noise, as between two readers of one smear). ``site`` 1 is
+another lab: its own stain and a higher magnification (an external test set).
+
+Images are written as real PNG files in class folders, the same path a real dataset takes.
+Every image depends only on (seed, class, index) and the options above.
 """
 
 from __future__ import annotations

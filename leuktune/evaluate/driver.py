@@ -26,7 +26,7 @@ def evaluate(run: str | Path, *, top: int | None = None, cv: int | None = None, 
     run folder; the returned table then has a row per (set, model) beside the internal figure.
 
     >>> board = leuktune.evaluate("runs/allidb2", top=2, cv=5)  # doctest: +SKIP
-    >>> leuktune.evaluate("runs/cnmc-binary", external=leuktune.ExternalSet("/data/lab-b", classes={"blast": "all"}))  # doctest: +SKIP
+    >>> leuktune.evaluate("runs/cnmc-binary", external=leuktune.ExternalSet("/data/lab-b"))  # doctest: +SKIP
     """
     # python -m leuktune.evaluate imports this module before it parses --help: torch and Ray only when it runs
     from leuktune.runfolder import RunFolder
