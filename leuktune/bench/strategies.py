@@ -11,5 +11,7 @@ SAMPLERS = {
 }
 STRATEGIES = {f"{name}{'+asha' if asha else ''}": [*settings, *([] if asha else NO_EARLY_STOPPING)]
               for name, settings in SAMPLERS.items() for asha in (True, False)}
-VARIANTS = {"base": [], "ema": ["train.ema=0.99"], "warmup-2": ["train.warmup_epochs=2"]}
+# bench signal: the defaults against what they replaced and the other signals measured
+VARIANTS = {"default": [], "no bn refresh": ["train.bn_refresh=0"], "ema": ["train.ema=0.99", "train.bn_refresh=0"],
+            "warmup-2": ["train.warmup_epochs=2", "train.bn_refresh=0"]}
 EXTERNAL_VARIANTS = ("plain", "stain augmentation", "stain normalisation", "both")  # bench external
