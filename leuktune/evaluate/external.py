@@ -48,11 +48,10 @@ class ExternalSet:
 
     @property
     def label(self) -> str:
-        """The set's name in file names and the report: ``name``, else the root's last part."""
-        if self.name:
-            return self.name
+        """The set's name in file names and the report: ``name``, else the root's last part
+        (letters, digits, - and _; a CSV manifest's ``lab-b.csv`` is ``lab-b_csv``)."""
         parent, last = uris.split_last(str(self.root).rstrip("/"))
-        return "".join(c if c.isalnum() or c in "-_." else "_" for c in (last or parent))
+        return "".join(c if c.isalnum() or c in "-_" else "_" for c in (self.name or last or parent))
 
 
 def parse_classes(text: str | None) -> dict[str, str]:
