@@ -164,7 +164,8 @@ def ensemble_section(inp: Inputs, out: Path) -> Section | None:
                                       out / "ensemble_confusion.png"))
     ensemble_rows = inp.evaluation[inp.evaluation["trial_id"] == ensemble["trial_id"]] if len(inp.evaluation) else \
         inp.evaluation
-    section.add(*patient_level(inp, ensemble_rows))
+    if len(ensemble_rows) and (ensemble_rows["variant"] == VARIANT).any():  # why there are none: said above
+        section.add(*patient_level(inp, ensemble_rows))
     return section
 
 
