@@ -35,6 +35,16 @@ def _command(sub, name: str, summary: str, *examples: str) -> argparse.ArgumentP
     return sub.add_parser(name, help=summary, description=summary, epilog=epilog, formatter_class=_Help)
 
 
+def _searches(command: argparse.ArgumentParser, trials: int, workdir: str, seeds: bool = True) -> None:
+    """The options every benchmark made of whole searches shares."""
+    command.add_argument("--trials", type=int, default=trials, help="trials per search")
+    if seeds:
+        command.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds, one search each")
+    command.add_argument("--workdir", default=workdir, help="where the runs are written")
+    command.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                         help="override the built-in experiment (repeatable)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leuktune.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,32 +116,21 @@ def main(argv: list[str] | None = None) -> int:
                          "", "--strategies tpe-auto+asha random --trials 20 --seeds 0 1 2")
     searchers.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES),
                            help="searchers to compare (the first without +asha is the budget of reference)")
-    searchers.add_argument("--trials", type=int, default=30, help="trials per search")
-    searchers.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds, one search each")
-    searchers.add_argument("--workdir", default="runs/bench-searchers", help="where the runs are written")
-    searchers.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                           help="override the built-in experiment (repeatable)")
+    _searches(searchers, 30, "runs/bench-searchers")
     signal = _command(sub, "signal",
                       "trials run to the end (random draws, no early stopping) on the harder built-in set under "
                       "each training variant: Kendall tau of each ASHA score (last, best, smoothed) at each "
                       "rung against the final score", "",
-                      "--variant base --variant ema train.ema=0.99 --trials 16 --seeds 0 1")
+                      "--variant before train.bn_refresh=0 --variant after --trials 16 --seeds 0 1")
     signal.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"), dest="variants",
                         help=f"a name and its settings (repeatable); default: {VARIANTS}")
-    signal.add_argument("--trials", type=int, default=16, help="trials per search")
-    signal.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds, one search each")
-    signal.add_argument("--workdir", default="runs/bench-signal", help="where the runs are written")
-    signal.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                        help="override the built-in experiment (repeatable)")
+    _searches(signal, 16, "runs/bench-signal")
     external = _command(sub, "external",
                         "the built-in set searched with and without stain augmentation and normalisation; each "
                         "search's best trial and ensemble on its own test split and on the synthetic second site",
                         "", "--trials 4 --variants plain 'stain augmentation' --set data.synthetic.difficulty=0.5")
-    external.add_argument("--trials", type=int, default=4, help="trials per search")
     external.add_argument("--variants", nargs="+", default=list(EXTERNAL_VARIANTS), choices=list(EXTERNAL_VARIANTS))
-    external.add_argument("--workdir", default="runs/bench-external", help="where the sets and runs are written")
-    external.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                          help="override the built-in experiment (repeatable)")
+    _searches(external, 4, "runs/bench-external", seeds=False)
     args = parser.parse_args(argv)
     # imported after the arguments are parsed: --help answers at once, without torch or Ray
     from leuktune.errors import LeuktuneError
