@@ -10,6 +10,7 @@ from ray.tune.schedulers import TrialScheduler
 from leuktune import internals
 from leuktune.config import ConfigError, load
 from leuktune.search.scheduler import ScoredASHA
+from leuktune.search.dryrun import dry_run
 from leuktune.search.searcher import make_searcher
 
 SPACE = ["model.backbone={choice: [test_resnet, resnet18]}", "model.head={choice: [linear, mlp]}",
@@ -133,3 +134,11 @@ def test_a_restarted_trial_reporting_its_epochs_again_is_scored_as_one_run():
                        )["val_balanced_accuracy"] == pytest.approx((0.2 + 0.5) / 2)
     assert asha.scored(trial, {"validation": 3, "epoch": 3, "val_balanced_accuracy": 0.8}
                        )["val_balanced_accuracy"] == pytest.approx((0.2 + 0.5 + 0.8) / 3)
+
+
+def test_the_dry_run_lists_the_first_trials():
+    text = dry_run(None, [*SPACE, "search.num_samples=5",
+                          "search.start_from=[{train.lr: 0.002}, {model.backbone: resnet18, train.lr: 0.005}]"])
+    # the first start is the default recipe again: run once, named once
+    assert "  trial 1 (the default recipe): backbone=test_resnet, head=linear, lr=0.002, dropout=0.1" in text
+    assert "  trial 2 (search.start_from[1]): backbone=resnet18, head=linear, lr=0.005, dropout=0.1" in text

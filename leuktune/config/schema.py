@@ -112,26 +112,36 @@ class ExperimentConfig(Strict):
         """The trials the search runs first, as points of the space (leaf name -> value): the
         default recipe (``search.default_first``), then each of ``search.start_from``, once
         each. A ``ConfigError`` names an entry the search could not draw."""
+        return list(self.named_starts().values())
+
+    def named_starts(self) -> dict[str, dict[str, Any]]:
+        """``starts`` by what each is ("the default recipe", "search.start_from[i]"); a start
+        equal to an earlier one is left out."""
         search = self.search
         if search.searcher.optuna.sampler == "grid":
             if search.start_from:
                 raise ConfigError("search.start_from: a grid runs every combination in its own order; "
                                   "leave start_from out, or use sampler tpe or random")
-            return []
+            return {}
         if not self.searched():
-            return []
+            return {}
         space = self.space()
+        named: dict[str, dict[str, Any]] = {}
         try:
-            starts = [space.default_recipe()] if search.default_first else []
-            starts += [space.start(given, f"search.start_from[{i}]") for i, given in enumerate(search.start_from)]
+            if search.default_first:
+                named["the default recipe"] = space.default_recipe()
+            for i, given in enumerate(search.start_from):
+                where = f"search.start_from[{i}]"
+                point = space.start(given, where)
+                if point not in named.values():
+                    named[where] = point
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        unique = [dict(p) for p in dict.fromkeys(tuple(p.items()) for p in starts)]
-        if len(unique) > search.num_samples:
-            raise ConfigError(f"search.start_from: {len(unique)} starts (the default recipe "
+        if len(named) > search.num_samples:
+            raise ConfigError(f"search.start_from: {len(named)} starts (the default recipe "
                               f"{'included' if search.default_first else 'not included'}) but search.num_samples "
                               f"is {search.num_samples}; raise num_samples or name fewer starts")
-        return unique
+        return named
 
     def value(self, key: str) -> Any:
         """A searchable field's value (or distribution) by its leaf name."""

@@ -63,6 +63,14 @@ def _data(cfg) -> list[str]:
     return lines + [f"    {label}: {n}" for label, n in counts.items()]
 
 
+def _starts(cfg) -> list[str]:
+    """The trials the search runs first (the default recipe, search.start_from), as it will draw them."""
+    named = cfg.named_starts()
+    shown = [f"  trial {i + 1} ({name}): " + ", ".join(f"{k}={v}" for k, v in point.items())
+             for i, (name, point) in enumerate(named.items())]
+    return ["first trials (the searcher learns from them like from any other):", *shown] if shown else []
+
+
 def dry_run(config: str | Path | None = None, overrides: Sequence[str] = (), address: str | None = None) -> str:
     """The dry run's text; ConfigError for what would stop a search before it starts."""
     cfg = with_grid_size(load(config, overrides))
@@ -76,6 +84,7 @@ def dry_run(config: str | Path | None = None, overrides: Sequence[str] = (), add
              f"searched ({search.searcher.optuna.sampler}, {search.num_samples} trials, {search.metric} "
              f"{search.mode}{', objectives ' + ', '.join(search.objectives) if search.objectives else ''}):",
              *_space(cfg),
+             *_starts(cfg),
              "models (each backbone with each head, built at data.image_size):",
              *[f"  {s.name}: features {'x'.join(map(str, s.features))}, pooled {s.pooled}, {s.groups} stage groups"
                for s in shapes]]
