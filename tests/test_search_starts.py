@@ -140,5 +140,5 @@ def test_the_dry_run_lists_the_first_trials():
     text = dry_run(None, [*SPACE, "search.num_samples=5",
                           "search.start_from=[{train.lr: 0.002}, {model.backbone: resnet18, train.lr: 0.005}]"])
     # the first start is the default recipe again: run once, named once
-    assert "  trial 1 (the default recipe): backbone=test_resnet, head=linear, lr=0.002, dropout=0.1" in text
-    assert "  trial 2 (search.start_from[1]): backbone=resnet18, head=linear, lr=0.005, dropout=0.1" in text
+    assert "  trial 1 (the default recipe): backbone=test_resnet, head=linear, dropout=0.1, lr=0.002" in text
+    assert "  trial 2 (search.start_from[1]): backbone=resnet18, head=linear, dropout=0.1, lr=0.005" in text
