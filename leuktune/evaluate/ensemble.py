@@ -106,8 +106,9 @@ def ensemble_evaluation(cfg: ExperimentConfig, board: pd.DataFrame, evaluable: p
     labels, groups = data.labels[test_rows], split["group"].to_numpy()[test_rows]
     probs = ensemble.probabilities(data, "test")  # the test split's one read, after selection
     calibrated = rescale(probs, spec.temperature)
-    scores = split_scores(labels, calibrated, "test")
-    ci = intervals(labels, calibrated, groups, resamples=cfg.evaluate.bootstrap, seed=cfg.data.split.seed)
+    # the figures of the probabilities before the ensemble's temperature, as a trial's are before its own
+    scores = split_scores(labels, probs, "test")
+    ci = intervals(labels, probs, groups, resamples=cfg.evaluate.bootstrap, seed=cfg.data.split.seed)
     row = {"experiment": cfg.name, "trial_id": ENSEMBLE_ID, "status": TrialStatus.ENSEMBLE.value,
            **{f"val_{m}": spec.val_scores[m] for m in METRICS}, **scores,
            **{f"test_{m}_{end}": ci[m][i] for m in METRICS for i, end in enumerate(("low", "high"))},
