@@ -2,8 +2,10 @@
 
 leuktune reaches into two frameworks where their public API offers no way to do the job:
 Ray Tune's ``OptunaSearch`` keeps its Optuna study and trials in underscore attributes (the
-searcher tells Optuna what ASHA saw, leuktune.search.searcher), and Ray Train logs every report
-through a logger that only its private module names. A new release may rename any of these;
+searcher tells Optuna what ASHA saw, leuktune.search.searcher), ``ASHAScheduler`` its metric,
+mode, time attribute, last rung and count of stopped trials (leuktune.search.scheduler feeds it
+a score and spares the search's starts), and Ray Train logs every report through a logger that
+only its private module names. A new release may rename any of these;
 ``tests/test_structure.py`` checks that each still exists, and pyproject's upper bounds on Ray
 and Optuna are the newest releases the tests have passed with.
 
@@ -18,6 +20,8 @@ from typing import Any
 
 # OptunaSearch's state: the study, the Optuna trial of each Tune trial id, the ids it has told.
 OPTUNA_SEARCH_ATTRIBUTES = ("_ot_study", "_ot_trials", "_completed_trials")
+# ASHAScheduler's settings (set by Tune's set_search_properties) and its count of stopped trials.
+ASHA_ATTRIBUTES = ("_metric", "_mode", "_time_attr", "_max_t", "_num_stopped")
 # Tune's storage logs every stored checkpoint at INFO under this name.
 TUNE_STORAGE_LOGGER = "ray.train._internal.storage"
 
@@ -35,6 +39,16 @@ def optuna_trials(searcher: Any) -> dict[str, Any]:
 def told_trials(searcher: Any) -> set[str]:
     """The Tune trial ids whose end OptunaSearch has already told its study."""
     return searcher._completed_trials
+
+
+def asha_settings(scheduler: Any) -> tuple[str, str, str, int]:
+    """An ASHAScheduler's (metric, mode, time attribute, max_t)."""
+    return scheduler._metric, scheduler._mode, scheduler._time_attr, scheduler._max_t
+
+
+def asha_unstop(scheduler: Any) -> None:
+    """Take back one stop from an ASHAScheduler's count (a stop that leuktune overrode)."""
+    scheduler._num_stopped -= 1
 
 
 def ray_train_worker_logger() -> logging.Logger:

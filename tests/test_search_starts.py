@@ -142,3 +142,20 @@ def test_the_dry_run_lists_the_first_trials():
     # the first start is the default recipe again: run once, named once
     assert "  trial 1 (the default recipe): backbone=test_resnet, head=linear, dropout=0.1, lr=0.002" in text
     assert "  trial 2 (search.start_from[1]): backbone=resnet18, head=linear, dropout=0.1, lr=0.005" in text
+
+
+def test_asha_lets_the_searchs_starts_run_to_the_end():
+    # the default recipe, poor at the first rung, is not stopped: it is the baseline the search must beat
+    recipe = {"backbone": "test_resnet", "lr": 0.002}
+    asha = ScoredASHA(score="best", spared=[recipe], time_attr="validation", max_t=8, grace_period=2,
+                      reduction_factor=2)
+    asha.set_search_properties("val_balanced_accuracy", "max")
+    good = SimpleNamespace(trial_id="good", config={"backbone": "resnet18", "lr": 0.005})
+    default = SimpleNamespace(trial_id="default", config=dict(recipe))
+    poor = SimpleNamespace(trial_id="poor", config={"backbone": "resnet18", "lr": 0.001})
+    for trial in (good, default, poor):
+        asha.on_trial_add(None, trial)
+    assert _feed(asha, good, [0.6, 0.7]) == TrialScheduler.CONTINUE
+    assert _feed(asha, default, [0.3, 0.4]) == TrialScheduler.CONTINUE
+    assert _feed(asha, poor, [0.3, 0.4]) == TrialScheduler.STOP
+    assert "num_stopped=1" in asha.debug_string()

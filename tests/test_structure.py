@@ -17,6 +17,7 @@ import optuna
 import pytest
 import torch
 from PIL import Image
+from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 import leuktune
@@ -191,6 +192,10 @@ def test_the_private_framework_names_leuktune_relies_on_still_exist():
     for attribute in internals.OPTUNA_SEARCH_ATTRIBUTES:
         assert hasattr(searcher, attribute), f"OptunaSearch has no {attribute} any more (see leuktune/internals.py)"
     assert internals.optuna_study(searcher) is not None and internals.optuna_trials(searcher) == {}
+    asha = ASHAScheduler(metric="val_balanced_accuracy", mode="max", time_attr="validation", max_t=4)
+    for attribute in internals.ASHA_ATTRIBUTES:
+        assert hasattr(asha, attribute), f"ASHAScheduler has no {attribute} any more (see leuktune/internals.py)"
+    assert internals.asha_settings(asha) == ("val_balanced_accuracy", "max", "validation", 4)
     assert isinstance(internals.ray_train_worker_logger(), logging.Logger)
     importlib.import_module(internals.TUNE_STORAGE_LOGGER)  # the logger is named by this module
 

@@ -78,7 +78,7 @@ class SearchConfig(Strict):
     # beat), then each of start_from: configurations to try first, each a mapping of searched
     # keys as --set names them, e.g. {model.backbone: resnet50, train.lr: 0.001}; the keys a
     # start leaves out take the default recipe's values. The searcher learns from them as from
-    # any trial. (leuktune.config.recipe)
+    # any trial; ASHA lets them run to the end, the baseline the search must beat. (leuktune.config.recipe)
     default_first: bool = True
     start_from: list[dict[str, Any]] = Field(default_factory=list)
     # Trials at a time; auto: as many as the cluster's CPUs and GPUs hold at the per-trial request.

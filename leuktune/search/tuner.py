@@ -26,7 +26,7 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, e
     asha = search.scheduler.asha
     # ASHA counts validated epochs (train.validate_every): each report is one.
     validations = cfg.train.validations
-    scheduler = (ScoredASHA(score=asha.score, time_attr="validation", max_t=validations,
+    scheduler = (ScoredASHA(score=asha.score, spared=cfg.starts(), time_attr="validation", max_t=validations,
                             grace_period=asha.grace_epochs(validations), reduction_factor=asha.reduction_factor)
                  if asha else FIFOScheduler())
     trainable = trainer.tune_trainable(trainer.run_trial, cfg, experiment=cfg, data=data.shared(), folder=folder)
