@@ -80,11 +80,13 @@ def test_the_searcher_runs_the_starts_first_then_draws():
 
 @pytest.mark.parametrize("sampler", ["tpe", "gp"])
 def test_samplers_model_the_space_after_their_startup_trials(sampler):
-    # auto: a third of num_samples, 2 to 10; Optuna's own default is 10
-    cfg = load(None, [*SPACE, "search.num_samples=9", f"search.searcher.optuna.sampler={sampler}"])
+    # auto: a third of num_samples, 2 to 10; the default is Optuna's own 10
+    auto = "search.searcher.optuna.startup_trials=auto"
+    cfg = load(None, [*SPACE, "search.num_samples=9", f"search.searcher.optuna.sampler={sampler}", auto])
     assert cfg.search.searcher.optuna.startup(cfg.search.num_samples) == 3
-    assert load(None, ["search.num_samples=60"]).search.searcher.optuna.startup(60) == 10
-    assert load(None, ["search.num_samples=4"]).search.searcher.optuna.startup(4) == 2
+    assert load(None, ["search.num_samples=60", auto]).search.searcher.optuna.startup(60) == 10
+    assert load(None, ["search.num_samples=4", auto]).search.searcher.optuna.startup(4) == 2
+    assert load(None, ["search.num_samples=4"]).search.searcher.optuna.startup(4) == 10
     searcher = make_searcher(cfg)
     study = internals.optuna_study(searcher)
     expected = optuna.samplers.TPESampler if sampler == "tpe" else optuna.samplers.GPSampler
