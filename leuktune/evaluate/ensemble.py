@@ -27,10 +27,10 @@ import pandas as pd
 from leuktune import metrics, runfolder
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
-from leuktune.evaluate.bootstrap import intervals
-from leuktune.evaluate.patients import patient_figures
-from leuktune.metrics import METRICS, classification_metrics, split_scores
-from leuktune.metrics.calibration import expected_calibration_error, fit_temperature, rescale
+from leuktune.evaluate.final import test_figures
+from leuktune.evaluate.patients import VARIANT
+from leuktune.metrics import METRICS, classification_metrics
+from leuktune.metrics.calibration import fit_temperature, rescale
 from leuktune.results import TrialStatus
 from leuktune.trained import ENSEMBLE_ID, EnsembleModel, EnsembleSpec, combine, load_model
 
@@ -105,32 +105,20 @@ def ensemble_evaluation(cfg: ExperimentConfig, board: pd.DataFrame, evaluable: p
     test_rows = data.indices("test")
     labels, groups = data.labels[test_rows], split["group"].to_numpy()[test_rows]
     probs = ensemble.probabilities(data, "test")  # the test split's one read, after selection
-    calibrated = rescale(probs, spec.temperature)
-    # the figures of the probabilities before the ensemble's temperature, as a trial's are before its own
-    scores = split_scores(labels, probs, "test")
-    ci = intervals(labels, probs, groups, resamples=cfg.evaluate.bootstrap, seed=cfg.data.split.seed)
+    columns, figures, patient_line = test_figures(ENSEMBLE_ID, labels, probs, groups, spec.temperature, cfg)
     row = {"experiment": cfg.name, "trial_id": ENSEMBLE_ID, "status": TrialStatus.ENSEMBLE.value,
-           **{f"val_{m}": spec.val_scores[m] for m in METRICS}, **scores,
-           **{f"test_{m}_{end}": ci[m][i] for m in METRICS for i, end in enumerate(("low", "high"))},
-           "temperature": spec.temperature, "test_ece": expected_calibration_error(probs, labels),
-           "test_ece_calibrated": expected_calibration_error(calibrated, labels),
+           **{f"val_{m}": spec.val_scores[m] for m in METRICS}, **columns,
            "members": spec.members, "weights": spec.weights,
            "checkpoint_uri": folder.uri(folder.file(runfolder.ENSEMBLE)),  # load_model(row) loads the ensemble
            "params": int(sum(candidates.set_index("trial_id").loc[spec.members, "params"])),
            "data_fingerprint": data.fingerprint}
-    figures = [{"trial_id": ENSEMBLE_ID, "variant": "plain", "metric": m, "value": scores[f"test_{m}"],
-                "low": ci[m][0], "high": ci[m][1]} for m in METRICS]
-    figures += [{"trial_id": ENSEMBLE_ID, "variant": "plain", "metric": "ece", "value": row["test_ece"]},
-                {"trial_id": ENSEMBLE_ID, "variant": "calibrated", "metric": "ece", "value": row["test_ece_calibrated"]}]
-    patient_rows, patient_line = patient_figures(ENSEMBLE_ID, labels, calibrated, groups,
-                                                 resamples=cfg.evaluate.bootstrap, seed=cfg.data.split.seed)
-    figures += patient_rows
     predictions = pd.DataFrame({"trial_id": ENSEMBLE_ID, "row": test_rows, "label": labels,
                                 "probs": list(probs.astype(np.float64)),
                                 "path": split["path"].to_numpy()[test_rows]})
     members = ", ".join(f"{t} x {w:.2f}" for t, w in zip(spec.members, spec.weights))
     echo(f"[leuktune] ensemble of {len(spec.members)} ({members}): validation "
          f"{spec.metric} {spec.val_scores[spec.metric.removeprefix('val_')]:.4f}; test balanced accuracy "
-         f"{scores['test_balanced_accuracy']:.4f} (95% CI {row['test_balanced_accuracy_low']:.4f}-"
-         f"{row['test_balanced_accuracy_high']:.4f})" + (f"; {patient_line}" if patient_rows else ""))
+         f"{row['test_balanced_accuracy']:.4f} (95% CI {row['test_balanced_accuracy_low']:.4f}-"
+         f"{row['test_balanced_accuracy_high']:.4f})"
+         + (f"; {patient_line}" if any(f["variant"] == VARIANT for f in figures) else ""))
     return row, figures, predictions

@@ -20,7 +20,7 @@ import pandas as pd
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
 from leuktune.evaluate.bootstrap import intervals
-from leuktune.evaluate.patients import patient_figures
+from leuktune.evaluate.patients import VARIANT, patient_figures
 from leuktune.metrics.calibration import expected_calibration_error, fit_temperature, rescale
 from leuktune.metrics import METRICS, classification_metrics, split_scores
 from leuktune.results import FAILED, TrialStatus
@@ -34,9 +34,33 @@ def evaluable(board: pd.DataFrame) -> pd.DataFrame:
     return board[~board["status"].isin([*FAILED, TrialStatus.ENSEMBLE.value]) & board["checkpoint_uri"].notna()]
 
 
+def test_figures(trial_id: str, labels: np.ndarray, probs: np.ndarray, groups: np.ndarray, temperature: float,
+                 cfg: ExperimentConfig) -> tuple[dict, list[dict], str]:
+    """One model's test-split figures from its probabilities (before its ``temperature``): the
+    leaderboard's ``test_*`` columns (metrics, 95% intervals, calibration error before and after
+    the temperature), its evaluation.parquet rows (plain, calibration, patient level), and the
+    line that says its patient-level figures or why there are none. A trial and the ensemble
+    are scored alike."""
+    settings, seed = cfg.evaluate, cfg.data.split.seed
+    metrics = split_scores(labels, probs, "test")
+    ci = intervals(labels, probs, groups, resamples=settings.bootstrap, seed=seed)
+    calibrated = rescale(probs, temperature)
+    columns = {**metrics, **{f"test_{m}_{end}": ci[m][i] for m in METRICS for i, end in enumerate(("low", "high"))},
+               "temperature": temperature, "test_ece": expected_calibration_error(probs, labels),
+               "test_ece_calibrated": expected_calibration_error(calibrated, labels)}
+    figures = [{"trial_id": trial_id, "variant": "plain", "metric": m, "value": metrics[f"test_{m}"],
+                "low": ci[m][0], "high": ci[m][1]} for m in METRICS]
+    figures += [{"trial_id": trial_id, "variant": "plain", "metric": "ece", "value": columns["test_ece"]},
+                {"trial_id": trial_id, "variant": "calibrated", "metric": "ece", "value": columns["test_ece_calibrated"]}]
+    patient_rows, patient_line = patient_figures(trial_id, labels, calibrated, groups, resamples=settings.bootstrap,
+                                                 seed=seed)
+    return columns, figures + patient_rows, patient_line
+
+
 def evaluate_trial(row: pd.Series, data: CachedDataset, groups: np.ndarray, cfg: ExperimentConfig,
-                   device=None) -> tuple[dict, list[dict], pd.DataFrame]:
-    """(leaderboard columns, evaluation rows, test predictions) of one trial's best checkpoint."""
+                   device=None) -> tuple[dict, list[dict], pd.DataFrame, str]:
+    """(leaderboard columns, evaluation rows, test predictions, patient-level line) of one
+    trial's best checkpoint."""
     model = load_model(row, device=device)
     settings = cfg.evaluate
     test_rows, val_rows = data.indices("test"), data.indices("val")
@@ -44,16 +68,7 @@ def evaluate_trial(row: pd.Series, data: CachedDataset, groups: np.ndarray, cfg:
     probs = model.probabilities(data, "test")
     temperature = fit_temperature(model.probabilities(data, "val"), val_labels)
     checkpoint.write_calibration(model.location, {"temperature": temperature, "fitted_on": "val"})
-    metrics = split_scores(labels, probs, "test")
-    ci = intervals(labels, probs, groups, resamples=settings.bootstrap, seed=cfg.data.split.seed)
-    columns = {**metrics, **{f"test_{m}_{end}": ci[m][i] for m in METRICS for i, end in enumerate(("low", "high"))},
-               "temperature": temperature, "test_ece": expected_calibration_error(probs, labels),
-               "test_ece_calibrated": expected_calibration_error(rescale(probs, temperature), labels)}
-    figures = [{"trial_id": row["trial_id"], "variant": "plain", "metric": m, "value": metrics[f"test_{m}"],
-                "low": ci[m][0], "high": ci[m][1]} for m in METRICS]
-    figures += [{"trial_id": row["trial_id"], "variant": "plain", "metric": "ece", "value": columns["test_ece"]},
-                {"trial_id": row["trial_id"], "variant": "calibrated", "metric": "ece",
-                 "value": columns["test_ece_calibrated"]}]
+    columns, figures, patient_line = test_figures(row["trial_id"], labels, probs, groups, temperature, cfg)
     predictions = pd.DataFrame({"trial_id": row["trial_id"], "row": test_rows, "label": labels,
                                 "probs": list(probs.astype(np.float64))})
     if settings.tta:
@@ -63,7 +78,7 @@ def evaluate_trial(row: pd.Series, data: CachedDataset, groups: np.ndarray, cfg:
                      "low": ci_tta[m][0], "high": ci_tta[m][1]}
                     for m, value in classification_metrics(labels, flipped).items()]
         predictions["probs_tta"] = list(flipped.astype(np.float64))
-    return columns, figures, predictions
+    return columns, figures, predictions, patient_line
 
 
 def final_evaluation(cfg: ExperimentConfig, board: pd.DataFrame, chosen: pd.DataFrame, data: CachedDataset,
@@ -76,20 +91,18 @@ def final_evaluation(cfg: ExperimentConfig, board: pd.DataFrame, chosen: pd.Data
     board = board.copy()
     figures, predictions = [], []
     for index, row in chosen.iterrows():
-        columns, rows, predicted = evaluate_trial(row, data, groups, cfg, device)
+        columns, rows, predicted, patient_line = evaluate_trial(row, data, groups, cfg, device)
         for key, value in columns.items():
             if key not in board:
                 board[key] = None
             board.at[index, key] = value
-        patient_rows, patient_line = patient_figures(
-            row["trial_id"], predicted["label"].to_numpy(),
-            rescale(np.stack(predicted["probs"].to_numpy()), columns["temperature"]), groups,
-            resamples=cfg.evaluate.bootstrap, seed=cfg.data.split.seed)
-        figures += rows + patient_rows
+        # the patient-level line for every trial that has the figures; why there are none, once
+        say_patients = any(r["variant"] == VARIANT for r in rows) or not predictions
+        figures += rows
         predictions.append(predicted.assign(path=split["path"].to_numpy()[predicted["row"]]))
         echo(f"[leuktune] test split, trial {row['trial_id']}: balanced accuracy "
              f"{columns['test_balanced_accuracy']:.4f} (95% CI {columns['test_balanced_accuracy_low']:.4f}-"
              f"{columns['test_balanced_accuracy_high']:.4f}), ECE {columns['test_ece']:.3f} -> "
              f"{columns['test_ece_calibrated']:.3f} at temperature {columns['temperature']:.2f}"
-             + (f"; {patient_line}" if patient_rows or not predictions[:-1] else ""))
+             + (f"; {patient_line}" if say_patients else ""))
     return board, figures, predictions
