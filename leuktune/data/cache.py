@@ -53,6 +53,16 @@ class Scan:
     pixels: np.ndarray
     info: pd.DataFrame  # path, content_hash, phash, error
 
+    @property
+    def usable(self) -> np.ndarray:
+        """The rows whose file could be used."""
+        return self.info["error"].isna().to_numpy()
+
+    def rejected(self, manifest: pd.DataFrame) -> pd.DataFrame:
+        """The scanned ``manifest``'s rows that could not be used: path, label, error."""
+        bad = ~self.usable
+        return manifest.loc[bad, ["path", "label"]].assign(error=self.info.loc[bad, "error"].to_numpy())
+
 
 def scan(manifest: pd.DataFrame, size: int, mode: str, cache_dir: str | Path, progress=print,
          stain=None) -> Scan:

@@ -97,13 +97,12 @@ def prepare(cfg: ExperimentConfig, progress=print) -> tuple[CachedDataset, DataR
     manifest = sources.manifest(data, folder.datasets)
     scanned = cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, stain.from_config(data))
 
-    bad_mask = scanned.info["error"].notna().to_numpy()
-    rejected = manifest.loc[bad_mask, ["path", "label"]].assign(error=scanned.info.loc[bad_mask, "error"].to_numpy())
+    rejected = scanned.rejected(manifest)
     if len(rejected) and data.on_bad_image == "error":
         raise DataError(_bad_files_message(rejected))
     if len(rejected):
         folder.write_table(runfolder.REJECTED, rejected)
-    keep = np.flatnonzero(~bad_mask)
+    keep = np.flatnonzero(scanned.usable)
     manifest = manifest.iloc[keep].reset_index(drop=True)
     info = scanned.info.iloc[keep].reset_index(drop=True)
     if manifest.empty:

@@ -32,7 +32,6 @@ from leuktune.metrics.calibration import rescale
 from leuktune import runfolder, uris
 from leuktune.trained import load_model
 
-FOLDER = runfolder.EXTERNAL
 SOURCES = ("imagefolder", "cnmc", "allidb", "csv")
 
 
@@ -67,7 +66,6 @@ def parse_classes(text: str | None) -> dict[str, str]:
 
 @dataclass
 class ExternalData:
-    set: ExternalSet
     pixels: np.ndarray
     table: pd.DataFrame  # path, label (the model's class name), group, y (class id)
     rejected: pd.DataFrame  # path, label, error
@@ -92,17 +90,16 @@ def read_external(ext: ExternalSet, cfg: ExperimentConfig, classes: tuple[str, .
     manifest = manifest.assign(label=mapped)
     normalizer = stain.from_config(data)
     scanned = cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, normalizer)
-    bad = scanned.info["error"].notna().to_numpy()
-    rejected = manifest.loc[bad, ["path", "label"]].assign(error=scanned.info.loc[bad, "error"].to_numpy())
+    rejected = scanned.rejected(manifest)
     if len(rejected) and cfg.data.on_bad_image == "error":
         listed = "; ".join(f"{r.path}: {r.error}" for r in rejected.itertuples())
         raise DataError(f"external set {ext.root}: {len(rejected)} file(s) cannot be used: {listed}. Fix or remove "
                         "them, or search with data.on_bad_image: skip to leave them out")
-    keep = np.flatnonzero(~bad)
+    keep = np.flatnonzero(scanned.usable)
     table = manifest.iloc[keep].reset_index(drop=True)
     table["y"] = table["label"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
     info = scanned.info.iloc[keep].reset_index(drop=True)
-    return ExternalData(ext, np.asarray(scanned.pixels)[keep], table[["path", "label", "group", "y"]], rejected,
+    return ExternalData(np.asarray(scanned.pixels)[keep], table[["path", "label", "group", "y"]], rejected,
                         _near_training(info, cfg, folder, normalizer, progress))
 
 
