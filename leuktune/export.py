@@ -161,19 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # imported after the arguments are parsed: --help answers at once, without torch or Ray
     from leuktune.leaderboard import run_folder
-    from leuktune.trained import ENSEMBLE_ID, load_model, trial_row
+    from leuktune.trained import load_model, trial_row
 
     try:
-        row = {"trial_id": ENSEMBLE_ID} if args.trial == ENSEMBLE_ID else trial_row(args.run, args.trial)
-        model = load_model(args.run, device="cpu", trial=ENSEMBLE_ID) if args.trial == ENSEMBLE_ID else \
-            load_model(row, device="cpu")
+        trial_id = args.trial or trial_row(args.run, None)["trial_id"]  # a trial id, or the ensemble
+        model = load_model(args.run, device="cpu", trial=trial_id)
         folder = run_folder(args.run)
-        out = args.out or (f"{folder.path}/{runfolder.EXPORT}/{row['trial_id']}" if folder.local else f"export-{row['trial_id']}")
+        out = args.out or (f"{folder.path}/{runfolder.EXPORT}/{trial_id}" if folder.local else f"export-{trial_id}")
         path = export(model, out, args.format)
     except LeuktuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"[leuktune] trial {row['trial_id']} exported to {path} with {path.parent / 'preprocessing.json'}")
+    print(f"[leuktune] trial {trial_id} exported to {path} with {path.parent / 'preprocessing.json'}")
     return 0
 
 

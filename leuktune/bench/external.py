@@ -18,15 +18,6 @@ from leuktune.evaluate.external import ExternalSet
 from leuktune.runtime import ray_session
 from leuktune.search.driver import search
 
-# The reference image of stain normalisation: one cell of the home site's set.
-REFERENCE = "MM/MM_0000.png"
-VARIANTS = dict(zip(EXTERNAL_VARIANTS, [
-    [],
-    ["train.augment.stain=0.3"],
-    ["data.stain_normalize=reinhard", "data.stain_reference={home}/" + REFERENCE],
-    ["train.augment.stain=0.3", "data.stain_normalize=reinhard", "data.stain_reference={home}/" + REFERENCE],
-]))
-
 
 def bench_external(trials: int, workdir: str, overrides: list[str], variants: list[str]) -> pd.DataFrame:
     work = Path(workdir).resolve()
@@ -39,7 +30,7 @@ def bench_external(trials: int, workdir: str, overrides: list[str], variants: li
         for variant in variants:
             started = time.time()
             name = f"external-{variant.replace(' ', '-')}-{time.strftime('%H%M%S')}"
-            settings = [s.format(home=home) for s in VARIANTS[variant]]
+            settings = [s.format(home=home) for s in EXTERNAL_VARIANTS[variant]]
             search(overrides=[f"storage.path={work}", f"name={name}", f"data.root={home}",
                               f"search.num_samples={trials}", *overrides, *settings], echo=lambda message: None)
             table = evaluate(work / name, external=ExternalSet(str(other), name="site1"), echo=lambda message: None)

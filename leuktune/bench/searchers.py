@@ -34,9 +34,8 @@ def _run(workdir: str, name: str, settings: list[str]) -> Path:
     return Path(workdir) / name
 
 
-def _taus(folder: Path) -> dict[str, float]:
+def _taus(folder: Path, cfg) -> dict[str, float]:
     """Kendall tau of every score at every rung up to half the validations, for one run."""
-    cfg = load(folder / runfolder.CONFIG)
     history = pd.read_parquet(folder / runfolder.HISTORY)
     metric, mode = cfg.search.metric, cfg.search.mode
     return {f"tau_{score}@{rung}": round(rung_tau(history, metric, mode, rung, score), 3)
@@ -54,9 +53,9 @@ def bench_signal(variants: dict[str, list[str]], trials: int, seeds: list[int], 
                 run = [*HARDER, *SAMPLERS["random"], *NO_EARLY_STOPPING, f"search.num_samples={trials}",
                        f"search.searcher.optuna.seed={seed}", *overrides, *settings]
                 folder = _run(workdir, name, run)
-                board = pd.read_parquet(folder / runfolder.LEADERBOARD)
-                rows.append({"variant": variant, "seed": seed, **_taus(folder),
-                             "best_val": round(float(board[load(folder / runfolder.CONFIG).search.metric].max()), 4),
+                board, cfg = pd.read_parquet(folder / runfolder.LEADERBOARD), load(folder / runfolder.CONFIG)
+                rows.append({"variant": variant, "seed": seed, **_taus(folder, cfg),
+                             "best_val": round(float(board[cfg.search.metric].max()), 4),
                              "trial_seconds": round(float(board["train_seconds"].sum()), 1),
                              "wall_s": round(time.time() - started)})
                 print(rows[-1], flush=True)
@@ -84,7 +83,7 @@ def bench_searchers(strategies: list[str], trials: int, seeds: list[int], workdi
                              "trial_seconds": round(float(board["train_seconds"].sum()), 1),
                              "epochs_run": int(board["epochs_run"].sum()),
                              "stopped_early": int((board["status"] == TrialStatus.STOPPED_EARLY).sum()),
-                             **(_taus(folder) if "+asha" not in strategy else {})})
+                             **(_taus(folder, cfg) if "+asha" not in strategy else {})})
                 print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     print("\n" + table.to_string(index=False))

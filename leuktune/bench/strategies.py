@@ -14,4 +14,7 @@ STRATEGIES = {f"{name}{'+asha' if asha else ''}": [*settings, *([] if asha else 
 # bench signal: the defaults against what they replaced and the other signals measured
 VARIANTS = {"default": [], "no bn refresh": ["train.bn_refresh=0"], "ema": ["train.ema=0.99", "train.bn_refresh=0"],
             "warmup-2": ["train.warmup_epochs=2", "train.bn_refresh=0"]}
-EXTERNAL_VARIANTS = ("plain", "stain augmentation", "stain normalisation", "both")  # bench external
+# bench external: stain augmentation and normalisation (to one cell of the home site, {home}) or neither
+_REFERENCE = ["data.stain_normalize=reinhard", "data.stain_reference={home}/MM/MM_0000.png"]
+EXTERNAL_VARIANTS = {"plain": [], "stain augmentation": ["train.augment.stain=0.3"], "stain normalisation": _REFERENCE,
+                     "both": ["train.augment.stain=0.3", *_REFERENCE]}

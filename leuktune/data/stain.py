@@ -11,6 +11,7 @@ again. A fitted normaliser is a few numbers, sent to the decode tasks with the p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import warnings
 from dataclasses import dataclass, field
@@ -19,6 +20,18 @@ import numpy as np
 
 from leuktune.data.decode import BadImage, load_rgb, resize
 from leuktune.data.sources import DataError
+
+
+# What torchstain raises, or warns of, on an image with no stain to separate (a blank field): a
+# division by zero or an empty slice warns, and the result is not a number.
+_NO_STAIN = (np.linalg.LinAlgError, ValueError, IndexError, RuntimeWarning)
+
+
+@contextlib.contextmanager
+def _no_stain_is_an_error():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        yield
 
 
 @dataclass
@@ -41,10 +54,9 @@ class StainNormalizer:
         self.digest = hashlib.sha1(pixels.tobytes()).hexdigest()[:12]
         self._fitted = self._new()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", RuntimeWarning)
+            with _no_stain_is_an_error():
                 self._fitted.fit(pixels)
-        except (np.linalg.LinAlgError, ValueError, IndexError, RuntimeWarning) as err:
+        except _NO_STAIN as err:
             raise DataError(f"data.stain_reference {self.reference}: {self.method} cannot fit its stain "
                             f"({type(err).__name__}: {err}); choose an image with stained cells in it") from None
 
@@ -65,14 +77,12 @@ class StainNormalizer:
         """One image (H, W, 3) uint8 in the reference's stain. An image the method cannot
         separate (no stained pixels: a blank field) is kept as it is."""
         try:
-            with warnings.catch_warnings():
-                # a division by zero or an empty slice means the method found no stain to work on
-                warnings.simplefilter("error", RuntimeWarning)
+            with _no_stain_is_an_error():
                 if self.method == "macenko":
                     out = self._fitted.normalize(I=pixels, stains=False)[0]
                 else:
                     out = self._fitted.normalize(pixels)
-        except (np.linalg.LinAlgError, ValueError, IndexError, RuntimeWarning):
+        except _NO_STAIN:
             return pixels
         return np.ascontiguousarray(out, dtype=np.uint8)
 

@@ -76,10 +76,12 @@ def refresh_batchnorm(trial: Trial, epoch: int) -> None:
     ``update_bn`` (SWA) does, but only for the layers whose statistics train: a frozen stage
     keeps the statistics it came with (``Classifier.train``)."""
     count, model, setup = trial.cfg.train.bn_refresh, trial.state.scored, trial.setup
+    if not count:
+        return
     was_training = model.training
     model.train()
     live = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
-    if count and live:
+    if live:
         momenta = {m: m.momentum for m in live}
         for m in live:
             m.reset_running_stats()
