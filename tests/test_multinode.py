@@ -203,10 +203,11 @@ def test_a_worker_node_lost_mid_trial(cloud, tmp_path_factory):
         while seen is None:
             assert submit.poll() is None and time.monotonic() < deadline, "the search ended before a trial was midway"
             for info in fs.get_file_info(pafs.FileSelector(f"{root}/lost/history", allow_not_found=True)):
-                try:
-                    with fs.open_input_file(info.path) as f:
-                        part = pd.read_parquet(f)
-                except OSError:  # rewritten (each epoch rewrites the part) between two ranged reads: next poll
+                try:  # one GET, one version of the part: each epoch rewrites it, and ranged reads of a random-
+                    # access file could take its footer from one version and its columns from the next
+                    with fs.open_input_stream(info.path) as f:
+                        part = pd.read_parquet(io.BytesIO(f.read()))
+                except FileNotFoundError:  # replaced between the listing and the read: next poll
                     continue
                 if len(part) >= 2:
                     seen = part
