@@ -36,8 +36,7 @@ RESULT_COLUMNS = [
     # calibration before and after the temperature fitted on the validation split
     *((f"test_{m}", pa.float64()) for m in METRICS), ("test_confusion_matrix", CONFUSION),
     *((f"test_{m}_{end}", pa.float64()) for m in METRICS for end in ("low", "high")),
-    ("test_images", pa.int64()), ("temperature", pa.float64()), ("test_ece", pa.float64()),
-    ("test_ece_calibrated", pa.float64()),
+    ("test_images", pa.int64()), ("temperature", pa.float64()), ("test_ece_calibrated", pa.float64()),
     # the ensemble's row only: the trials it averages and their weights (leuktune.evaluate.ensemble)
     ("members", pa.list_(pa.string())), ("weights", pa.list_(pa.float64())),
     # cross-validation (python -m leuktune.evaluate RUN --cv K): mean and standard deviation over folds
@@ -109,6 +108,13 @@ def table(rows: Iterable[dict[str, Any]], columns: pa.Schema) -> pa.Table:
                      for f in columns}, schema=columns)
 
 
+def conformed(old: pa.Table, columns: pa.Schema) -> pa.Table:
+    """A table written by an earlier leuktune in today's columns: one this version added (e.g.
+    ``val_ece``) is null in its rows, so a run started before an upgrade resumes after it."""
+    return pa.table({f.name: old[f.name].cast(f.type) if f.name in old.column_names
+                     else pa.nulls(old.num_rows, f.type) for f in columns}, schema=columns)
+
+
 def append(folder: RunFolder, name: str, rows: Iterable[dict[str, Any]], columns: pa.Schema,
            replacing: Iterable[str] = ()) -> None:
     """Add rows to one of the run's tables, atomically; the table's rows of the trials in
@@ -118,7 +124,7 @@ def append(folder: RunFolder, name: str, rows: Iterable[dict[str, Any]], columns
     if new.num_rows == 0 and len(replacing) == 0:
         return
     if folder.exists(name):
-        old = folder.read_table(name).cast(columns)
+        old = conformed(folder.read_table(name), columns)
         if len(replacing):
             old = old.filter(pc.invert(pc.is_in(old["trial_id"], value_set=replacing)))
         new = pa.concat_tables([old, new])
@@ -131,21 +137,24 @@ def save(folder: RunFolder, board: pd.DataFrame, hyperparameters: Iterable[str])
 
 
 # On a small validation split many trials tie on the search metric (one image of 52 apart); the
-# validation loss, which every epoch also reports, says which of them is more sure of being right.
-TIE_BREAK = "val_loss"
+# validation loss, which every epoch also reports, says which of them is more sure of being right,
+# and where that ties too, the calibration error says whose confidence is the more honest.
+TIE_BREAKS = ("val_loss", "val_ece")
 
 
 def ranked(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     """Best first by ``metric``; ties broken by the validation loss (lower first), then by the
-    order of the rows (the order trials finished); failed trials last.
+    validation calibration error (lower first), then by the order of the rows (the order trials
+    finished); failed trials last.
 
-    >>> board = pd.DataFrame({"trial_id": ["a", "b", "c"], "status": ["completed"] * 3,
-    ...                       "val_balanced_accuracy": [0.98, 0.98, 0.90], "val_loss": [0.30, 0.12, 0.05]})
+    >>> board = pd.DataFrame({"trial_id": ["a", "b", "c", "d"], "status": ["completed"] * 4,
+    ...                       "val_balanced_accuracy": [0.98, 0.98, 0.90, 0.98],
+    ...                       "val_loss": [0.30, 0.12, 0.05, 0.12], "val_ece": [0.01, 0.08, 0.02, 0.04]})
     >>> ranked(board, "val_balanced_accuracy", "max")["trial_id"].tolist()
-    ['b', 'a', 'c']
+    ['d', 'b', 'a', 'c']
     """
     failed = board["status"].isin(FAILED)
-    keys = [metric] + ([TIE_BREAK] if metric != TIE_BREAK and TIE_BREAK in board else [])
+    keys = [metric] + [k for k in TIE_BREAKS if k != metric and k in board]
     ok = board[~failed].sort_values(keys, ascending=[mode == "min"] + [True] * (len(keys) - 1),
                                     na_position="last", kind="stable")
     return pd.concat([ok, board[failed]], ignore_index=True)

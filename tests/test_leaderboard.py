@@ -52,18 +52,36 @@ def test_failed_and_diverged_trials_rank_last():
     assert leaderboard.ranked(board, "val_accuracy", "max")["trial_id"].tolist() == ["d", "b", "a", "c"]
 
 
-def test_trials_that_tie_on_the_metric_rank_by_their_validation_loss(tmp_path):
-    # four of six tied at 0.9808 on a 52-image validation split: the lower loss first, then the table's order
+def test_trials_that_tie_on_the_metric_rank_by_their_validation_loss_then_calibration_error(tmp_path):
+    # four of six tied at 0.9808 on a 52-image validation split: the lower loss first; a and d also tie
+    # on the loss: the lower calibration error first (d); then the table's order
     board = pd.DataFrame({"trial_id": list("abcdef"), "status": ["completed"] * 5 + ["stopped_early"],
                           "val_balanced_accuracy": [0.9808, 0.9615, 0.9808, 0.9808, 0.9808, 0.99],
-                          "val_loss": [0.20, 0.01, 0.08, 0.20, None, 0.50]})
-    assert leaderboard.ranked(board, "val_balanced_accuracy", "max")["trial_id"].tolist() == list("fcadeb")
+                          "val_loss": [0.20, 0.01, 0.08, 0.20, None, 0.50],
+                          "val_ece": [0.09, 0.01, 0.20, 0.03, 0.01, 0.10]})
+    assert leaderboard.ranked(board, "val_balanced_accuracy", "max")["trial_id"].tolist() == list("fcdaeb")
     # what load_leaderboard, load_model(run), the final evaluation's top-k and the report read
     folder = RunFolder(str(tmp_path), "ties")
     folder.write_text("config.yaml", "name: ties\n")
     leaderboard.append(folder, "leaderboard.parquet", board.assign(experiment="ties").to_dict("records"),
                        leaderboard.schema([]))
-    assert leuktune.load_leaderboard(tmp_path / "ties")["trial_id"].tolist() == list("fcadeb")
+    assert leuktune.load_leaderboard(tmp_path / "ties")["trial_id"].tolist() == list("fcdaeb")
+    # a board without calibration errors (an earlier leuktune's) still ranks by the loss
+    assert leaderboard.ranked(board.drop(columns="val_ece"), "val_balanced_accuracy",
+                              "max")["trial_id"].tolist() == list("fcadeb")
+
+
+def test_a_table_written_before_a_column_existed_takes_new_rows(tmp_path):
+    # a run started by an earlier leuktune (no val_ece) resumed by this one: its rows stay, the column is null
+    folder = RunFolder(str(tmp_path), "old")
+    columns = leaderboard.schema([])
+    old = leaderboard.table(rows("old", [0.3]), columns).drop_columns(["val_ece"])
+    folder.write_table("leaderboard.parquet", old)
+    leaderboard.append(folder, "leaderboard.parquet", rows("old", [0.2], val_ece=0.05, trial_id="old1"), columns)
+    table = pq.read_table(tmp_path / "old" / "leaderboard.parquet")
+    assert table.schema == columns
+    assert table.column("trial_id").to_pylist() == ["old0", "old1"]
+    assert table.column("val_ece").to_pylist() == [None, 0.05] and table.column("val_loss").to_pylist() == [0.3, 0.2]
 
 
 def test_pareto_front_keeps_the_trials_nothing_beats_on_every_objective():

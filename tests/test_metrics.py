@@ -43,3 +43,19 @@ def test_resampled_metrics_are_scikit_learns_on_the_resampled_rows():
             slow = classification_metrics(y[rows], probs[rows])
             for m in METRICS:
                 assert fast[m][b] == pytest.approx(slow[m], abs=1e-9, nan_ok=True), (classes, b, m)
+
+
+def test_calibration_error_is_the_reliability_tables_weighted_gap():
+    from leuktune.metrics.calibration import expected_calibration_error, reliability
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 200)
+    logits = rng.normal(size=(200, 3)) * 2 + np.eye(3)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    table = reliability(probs, y).dropna()
+    expected = (table["count"] * (table["confidence"] - table["accuracy"]).abs()).sum() / len(y)
+    assert expected_calibration_error(probs, y) == pytest.approx(expected, abs=1e-12) and expected > 0.05
+    m = classification_metrics(y, probs, prefix="val_")
+    assert m["val_ece"] == pytest.approx(expected, abs=1e-12)
+    # perfectly calibrated one-hot predictions that are all right: no gap
+    assert expected_calibration_error(np.eye(3)[y], y) == 0

@@ -86,6 +86,7 @@ def test_the_test_split_is_read_once_for_the_top_trials_with_intervals(searched)
                  (evaluated[f"test_{m}"] <= evaluated[f"test_{m}_high"] + 1e-9)
         assert inside[evaluated[f"test_{m}"].notna()].all(), m
     assert (evaluated["temperature"] > 0).all() and evaluated["test_ece_calibrated"].between(0, 1).all()
+    assert board["val_ece"].dropna().between(0, 1).all() and evaluated["test_ece"].between(0, 1).all()
     for row in evaluated.itertuples():
         assert np.array(row.test_confusion_matrix.tolist()).sum() == row.test_images
 

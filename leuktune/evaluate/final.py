@@ -46,12 +46,10 @@ def test_figures(trial_id: str, labels: np.ndarray, probs: np.ndarray, groups: n
     ci = intervals(labels, probs, groups, resamples=settings.bootstrap, seed=seed)
     calibrated = rescale(probs, temperature)
     columns = {**metrics, **{f"test_{m}_{end}": ci[m][i] for m in METRICS for i, end in enumerate(("low", "high"))},
-               "temperature": temperature, "test_ece": expected_calibration_error(probs, labels),
-               "test_ece_calibrated": expected_calibration_error(calibrated, labels)}
+               "temperature": temperature, "test_ece_calibrated": expected_calibration_error(calibrated, labels)}
     figures = [{"trial_id": trial_id, "variant": "plain", "metric": m, "value": metrics[f"test_{m}"],
                 "low": ci[m][0], "high": ci[m][1]} for m in METRICS]
-    figures += [{"trial_id": trial_id, "variant": "plain", "metric": "ece", "value": columns["test_ece"]},
-                {"trial_id": trial_id, "variant": "calibrated", "metric": "ece", "value": columns["test_ece_calibrated"]}]
+    figures += [{"trial_id": trial_id, "variant": "calibrated", "metric": "ece", "value": columns["test_ece_calibrated"]}]
     patient_rows, patient_line = patient_figures(trial_id, labels, calibrated, groups, resamples=settings.bootstrap,
                                                  seed=seed)
     return columns, figures + patient_rows, patient_line

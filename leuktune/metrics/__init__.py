@@ -38,6 +38,13 @@ def _skm():
     return metrics
 
 
+def _calibration():
+    # it imports pandas for the reliability diagram's table; reading a config needs neither
+    from leuktune.metrics import calibration
+
+    return calibration
+
+
 def _averaged(score: str, average: str) -> Callable[[Scored], float]:
     def compute(s: Scored) -> float:
         return getattr(_skm(), score)(s.y_true, s.y_pred, average=average, labels=s.labels, zero_division=0)
@@ -65,6 +72,8 @@ _TABLE: dict[str, tuple[Callable[[Scored], float], bool]] = {
     "recall_weighted": (_averaged("recall_score", "weighted"), True),
     "roc_auc": (_roc_auc, True),
     "loss": (lambda s: _skm().log_loss(s.y_true, np.clip(s.probs, 1e-7, 1), labels=s.labels), False),
+    # expected calibration error: how far confidence is from accuracy (the validation loss's tie-break)
+    "ece": (lambda s: _calibration().expected_calibration_error(s.probs, s.y_true), False),
 }
 
 # Every trial reports these on its validation split, the final evaluation on the test split.
@@ -160,6 +169,7 @@ def resampled(y_true: np.ndarray, probs: np.ndarray, counts: np.ndarray) -> dict
     ovr = [_weighted_auc(y_true == k, probs[:, k], counts) for k in range(classes)]
     auc = ovr[1] if classes == 2 else np.mean(ovr, axis=0)
     out["roc_auc"] = np.where(present.all(axis=1), auc, np.nan)  # undefined where a class is missing
+    out["ece"] = _calibration().binned_calibration_error(probs, y_true, counts)
     return {name: out[name] for name in METRICS}
 
 
