@@ -16,12 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from leuktune import runfolder
 from leuktune.errors import LeuktuneError
 from leuktune.runfolder import RunFolder
 
+# data.stain_normalize's reference at the input size, beside the model: what the stain of an image
+# is moved to before the scale (leuktune.data.stain; torchstain's macenko or reinhard)
+STAIN_REFERENCE = "stain_reference.png"
 TOLERANCE = 1e-4  # the largest difference of probabilities allowed between the export and PyTorch
 
 
@@ -118,6 +122,9 @@ def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None =
     if not difference < TOLERANCE:
         raise ExportError(f"the {fmt} export differs from PyTorch by {difference:.2e} (allowed {TOLERANCE:g})")
     data = model.config.data
+    stain = first.stain_normalizer
+    if stain is not None:  # what the method is fitted to, at the input's size: the export needs no other file
+        Image.fromarray(stain.pixels).save(out / STAIN_REFERENCE)
     (out / "preprocessing.json").write_text(json.dumps({
         "format": fmt, "file": name, "input": {"name": "input", "layout": "NCHW", "dtype": "float32",
                                                "size": data.image_size, "resize": data.resize,
@@ -125,7 +132,7 @@ def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None =
                                                "std": list(first.normalization["std"]),
                                                # applied to the resized image before the scale (leuktune.data.stain)
                                                "stain_normalize": data.stain_normalize,
-                                               "stain_reference": data.stain_reference},
+                                               "stain_reference": STAIN_REFERENCE if stain else None},
         "output": {"name": "probabilities", "classes": list(model.classes),
                    "meaning": "softmax(logits / temperature)" if first is model else
                    "softmax(log(sum of weight x each member's softmax(logits / its temperature)) / temperature)"},

@@ -93,6 +93,10 @@ class TrainedModel(_Classifies):
         self.epoch: int = state["epoch"]
         self.normalization: dict[str, tuple] = state["normalization"]
         self.data_fingerprint: str | None = state.get("data_fingerprint")
+        # the pixels data.stain_normalize was fitted to (a checkpoint written before they were kept
+        # has none: the config's file is read instead)
+        reference = state.get("stain_reference")
+        self.stain_reference: np.ndarray | None = None if reference is None else reference.cpu().numpy()
         self.temperature: float = float(checkpoint.read_calibration(location).get("temperature", 1.0))
 
     def __repr__(self) -> str:
@@ -123,11 +127,16 @@ class TrainedModel(_Classifies):
 
     @functools.cached_property
     def stain_normalizer(self):
-        """The trial's ``data.stain_normalize`` (fitted to its reference image), or None."""
+        """The trial's ``data.stain_normalize`` (fitted to its reference image, as the checkpoint
+        keeps it), or None."""
         # the data layer imports Ray: predicting from files does not need it
-        from leuktune.data.stain import from_config
+        from leuktune.data.stain import StainNormalizer, from_config
 
-        return from_config(self.config.data)
+        data = self.config.data
+        if data.stain_normalize == "off" or self.stain_reference is None:
+            return from_config(data)
+        return StainNormalizer(data.stain_normalize, self.stain_reference,
+                               f"{data.stain_reference} (as kept in {self.location})")
 
     def load_images(self, images: Any) -> tuple[np.ndarray, pd.DataFrame]:
         """Images (file paths, PIL images or arrays (H, W, 3); one or a list) decoded and resized as

@@ -4,11 +4,11 @@ import pytest
 import ray
 from PIL import Image
 
-from leuktune.config import SplitConfig
+from leuktune.config import DataConfig, SplitConfig
 from leuktune.data import cache, synthetic
 from leuktune.data.sources import DataError, imagefolder
 from leuktune.data.split import assign_splits
-from leuktune.data.stain import StainNormalizer
+from leuktune.data.stain import StainNormalizer, from_config
 
 
 def test_synthetic_set_is_real_pngs_in_class_folders_and_deterministic(tmp_path):
@@ -117,7 +117,11 @@ def test_stain_normalisation_at_decode_moves_another_labs_colours_to_the_referen
                                seed=5, site=1)
     reference = home / "MM" / "MM_0000.png"
     m = assign_splits(imagefolder(other), SplitConfig(train=0.5, val=0.25, test=0.25))
-    normalizer = StainNormalizer("reinhard", str(reference), 32, "pad")
+    def settings(reference):
+        return DataConfig(source="imagefolder", root=str(other), image_size=32, resize="pad",
+                          stain_normalize="reinhard", stain_reference=str(reference))
+
+    normalizer = from_config(settings(reference))
     plain = cache.scan(m, 32, "pad", tmp_path / "cache", progress=lambda msg: None)
     normalized = cache.scan(m, 32, "pad", tmp_path / "cache", progress=lambda msg: None, stain=normalizer)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # its own cache entry
@@ -129,5 +133,8 @@ def test_stain_normalisation_at_decode_moves_another_labs_colours_to_the_referen
     assert after < before / 2
     blank = np.full((32, 32, 3), 255, np.uint8)
     assert np.array_equal(normalizer(blank), blank)  # nothing to normalise: kept as it is
+    # fitted again from the pixels a checkpoint keeps, without the file: the same normaliser
+    again = StainNormalizer("reinhard", normalizer.pixels.copy(), "a checkpoint")
+    assert again.key == normalizer.key and np.array_equal(again(plain.pixels[0]), normalizer(plain.pixels[0]))
     with pytest.raises(DataError, match="data.stain_reference .*nope.png"):
-        StainNormalizer("macenko", str(tmp_path / "nope.png"), 32, "pad")
+        from_config(settings(tmp_path / "nope.png"))

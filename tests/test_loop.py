@@ -6,6 +6,7 @@ sessions behave the same is shown through Ray in test_trainer.py (slow)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import shutil
 import threading
@@ -281,3 +282,45 @@ def test_bn_refresh_leaves_a_frozen_stage_its_own_statistics(tmp_path, monkeypat
     kept = [k for k, v in means.items() if torch.all(v == 7.0)]
     # the frozen stages kept theirs; the top stage's were refreshed
     assert kept and len(kept) < len(means)
+
+
+def test_a_stain_normalised_model_keeps_its_reference_and_needs_no_file_to_predict_or_export(tmp_path):
+    import onnxruntime
+    from PIL import Image
+
+    import leuktune
+    from leuktune.data import synthetic
+    from leuktune.data.decode import resize
+    from leuktune.data.stain import from_config
+    from leuktune.export import STAIN_REFERENCE, export
+
+    home = synthetic.generate(tmp_path / "home", classes=("ALL", "healthy"), images_per_class=2, image_size=48)
+    other = synthetic.generate(tmp_path / "other", classes=("ALL", "healthy"), images_per_class=2, image_size=48,
+                               seed=4, site=1)
+    reference = tmp_path / "reference.png"
+    shutil.copy(home / "ALL" / "ALL_0000.png", reference)
+    cfg = load(None, ["model.backbone=test_resnet", "model.head=linear", "data.image_size=32", "train.batch_size=8",
+                      "resources.cpus_per_worker=1", "train.epochs=1", "train.lr=0.01", "data.stain_normalize=reinhard",
+                      f"data.stain_reference={reference}"])
+    normalizer = from_config(cfg.data)
+    session = FakeSession(tmp_path / "store")
+    (tmp_path / "store").mkdir()
+    data = _data()
+    run_loop(cfg, CachedDataset(images=data.images, labels=data.labels, splits=data.splits,
+                                class_names=data.class_names, fingerprint=data.fingerprint,
+                                stain_reference=normalizer.pixels), session)
+    reference.unlink()  # the run moved to another machine: the reference's file is not there
+    model = leuktune.load_model(session.checkpoints[1], device="cpu")
+    assert model.stain_normalizer.key == normalizer.key
+    images = sorted(str(p) for p in other.rglob("*.png"))
+    pixels, rows = model.load_images(images)
+    assert rows["error"].isna().all()
+    for path, got in zip(images, pixels):
+        assert np.array_equal(got, normalizer(resize(Image.open(path).convert("RGB"), 32, "pad")))
+    assert model.predict(images)["class"].notna().all()
+    # the export carries the reference beside the model, at the input's size, and names it
+    exported = export(model, tmp_path / "export", images=images)
+    meta = json.loads((tmp_path / "export" / "preprocessing.json").read_text())
+    assert meta["input"]["stain_normalize"] == "reinhard" and meta["input"]["stain_reference"] == STAIN_REFERENCE
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "export" / STAIN_REFERENCE)), normalizer.pixels)
+    assert onnxruntime.InferenceSession(str(exported)).get_inputs()[0].name == "input"

@@ -110,6 +110,9 @@ class CachedDataset:
     splits: np.ndarray  # (N,) int8 index into SPLITS
     class_names: tuple[str, ...]
     fingerprint: str
+    # data.stain_normalize's reference at the image size (None when off): the checkpoints keep
+    # it, so a trained model normalises what it predicts on without the reference's file
+    stain_reference: np.ndarray | None = None
 
     def indices(self, split: str) -> np.ndarray:
         if split not in SPLITS:
@@ -131,12 +134,15 @@ class CachedDataset:
         return dataclasses.replace(self, images=ray.put(np.ascontiguousarray(self.images)))
 
 
-def dataset(manifest: pd.DataFrame, images: np.ndarray, class_names: tuple[str, ...]) -> CachedDataset:
-    """``manifest`` rows and ``images`` rows correspond; class ids follow ``class_names``."""
+def dataset(manifest: pd.DataFrame, images: np.ndarray, class_names: tuple[str, ...],
+            stain_reference: np.ndarray | None = None) -> CachedDataset:
+    """``manifest`` rows and ``images`` rows correspond; class ids follow ``class_names``;
+    ``stain_reference``: the pixels the images' stain was normalised to, if it was."""
     return CachedDataset(
         images=images,
         labels=manifest["label"].map({c: i for i, c in enumerate(class_names)}).to_numpy(np.int64),
         splits=manifest["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy(np.int8),
         class_names=class_names,
         fingerprint=fingerprint(manifest),
+        stain_reference=stain_reference,
     )

@@ -95,7 +95,8 @@ def prepare(cfg: ExperimentConfig, progress=print) -> tuple[CachedDataset, DataR
     """The run's data, split and checked, with the pixels decoded once (and cached on disk)."""
     data, folder = cfg.data, RunFolder.of(cfg)
     manifest = sources.manifest(data, folder.datasets)
-    scanned = cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, stain.from_config(data))
+    normalizer = stain.from_config(data)
+    scanned = cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, normalizer)
 
     rejected = scanned.rejected(manifest)
     if len(rejected) and data.on_bad_image == "error":
@@ -131,4 +132,4 @@ def prepare(cfg: ExperimentConfig, progress=print) -> tuple[CachedDataset, DataR
                         near_duplicates=near, straddling_groups=straddling, joined_images=joined,
                         refused_groups=refused)
     pixels = scanned.pixels if len(keep) == len(scanned.pixels) else scanned.pixels[keep]
-    return cache.dataset(split, pixels, class_names), report
+    return cache.dataset(split, pixels, class_names, normalizer.pixels if normalizer else None), report

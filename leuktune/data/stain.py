@@ -36,28 +36,25 @@ def _no_stain_is_an_error():
 
 @dataclass
 class StainNormalizer:
-    """``method`` (macenko, reinhard) fitted to the ``reference`` image at the run's image size."""
+    """``method`` (macenko, reinhard) fitted to ``pixels``, the reference image at the run's image
+    size (what a checkpoint keeps, so a trained model normalises without the reference's file);
+    ``source`` says where the reference came from, for messages."""
 
     method: str
-    reference: str
-    size: int
-    mode: str
+    pixels: np.ndarray = field(repr=False)
+    source: str
     _fitted: object = field(default=None, repr=False)
     digest: str = ""
 
     def __post_init__(self):
-        try:
-            image = load_rgb(self.reference)
-        except BadImage as err:
-            raise DataError(f"data.stain_reference {self.reference}: {err}") from None
-        pixels = resize(image, self.size, self.mode)
-        self.digest = hashlib.sha1(pixels.tobytes()).hexdigest()[:12]
+        self.pixels = np.ascontiguousarray(self.pixels, dtype=np.uint8)
+        self.digest = hashlib.sha1(self.pixels.tobytes()).hexdigest()[:12]
         self._fitted = self._new()
         try:
             with _no_stain_is_an_error():
-                self._fitted.fit(pixels)
+                self._fitted.fit(self.pixels)
         except _NO_STAIN as err:
-            raise DataError(f"data.stain_reference {self.reference}: {self.method} cannot fit its stain "
+            raise DataError(f"data.stain_reference {self.source}: {self.method} cannot fit its stain "
                             f"({type(err).__name__}: {err}); choose an image with stained cells in it") from None
 
     def _new(self):
@@ -87,8 +84,17 @@ class StainNormalizer:
         return np.ascontiguousarray(out, dtype=np.uint8)
 
 
+def reference_pixels(data) -> np.ndarray:
+    """``data.stain_reference`` read and resized as the run's images are."""
+    try:
+        image = load_rgb(data.stain_reference)
+    except BadImage as err:
+        raise DataError(f"data.stain_reference {data.stain_reference}: {err}") from None
+    return resize(image, data.image_size, data.resize)
+
+
 def from_config(data) -> StainNormalizer | None:
     """The run's normaliser (``data.stain_normalize``, ``data.stain_reference``), or None."""
     if data.stain_normalize == "off":
         return None
-    return StainNormalizer(data.stain_normalize, data.stain_reference, data.image_size, data.resize)
+    return StainNormalizer(data.stain_normalize, reference_pixels(data), data.stain_reference)

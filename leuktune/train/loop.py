@@ -220,7 +220,13 @@ def checkpoint_state(trial: Trial, snapshot: bool = False) -> dict[str, Any]:
     network, state = trial.state.network, trial.state.state_dict()
     return {**(checkpoint.on_host(state) if snapshot else state), "class_names": trial.data.class_names,
             "normalization": {"mean": network.backbone.mean, "std": network.backbone.std},
-            "data_fingerprint": trial.data.fingerprint, "experiment": trial.cfg.to_dict()}
+            "data_fingerprint": trial.data.fingerprint, "experiment": trial.cfg.to_dict(),
+            "stain_reference": _tensor_or_none(trial.data.stain_reference)}
+
+
+def _tensor_or_none(pixels: np.ndarray | None) -> torch.Tensor | None:
+    # a copy: the pixels may be a read-only view of the object store's
+    return None if pixels is None else torch.tensor(pixels)
 
 
 def _written(trial: Trial, writing: checkpoint.BackgroundWrite | None, folder: str) -> str | None:
