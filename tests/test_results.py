@@ -234,15 +234,22 @@ def test_the_report_of_a_single_trial_and_of_merged_runs(run, tmp_path, ray_runt
     assert "| experiment |" in (tmp_path / "merged" / "report.md").read_text() and merged.is_file()
 
 
-def test_patient_level_figures_on_a_cnmc_shaped_set(tmp_path, ray_runtime):
-    # 12 subjects of 5 cells each, every subject's cells of one class (C-NMC's layout)
-    root = tmp_path / "C-NMC_Leukemia"
-    for label, cls, subjects in (("all", "ALL", range(1, 7)), ("hem", "healthy", range(51, 57))):
+def cnmc_shaped(root, subjects: int = 6, first: int = 1, site: int = 0):
+    """``subjects`` subjects per class of 5 cells each, every subject's cells of one class (C-NMC's layout)."""
+    for label, cls, ids in (("all", "ALL", range(first, first + subjects)),
+                            ("hem", "healthy", range(first + 50, first + 50 + subjects))):
         folder = root / "training_data" / "fold_0" / label
         folder.mkdir(parents=True)
-        for subject in subjects:
+        for subject in ids:
             for image in range(5):
-                synthetic.render(cls, 0, subject * 10 + image, 40).save(folder / f"UID_{subject}_{image}_1_{label}.bmp")
+                synthetic.render(cls, 0, subject * 10 + image, 40, site=site).save(
+                    folder / f"UID_{subject}_{image}_1_{label}.bmp")
+    return root
+
+
+def test_patient_level_figures_on_a_cnmc_shaped_set(tmp_path, ray_runtime):
+    # 12 subjects of 5 cells each, every subject's cells of one class
+    root = cnmc_shaped(tmp_path / "C-NMC_Leukemia")
     printed = []
     leuktune.search(overrides=[f"storage.path={tmp_path / 'runs'}", "name=cnmc", "data.source=cnmc",
                                f"data.root={root}", "data.image_size=32", "model.backbone=test_resnet",
@@ -259,8 +266,18 @@ def test_patient_level_figures_on_a_cnmc_shaped_set(tmp_path, ray_runtime):
     balanced = patients[patients["metric"] == "balanced_accuracy"].iloc[0]
     assert balanced["low"] <= balanced["value"] <= balanced["high"]
     assert any(f"patient level ({test_patients} patients" in line for line in printed)
+    # another lab's C-NMC-shaped set (other subjects, its own stain): patient-level rows there too
+    other = cnmc_shaped(tmp_path / "other-lab", subjects=4, first=100, site=1)
+    printed.clear()
+    leuktune.evaluate(folder, external=leuktune.ExternalSet(str(other), source="cnmc"), echo=printed.append)
+    external = pd.read_parquet(folder / "external" / "other-lab.parquet")
+    by_patient = external[external["variant"] == "patient"]
+    assert set(by_patient["trial_id"]) == set(patients["trial_id"]) and (by_patient["groups"] == 8).all()
+    assert (external.loc[external["variant"] == "plain", "images"] == 40).all()
+    assert any("8 patients" in line for line in printed if line.startswith("[leuktune] external set other-lab"))
     md = write_report([folder], tmp_path / "report", echo=lambda m: None).with_suffix(".md").read_text()
     assert f"Patient level: {test_patients} patients" in md
+    assert "8 patients" in md and "other-lab patient level" in md
 
 
 def test_a_set_without_patients_says_why_it_has_no_patient_figures(run, tmp_path):

@@ -7,7 +7,8 @@ nothing of that. Each set's classes are matched to the model's by name or by a m
 (the run's ``data.on_bad_image``), and images identical or near-identical to the run's training
 images are reported (they would flatter the external figure). Per set, in the run folder:
 ``external/<name>.parquet`` (each model's metrics with 95% intervals, resampling the set's
-groups) and ``external/<name>.predictions.parquet`` (each image's probabilities).
+groups; ``variant`` plain, and patient where the set's groups are patients, as in the final
+evaluation) and ``external/<name>.predictions.parquet`` (each image's probabilities).
 
 >>> parse_classes("hem=healthy, all=ALL")
 {'hem': 'healthy', 'all': 'ALL'}
@@ -27,6 +28,7 @@ from leuktune.data import cache, sources, stain
 from leuktune.data.duplicates import close_pairs
 from leuktune.data.sources import DataError
 from leuktune.evaluate.bootstrap import intervals
+from leuktune.evaluate.patients import VARIANT as PATIENT, patient_figures
 from leuktune.metrics import METRICS, classification_metrics
 from leuktune.metrics.calibration import rescale
 from leuktune import runfolder, uris
@@ -128,19 +130,24 @@ def _near_training(info: pd.DataFrame, cfg: ExperimentConfig, folder, normalizer
 
 
 def score_external(models: dict, external: ExternalData, cfg: ExperimentConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(metrics: trial_id, metric, value, low, high, images; predictions: trial_id, path, label, probs)
-    of each model (trial id -> TrainedModel or EnsembleModel), calibrated as predict gives them."""
+    """(metrics: trial_id, variant, metric, value, low, high, images, groups; predictions: trial_id,
+    path, label, probs) of each model (trial id -> TrainedModel or EnsembleModel), calibrated as
+    predict gives them; patient-level rows where the set's groups are patients."""
     labels, groups, rows = external.table["y"].to_numpy(), external.table["group"].to_numpy(), np.arange(len(external.table))
     figures, predictions = [], []
     for trial_id, model in models.items():
         probs = rescale(model._probabilities(external.pixels, rows), model.temperature)
         scores = classification_metrics(labels, probs)
         ci = intervals(labels, probs, groups, resamples=cfg.evaluate.bootstrap, seed=cfg.data.split.seed)
-        figures += [{"trial_id": trial_id, "metric": m, "value": scores[m], "low": ci[m][0], "high": ci[m][1],
-                     "images": len(labels)} for m in METRICS]
+        figures += [{"trial_id": trial_id, "variant": "plain", "metric": m, "value": scores[m], "low": ci[m][0],
+                     "high": ci[m][1], "images": len(labels)} for m in METRICS]
+        patients, _ = patient_figures(trial_id, labels, probs, groups, resamples=cfg.evaluate.bootstrap,
+                                      seed=cfg.data.split.seed)
+        figures += [{**row, "images": len(labels)} for row in patients]
         predictions.append(pd.DataFrame({"trial_id": trial_id, "path": external.table["path"],
                                          "label": external.table["label"], "probs": list(probs.astype(np.float64))}))
-    return pd.DataFrame(figures), pd.concat(predictions, ignore_index=True)
+    columns = ["trial_id", "variant", "metric", "value", "low", "high", "images", "groups"]
+    return pd.DataFrame(figures).reindex(columns=columns), pd.concat(predictions, ignore_index=True)
 
 
 def external_evaluation(folder, cfg: ExperimentConfig, board: pd.DataFrame, sets: list[ExternalSet], device=None,
@@ -167,13 +174,22 @@ def external_evaluation(folder, cfg: ExperimentConfig, board: pd.DataFrame, sets
         if len(external.near_training):
             folder.write_table(runfolder.external(name, "near_training"), external.near_training)
         internal = evaluated.set_index("trial_id")
-        for trial_id, rows in metrics[metrics["metric"] == "balanced_accuracy"].groupby("trial_id", sort=False):
+        balanced = metrics[metrics["metric"] == "balanced_accuracy"]
+        by_patient = balanced[balanced["variant"] == PATIENT].set_index("trial_id")
+        for trial_id, rows in balanced[balanced["variant"] == "plain"].groupby("trial_id", sort=False):
             row = rows.iloc[0]
+            patient = by_patient.loc[trial_id] if trial_id in by_patient.index else None
             summary.append({"set": name, "trial_id": trial_id, "images": int(row["images"]),
                             "internal_test_balanced_accuracy": internal.loc[trial_id, "test_balanced_accuracy"],
-                            "external_balanced_accuracy": row["value"], "low": row["low"], "high": row["high"]})
+                            "external_balanced_accuracy": row["value"], "low": row["low"], "high": row["high"],
+                            "external_patient_balanced_accuracy": np.nan if patient is None else patient["value"]})
+            per_patient = "" if patient is None else f", {int(patient['groups'])} patients {_figure(patient)}"
             echo(f"[leuktune] external set {name} ({len(external.table)} images"
                  f"{f', {len(external.rejected)} rejected' if len(external.rejected) else ''}), {trial_id}: balanced "
-                 f"accuracy {row['value']:.4f} (95% CI {row['low']:.4f}-{row['high']:.4f}); internal test "
+                 f"accuracy {_figure(row)}{per_patient}; internal test "
                  f"{internal.loc[trial_id, 'test_balanced_accuracy']:.4f}")
     return pd.DataFrame(summary)
+
+
+def _figure(row) -> str:
+    return f"{row['value']:.4f} (95% CI {row['low']:.4f}-{row['high']:.4f})"

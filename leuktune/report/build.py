@@ -185,12 +185,19 @@ def external_section(inp: Inputs) -> Section | None:
         if first["near_training"]:
             notes.append(f"WARNING: {int(first['near_training'])} identical or near-identical to training images")
         balanced = rows[rows["metric"] == "balanced_accuracy"]
+        variant = balanced["variant"] if "variant" in balanced else pd.Series("plain", index=balanced.index)
+        images, patients = balanced[variant == "plain"], balanced[variant == VARIANT].set_index("trial_id")
         table = pd.DataFrame({
-            "model": balanced["trial_id"],
+            "model": images["trial_id"],
             "internal test balanced accuracy": [_with_interval(internal.loc[t], "balanced_accuracy")
-                                                if t in internal.index else "" for t in balanced["trial_id"]],
+                                                if t in internal.index else "" for t in images["trial_id"]],
             f"{name} balanced accuracy": [f"{v:.3f} ({lo:.3f}-{hi:.3f})"
-                                          for v, lo, hi in zip(balanced["value"], balanced["low"], balanced["high"])]})
+                                          for v, lo, hi in zip(images["value"], images["low"], images["high"])]})
+        if len(patients):  # the set's groups are patients: one prediction each, as in the final evaluation
+            notes.append(f"{int(patients['groups'].iloc[0])} patients")
+            table[f"{name} patient level"] = [f"{patients.loc[t, 'value']:.3f} ({patients.loc[t, 'low']:.3f}-"
+                                              f"{patients.loc[t, 'high']:.3f})" if t in patients.index else ""
+                                              for t in images["trial_id"]]
         section.add(f"{name}: " + "; ".join(notes) + ".", table)
     return section
 
