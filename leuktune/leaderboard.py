@@ -110,7 +110,8 @@ def table(rows: Iterable[dict[str, Any]], columns: pa.Schema) -> pa.Table:
 
 def conformed(old: pa.Table, columns: pa.Schema) -> pa.Table:
     """A table written by an earlier leuktune in today's columns: one this version added (e.g.
-    ``val_ece``) is null in its rows, so a run started before an upgrade resumes after it."""
+    ``val_ece``) is null in its rows, so a run started before an upgrade resumes after it (a
+    column this version no longer writes is left out)."""
     return pa.table({f.name: old[f.name].cast(f.type) if f.name in old.column_names
                      else pa.nulls(old.num_rows, f.type) for f in columns}, schema=columns)
 
