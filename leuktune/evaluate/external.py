@@ -27,9 +27,8 @@ from leuktune.config.data import DataConfig
 from leuktune.data import cache, sources, stain
 from leuktune.data.duplicates import close_pairs
 from leuktune.data.sources import DataError
-from leuktune.evaluate.bootstrap import intervals
+from leuktune.evaluate.bootstrap import metric_rows
 from leuktune.evaluate.patients import VARIANT as PATIENT, patient_figures
-from leuktune.metrics import METRICS, classification_metrics
 from leuktune.metrics.calibration import rescale
 from leuktune import runfolder, uris
 from leuktune.trained import load_model
@@ -137,10 +136,8 @@ def score_external(models: dict, external: ExternalData, cfg: ExperimentConfig) 
     figures, predictions = [], []
     for trial_id, model in models.items():
         probs = rescale(model._probabilities(external.pixels, rows), model.temperature)
-        scores = classification_metrics(labels, probs)
-        ci = intervals(labels, probs, groups, resamples=cfg.evaluate.bootstrap, seed=cfg.data.split.seed)
-        figures += [{"trial_id": trial_id, "variant": "plain", "metric": m, "value": scores[m], "low": ci[m][0],
-                     "high": ci[m][1], "images": len(labels)} for m in METRICS]
+        figures += metric_rows(trial_id, "plain", labels, probs, groups, resamples=cfg.evaluate.bootstrap,
+                               seed=cfg.data.split.seed, images=len(labels))
         patients, _ = patient_figures(trial_id, labels, probs, groups, resamples=cfg.evaluate.bootstrap,
                                       seed=cfg.data.split.seed)
         figures += [{**row, "images": len(labels)} for row in patients]

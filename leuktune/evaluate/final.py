@@ -19,10 +19,10 @@ import pandas as pd
 
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
-from leuktune.evaluate.bootstrap import intervals
+from leuktune.evaluate.bootstrap import metric_rows
 from leuktune.evaluate.patients import VARIANT, patient_figures
 from leuktune.metrics.calibration import expected_calibration_error, fit_temperature, rescale
-from leuktune.metrics import METRICS, classification_metrics, split_scores
+from leuktune.metrics import confusion_matrix
 from leuktune.results import FAILED, TrialStatus
 from leuktune.train import checkpoint
 from leuktune.trained import load_model
@@ -42,13 +42,12 @@ def test_figures(trial_id: str, labels: np.ndarray, probs: np.ndarray, groups: n
     line that says its patient-level figures or why there are none. A trial and the ensemble
     are scored alike."""
     settings, seed = cfg.evaluate, cfg.data.split.seed
-    metrics = split_scores(labels, probs, "test")
-    ci = intervals(labels, probs, groups, resamples=settings.bootstrap, seed=seed)
+    figures = metric_rows(trial_id, "plain", labels, probs, groups, resamples=settings.bootstrap, seed=seed)
     calibrated = rescale(probs, temperature)
-    columns = {**metrics, **{f"test_{m}_{end}": ci[m][i] for m in METRICS for i, end in enumerate(("low", "high"))},
+    columns = {**{f"test_{r['metric']}": r["value"] for r in figures},
+               "test_confusion_matrix": confusion_matrix(labels, probs), "test_images": len(labels),
+               **{f"test_{r['metric']}_{end}": r[end] for r in figures for end in ("low", "high")},
                "temperature": temperature, "test_ece_calibrated": expected_calibration_error(calibrated, labels)}
-    figures = [{"trial_id": trial_id, "variant": "plain", "metric": m, "value": metrics[f"test_{m}"],
-                "low": ci[m][0], "high": ci[m][1]} for m in METRICS]
     figures += [{"trial_id": trial_id, "variant": "calibrated", "metric": "ece", "value": columns["test_ece_calibrated"]}]
     patient_rows, patient_line = patient_figures(trial_id, labels, calibrated, groups, resamples=settings.bootstrap,
                                                  seed=seed)
@@ -71,10 +70,8 @@ def evaluate_trial(row: pd.Series, data: CachedDataset, groups: np.ndarray, cfg:
                                 "probs": list(probs.astype(np.float64))})
     if settings.tta:
         flipped = model.probabilities(data, "test", tta=True)
-        ci_tta = intervals(labels, flipped, groups, resamples=settings.bootstrap, seed=cfg.data.split.seed)
-        figures += [{"trial_id": row["trial_id"], "variant": "flip_tta", "metric": m, "value": value,
-                     "low": ci_tta[m][0], "high": ci_tta[m][1]}
-                    for m, value in classification_metrics(labels, flipped).items()]
+        figures += metric_rows(row["trial_id"], "flip_tta", labels, flipped, groups, resamples=settings.bootstrap,
+                               seed=cfg.data.split.seed)
         predictions["probs_tta"] = list(flipped.astype(np.float64))
     return columns, figures, predictions, patient_line
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from leuktune.evaluate.bootstrap import intervals
-from leuktune.metrics import METRICS, classification_metrics
+from leuktune.evaluate.bootstrap import metric_rows
 
 VARIANT = "patient"  # evaluation.parquet's variant for patient-level figures
 
@@ -56,10 +55,8 @@ def patient_figures(trial_id: str, labels: np.ndarray, probs: np.ndarray, groups
     if reason is not None:
         return [], f"no patient-level figures: {reason}"
     group_labels, group_probs = by_group(labels, probs, groups)
-    scores = classification_metrics(group_labels, group_probs)
-    ci = intervals(group_labels, group_probs, np.arange(len(group_labels)), resamples=resamples, seed=seed)
-    rows = [{"trial_id": trial_id, "variant": VARIANT, "metric": m, "value": scores[m], "low": ci[m][0],
-             "high": ci[m][1], "groups": len(group_labels)} for m in METRICS]
+    rows = metric_rows(trial_id, VARIANT, group_labels, group_probs, np.arange(len(group_labels)),
+                       resamples=resamples, seed=seed, groups=len(group_labels))
+    balanced = next(r for r in rows if r["metric"] == "balanced_accuracy")
     return rows, (f"patient level ({len(group_labels)} patients, the mean of each one's image probabilities): "
-                  f"balanced accuracy {scores['balanced_accuracy']:.4f} (95% CI {ci['balanced_accuracy'][0]:.4f}-"
-                  f"{ci['balanced_accuracy'][1]:.4f})")
+                  f"balanced accuracy {balanced['value']:.4f} (95% CI {balanced['low']:.4f}-{balanced['high']:.4f})")
