@@ -241,10 +241,9 @@ def _draw_white_cell(canvas: _Canvas, label: str, rng, s: float, look: _Look = _
 
 def _restain(img: Image.Image, rng: np.random.Generator, difficulty: float) -> Image.Image:
     """This image's own stain: a gamma and a gain per channel (another batch of dye, another lamp)."""
-    rgb = np.asarray(img, dtype=np.float32) / 255
     gamma = np.exp(rng.normal(0, 0.25 * difficulty, 3))
     gain = 1 + rng.normal(0, 0.08 * difficulty, 3)
-    return Image.fromarray(np.uint8(np.clip(255 * gain * rgb ** gamma, 0, 255)))
+    return _toned(img, gamma, gain)
 
 
 LABEL_NOISE = 0.1  # the share of images drawn as another class, at difficulty 1
@@ -256,9 +255,13 @@ SITES = {0: {"gamma": (1.0, 1.0, 1.0), "gain": (1.0, 1.0, 1.0), "magnification":
 
 
 def _site_stain(img: Image.Image, site: int) -> Image.Image:
-    look = SITES[site]
+    return _toned(img, np.asarray(SITES[site]["gamma"]), np.asarray(SITES[site]["gain"]))
+
+
+def _toned(img: Image.Image, gamma: np.ndarray, gain: np.ndarray) -> Image.Image:
+    """Each channel raised to its gamma and scaled by its gain (how a stain and a lamp colour an image)."""
     rgb = np.asarray(img, dtype=np.float32) / 255
-    return Image.fromarray(np.uint8(np.clip(255 * np.asarray(look["gain"]) * rgb ** np.asarray(look["gamma"]), 0, 255)))
+    return Image.fromarray(np.uint8(np.clip(255 * gain * rgb ** gamma, 0, 255)))
 
 
 def drawn_as(label: str, seed: int, index: int, difficulty: float = 0.0, classes=SYNTHETIC_CLASSES) -> str:

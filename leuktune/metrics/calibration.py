@@ -28,10 +28,15 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
 
 
+def _bin_of(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Each prediction's confidence bin: ``bins`` equal widths of [0, 1], 1.0 in the last."""
+    return np.minimum((confidence * bins).astype(int), bins - 1)
+
+
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> pd.DataFrame:
     """Per confidence bin: mean confidence, accuracy and how many predictions fell in it."""
     confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    which = _bin_of(confidence, bins)
     rows = []
     for b in range(bins):
         mask = which == b
@@ -59,6 +64,6 @@ def binned_calibration_error(probs: np.ndarray, labels: np.ndarray, counts: np.n
     """The expected calibration error of many resamples at once: ``counts[b, i]`` is how many
     times row i is drawn in resample b (what the bootstrap and ``metrics.resampled`` need)."""
     confidence, right = probs.max(axis=1), (probs.argmax(axis=1) == labels).astype(np.float64)
-    which = np.eye(bins)[np.minimum((confidence * bins).astype(int), bins - 1)]  # (N, bins)
+    which = np.eye(bins)[_bin_of(confidence, bins)]  # (N, bins)
     gap = counts @ (which * (confidence - right)[:, None])  # (B, bins): sum of confidence - accuracy
     return np.abs(gap).sum(axis=1) / np.maximum(counts.sum(axis=1), 1)
