@@ -185,8 +185,8 @@ def external_section(inp: Inputs) -> Section | None:
         if first["near_training"]:
             notes.append(f"WARNING: {int(first['near_training'])} identical or near-identical to training images")
         balanced = rows[rows["metric"] == "balanced_accuracy"]
-        variant = balanced["variant"] if "variant" in balanced else pd.Series("plain", index=balanced.index)
-        images, patients = balanced[variant == "plain"], balanced[variant == VARIANT].set_index("trial_id")
+        images = balanced[balanced["variant"] == "plain"]
+        patients = balanced[balanced["variant"] == VARIANT].set_index("trial_id")
         table = pd.DataFrame({
             "model": images["trial_id"],
             "internal test balanced accuracy": [_with_interval(internal.loc[t], "balanced_accuracy")
