@@ -241,12 +241,9 @@ class EnsembleModel(_Classifies):
         parts = ", ".join(f"{m.config.model.backbone} x {w:.2f}" for m, w in zip(self.members, self.weights))
         return f"EnsembleModel({parts}; classes={list(self.classes)}, from {self.location})"
 
-    def member_probabilities(self, data: CachedDataset, split: str, tta: bool = False) -> list[np.ndarray]:
-        """Each member's calibrated probabilities of one split."""
-        return [rescale(m.probabilities(data, split, tta=tta), m.temperature) for m in self.members]
-
     def probabilities(self, data: CachedDataset, split: str, tta: bool = False) -> np.ndarray:
-        return combine(self.member_probabilities(data, split, tta), self.weights)
+        return combine([rescale(m.probabilities(data, split, tta=tta), m.temperature) for m in self.members],
+                       self.weights)
 
     def _probabilities(self, images: np.ndarray, rows: np.ndarray, tta: bool = False) -> np.ndarray:
         return combine([rescale(m._probabilities(images, rows, tta=tta), m.temperature) for m in self.members],
