@@ -175,10 +175,44 @@ def resampled(y_true: np.ndarray, probs: np.ndarray, counts: np.ndarray) -> dict
 
 def _weighted_auc(positive: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """ROC-AUC of ``scores`` for each row of weights: the chance a drawn positive outscores a drawn
-    negative, ties counting half (Mann-Whitney)."""
-    values, which = np.unique(scores, return_inverse=True)
-    at = np.eye(len(values))[which]  # (N, U): which distinct score each row has
-    pos, neg = counts @ (at * positive[:, None]), counts @ (at * ~positive[:, None])  # (B, U)
+    negative, ties counting half (Mann-Whitney). The rows sorted once, the weights summed per
+    distinct score: (B, N) memory, so every validation of a large split can afford it."""
+    order = np.argsort(scores, kind="stable")
+    ordered, positive, counts = scores[order], positive[order], counts[:, order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # where each distinct score begins
+    pos = np.add.reduceat(counts * positive, starts, axis=1)  # (B, U)
+    neg = np.add.reduceat(counts * ~positive, starts, axis=1)
     below = np.cumsum(neg, axis=1) - neg  # negatives strictly below each score
     with np.errstate(divide="ignore", invalid="ignore"):
         return (pos * (below + neg / 2)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def group_resamples(groups: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``counts[b, i]``, how often row i is drawn in bootstrap resample b, drawing whole groups
+    (patients): the rows of one group move together, as ``resampled`` takes them."""
+    unique, members = np.unique(groups, return_inverse=True)
+    n = len(unique)
+    return rng.multinomial(n, np.full(n, 1 / n), size=resamples)[:, members]
+
+
+# A standard error needs far fewer resamples than a 95% interval's tails (its own error is about
+# 1/sqrt(2B) of it: 5% at 200), and every trial pays for it at each validation.
+SE_RESAMPLES = 200
+
+
+def standard_errors(y_true: np.ndarray, probs: np.ndarray, groups: np.ndarray | None = None, *,
+                    resamples: int = SE_RESAMPLES, seed: int = 0) -> dict[str, float]:
+    """The bootstrap standard error of every metric of ``METRICS`` on one split: how far each
+    figure would move on another draw of as many images (or patients, where ``groups`` names
+    them) from the same source. On a validation split of 52 images a balanced accuracy moves in
+    steps of about 0.02, and two trials closer than their standard error are not told apart.
+
+    >>> y = np.array([0, 1] * 50)
+    >>> probs = np.eye(2)[np.where(np.arange(100) < 90, y, 1 - y)]  # 90 of 100 right
+    >>> round(standard_errors(y, probs)["accuracy"], 2)  # sqrt(0.9 * 0.1 / 100) = 0.03
+    0.03
+    """
+    groups = np.arange(len(y_true)) if groups is None else np.asarray(groups)
+    counts = group_resamples(groups, resamples, np.random.default_rng(seed))
+    return {name: float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 else math.nan
+            for name, values in resampled(y_true, probs, counts).items()}
