@@ -89,10 +89,11 @@ def _cfg(**train):
 def test_the_verdict_on_an_epoch_follows_the_rules_of_train():
     train = _cfg(epochs=10, patience=3, checkpoint_every=4).train
     best = Best()
-    verdicts = [judge(train, best, epoch, epoch, epoch - 1, score, diverged=False)
-                for epoch, score in enumerate([0.5, 0.7, 0.6, 0.7, 0.65], start=1)]
+    verdicts = [judge(train, best, epoch, epoch, epoch - 1, score, diverged=False, loss=loss)
+                for epoch, (score, loss) in enumerate([(0.5, 0.9), (0.7, 0.5), (0.6, 0.6), (0.7, 0.55), (0.65, 0.6)],
+                                                      start=1)]
     assert [v.improved for v in verdicts] == [True, True, False, False, False]
-    assert best.epoch == 2 and best.score == 0.7  # a tie is not a new best
+    assert best.epoch == 2 and best.score == 0.7  # a tie with a higher loss is not a new best
     # three epochs without a new best end the trial at epoch 5
     assert [v.early_stopped for v in verdicts] == [v.finished for v in verdicts] == [False] * 4 + [True]
     # checkpoints: each new best, every 4th epoch (to resume from), the trial's end
@@ -102,6 +103,45 @@ def test_the_verdict_on_an_epoch_follows_the_rules_of_train():
     assert judge(train, Best(0.9, 1, 1), 10, 10, 9, 0.1, diverged=False).checkpoint_due
     gone = judge(train, Best(), 3, 3, 2, math.nan, diverged=True)
     assert gone.finished and not gone.checkpoint_due and not gone.improved and not gone.early_stopped
+
+
+def _kept(keep: str, epochs: list[tuple[float, float, float]]) -> tuple[Best, list[bool]]:
+    """The kept epoch and each epoch's ``improved`` under ``train.keep``, for (score, loss, ece) per epoch."""
+    train, best = _cfg(epochs=len(epochs), keep=keep).train, Best()
+    improved = [judge(train, best, epoch, epoch, epoch - 1, score, diverged=False, loss=loss, ece=ece).improved
+                for epoch, (score, loss, ece) in enumerate(epochs, start=1)]
+    return best, improved
+
+
+# A small validation split: the metric moves in steps of one image, and trials reach the top step
+# early, then again with far lower loss (the case of issue #28: epoch 4 kept, epoch 17 as good).
+TIED = [(0.90, 0.50, 0.10), (0.98, 0.40, 0.08), (0.96, 0.20, 0.04), (0.98, 0.30, 0.05), (0.98, 0.30, 0.02),
+        (0.98, 0.30, 0.02), (0.98, 0.35, 0.01)]
+
+
+def test_tied_epochs_are_ranked_by_loss_then_calibration_then_the_later_one():
+    best, improved = _kept("best", TIED)
+    # 4: as high, lower loss; 5: same loss, lower ECE; 6: a full tie, later; 7: a higher loss loses
+    assert improved == [True, True, False, True, True, True, False]
+    assert (best.epoch, best.loss, best.ece) == (6, 0.30, 0.02)
+    # a higher metric wins whatever its loss
+    best, _ = _kept("best", [(0.9, 0.1, 0.1), (0.95, 0.9, 0.9)])
+    assert best.epoch == 2
+    # patience counts from the epoch that raised the metric (2), not from the ties won since
+    train, best = _cfg(epochs=len(TIED), patience=3).train, Best()
+    stopped = [judge(train, best, epoch, epoch, epoch - 1, score, diverged=False, loss=loss, ece=ece).early_stopped
+               for epoch, (score, loss, ece) in enumerate(TIED[:5], start=1)]
+    assert stopped == [False] * 4 + [True] and best.epoch == 5
+    # before: the first epoch to reach the top step, an undertrained one
+    best, improved = _kept("first_best", TIED)
+    assert best.epoch == 2 and improved == [True, True] + [False] * 5
+
+
+def test_keep_last_keeps_every_epoch_in_turn_and_refuses_patience():
+    best, improved = _kept("last", TIED)
+    assert improved == [True] * len(TIED) and best.epoch == len(TIED) and best.loss == 0.35
+    with pytest.raises(Exception, match="train.keep: last"):
+        _cfg(keep="last", patience=3)
 
 
 def test_with_validation_every_few_epochs_patience_and_checkpoints_count_as_they_should():
@@ -126,6 +166,10 @@ def test_the_loop_reports_every_epoch_and_checkpoints_its_bests(tmp_path):
     reports = session.reports
     assert [r.epoch for r in reports] == [1, 2, 3] and reports[-1].finished and not reports[0].finished
     assert all(set(r.val) >= {"balanced_accuracy", "loss"} and r.val_images == 16 for r in reports)
+    # each figure with its standard error: of 16 images, one wrong moves the balanced accuracy by 0.06
+    # (a split all right has none: every resample is all right too)
+    assert all((0.02 < r.val_se["balanced_accuracy"] < 0.2 if r.val["balanced_accuracy"] < 1
+                else r.val_se["balanced_accuracy"] == 0) and r.val_se["loss"] > 0 for r in reports)
     assert reports[-1].facts.params > 0 and reports[-1].facts.node_id == "fake"
     assert set(reports[-1].phase_seconds) >= {"data", "build", "restore", "train", "validate", "report"}
     # a checkpoint for every new best and the last epoch, each holding its own epoch
@@ -133,7 +177,8 @@ def test_the_loop_reports_every_epoch_and_checkpoints_its_bests(tmp_path):
     assert set(session.checkpoints) == kept
     for epoch, folder in session.checkpoints.items():
         assert checkpoint.load(folder)["epoch"] == epoch
-    best = max(reports, key=lambda r: (r.val["balanced_accuracy"], -r.epoch))
+    # the best metric; among epochs that tie on it, the lowest validation loss
+    best = max(reports, key=lambda r: (r.val["balanced_accuracy"], -r.val["loss"]))
     assert reports[-1].best_epoch == best.epoch
     assert reports[-1].best_value == pytest.approx(best.val["balanced_accuracy"])
     assert TrialStatus.of(reports[-1], epochs=3, error=None) == (TrialStatus.COMPLETED, None)

@@ -113,6 +113,9 @@ class CachedDataset:
     # data.stain_normalize's reference at the image size (None when off): the checkpoints keep
     # it, so a trained model normalises what it predicts on without the reference's file
     stain_reference: np.ndarray | None = None
+    # (N,) int64 group (patient) ids, numbered in manifest order; None: every image its own group.
+    # Validation's standard errors resample whole groups: cells of one patient move together.
+    groups: np.ndarray | None = None
 
     def indices(self, split: str) -> np.ndarray:
         if split not in SPLITS:
@@ -145,4 +148,5 @@ def dataset(manifest: pd.DataFrame, images: np.ndarray, class_names: tuple[str, 
         class_names=class_names,
         fingerprint=fingerprint(manifest),
         stain_reference=stain_reference,
+        groups=pd.factorize(manifest["group"])[0].astype(np.int64),
     )

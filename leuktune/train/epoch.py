@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from leuktune.data.augment import augment_batch
-from leuktune.metrics import classification_metrics, confusion_matrix
+from leuktune.metrics import classification_metrics, confusion_matrix, standard_errors
 from leuktune.train.balance import epoch_order
 from leuktune.train.probabilities import class_probabilities
 from leuktune.train.session import average_over_workers_, gather, sum_over_workers
@@ -98,10 +98,12 @@ def refresh_batchnorm(trial: Trial, epoch: int) -> None:
 
 @dataclass(frozen=True)
 class Validation:
-    """The whole validation split scored: every metric of METRICS by name, the confusion
-    matrix (rows = true class) and the inference time per image."""
+    """The whole validation split scored: every metric of METRICS by name with its bootstrap
+    standard error (resampling patients where the data names them), the confusion matrix (rows =
+    true class) and the inference time per image."""
 
     scores: dict[str, float]
+    standard_errors: dict[str, float]
     confusion_matrix: list[list[int]]
     inference_ms: float
     images: int
@@ -117,8 +119,10 @@ def validate(trial: Trial) -> Validation | None:
     probs = class_probabilities(trial.state.scored, trial.source, shard, trial.setup, batch, data.num_classes)
     inference_ms = 1000 * (time.perf_counter() - started) / max(len(shard), 1)
     probs, true = gather(probs), gather(data.labels[shard])
+    groups = None if data.groups is None else gather(data.groups[shard])
     if not np.isfinite(probs).all():
         return None
-    return Validation(classification_metrics(true, probs), confusion_matrix(true, probs), inference_ms, len(true))
+    return Validation(classification_metrics(true, probs), standard_errors(true, probs, groups),
+                      confusion_matrix(true, probs), inference_ms, len(true))
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -36,17 +36,45 @@ from leuktune.train.session import TrainSession, checkpoint_folder
 
 @dataclass
 class Best:
-    """The search metric's best so far, signed so that larger is better."""
+    """The epoch a trial keeps so far (``train.keep``), with its search metric signed so that
+    larger is better, and its validation loss and calibration error, which break ties."""
 
     score: float = -math.inf
     epoch: int = 0
-    validation: int = 0  # which validation it was (patience counts validated epochs)
+    validation: int = 0  # which validation it was
+    loss: float = math.inf
+    ece: float = math.inf
+    # the validation that last raised the metric itself: patience counts from it (a tie won on
+    # the loss keeps a later epoch, but a metric that stopped moving has still stopped)
+    raised_at: int = 0
 
-    def update(self, score: float, epoch: int, validation: int) -> bool:
-        if score > self.score:  # NaN never improves
+    def update(self, score: float, epoch: int, validation: int, loss: float = math.nan, ece: float = math.nan,
+               keep: str = "best") -> bool:
+        """Whether the epoch replaces the kept one: NaN scores never do. ``best``: a higher score,
+        or as high and a lower validation loss, then a lower calibration error, then simply later
+        (on a small validation split the metric moves in steps of one image: the first epoch to
+        reach the top step is often an undertrained one, and a later one as high has trained
+        longer for it); ``last``: every epoch; ``first_best``: only a strictly higher score (what
+        leuktune kept before, for comparisons)."""
+        if math.isnan(score):
+            return False
+        if score > self.score:
+            self.raised_at = validation
+        if keep == "first_best":
+            better = score > self.score
+        elif keep == "best":
+            better = _rank_key(score, loss, ece) >= _rank_key(self.score, self.loss, self.ece)
+        else:
+            better = True
+        if better:
             self.score, self.epoch, self.validation = score, epoch, validation
-            return True
-        return False
+            self.loss, self.ece = loss, ece
+        return better
+
+
+def _rank_key(score: float, loss: float, ece: float) -> tuple[float, float, float]:
+    """Larger is better: the score, then the lower loss, then the lower calibration error (unknown = worst)."""
+    return score, -(math.inf if math.isnan(loss) else loss), -(math.inf if math.isnan(ece) else ece)
 
 
 @dataclass(kw_only=True)
@@ -92,7 +120,9 @@ class TrainingState:
         self.epoch = int(state["epoch"])
         # Checkpoints from before train.validate_every validated every epoch.
         self.validations = int(state.get("validations", self.epoch))
-        self.best = Best(**{"validation": state["best"]["epoch"], **state["best"]})
+        # Checkpoints from before validate_every, and from before ties were broken, lack the later fields.
+        best = {"validation": state["best"]["epoch"], **state["best"]}
+        self.best = Best(**{"raised_at": best["validation"], **best})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,20 +194,21 @@ def build(cfg: ExperimentConfig, data: CachedDataset, session, phases: Phases) -
 class Verdict:
     """What an epoch's score means for the trial."""
 
-    improved: bool  # a new best of the search metric
+    improved: bool  # the epoch the trial keeps from now on (train.keep: a new best, or each epoch for last)
     early_stopped: bool  # train.patience epochs without a new best
     finished: bool  # the trial ends here: its last epoch, patience, or diverged
     checkpoint_due: bool  # a new best, the trial's end, or train.checkpoint_every epochs on
 
 
 def judge(train: TrainConfig, best: Best, epoch: int, validation: int, since: int, score: float,
-          diverged: bool) -> Verdict:
+          diverged: bool, loss: float = math.nan, ece: float = math.nan) -> Verdict:
     """The verdict on ``epoch``, the trial's ``validation``-th validated one, reported after epoch
-    ``since``, whose search metric, signed so that larger is better, is ``score``; ``best`` is
-    updated with it. Patience counts validated epochs; checkpoint_every counts epochs (a checkpoint
-    at the first validated epoch on or after each multiple)."""
-    improved = not diverged and best.update(score, epoch, validation)
-    early = not diverged and bool(train.patience) and validation - best.validation >= train.patience
+    ``since``, whose search metric, signed so that larger is better, is ``score``, and validation
+    loss and calibration error ``loss`` and ``ece`` (the tie-breaks); ``best`` is updated with it
+    as ``train.keep`` says. Patience counts validated epochs; checkpoint_every counts epochs (a
+    checkpoint at the first validated epoch on or after each multiple)."""
+    improved = not diverged and best.update(score, epoch, validation, loss, ece, keep=train.keep)
+    early = not diverged and bool(train.patience) and validation - best.raised_at >= train.patience
     finished = diverged or early or epoch == train.epochs
     every = train.checkpoint_every
     due = not diverged and (improved or finished or epoch // every > since // every)
@@ -194,11 +225,13 @@ def epoch_report(trial: Trial, epoch: int, trained: dict[str, float], validation
     sign = 1 if cfg.search.mode == "max" else -1
     scores = validation.scores if validation else {}
     score = sign * scores.get(cfg.search.metric.removeprefix("val_"), math.nan)
-    verdict = judge(cfg.train, trial.state.best, epoch, trial.state.validations, since, score, diverged)
+    verdict = judge(cfg.train, trial.state.best, epoch, trial.state.validations, since, score, diverged,
+                    loss=scores.get("loss", math.nan), ece=scores.get("ece", math.nan))
     best = trial.state.best
     report = EpochReport(
         epoch=epoch, train_loss=trained["train_loss"], train_images_per_s=trained["train_images_per_s"],
         lr=trained["lr"], epoch_seconds=seconds, validation=trial.state.validations, val=scores,
+        val_se=validation.standard_errors if validation else {},
         val_confusion_matrix=validation.confusion_matrix if validation else None,
         val_images=validation.images if validation else 0,
         inference_ms=validation.inference_ms if validation else math.nan,
@@ -291,11 +324,13 @@ def validate_and_report(trial: Trial, epoch: int, trained: dict[str, float], sta
     return verdict
 
 
-def run_loop(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: float | None = None) -> None:
-    """Build, resume if restarted, then train each epoch; validate, save and report the epochs
-    that ``train.validate_every`` names (and a diverged one at once)."""
-    phases = Phases(launched_at)
-    trial = build(cfg, data, session, phases)
+def epochs(trial: Trial) -> Iterator[tuple[int, Verdict | None]]:
+    """Train the trial epoch by epoch from where it stands (its checkpoint's epoch when resumed);
+    validate, save and report the epochs that ``train.validate_every`` names (and a diverged one
+    at once). Yields after each epoch: its number and verdict (None for an epoch not validated);
+    ends with the trial. One epoch at a time, so that a cross-validated trial steps its folds
+    together (leuktune.train.folds)."""
+    cfg, phases = trial.cfg, trial.phases
     resumed_from = reported = trial.state.epoch
     started = None  # when the first epoch since the last report began: a report's seconds cover them all
     for epoch in range(resumed_from + 1, cfg.train.epochs + 1):
@@ -306,17 +341,26 @@ def run_loop(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: f
         trial.state.epoch = epoch
         if not math.isfinite(trained["train_loss"]):  # nothing left to validate
             trial.state.validations += 1
-            report, _ = epoch_report(trial, epoch, trained, None, time.perf_counter() - started,
-                                     resumed_from, reported)
+            report, verdict = epoch_report(trial, epoch, trained, None, time.perf_counter() - started,
+                                           resumed_from, reported)
             with phases("report"):
-                session.report(report.to_result(), None)
-            break
+                trial.session.report(report.to_result(), None)
+            yield epoch, verdict
+            return
         if not cfg.train.validated(epoch):
+            yield epoch, None
             continue
         verdict = validate_and_report(trial, epoch, trained, started, resumed_from, reported)
         reported, started = epoch, None
+        yield epoch, verdict
         if verdict.finished:
-            break
+            return
+
+
+def run_loop(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: float | None = None) -> None:
+    """Build, resume if restarted, then train to the trial's end (``epochs``)."""
+    for _ in epochs(build(cfg, data, session, Phases(launched_at))):
+        pass
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
