@@ -23,7 +23,7 @@ from leuktune.config import VALUE_TYPES
 from leuktune.config.search import DEFAULT_METRIC
 from leuktune.errors import LeuktuneError
 from leuktune.metrics import METRICS
-from leuktune.results import FAILED
+from leuktune.results import FAILED, TrialStatus
 from leuktune.runfolder import RunFolder
 
 CONFUSION = pa.list_(pa.list_(pa.int64()))  # rows = true class, columns = predicted
@@ -32,6 +32,12 @@ ID_COLUMNS = [("experiment", pa.string()), ("trial_id", pa.string()), ("status",
 RESULT_COLUMNS = [
     ("best_epoch", pa.int64()), ("epochs_run", pa.int64()), ("stopped_by", pa.string()),
     *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
+    # each val metric's bootstrap standard error on the validation split (patients resampled where
+    # the data names them), and whether the trial's search metric is within the top trial's
+    # standard error of the top: the validation split cannot tell it from the top
+    *((f"val_{m}_se", pa.float64()) for m in METRICS), ("tied_with_top", pa.bool_()),
+    # a cross-validated trial (search.cv): its folds, and the standard deviation of each val metric over them
+    ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
     # the final evaluation (top trials only): the test split once, 95% bootstrap intervals,
     # calibration before and after the temperature fitted on the validation split
     *((f"test_{m}", pa.float64()) for m in METRICS), ("test_confusion_matrix", CONFUSION),
@@ -57,7 +63,8 @@ HISTORY_COLUMNS = [
     ("train_loss", pa.float64()), ("train_images_per_s", pa.float64()), ("epoch_seconds", pa.float64()),
     ("lr", pa.float64()), ("resumed_from_epoch", pa.int64()), ("improved_epoch", pa.int64()),
     ("inference_ms", pa.float64()), *((f"val_{m}", pa.float64()) for m in METRICS),
-    ("val_confusion_matrix", CONFUSION), ("node_ip", pa.string()), ("node_id", pa.string()),
+    *((f"val_{m}_se", pa.float64()) for m in METRICS), ("val_folds", pa.int64()),
+    *((f"val_{m}_fold_std", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION), ("node_ip", pa.string()), ("node_id", pa.string()),
     # which validation of the trial the row is (train.validate_every: only validated epochs are rows),
     # and why a checkpoint due that epoch could not be written
     ("validation", pa.int64()), ("checkpoint_error", pa.string()),
@@ -159,6 +166,33 @@ def ranked(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     ok = board[~failed].sort_values(keys, ascending=[mode == "min"] + [True] * (len(keys) - 1),
                                     na_position="last", kind="stable")
     return pd.concat([ok, board[failed]], ignore_index=True)
+
+
+def tied_with_top(board: pd.DataFrame, metric: str, mode: str) -> pd.Series:
+    """True for a trial whose ``metric`` is within the top trial's standard error of the top's
+    (``<metric>_se``, the top itself included): the validation split cannot tell them apart, so
+    the choice among them is noise and their ensemble the robust pick. False for the others;
+    null for failed trials, rows that are not trials (the ensemble) and metrics without a
+    standard error (a cost objective, a table from before standard errors).
+
+    >>> board = pd.DataFrame({"trial_id": ["a", "b", "c"], "status": ["completed"] * 3,
+    ...                       "val_balanced_accuracy": [0.98, 0.96, 0.90],
+    ...                       "val_balanced_accuracy_se": [0.02, 0.03, 0.04]})
+    >>> tied_with_top(board, "val_balanced_accuracy", "max").tolist()
+    [True, True, False]
+    """
+    tied = pd.Series(None, index=board.index, dtype="object")
+    column = f"{metric}_se"
+    trials = board[~board["status"].isin(FAILED) & (board["status"] != TrialStatus.ENSEMBLE.value)]
+    if column not in board or trials[metric].notna().sum() == 0:
+        return tied
+    top = ranked(trials, metric, mode).iloc[0]
+    if not pd.notna(top[column]):
+        return tied
+    # a hair of slack: a float sum that lands exactly one standard error away counts as within it
+    within = (trials[metric] - top[metric]).abs() <= top[column] + 1e-12
+    tied[trials.index] = within.where(trials[metric].notna(), False).astype(bool)
+    return tied
 
 
 def pareto_front(board: pd.DataFrame, objectives: list[str], directions: list[str]) -> pd.Series:

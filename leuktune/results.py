@@ -97,6 +97,13 @@ class EpochReport:
     epoch_seconds: float = NAN  # the epochs since the last report (train.validate_every), validation included
     validation: int = 0  # the trial's validated epochs so far, this one included (ASHA's time)
     val: Mapping[str, float] = field(default_factory=dict)
+    # each val metric's bootstrap standard error (leuktune.metrics.standard_errors): how far apart
+    # two epochs or trials must be before the validation split can tell them apart
+    val_se: Mapping[str, float] = field(default_factory=dict)
+    # a cross-validated trial (search.cv): val is the mean over its folds, val_se the mean's
+    # standard error (their standard deviation / sqrt(folds)), val_fold_std their spread
+    val_folds: int = 0
+    val_fold_std: Mapping[str, float] = field(default_factory=dict)
     val_confusion_matrix: list[list[int]] | None = None
     val_images: int = 0  # the validation images scored, all workers together
     inference_ms: float = NAN  # validation's time per image
@@ -115,9 +122,10 @@ class EpochReport:
 
     def to_result(self) -> dict[str, Any]:
         """The flat dict Ray Tune is given (and passes to ASHA, Optuna and the callbacks)."""
-        flat = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("val", "facts", "phase_seconds")}
+        flat = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _NESTED}
         flat.update({f"val_{m}": self.val.get(m, NAN) for m in METRICS})
+        flat.update({f"val_{m}_se": self.val_se.get(m, NAN) for m in METRICS})
+        flat.update({f"val_{m}_fold_std": self.val_fold_std.get(m, NAN) for m in METRICS})
         flat.update({f"time_{phase}_s": seconds for phase, seconds in self.phase_seconds.items()})
         if self.facts is not None:
             flat.update(dataclasses.asdict(self.facts))
@@ -128,17 +136,23 @@ class EpochReport:
         """A report from Tune's result, or from a stored history row (which keeps fewer fields:
         the others take their defaults). Keys that Tune adds (``training_iteration``, ...) are ignored."""
         simple = {f.name: result[f.name] for f in dataclasses.fields(cls)
-                  if f.name not in ("val", "facts", "phase_seconds") and _present(result.get(f.name))}
+                  if f.name not in _NESTED and _present(result.get(f.name))}
         facts = (TrialFacts(**{name: result.get(name) for name in FACTS})
                  if all(name in result for name in FACTS) else None)
         return cls(**simple, facts=facts,
                    val={m: result[f"val_{m}"] for m in METRICS if f"val_{m}" in result},
+                   val_se={m: result[f"val_{m}_se"] for m in METRICS if f"val_{m}_se" in result},
+                   val_fold_std={m: result[f"val_{m}_fold_std"] for m in METRICS if f"val_{m}_fold_std" in result},
                    phase_seconds={key[len("time_"):-len("_s")]: value for key, value in result.items()
                                   if key.startswith("time_") and key.endswith("_s")})
 
     def value(self, name: str) -> Any:
         """A field by its flat name (the search metric, a cost objective): None when absent."""
         return self.to_result().get(name)
+
+
+# Fields that the flat result spreads over several keys (val_*, val_*_se, val_*_fold_std, the facts, time_*_s).
+_NESTED = ("val", "val_se", "val_fold_std", "facts", "phase_seconds")
 
 
 def _present(value: Any) -> bool:

@@ -220,6 +220,28 @@ def test_the_report_shows_every_figure_as_png(run, cross_validated, tmp_path):
     assert "The ensemble of the best trials" in md and "ensemble_confusion.png" in md
 
 
+def test_each_validation_figure_has_its_standard_error_and_ties_with_the_top_are_marked(run, tmp_path):
+    folder, board = run
+    trials = _trials(board)
+    metric = "val_balanced_accuracy"
+    # 12 validation images: one image moves a balanced accuracy by 0.08, so its error is of that order
+    assert (trials[f"{metric}_se"].between(0, 0.3) & trials["val_loss_se"].gt(0)).all()
+    history = pd.read_parquet(folder / "history.parquet")
+    assert history["val_balanced_accuracy_se"].notna().all()
+    top = trials.iloc[0]
+    assert top["tied_with_top"]
+    within = (trials[metric] - top[metric]).abs() <= top[f"{metric}_se"] + 1e-12
+    assert trials["tied_with_top"].astype(bool).tolist() == within.tolist()
+    assert pd.isna(board.loc[board["status"] == "ensemble", "tied_with_top"]).all()
+    write_report([folder], tmp_path / "report", echo=lambda message: None)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "tied with top" in md
+    tied = int(within.sum())
+    line = (f"{tied} trials are within one standard error" if tied > 1
+            else "Only the top trial is within its own standard error")
+    assert line in md
+
+
 def test_the_report_of_a_single_trial_and_of_merged_runs(run, tmp_path, ray_runtime):
     folder, _ = run
     single = leuktune.search(overrides=tiny_overrides(tmp_path / "runs") + [

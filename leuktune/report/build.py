@@ -39,6 +39,9 @@ def top_table(inp: Inputs) -> pd.DataFrame:
     for key in inp.searched:
         table[key] = [("" if v != v else f"{v:.3g}") if isinstance(v, float) else v for v in board[key]]
     table[inp.metric] = board[inp.metric].round(4)
+    if f"{inp.metric}_se" in board:
+        table["± SE"] = board[f"{inp.metric}_se"].round(4)
+        table["tied with top"] = ["yes" if tied is True else "" for tied in board["tied_with_top"]]
     for metric in ("balanced_accuracy", "f1_weighted", "accuracy"):
         table[f"test {metric} (95% CI)"] = [_with_interval(row, metric) for _, row in board.iterrows()]
     if "test_ece" in board:
@@ -66,8 +69,26 @@ def study_of(inp: Inputs) -> optuna.Study:
     return study
 
 
+def ties_line(inp: Inputs) -> str | None:
+    """One line on how many trials the validation split cannot tell from the top, and what
+    that means for the choice; None where the leaderboard has no standard errors."""
+    trials = inp.trials
+    if "tied_with_top" not in trials or not trials["tied_with_top"].eq(True).any():
+        return None
+    tied = trials[trials["tied_with_top"].eq(True)]
+    se = tied[f"{inp.metric}_se"].iloc[0]
+    if len(tied) == 1:
+        return (f"Only the top trial is within its own standard error (±{se:.3f}) of the top {inp.metric}: "
+                "the validation split tells it apart from the others.")
+    return (f"{len(tied)} trials are within one standard error (±{se:.3f}, the top trial's, from resampling the "
+            f"validation images) of the top {inp.metric}: the validation split cannot tell them apart, so which of "
+            "them ranks first is noise; their ensemble (evaluate.ensemble) is the robust pick.")
+
+
 def search_section(inp: Inputs, out: Path) -> Section:
     section = Section("The search")
+    if (line := ties_line(inp)) is not None:
+        section.add(line)
     mode = inp.config.search.mode
     for factor in [f for f in FACTORS if f in inp.trials and inp.trials[f].nunique() > 1]:
         best = (inp.trials.dropna(subset=[inp.metric]).groupby(factor)[inp.metric]

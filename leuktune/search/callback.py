@@ -125,6 +125,9 @@ class LeaderboardCallback(tune.Callback):
             "best_epoch": best.epoch if best else None, "epochs_run": last.epoch if last else 0,
             "stopped_by": stopped_by,
             **{f"val_{m}": best.val.get(m) if best else None for m in METRICS},
+            **{f"val_{m}_se": best.val_se.get(m) if best else None for m in METRICS},
+            "val_folds": best.val_folds if best and best.val_folds else None,
+            **{f"val_{m}_fold_std": best.val_fold_std.get(m) if best else None for m in METRICS},
             "val_confusion_matrix": best.val_confusion_matrix if best else None,
             **{k: getattr(facts, k) if facts else None for k in FACTS},
             "inference_ms": last.inference_ms if last else None,
@@ -164,6 +167,7 @@ class LeaderboardCallback(tune.Callback):
                                leaderboard.HISTORY, replacing=[t for _, _, t in new])
             board = pd.concat([board, pd.DataFrame([r for r, _, _ in new])], ignore_index=True)
             search = self.cfg.search
+            board["tied_with_top"] = leaderboard.tied_with_top(board, search.metric, search.mode)
             if search.objectives:
                 board["pareto_front"] = leaderboard.pareto_front(board, list(search.objectives), search.directions)
             leaderboard.save(self.folder, board, self.hyperparameters)
