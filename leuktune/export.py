@@ -53,7 +53,7 @@ class Averaged(nn.Module):
     def __init__(self, ensemble):
         super().__init__()
         first = ensemble.members[0].normalization
-        self.members = nn.ModuleList(Calibrated(m.module.to("cpu").float(), m.temperature) for m in ensemble.members)
+        self.members = nn.ModuleList(_calibrated(m) for m in ensemble.members)
         self.register_buffer("weights", torch.tensor(ensemble.weights, dtype=torch.float32))
         self.register_buffer("temperature", torch.tensor(float(ensemble.temperature)))
         stats = [(torch.tensor(first["mean"]) - torch.tensor(m.normalization["mean"])) / torch.tensor(m.normalization["std"])
@@ -68,11 +68,17 @@ class Averaged(nn.Module):
         return torch.softmax(torch.log(averaged.clamp_min(1e-12)) / self.temperature, dim=-1)
 
 
+def _calibrated(model) -> nn.Module:
+    """A model's calibrated probabilities as one network: a trial's network with its temperature, or
+    an average (the ensemble, a cross-validated trial's folds, or an ensemble that holds one)."""
+    if hasattr(model, "members"):
+        return Averaged(model)
+    return Calibrated(model.module.to("cpu").float(), model.temperature)
+
+
 def _network(model) -> nn.Module:
     """What is exported: a trial's network calibrated, or the ensemble averaged."""
-    if hasattr(model, "members"):
-        return Averaged(model).eval()
-    return Calibrated(model.module.to("cpu").float(), model.temperature).eval()
+    return _calibrated(model).eval()
 
 
 def _onnx(model: nn.Module, example: torch.Tensor, path: Path):
@@ -109,7 +115,9 @@ def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None =
     out.mkdir(parents=True, exist_ok=True)
     name, write = FORMATS[fmt]
     network = _network(model)
-    first = model.members[0] if hasattr(model, "members") else model  # whose normalisation the input takes
+    first = model  # whose normalisation the input takes: the first trained network's
+    while hasattr(first, "members"):
+        first = first.members[0]
     pixels, rows = model.load_images(images or _test_images(first))
     x = first.model_input(pixels[:8]).cpu() if len(pixels) else None
     if x is None or len(x) < 2:

@@ -256,6 +256,61 @@ class EnsembleModel(_Classifies):
         return self.members[0]._prepare_data()
 
 
+class FoldModel(EnsembleModel):
+    """A cross-validated trial's model (``search.cv``): its K fold models as one, their
+    probabilities averaged with equal weights (uncalibrated as the trial: ``predict`` rescales
+    them by the temperature the final evaluation fitted). The folds share the trial's recipe and
+    its epoch, so one temperature for their average serves where K would each be fitted on a fifth
+    of the images.
+
+    On the training and validation images each image is predicted by the fold model that held it
+    out (out of fold): what the final evaluation fits the temperature on and the run's ensemble
+    selects on are predictions of images the model did not train on. The test split, and any
+    other image, gets the average of all K.
+
+    >>> model = leuktune.load_model(board.iloc[0])  # a trial of a search with search.cv: 5  # doctest: +SKIP
+    >>> model  # doctest: +SKIP
+    FoldModel(5 folds of test_resnet + linear head, epoch 7, ...)
+    """
+
+    def __init__(self, members: list[TrainedModel], location: str):
+        k = len(members)
+        spec = EnsembleSpec(members=[f"fold {f}" for f in range(k)], weights=[1 / k] * k,
+                            checkpoints=[m.location for m in members], temperatures=[1.0] * k)
+        super().__init__(members, spec, location)
+        self.temperature = float(checkpoint.read_calibration(location).get("temperature", 1.0))
+        self.epoch = members[0].epoch
+        self.normalization = members[0].normalization
+
+    def __repr__(self) -> str:
+        first = self.members[0].config.model
+        return (f"FoldModel({len(self.members)} folds of {first.backbone} + {first.head} head, epoch {self.epoch}, "
+                f"classes={list(self.classes)}, from {self.location})")
+
+    def probabilities(self, data: CachedDataset, split: str, tta: bool = False) -> np.ndarray:
+        if split == "test":
+            return super().probabilities(data, split, tta=tta)
+        # the data layer imports Ray: predicting from files does not need it
+        from leuktune.data.folds import cv_folds
+
+        self.members[0]._check_same_data(data)
+        rows = data.indices(split)
+        out = np.full((len(rows), len(self.classes)), np.nan)
+        folds = cv_folds(data, len(self.members), self.config.data.split.seed)
+        for member, fold in zip(self.members, folds):
+            held = np.isin(rows, fold.indices("val"))
+            if held.any():
+                out[held] = member._probabilities(data.pixels(), rows[held], tta=tta)
+        return out
+
+
+def load_folds(location: str, device: str | torch.device | None = None) -> FoldModel:
+    """A cross-validated trial's model from its checkpoint folder (fold_0/ ... and meta.json)."""
+    members = [load_model(checkpoint.fold_location(location, f), device)
+               for f in range(checkpoint.folds_of(location))]
+    return FoldModel(members, location)
+
+
 def load_ensemble(run: str | Path, device: str | torch.device | None = None) -> EnsembleModel:
     """A run's weighted ensemble (written by its final evaluation), its members loaded."""
     folder = run_folder(run)
@@ -295,7 +350,8 @@ def load_model(checkpoint_path, device: str | torch.device | None = None,
                trial: str | None = None) -> TrainedModel | EnsembleModel:
     """The trained model of a checkpoint: a folder (a leaderboard's ``checkpoint_uri``), the
     ``checkpoint.pt`` in it, a leaderboard row, or a run folder (its best trial, or ``trial``;
-    ``trial="ensemble"``: the weighted ensemble of its best trials).
+    ``trial="ensemble"``: the weighted ensemble of its best trials). A cross-validated trial's
+    checkpoint gives its ``FoldModel``.
 
     >>> model = leuktune.load_model("runs/synthetic-default")  # doctest: +SKIP
     >>> model = leuktune.load_model(board.iloc[0])  # doctest: +SKIP
@@ -314,6 +370,8 @@ def load_model(checkpoint_path, device: str | torch.device | None = None,
         if checkpoint_path is None or checkpoint_path != checkpoint_path:
             raise checkpoint.CheckpointError(
                 f"trial {row.get('trial_id')} has no checkpoint (status {row.get('status')!r})")
+    if checkpoint.folds_of(checkpoint_path):
+        return load_folds(str(checkpoint_path).rstrip("/").removesuffix(f"/{checkpoint.FILE}"), device)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     state = checkpoint.load(checkpoint_path, device)
     cfg = checkpoint.experiment(state)

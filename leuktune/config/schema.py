@@ -96,6 +96,15 @@ class ExperimentConfig(Strict):
             raw = {**raw, "model": {**REAL_DATA_MODEL, **model}}
         return raw
 
+    @model_validator(mode="after")
+    def _folds_run_in_the_trial(self) -> "ExperimentConfig":
+        res = self.resources
+        if self.search.cv is not None and (res.workers_per_trial > 1 or res.launcher == "train"):
+            raise ValueError("search.cv trains a trial's folds one after another in the trial's own process: "
+                             f"resources.workers_per_trial must be 1 (got {res.workers_per_trial}) and "
+                             f"resources.launcher auto or tune (got {res.launcher})")
+        return self
+
     def searched(self) -> dict[str, Distribution]:
         """The hyperparameters this experiment searches, by leaf name, in schema order."""
         return {key: value for section in SEARCHABLE_SECTIONS for key, value in getattr(self, section)

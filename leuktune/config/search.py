@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -86,6 +86,11 @@ class SearchConfig(Strict):
     max_concurrent: Union[PositiveInt, Literal["auto"]] = "auto"
     searcher: SearcherConfig = SearcherConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    # Choose by cross-validation (small sets): each trial trains K models, each holding out one of
+    # K group-disjoint folds of the training and validation images, and is judged by their mean;
+    # its model averages the K (leuktune.data.folds). auto: 5 folds below 1000 training and
+    # validation images, else off; null: off.
+    cv: Union[Annotated[int, Field(ge=2)], Literal["auto"], None] = None
 
     @model_validator(mode="before")
     @classmethod

@@ -58,7 +58,9 @@ def cross_validate(cfg: ExperimentConfig, row: pd.Series, data: CachedDataset, s
     one row per fold with the test metrics (``cv.parquet``'s rows)."""
     params = {key: row[key] for key in cfg.searched() if key in row and pd.notna(row[key])}
     trial_cfg = cfg.with_params({key: _native(value) for key, value in params.items()})
-    trial_cfg = trial_cfg.model_copy(update={"search": trial_cfg.search.model_copy(update={"num_samples": k})})
+    # each fold one model (a cross-validated search's trial would train K more inside each)
+    trial_cfg = trial_cfg.model_copy(update={"search": trial_cfg.search.model_copy(update={"num_samples": k,
+                                                                                           "cv": None})})
     folds = [d.shared() for d in fold_datasets(data, split, k, cfg)]
     trainable = trainer.tune_trainable(_train_fold, trial_cfg, experiment=trial_cfg, folds=folds, folder=folder)
     results = tune.Tuner(

@@ -71,7 +71,7 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
             with runtime.ray_session(address, echo):
                 _check_storage_is_shared(folder)
                 data = prepare_data(cfg, echo)
-                run_trials(cfg, data, echo, resume=resume)
+                run_trials(with_folds(cfg, data, echo), data, echo, resume=resume)
             if not folder.exists(runfolder.LEADERBOARD):
                 raise SearchError(f"no trial of {cfg.name!r} finished; see the Ray output above")
             if cfg.evaluate.top_k:  # the test split is read here, and only here
@@ -139,6 +139,23 @@ def prepare_data(cfg, echo: Callable[[str], None] = runtime.echo):
     echo("[leuktune] data: " + str(report))
     echo(f"[leuktune] data ready at {cfg.data.image_size}px in {time.monotonic() - started:.1f}s")
     return data
+
+
+def with_folds(cfg, data, echo: Callable[[str], None] = runtime.echo):
+    """``cfg`` with ``search.cv`` as a number of folds or off (``auto`` decided by the data's size); a
+    DataError, before any trial, when a class has fewer groups than folds."""
+    # python -m leuktune.search imports this module before it parses --help: Ray and torch only when a search runs
+    from leuktune.data import folds
+
+    cv = folds.resolve(cfg.search.cv, data)
+    if cv:
+        folds.check_folds(data, cv)
+        echo(f"[leuktune] search.cv {cfg.search.cv}: each trial trains {cv} models on {cv} group-disjoint folds of "
+             f"the {len(folds.pooled(data))} training and validation images and is judged by their mean")
+    elif cfg.search.cv == "auto":
+        echo(f"[leuktune] search.cv auto: {len(folds.pooled(data))} training and validation images (at least "
+             f"{folds.AUTO_BELOW}): one validation split, no cross-validation")
+    return cfg.model_copy(update={"search": cfg.search.model_copy(update={"cv": cv})})
 
 
 def run_trials(cfg, data, echo: Callable[[str], None] = runtime.echo, callbacks: tuple = (), resume: bool = False):

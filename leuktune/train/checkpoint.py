@@ -33,6 +33,9 @@ from leuktune.errors import LeuktuneError
 FILE = "checkpoint.pt"
 META = "meta.json"
 CALIBRATION = "calibration.json"
+# A cross-validated trial's checkpoint (search.cv) is a folder of its folds' checkpoints, each a
+# checkpoint as above, and a meta.json of its own that says how many (``folds``).
+FOLD = "fold_{}"
 
 
 class CheckpointError(LeuktuneError, ValueError):
@@ -128,6 +131,18 @@ def write_calibration(location: str, record: dict[str, Any]) -> None:
 def read_calibration(location: str) -> dict[str, Any]:
     data = _read(location, CALIBRATION)
     return json.loads(data) if data else {}
+
+
+def folds_of(location: str | Path) -> int:
+    """How many fold checkpoints a cross-validated trial's checkpoint holds; 0 for any other."""
+    meta = _read(str(location), META)
+    return int(json.loads(meta).get("folds", 0)) if meta else 0
+
+
+def fold_location(location: str | Path, fold: int) -> str:
+    """The checkpoint of fold ``fold`` inside a cross-validated trial's checkpoint, as a location of the same store."""
+    _, folder = _locate(str(location))
+    return uris.child(str(location), f"{folder}/{FOLD.format(fold)}")
 
 
 def load(folder: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:

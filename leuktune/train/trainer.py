@@ -32,6 +32,7 @@ from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
 from leuktune.runtime import echo
 from leuktune.train import checkpoint
+from leuktune.train.folds import run_folds
 from leuktune.train.loop import run_loop, train_loop_per_worker
 from leuktune.train.session import TuneSession
 
@@ -127,7 +128,8 @@ def train(cfg: ExperimentConfig, data: CachedDataset, folder) -> None:
     """Train one concrete configuration inside the current Tune trial, through its launcher."""
     launched_at = time.time()
     if launcher(cfg) == "tune":
-        run_loop(cfg, data, TuneSession(use_gpu=cfg.resources.gpus_per_worker > 0), launched_at)
+        session = TuneSession(use_gpu=cfg.resources.gpus_per_worker > 0)
+        (run_folds if cfg.search.cv else run_loop)(cfg, data, session, launched_at)
         return
     for key, value in _RAY_TRAIN_ENV.items():
         os.environ.setdefault(key, value)
