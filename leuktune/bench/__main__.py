@@ -10,6 +10,7 @@
     python -m leuktune.bench signal                 # do early epochs foretell the end? Kendall tau per rung
     python -m leuktune.bench searchers              # random, TPE, GP, with and without ASHA, 3 seeds
     python -m leuktune.bench external               # stain augmentation / normalisation vs another site
+    python -m leuktune.bench selection --sets builtin /data/cells   # the search's pick vs one default trial
     python -m leuktune.bench throughput             # bare PyTorch loop vs leuktune's trainer (CPU: tiny, 64px)
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 64   # on a GPU
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 128 --compile
@@ -22,7 +23,7 @@ import sys
 
 import torch
 
-from leuktune.bench.strategies import EXTERNAL_VARIANTS, STRATEGIES, VARIANTS
+from leuktune.bench.strategies import EXTERNAL_VARIANTS, SELECTION_VARIANTS, STRATEGIES, VARIANTS
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -131,6 +132,16 @@ def main(argv: list[str] | None = None) -> int:
                         "", "--trials 4 --variants plain 'stain augmentation' --set data.synthetic.difficulty=0.5")
     external.add_argument("--variants", nargs="+", default=list(EXTERNAL_VARIANTS), choices=list(EXTERNAL_VARIANTS))
     _searches(external, 4, "runs/bench-external", seeds=False)
+    selection = _command(sub, "selection",
+                         "how a search chooses its model (the best epoch as before, with epoch ties broken, the "
+                         "last epoch) against one default-recipe trial's last epoch: test balanced accuracy and "
+                         "trial-seconds on the harder built-in set with a small validation split and on real sets "
+                         "(class folders, or CSV/Parquet manifests with path, label, group)",
+                         "--sets builtin --trials 4 --seeds 0", "--sets builtin /data/wbc /data/rbc.csv --seeds 0 1 2")
+    selection.add_argument("--sets", nargs="+", default=["builtin"],
+                           help="builtin, a class folder or a manifest (path, label[, group]); each searched alike")
+    selection.add_argument("--variants", nargs="+", default=list(SELECTION_VARIANTS), choices=list(SELECTION_VARIANTS))
+    _searches(selection, 6, "runs/bench-selection")
     args = parser.parse_args(argv)
     # imported after the arguments are parsed: --help answers at once, without torch or Ray
     from leuktune.errors import LeuktuneError
@@ -148,6 +159,12 @@ def _run(args: argparse.Namespace) -> int:
         from leuktune.bench.searchers import bench_searchers
 
         bench_searchers(args.strategies, args.trials, args.seeds, args.workdir, args.overrides)
+        return 0
+    if args.what == "selection":
+        # each benchmark's modules only when it runs (some import Ray, some torch)
+        from leuktune.bench.selection import bench_selection
+
+        bench_selection(args.sets, args.variants, args.trials, args.seeds, args.workdir, args.overrides)
         return 0
     if args.what == "external":
         # each benchmark's modules only when it runs (some import Ray, some torch)

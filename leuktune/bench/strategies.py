@@ -18,3 +18,14 @@ VARIANTS = {"default": [], "no bn refresh": ["train.bn_refresh=0"], "ema": ["tra
 _REFERENCE = ["data.stain_normalize=reinhard", "data.stain_reference={home}/MM/MM_0000.png"]
 EXTERNAL_VARIANTS = {"plain": [], "stain augmentation": ["train.augment.stain=0.3"], "stain normalisation": _REFERENCE,
                      "both": ["train.augment.stain=0.3", *_REFERENCE]}
+# bench selection: how a search chooses its model, against one default-recipe trial's last epoch
+# (keep=last with num_samples=1: the default recipe alone, as a plain training loop ends).
+SELECTION_VARIANTS = {
+    "default trial, last epoch": ["search.num_samples=1", "train.keep=last"],
+    "search, first best (before)": ["train.keep=first_best"],
+    "search, epoch ties": ["train.keep=best"],
+    "search, keep last": ["train.keep=last"],
+    "search, cv 5": ["search.cv=5"],
+}
+# the harder built-in set with a small validation split (6 classes x 150 images: 117 validation images)
+SELECTION_BUILTIN = [*HARDER, "data.split.train=0.6", "data.split.val=0.13", "data.split.test=0.27"]
