@@ -15,7 +15,7 @@ import ray
 import torch
 
 from leuktune.config import CONDITIONS, ConfigError, load
-from leuktune.data import files, sources
+from leuktune.data import files, folds, sources
 from leuktune.models import weights
 from leuktune.models.space_check import check_model_space
 from leuktune.runfolder import RunFolder
@@ -63,6 +63,17 @@ def _data(cfg) -> list[str]:
     return lines + [f"    {label}: {n}" for label, n in counts.items()]
 
 
+_KEPT = {"best": "best epoch (ties: the lower validation loss, then calibration error, then the later)",
+         "last": "last epoch", "first_best": "first epoch to reach its best score"}
+
+
+def _cv(cv) -> str:
+    if cv == "auto":
+        return (f"; chosen by cross-validation ({folds.AUTO_FOLDS} folds) if the data has fewer than "
+                f"{folds.AUTO_BELOW} training and validation images (search.cv auto)")
+    return f"; chosen by cross-validation: {cv} folds of the training and validation images" if cv else ""
+
+
 def _starts(cfg) -> list[str]:
     """The trials the search runs first (the default recipe, search.start_from), as it will draw them."""
     named = cfg.named_starts()
@@ -98,6 +109,7 @@ def dry_run(config: str | Path | None = None, overrides: Sequence[str] = (), add
     first_judged = min(train.epochs, asha.grace_epochs(train.validations) * train.validate_every) if asha else None
     lines += [f"training: {train.epochs} epochs at {cfg.data.image_size}px, batch {train.batch_size}, "
               f"precision {train.precision}" + (f"; ASHA from epoch {first_judged}" if asha else ""),
+              f"each trial keeps its {_KEPT[train.keep]}" + _cv(search.cv),
               f"per trial: {res.workers_per_trial} worker(s) x {res.cpus_per_worker:g} CPU, {res.gpus_per_worker:g} GPU "
               f"(launcher {launcher(cfg)}; the trial asks for {trial_resources(cfg)})",
               f"at once: {at_once} trial(s) on {where}"
