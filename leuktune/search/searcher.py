@@ -4,7 +4,7 @@ Ray Tune's OptunaSearch reports a trial that ASHA stopped at epoch 3 as COMPLETE
 epoch-3 score, as if that were its final score. Here every epoch's value reaches Optuna as an
 intermediate value; a trial the scheduler stopped is PRUNED (Optuna's samplers rank those as
 they rank trials its own pruners stopped); a trial that diverged or failed is FAIL; a trial
-that finished is COMPLETE with its best epoch's value.
+that finished is COMPLETE with the value of the epoch it keeps (train.keep: its best, or its last).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class LeuktuneSearch(OptunaSearch):
                 raise
 
     def _final_values(self, report: EpochReport) -> Any:
-        """The best epoch's value of the search metric; with more objectives, the costs after it."""
+        """The kept epoch's value of the search metric (train.keep); with more objectives, the costs after it."""
         best = report.best_value
         if not isinstance(self.metric, list):
             return best if _finite(best) else None
