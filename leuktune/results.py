@@ -141,8 +141,10 @@ class EpochReport:
                  if all(name in result for name in FACTS) else None)
         return cls(**simple, facts=facts,
                    val={m: result[f"val_{m}"] for m in METRICS if f"val_{m}" in result},
-                   val_se={m: result[f"val_{m}_se"] for m in METRICS if f"val_{m}_se" in result},
-                   val_fold_std={m: result[f"val_{m}_fold_std"] for m in METRICS if f"val_{m}_fold_std" in result},
+                   # figures an epoch does not have (a trial's own has no spread over folds) come back absent
+                   val_se={m: result[f"val_{m}_se"] for m in METRICS if _present(result.get(f"val_{m}_se"))},
+                   val_fold_std={m: result[f"val_{m}_fold_std"] for m in METRICS
+                                 if _present(result.get(f"val_{m}_fold_std"))},
                    phase_seconds={key[len("time_"):-len("_s")]: value for key, value in result.items()
                                   if key.startswith("time_") and key.endswith("_s")})
 
