@@ -77,10 +77,11 @@ def test_more_folds_than_a_class_has_patients_is_refused_naming_the_class():
     with pytest.raises(DataError, match=r"search.cv 4: class 'ALL' has 3 group\(s\).*at most 3"):
         with_folds(_cfg().model_copy(update={"search": _cfg().search.model_copy(update={"cv": 4})}), data,
                    echo=lambda m: None)
-    # auto: 5 folds below 1000 images, fewer where a class has fewer patients, off above
+    # auto: 5 folds below AUTO_BELOW images, fewer where a class has fewer patients, off above
     assert folds.resolve("auto", data) == 3 and folds.resolve("auto", _with_patients(8)) == 5
-    big = CachedDataset(**{**_with_patients(8).__dict__, "labels": np.zeros(1000, int),
-                           "splits": np.zeros(1000, np.int8), "groups": np.arange(1000)})
+    n = folds.AUTO_BELOW
+    big = CachedDataset(**{**_with_patients(8).__dict__, "labels": np.zeros(n, int),
+                           "splits": np.zeros(n, np.int8), "groups": np.arange(n)})
     assert folds.resolve("auto", big) is None and folds.resolve(None, data) is None and folds.resolve(3, data) == 3
 
 

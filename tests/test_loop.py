@@ -87,7 +87,7 @@ def _cfg(**train):
 
 
 def test_the_verdict_on_an_epoch_follows_the_rules_of_train():
-    train = _cfg(epochs=10, patience=3, checkpoint_every=4).train
+    train = _cfg(epochs=10, patience=3, checkpoint_every=4, keep="best").train
     best = Best()
     verdicts = [judge(train, best, epoch, epoch, epoch - 1, score, diverged=False, loss=loss)
                 for epoch, (score, loss) in enumerate([(0.5, 0.9), (0.7, 0.5), (0.6, 0.6), (0.7, 0.55), (0.65, 0.6)],
@@ -128,7 +128,7 @@ def test_tied_epochs_are_ranked_by_loss_then_calibration_then_the_later_one():
     best, _ = _kept("best", [(0.9, 0.1, 0.1), (0.95, 0.9, 0.9)])
     assert best.epoch == 2
     # patience counts from the epoch that raised the metric (2), not from the ties won since
-    train, best = _cfg(epochs=len(TIED), patience=3).train, Best()
+    train, best = _cfg(epochs=len(TIED), patience=3, keep="best").train, Best()
     stopped = [judge(train, best, epoch, epoch, epoch - 1, score, diverged=False, loss=loss, ece=ece).early_stopped
                for epoch, (score, loss, ece) in enumerate(TIED[:5], start=1)]
     assert stopped == [False] * 4 + [True] and best.epoch == 5
@@ -137,15 +137,18 @@ def test_tied_epochs_are_ranked_by_loss_then_calibration_then_the_later_one():
     assert best.epoch == 2 and improved == [True, True] + [False] * 5
 
 
-def test_keep_last_keeps_every_epoch_in_turn_and_refuses_patience():
+def test_keep_last_keeps_every_epoch_in_turn_and_patience_still_counts_from_the_peak():
     best, improved = _kept("last", TIED)
     assert improved == [True] * len(TIED) and best.epoch == len(TIED) and best.loss == 0.35
-    with pytest.raises(Exception, match="train.keep: last"):
-        _cfg(keep="last", patience=3)
+    # the metric last rose at epoch 2: three validations later patience ends the trial, keeping epoch 5
+    train, best = _cfg(epochs=len(TIED), patience=3, keep="last").train, Best()
+    stopped = [judge(train, best, epoch, epoch, epoch - 1, score, diverged=False, loss=loss, ece=ece).early_stopped
+               for epoch, (score, loss, ece) in enumerate(TIED[:5], start=1)]
+    assert stopped == [False] * 4 + [True] and best.epoch == 5 and best.peak == 0.98 and best.raised_at == 2
 
 
 def test_with_validation_every_few_epochs_patience_and_checkpoints_count_as_they_should():
-    train = _cfg(epochs=20, patience=2, checkpoint_every=5, validate_every=3).train
+    train = _cfg(epochs=20, patience=2, checkpoint_every=5, validate_every=3, keep="best").train
     assert [e for e in range(1, 21) if train.validated(e)] == [3, 6, 9, 12, 15, 18, 20] and train.validations == 7
     best = Best()
     # validated epochs 3, 6, 9, 12: the best at 6 (validation 2); two validations later, patience ends it
@@ -162,7 +165,7 @@ def test_with_validation_every_few_epochs_patience_and_checkpoints_count_as_they
 
 def test_the_loop_reports_every_epoch_and_checkpoints_its_bests(tmp_path):
     session = FakeSession(tmp_path)
-    run_loop(_cfg(epochs=3, lr=0.01, checkpoint_every=10), _data(), session)
+    run_loop(_cfg(epochs=3, lr=0.01, checkpoint_every=10, keep="best"), _data(), session)
     reports = session.reports
     assert [r.epoch for r in reports] == [1, 2, 3] and reports[-1].finished and not reports[0].finished
     assert all(set(r.val) >= {"balanced_accuracy", "loss"} and r.val_images == 16 for r in reports)
@@ -182,6 +185,14 @@ def test_the_loop_reports_every_epoch_and_checkpoints_its_bests(tmp_path):
     assert reports[-1].best_epoch == best.epoch
     assert reports[-1].best_value == pytest.approx(best.val["balanced_accuracy"])
     assert TrialStatus.of(reports[-1], epochs=3, error=None) == (TrialStatus.COMPLETED, None)
+
+
+def test_by_default_a_trial_keeps_and_reports_the_epoch_it_ended_on(tmp_path):
+    session = FakeSession(tmp_path)
+    run_loop(_cfg(epochs=3, lr=0.01, checkpoint_every=10), _data(), session)
+    last = session.reports[-1]
+    assert [r.improved_epoch for r in session.reports] == [1, 2, 3] and set(session.checkpoints) == {1, 2, 3}
+    assert last.best_epoch == 3 and last.best_value == pytest.approx(last.val["balanced_accuracy"])
 
 
 def test_patience_ends_a_trial_whose_metric_stopped_moving(tmp_path):

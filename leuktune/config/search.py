@@ -88,7 +88,7 @@ class SearchConfig(Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     # Choose by cross-validation (small sets): each trial trains K models, each holding out one of
     # K group-disjoint folds of the training and validation images, and is judged by their mean;
-    # its model averages the K (leuktune.data.folds). auto: 5 folds below 1000 training and
+    # its model averages the K (leuktune.data.folds). auto: 5 folds below 3000 training and
     # validation images, else off; null: off.
     cv: Union[Annotated[int, Field(ge=2)], Literal["auto"], None] = None
 

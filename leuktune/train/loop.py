@@ -44,8 +44,10 @@ class Best:
     validation: int = 0  # which validation it was
     loss: float = math.inf
     ece: float = math.inf
-    # the validation that last raised the metric itself: patience counts from it (a tie won on
-    # the loss keeps a later epoch, but a metric that stopped moving has still stopped)
+    # the highest score so far and the validation that reached it: patience counts from there (a
+    # tie won on the loss, or keep: last, keeps a later epoch, but a metric that stopped rising has
+    # still stopped)
+    peak: float = -math.inf
     raised_at: int = 0
 
     def update(self, score: float, epoch: int, validation: int, loss: float = math.nan, ece: float = math.nan,
@@ -58,8 +60,8 @@ class Best:
         leuktune kept before, for comparisons)."""
         if math.isnan(score):
             return False
-        if score > self.score:
-            self.raised_at = validation
+        if score > self.peak:
+            self.peak, self.raised_at = score, validation
         if keep == "first_best":
             better = score > self.score
         elif keep == "best":
@@ -122,7 +124,7 @@ class TrainingState:
         self.validations = int(state.get("validations", self.epoch))
         # Checkpoints from before validate_every, and from before ties were broken, lack the later fields.
         best = {"validation": state["best"]["epoch"], **state["best"]}
-        self.best = Best(**{"raised_at": best["validation"], **best})
+        self.best = Best(**{"peak": best["score"], "raised_at": best["validation"], **best})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,7 +197,7 @@ class Verdict:
     """What an epoch's score means for the trial."""
 
     improved: bool  # the epoch the trial keeps from now on (train.keep: a new best, or each epoch for last)
-    early_stopped: bool  # train.patience epochs without a new best
+    early_stopped: bool  # train.patience validated epochs without a higher search metric
     finished: bool  # the trial ends here: its last epoch, patience, or diverged
     checkpoint_due: bool  # a new best, the trial's end, or train.checkpoint_every epochs on
 
