@@ -175,8 +175,26 @@ class Cluster:
 
 
 def start_head(num_cpus: int = 0, system_config: dict | None = None, env: dict | None = None,
-               extra: tuple[str, ...] = (), port: int | None = None) -> Cluster:
-    """A head node (token authentication on) and its client environment, once ``ray job`` answers."""
+               extra: tuple[str, ...] = (), port: int | None = None, tries: int = 3) -> Cluster:
+    """A head node (token authentication on) and its client environment, once ``ray job`` answers.
+    A head that exits while starting is started again on fresh ports (``tries`` in all): the ports
+    are free when chosen, but another process on the machine may take one before the head binds
+    it (seen once in a full run: every test of a module failed on one head)."""
+    for attempt in range(1, tries + 1):
+        try:
+            return _start_head(num_cpus, system_config, env, extra, port)
+        except HeadExited:
+            if attempt == tries:
+                raise
+    raise AssertionError("unreachable")
+
+
+class HeadExited(AssertionError):
+    """The head's process ended before it answered."""
+
+
+def _start_head(num_cpus: int, system_config: dict | None, env: dict | None, extra: tuple[str, ...],
+                port: int | None) -> Cluster:
     gcs, dashboard, client = free_ports(3)
     gcs = port or gcs
     temp = _temp()
@@ -197,6 +215,7 @@ def start_head(num_cpus: int = 0, system_config: dict | None = None, env: dict |
     while subprocess.run([RAY, "job", "list", "--address", cluster.dashboard], env=env, capture_output=True).returncode:
         if head.process.poll() is not None or time.monotonic() > deadline:
             cluster.stop()
-            raise AssertionError(f"the head did not start: {log.read_text()[-3000:]}")
+            error = HeadExited if head.process.poll() is not None else AssertionError
+            raise error(f"the head did not start: {log.read_text()[-3000:]}")
         time.sleep(1)
     return cluster
