@@ -64,7 +64,8 @@ HISTORY_COLUMNS = [
     ("lr", pa.float64()), ("resumed_from_epoch", pa.int64()), ("improved_epoch", pa.int64()),
     ("inference_ms", pa.float64()), *((f"val_{m}", pa.float64()) for m in METRICS),
     *((f"val_{m}_se", pa.float64()) for m in METRICS), ("val_folds", pa.int64()),
-    *((f"val_{m}_fold_std", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION), ("node_ip", pa.string()), ("node_id", pa.string()),
+    *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
+    ("val_confusion_matrix", CONFUSION), ("node_ip", pa.string()), ("node_id", pa.string()),
     # which validation of the trial the row is (train.validate_every: only validated epochs are rows),
     # and why a checkpoint due that epoch could not be written
     ("validation", pa.int64()), ("checkpoint_error", pa.string()),
@@ -191,7 +192,7 @@ def tied_with_top(board: pd.DataFrame, metric: str, mode: str) -> pd.Series:
         return tied
     # a hair of slack: a float sum that lands exactly one standard error away counts as within it
     within = (trials[metric] - top[metric]).abs() <= top[column] + 1e-12
-    tied[trials.index] = within.where(trials[metric].notna(), False).astype(bool)
+    tied[trials.index] = within  # a trial without a score compares as NaN: not within
     return tied
 
 

@@ -370,8 +370,11 @@ def load_model(checkpoint_path, device: str | torch.device | None = None,
         if checkpoint_path is None or checkpoint_path != checkpoint_path:
             raise checkpoint.CheckpointError(
                 f"trial {row.get('trial_id')} has no checkpoint (status {row.get('status')!r})")
-    if checkpoint.folds_of(checkpoint_path):
-        return load_folds(str(checkpoint_path).rstrip("/").removesuffix(f"/{checkpoint.FILE}"), device)
+    location = str(checkpoint_path)  # the checkpoint's folder, given as it or as its checkpoint.pt
+    if location.rstrip("/").endswith(checkpoint.FILE):
+        location = location.rstrip("/")[: -len(checkpoint.FILE) - 1]
+    if checkpoint.folds_of(location):
+        return load_folds(location, device)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     state = checkpoint.load(checkpoint_path, device)
     cfg = checkpoint.experiment(state)
@@ -379,7 +382,4 @@ def load_model(checkpoint_path, device: str | torch.device | None = None,
     model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_path": None})
     module = build_model(model_cfg, len(state["class_names"]), cfg.data.image_size)
     module.load_state_dict(state["model"])
-    location = str(checkpoint_path)
-    if location.rstrip("/").endswith(checkpoint.FILE):
-        location = location.rstrip("/")[: -len(checkpoint.FILE) - 1]
     return TrainedModel(module.to(device).eval(), state, cfg, device, location)

@@ -88,8 +88,8 @@ def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
     return {"cpu": 0, "memory": 1}
 
 
-# Keep the checkpoint of the epoch a trial keeps (train.keep; evaluation reads it): Ray keeps the one with the largest
-# improved_epoch, and always the latest too, which a restarted trial resumes from. Ray Train's
+# Keep the checkpoint of the epoch a trial keeps (train.keep; evaluation reads it): Ray keeps the
+# one with the largest improved_epoch, and always the latest too, which a restarted trial resumes from. Ray Train's
 # and Tune's CheckpointConfig are two classes that take these same settings.
 CHECKPOINTS = {"num_to_keep": 1, "checkpoint_score_attribute": "improved_epoch", "checkpoint_score_order": "max"}
 
