@@ -6,6 +6,7 @@ Fields made with ``searchable`` hold a plain value or a distribution the search 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
@@ -22,9 +23,13 @@ def _known_backbone(name: str) -> str:
 
     if name in TORCHVISION_BACKBONES or timm.is_model(name):
         return name
+    if re.fullmatch(r"hf-hub:[\w.-]+/[\w.-]+", name):
+        return name  # a model on the Hugging Face Hub in timm's form, built from the local cache
+
     close = difflib.get_close_matches(name, timm.list_models() + list(TORCHVISION_BACKBONES), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"unknown backbone {name!r}: not a timm model nor one of {TORCHVISION_BACKBONES}{hint}")
+    raise ValueError(f"unknown backbone {name!r}: not a timm model (nor hf-hub:<owner>/<model>) nor one of "
+                     f"{TORCHVISION_BACKBONES}{hint}")
 
 
 BackboneName = Annotated[str, AfterValidator(_known_backbone)]
@@ -38,8 +43,10 @@ Activation = Literal["default", "relu", "leaky_relu", "gelu", "silu", "elu"]
 UnfreezeDepth = Union[Annotated[int, Field(ge=0)], Literal["all"]]
 
 
-# The classifier heads (leuktune.models.heads builds each; a test checks the two agree).
-HEAD_KINDS = ("linear", "mlp", "attention")
+# The classifier heads (leuktune.models.heads builds each; a test checks the two agree). The
+# probes (logistic, knn) are fitted once on a frozen backbone's features, not trained by steps.
+HEAD_KINDS = ("linear", "mlp", "attention", "logistic", "knn")
+PROBE_HEADS = ("logistic", "knn")
 HeadKind = Literal[HEAD_KINDS]  # type: ignore[valid-type]
 
 
@@ -55,12 +62,34 @@ class ModelConfig(Strict):
     mlp_layers: searchable(PositiveInt, "choice", "int", when=When("head", equals="mlp")) = 1
     attention_heads: searchable(PositiveInt, "choice", "int", when=When("head", equals="attention")) = 4
     attention_dim: PositiveInt = 256
+    # The linear probe's L2 penalty on standardised features, per image (as weight decay is), e.g.
+    # {loguniform: [1.0e-5, 1.0e-1]}.
+    probe_l2: searchable(PositiveFloat, "choice", "loguniform", "uniform", when=When("head", equals="logistic")) = 1e-3
+    # The kNN probe's neighbours, e.g. {choice: [5, 10, 20, 50]}.
+    knn_k: searchable(PositiveInt, "choice", "int", when=When("head", equals="knn")) = 20
     # "default" keeps each backbone's own activation; another value replaces it wherever
     # timm's act_layer reaches, and is always used in the head.
     activation: searchable(Activation, "choice") = "default"
     dropout: searchable(Fraction, "choice", "uniform") = 0.0
     # 0 = frozen feature extractor, k = top k stage groups trainable, all = full fine-tuning.
+    # The probes (head logistic or knn) always freeze the backbone, whatever is drawn here.
     unfreeze_depth: searchable(UnfreezeDepth, "choice", "int") = "all"
+    # A frozen backbone's features computed once (all eight flips and quarter turns of every
+    # training image) and shared by every trial with the same backbone, weights and data
+    # (leuktune.train.features): such a trial trains its head only, and the augmentations that
+    # need pixels (rotate, zoom, shear, color, stain) are not applied to it. off: the frozen
+    # backbone runs every epoch with every augmentation (the probes then compute their
+    # features in the trial, once).
+    feature_cache: Literal["auto", "off"] = "auto"
+    # The most one backbone's cached features may take (GB, float16, memory-mapped: one copy per
+    # node): past it, fewer views are cached (4, 2, then 1), then none (the backbone runs every
+    # epoch; a probe is refused).
+    feature_cache_gb: float = Field(4.0, gt=0)
+
+    @field_validator("feature_cache", mode="before")
+    @classmethod
+    def _off_forms(cls, raw):
+        return "off" if raw is False or raw is None else raw  # YAML reads a bare off as false
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelConfig":

@@ -8,13 +8,19 @@ timm architecture.
 
 Pretrained weights come from a local file (``pretrained_path``), a folder of
 per-backbone files, or the Hugging Face cache; nothing is downloaded unless
-``allow_download`` is set.
+``allow_download`` is set. A file may be a plain state dict (timm's, torchvision's) or a
+DINO/DINOv2 training checkpoint as the foundation models' authors publish theirs (DinoBloom:
+``{"teacher": {"backbone.<key>": ..., "dino_head.<key>": ...}}``): its backbone is taken and
+converted by timm's own filter for the architecture (DINOv2 keys, position embeddings resampled
+for ``data.image_size``). Models on the Hugging Face Hub are named as timm names them,
+``hf-hub:<owner>/<model>``, and built from the local Hugging Face cache.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import timm
@@ -136,6 +142,44 @@ def _load_file(module: nn.Module, path: Path, name: str) -> None:
         raise WeightsError(f"{name}: {path} does not fit the architecture; missing {missing[:5]}...")
 
 
+def training_checkpoint_backbone(path: Path) -> dict[str, torch.Tensor] | None:
+    """The backbone's state dict of a DINO/DINOv2-style training checkpoint (the teacher's
+    ``backbone.*`` keys; its projection heads dropped), or None for any other file. Memory-mapped:
+    a plain weights file costs no read here."""
+    if path.suffix == ".safetensors":
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    teacher = state.get("teacher") if isinstance(state, dict) else None
+    if not isinstance(teacher, dict):
+        return None
+    return {key.removeprefix("backbone."): value for key, value in teacher.items() if key.startswith("backbone.")}
+
+
+def _load_training_checkpoint(model: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str) -> None:
+    """Load a training checkpoint's backbone through timm's filter for the architecture (the
+    module that defines it), which renames DINOv2's keys and resamples position embeddings."""
+    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if convert is not None:
+        state = convert(state, model)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        raise WeightsError(f"{name}: {path} does not fit the architecture; missing {result.missing_keys[:5]}...")
+
+
+def check_patch_size(name: str, model: nn.Module, image_size: int) -> None:
+    """A patch-embedding model (a ViT) sees whole patches only: an image size the patch does not
+    divide would silently drop its last rows and columns."""
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if patch is None:
+        return
+    step = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
+    if image_size % step:
+        below, above = image_size - image_size % step, image_size - image_size % step + step
+        nearest = f"{below} or {above}" if below else str(above)
+        raise BackboneError(f"data.image_size {image_size} is not a multiple of backbone {name!r}'s patch size "
+                            f"{step}; the nearest sizes it takes are {nearest}")
+
+
 def find_weights_file(name: str, pretrained_path: Path | None) -> Path | None:
     """A file given directly, or ``<folder>/<backbone>.<ext>`` in a folder of per-backbone files."""
     if pretrained_path is None:
@@ -191,13 +235,19 @@ def create_backbone(name: str, *, activation: str | None = None, image_size: int
         return Backbone(name, model, groups, applied, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
     kwargs = {}
-    if pretrained and weights is not None:
+    published = training_checkpoint_backbone(weights) if weights is not None else None
+    if pretrained and published is not None:
+        kwargs = {}  # built empty, then loaded below
+    elif pretrained and weights is not None:
         kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
     elif pretrained:
         kwargs = {"pretrained": True}
     try:
         with _hub_offline(not allow_download):
             model, applied = _timm_model(name, activation, image_size, **kwargs)
+        check_patch_size(name, model, image_size)
+        if published is not None:
+            _load_training_checkpoint(model, published, weights, name)
     except (WeightsError, BackboneError):
         raise
     except Exception as err:

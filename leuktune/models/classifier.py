@@ -47,9 +47,11 @@ def build_model(model: ModelConfig, num_classes: int, image_size: int) -> Classi
         activation=activation or DEFAULT_ACTIVATION[model.head],
         mlp_hidden=model.mlp_hidden, mlp_layers=model.mlp_layers,
         attention_heads=model.attention_heads, attention_dim=model.attention_dim,
+        probe_l2=model.probe_l2, knn_k=model.knn_k,
     )
     classifier = Classifier(backbone, head)
-    set_unfreeze_depth(classifier, model.unfreeze_depth)
+    # A probe is fitted on a frozen backbone's features, whatever depth was drawn.
+    set_unfreeze_depth(classifier, 0 if head.fitted else model.unfreeze_depth)
     return classifier
 
 

@@ -18,6 +18,8 @@ def _hub_id(name: str) -> str | None:
     # timm's pretrained registry only when pretrained weights are looked for
     import timm
 
+    if name.startswith("hf-hub:"):
+        return name.removeprefix("hf-hub:")
     cfg = timm.models.get_pretrained_cfg(name)
     return cfg.hf_hub_id if cfg is not None else None
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import ray
 import torch
 
-from leuktune.config import CONDITIONS, ConfigError, load
+from leuktune.config import CONDITIONS, PROBE_HEADS, ConfigError, load, representatives
 from leuktune.data import files, folds, sources
 from leuktune.models import weights
 from leuktune.models.space_check import check_model_space
@@ -110,6 +110,7 @@ def dry_run(config: str | Path | None = None, overrides: Sequence[str] = (), add
     lines += [f"training: {train.epochs} epochs at {cfg.data.image_size}px, batch {train.batch_size}, "
               f"precision {train.precision}" + (f"; ASHA from epoch {first_judged}" if asha else ""),
               f"each trial keeps its {_KEPT[train.keep]}" + _cv(search.cv),
+              *_frozen(cfg),
               f"per trial: {res.workers_per_trial} worker(s) x {res.cpus_per_worker:g} CPU, {res.gpus_per_worker:g} GPU "
               f"(launcher {launcher(cfg)}; the trial asks for {trial_resources(cfg)})",
               f"at once: {at_once} trial(s) on {where}"
@@ -118,3 +119,15 @@ def dry_run(config: str | Path | None = None, overrides: Sequence[str] = (), add
               + (" (ASHA stops weak trials before)" if asha else ""),
               "data:", *_data(cfg)]
     return "\n".join(lines)
+
+
+def _frozen(cfg) -> list[str]:
+    """What frozen trials do with their backbone's features (leuktune.train.features)."""
+    model = cfg.model
+    frozen = 0 in representatives(model.unfreeze_depth) or bool(set(representatives(model.head)) & set(PROBE_HEADS))
+    if not frozen:
+        return []
+    if model.feature_cache == "off":
+        return ["frozen trials run their backbone every epoch (model.feature_cache: off)"]
+    return [f"frozen trials (unfreeze_depth 0, probe heads): each backbone's features computed once per node and "
+            f"shared, up to {model.feature_cache_gb:g} GB each (model.feature_cache)"]

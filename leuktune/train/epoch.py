@@ -10,9 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leuktune.data.augment import augment_batch
 from leuktune.metrics import classification_metrics, confusion_matrix, standard_errors
-from leuktune.train.balance import epoch_order
+from leuktune.train.balance import class_weights, epoch_order
 from leuktune.train.probabilities import class_probabilities
 from leuktune.train.session import average_over_workers_, gather, sum_over_workers
 
@@ -47,7 +46,7 @@ def train_epoch(trial: Trial, epoch: int) -> dict[str, float]:
     model.train()
     loss_sum = torch.zeros((), device=setup.device)
     for images, y in trial.source(batches):
-        x = setup.model_input(augment_batch(setup.to_unit(images), train.augment, train.augment_strength))
+        x = trial.model_input(images, training=True)
         with setup.autocast():
             loss = F.cross_entropy(model(x), y, weight=trial.class_weights, label_smoothing=train.label_smoothing)
         state.optimizer.zero_grad(set_to_none=True)
@@ -68,6 +67,23 @@ def train_epoch(trial: Trial, epoch: int) -> dict[str, float]:
             "lr": max(state.scheduler.get_last_lr())}
 
 
+def fit_head(trial: Trial) -> dict[str, float]:
+    """A probe fitted on the cached features of the training split (every cached view, each
+    image weighted by ``train.class_balance``); its loss on the images as they are."""
+    started = time.perf_counter()
+    data, head = trial.data, trial.state.network.head
+    rows = data.indices("train")
+    features, labels = next(iter(trial.source([rows])))
+    views = features.shape[1]
+    weights = None
+    if trial.cfg.train.class_balance != "none":
+        weights = class_weights(data.labels[rows], data.num_classes)[labels.cpu().numpy()].repeat(views)
+    head.fit(features.flatten(0, 1).float(), labels.repeat_interleave(views), sample_weight=weights)
+    with torch.no_grad():
+        loss = F.cross_entropy(head(features[:, 0].float()), labels).item()
+    return {"train_loss": loss, "train_images_per_s": len(rows) / (time.perf_counter() - started), "lr": float("nan")}
+
+
 def refresh_batchnorm(trial: Trial, epoch: int) -> None:
     """BatchNorm's running statistics of the scored model recomputed on ``train.bn_refresh``
     of this epoch's training batches (unaugmented, as validation images are), then averaged over
@@ -76,7 +92,7 @@ def refresh_batchnorm(trial: Trial, epoch: int) -> None:
     ``update_bn`` (SWA) does, but only for the layers whose statistics train: a frozen stage
     keeps the statistics it came with (``Classifier.train``)."""
     count, model, setup = trial.cfg.train.bn_refresh, trial.state.scored, trial.setup
-    if not count:
+    if not count or trial.features is not None:  # a frozen backbone's statistics stay as they came
         return
     was_training = model.training
     model.train()
@@ -116,7 +132,8 @@ def validate(trial: Trial) -> Validation | None:
     shard = data.indices("val")[rank::world]
     batch = max(1, trial.cfg.train.batch_size // world)  # the training shape: no new kernel plans
     started = time.perf_counter()
-    probs = class_probabilities(trial.state.scored, trial.source, shard, trial.setup, batch, data.num_classes)
+    probs = class_probabilities(trial.scored_part(trial.state.scored), trial.source, shard, trial.setup, batch,
+                                data.num_classes, prepare=lambda x: trial.model_input(x, training=False))
     inference_ms = 1000 * (time.perf_counter() - started) / max(len(shard), 1)
     probs, true = gather(probs), gather(data.labels[shard])
     groups = None if data.groups is None else gather(data.groups[shard])

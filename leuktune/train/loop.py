@@ -15,7 +15,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,9 +26,11 @@ from leuktune.data.cache import CachedDataset
 from leuktune.models.classifier import Classifier, build_model, count_parameters
 from leuktune.results import EpochReport, TrialFacts
 from leuktune.train import checkpoint
+from leuktune.data.augment import augment_batch
+from leuktune.train import features as frozen
 from leuktune.train.balance import class_weights
 from leuktune.train.device import BatchSource, DeviceSetup
-from leuktune.train.epoch import Validation, batch_bounds, refresh_batchnorm, train_epoch, validate
+from leuktune.train.epoch import Validation, batch_bounds, fit_head, refresh_batchnorm, train_epoch, validate
 from leuktune.train.optim import make_optimizer, make_scheduler
 from leuktune.train.phases import Phases
 from leuktune.train.session import TrainSession, checkpoint_folder
@@ -141,7 +143,22 @@ class Trial:
     facts: TrialFacts  # about the model and device, reported with every epoch
     phases: Phases
     state: TrainingState
-    wrapped: torch.nn.Module  # the network as the training step calls it: DDP-wrapped, compiled if asked
+    wrapped: torch.nn.Module  # what the training step calls (the head alone on cached features): DDP-wrapped, compiled if asked
+    features: frozen.FeaturePlan | None = None  # a frozen backbone's cached features (leuktune.train.features)
+
+    def model_input(self, batch: torch.Tensor, training: bool) -> torch.Tensor:
+        """A batch from ``source`` as the model (or, on cached features, the head) takes it:
+        images normalised, augmented when training; features of one view, drawn when training."""
+        if self.features is not None:
+            return frozen.training_view(batch) if training else frozen.plain_view(batch)
+        x = self.setup.to_unit(batch)
+        if training:
+            x = augment_batch(x, self.cfg.train.augment, self.cfg.train.augment_strength)
+        return self.setup.model_input(x)
+
+    def scored_part(self, module: torch.nn.Module) -> torch.nn.Module:
+        """What ``model_input``'s batches go through: the classifier, or its head on cached features."""
+        return module.head if self.features is not None else module
 
     @property
     def shard_rows(self) -> int:
@@ -167,29 +184,45 @@ def build(cfg: ExperimentConfig, data: CachedDataset, session, phases: Phases) -
                            trainable_params=trainable, workers=session.world_size, device=setup.name,
                            precision=setup.precision, **session.node())
         network = setup.prepare(network)
+    with phases("features"):
+        plan = frozen.plan(cfg, network, data, setup, echo=_echo(session))
+        if plan is not None:
+            features, how = frozen.shared(plan, frozen.key(plan, network, data, setup),
+                                          lambda: frozen.compute(plan, network, images, setup, 2 * train.batch_size),
+                                          echo=_echo(session))
+            facts = dataclasses.replace(facts, frozen_features=how, feature_views=plan.views)
+    with phases("build"):
         bounds = batch_bounds(len(data.indices("train")) // session.world_size,
                               max(1, train.batch_size // session.world_size))
         optimizer = make_optimizer(network, train)
         state = TrainingState(
             network=network,
             # Decay warmed up from 0: short searches average over what they have, not over the init.
-            ema=ModelEmaV3(network, decay=train.ema, use_warmup=True) if train.ema else None,
+            # (a fitted probe takes no steps to average)
+            ema=ModelEmaV3(network, decay=train.ema, use_warmup=True) if train.ema and not network.head.fitted else None,
             optimizer=optimizer, scheduler=make_scheduler(optimizer, train, len(bounds)),
             scaler=torch.amp.GradScaler(setup.device.type, enabled=setup.amp == torch.float16), best=Best())
         weights = (torch.from_numpy(class_weights(data.labels[data.indices("train")], data.num_classes))
                    .to(setup.device) if train.class_balance == "weighted_loss" else None)
-        source = BatchSource(images, data.labels, setup.device,
-                             resident=BatchSource.fits(images, setup.device, cfg.resources.gpus_per_worker))
+        inputs = images if plan is None else features
+        resident = BatchSource.fits(inputs, setup.device, cfg.resources.gpus_per_worker)
+        source = (BatchSource(images, data.labels, setup.device, resident=resident) if plan is None
+                  else frozen.FeatureSource(features, plan.rows, data.labels, setup.device, resident=resident))
     with phases("restore"):
         resumed = session.checkpoint()
         if resumed:
             with resumed.as_directory() as folder:
                 state.load_state_dict(checkpoint.load(folder, setup.device))
-        wrapped = session.wrap(network)
+        wrapped = session.wrap(network if plan is None else network.head)
         if train.compile:
             wrapped = torch.compile(wrapped)
     return Trial(cfg=cfg, data=data, session=session, source=source, setup=setup, class_weights=weights,
-                 bounds=bounds, facts=facts, phases=phases, state=state, wrapped=wrapped)
+                 bounds=bounds, facts=facts, phases=phases, state=state, wrapped=wrapped, features=plan)
+
+
+def _echo(session) -> Callable[[str], None]:
+    """Lines for the trial's log, from its first worker only."""
+    return (lambda line: print(line, flush=True)) if session.rank == 0 else (lambda line: None)
 
 
 @dataclass(frozen=True)
@@ -333,6 +366,9 @@ def epochs(trial: Trial) -> Iterator[tuple[int, Verdict | None]]:
     ends with the trial. One epoch at a time, so that a cross-validated trial steps its folds
     together (leuktune.train.folds)."""
     cfg, phases = trial.cfg, trial.phases
+    if trial.state.network.head.fitted:
+        yield from _fitted(trial)
+        return
     resumed_from = reported = trial.state.epoch
     started = None  # when the first epoch since the last report began: a report's seconds cover them all
     for epoch in range(resumed_from + 1, cfg.train.epochs + 1):
@@ -357,6 +393,19 @@ def epochs(trial: Trial) -> Iterator[tuple[int, Verdict | None]]:
         yield epoch, verdict
         if verdict.finished:
             return
+
+
+def _fitted(trial: Trial) -> Iterator[tuple[int, Verdict | None]]:
+    """A probe's trial: fitted once on the cached features, then validated and reported as its
+    last epoch (it has no schedule to follow)."""
+    last = trial.cfg.train.epochs
+    if trial.state.epoch >= last:  # restarted after its fit was saved
+        return
+    started = time.perf_counter()
+    with trial.phases("train"):
+        trained = fit_head(trial)
+    trial.state.epoch = last
+    yield last, validate_and_report(trial, last, trained, started, 0, 0)
 
 
 def run_loop(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: float | None = None) -> None:

@@ -31,9 +31,10 @@ _WARMUP_START = 1 / 25
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     # On a GPU, one fused kernel per parameter group updates every tensor of it.
-    fused = all(p.is_cuda for p in model.parameters())
-    return torch.optim.AdamW(param_groups(model, train.lr, train.backbone_lr_mult, train.weight_decay),
-                             fused=fused or None)
+    groups = param_groups(model, train.lr, train.backbone_lr_mult, train.weight_decay)
+    fused = bool(groups) and all(p.is_cuda for p in model.parameters())
+    # A kNN probe trains nothing: one empty group keeps the state a trial saves the same shape.
+    return torch.optim.AdamW(groups or [{"params": [], "lr": train.lr, "name": "none"}], fused=fused or None)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig,

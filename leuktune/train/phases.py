@@ -14,8 +14,8 @@ from typing import Iterator
 # The loop's phases, in the order a trial meets them (leuktune.train.loop times each): together
 # they are the trial's time inside its loop. "checkpoint" is what the trial waits for: on a GPU the
 # copy of the state to host memory and whatever of the write is left once validation is done; on
-# the CPU the write.
-PHASES = ("data", "build", "restore", "train", "validate", "checkpoint", "report")
+# the CPU the write. "features" is a frozen backbone's features computed or loaded (leuktune.train.features).
+PHASES = ("data", "build", "features", "restore", "train", "validate", "checkpoint", "report")
 # Not in that sum: the checkpoint write itself, wherever it ran (beside validation on a GPU).
 BACKGROUND_PHASES = ("checkpoint_write",)
 

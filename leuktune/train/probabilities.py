@@ -24,14 +24,15 @@ FLIPS = ((), (-1,), (-2,), (-1, -2))
 
 @torch.no_grad()
 def class_probabilities(model: torch.nn.Module, source: BatchSource, rows: np.ndarray, setup: DeviceSetup,
-            batch_size: int, num_classes: int, tta: bool = False) -> np.ndarray:
+            batch_size: int, num_classes: int, tta: bool = False, prepare=None) -> np.ndarray:
     """Class probabilities (len(rows), num_classes) for the images of ``rows``, in that order;
-    with ``tta``, averaged over the image and its flips."""
+    with ``tta``, averaged over the image and its flips. ``prepare`` turns a batch of the
+    source into the model's input (default: images normalised as the backbone expects)."""
     model.eval()
     out = [torch.zeros((0, num_classes), device=setup.device)]
     views = FLIPS if tta else ((),)
     for x, _ in source(fixed_size_batches(rows, batch_size)):
-        x = setup.model_input(setup.to_unit(x))
+        x = prepare(x) if prepare is not None else setup.model_input(setup.to_unit(x))
         probs = 0
         for dims in views:
             with setup.autocast():
