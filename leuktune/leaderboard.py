@@ -54,7 +54,8 @@ RESULT_COLUMNS = [
     # where it ran (its last epoch: a trial restarted after a lost node names the new one), and what
     # it cost: train_seconds x the CPUs and GPUs the trial held
     ("node_ip", pa.string()), ("node_id", pa.string()), ("cpu_seconds", pa.float64()), ("gpu_seconds", pa.float64()),
-    ("frozen_features", pa.string()), ("feature_views", pa.int64()),  # computed or loaded: cached features
+    # a frozen backbone's cached features: computed or loaded, views per image, views this trial computed
+    ("frozen_features", pa.string()), ("feature_views", pa.int64()), ("feature_views_computed", pa.int64()),
     ("checkpoint_uri", pa.string()), ("started_at", pa.string()), ("finished_at", pa.string()),
     ("leuktune_version", pa.string()), ("data_fingerprint", pa.string()),
     ("error", pa.string()), ("error_file", pa.string()),  # the exception's type and message; Ray's full record

@@ -77,10 +77,12 @@ class TrialFacts:
     precision: str
     node_ip: str | None = None  # where it ran: a trial restarted after a lost node names the new one
     node_id: str | None = None
-    # a frozen backbone's features cached (leuktune.train.features): "computed" by this trial or
-    # "loaded" from another's; None when the backbone ran on the images every epoch
+    # a frozen backbone's features cached (leuktune.train.features): "computed" (this trial
+    # computed some of its views) or "loaded" (all were cached, or computed by trials beside it);
+    # None when the backbone ran on the images every epoch
     frozen_features: str | None = None
     feature_views: int = 0  # the flips and quarter turns cached per image
+    feature_views_computed: int = 0  # those this trial computed: its passes of the backbone over the data
 
 
 FACTS = tuple(f.name for f in dataclasses.fields(TrialFacts))

@@ -78,7 +78,7 @@ def test_a_checkpoint_of_another_architecture_is_refused_naming_the_file(tmp_pat
 
 def test_an_image_size_the_patch_does_not_divide_is_refused_before_ray_with_the_nearest_sizes(tmp_path):
     cfg = load(None, [f"model.backbone={VIT}", "data.image_size=100", f"storage.path={tmp_path}"])
-    with pytest.raises(ConfigError, match="not a multiple of .*patch size 14; the nearest sizes it takes are 98 or 112"):
+    with pytest.raises(ConfigError, match="not a multiple of .*patch size 14; the nearest sizes .* 98 or 112"):
         check_model_space(cfg)
     with pytest.raises(ConfigError, match="98 or 112"):  # the search's first check: before Ray, before data
         leuktune.search(overrides=[f"model.backbone={VIT}", "data.image_size=100", f"storage.path={tmp_path}"])
@@ -144,23 +144,47 @@ def _trial(cfg, data, store):
 
 
 def _trial_in_a_process(cfg, data, store) -> list[tuple]:
-    """A trial in a process of its own, as Tune runs each: (features, train loss, score) per report."""
+    """A trial in a process of its own, as Tune runs each: (views it computed, train loss, score) per report."""
     session = _trial(cfg, data, store)
-    return [(r.facts.frozen_features, r.train_loss, r.val["balanced_accuracy"]) for r in session.reports]
+    return [(r.facts.feature_views_computed, r.train_loss, r.val["balanced_accuracy"]) for r in session.reports]
 
 
-def test_two_concurrent_frozen_trials_compute_the_features_once_and_train_alike(tmp_path):
+def test_two_concurrent_frozen_trials_compute_each_view_once_and_train_alike(tmp_path):
     cfg, data = _cfg(tmp_path), _cells()
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=spawn) as pool:
         runs = [f.result() for f in [pool.submit(_trial_in_a_process, cfg, data, tmp_path / f"t{i}") for i in range(2)]]
-    assert sorted(run[-1][0] for run in runs) == ["computed", "loaded"]  # one computed, the other waited
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1
+    # the eight views computed once between them (whoever started first computed the most)
+    assert runs[0][-1][0] + runs[1][-1][0] == 8
+    assert len(list((tmp_path / "cache").rglob("view*.npy"))) == 8
     # the same features, so the same trial twice: the same losses and scores
     assert [r[1:] for r in runs[0]] == [r[1:] for r in runs[1]]
-    # a later trial of another head on the same backbone reads them too
-    later = _trial(_cfg(tmp_path, "model.head=mlp"), data, tmp_path / "mlp").reports[-1]
-    assert (later.facts.frozen_features, later.facts.feature_views) == ("loaded", 8)
+    # later trials read them: another head on the eight views, a kNN probe on the first
+    for head, views in (("mlp", 8), ("knn", 1)):
+        later = _trial(_cfg(tmp_path, f"model.head={head}"), data, tmp_path / head).reports[-1].facts
+        assert (later.frozen_features, later.feature_views, later.feature_views_computed) == ("loaded", views, 0)
+
+
+def test_a_view_whose_trial_died_is_computed_by_the_next(tmp_path):
+    cfg, data = _cfg(tmp_path), _cells()
+    torch.manual_seed(0)
+    network = build_model(cfg.model, 2, 32)
+    setup = DeviceSetup.create(torch.device("cpu"), network.backbone.mean, network.backbone.std, cfg.train)
+    plan = frozen.plan(cfg, network, data, setup, echo=lambda line: None)
+    name = frozen.key(plan, network, data, setup)
+    calls = []
+
+    def compute(view):
+        calls.append(view)
+        if view == 3 and len(calls) == 4:
+            raise RuntimeError("the trial died")
+        return frozen.compute(plan, network, data.pixels(), setup, 8, view)
+
+    with pytest.raises(RuntimeError):
+        frozen.shared(plan, name, compute)
+    again = frozen.shared(plan, name, compute)  # views 0-2 were kept; 3 is free again
+    assert calls == [0, 1, 2, 3, 3, 4, 5, 6, 7] and again.computed == 5
+    assert len(again.views) == 8 and not list((tmp_path / "cache").rglob("*.tmp*"))
 
 
 def _key(cfg, data, seed=0, pretrained_path=None):
@@ -200,7 +224,7 @@ def test_the_flips_and_quarter_turns_are_eight_distinct_cached_views(tmp_path):
     network = build_model(cfg.model, 2, 32)
     setup = DeviceSetup.create(torch.device("cpu"), network.backbone.mean, network.backbone.std, cfg.train)
     plan = frozen.plan(cfg, network, data, setup, echo=lambda line: None)
-    cached = frozen.compute(plan, network, data.pixels(), setup, batch_size=4)
+    cached = np.stack([frozen.compute(plan, network, data.pixels(), setup, 4, view) for view in range(8)], axis=1)
     assert cached.shape == (6, 8, network.backbone.num_features) and cached.dtype == np.float16
     flat = cached[0].reshape(8, -1)
     assert len({row.tobytes() for row in flat}) == 8
@@ -276,9 +300,9 @@ def test_a_search_of_heads_over_one_frozen_backbone_computes_each_features_once(
         "evaluate.top_k=4"]
     board = leuktune.search(overrides=overrides, echo=lambda message: None).set_index("head")
     assert sorted(board.index) == ["knn", "linear", "logistic", "mlp"] and (board["status"] == "completed").all()
-    assert sorted(board["frozen_features"]) == ["computed", "computed", "loaded", "loaded"]
+    # eight views computed once between the trials; the kNN probe's one view is the first of them
+    assert board["feature_views_computed"].sum() == 8
     assert board.loc["knn", "feature_views"] == 1 and (board.drop("knn")["feature_views"] == 8).all()
-    assert board.loc["knn", "frozen_features"] == "computed"  # its own key: nobody else computes one view
     assert (board["unfreeze_depth_effective"] == 0).all()
     # the probes are ranked, scored on the test split and calibrated like any trial
     assert board[["test_balanced_accuracy", "temperature"]].notna().all().all()

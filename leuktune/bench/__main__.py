@@ -11,6 +11,7 @@
     python -m leuktune.bench searchers              # random, TPE, GP, with and without ASHA, 3 seeds
     python -m leuktune.bench external               # stain augmentation / normalisation vs another site
     python -m leuktune.bench selection --sets builtin /data/cells   # the search's pick vs one default trial
+    python -m leuktune.bench features               # head trials over a frozen backbone, features cached or not
     python -m leuktune.bench throughput             # bare PyTorch loop vs leuktune's trainer (CPU: tiny, 64px)
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 64   # on a GPU
     python -m leuktune.bench throughput --backbone resnet50 --image-size 224 --batch 128 --compile
@@ -132,6 +133,17 @@ def main(argv: list[str] | None = None) -> int:
                         "", "--trials 4 --variants plain 'stain augmentation' --set data.synthetic.difficulty=0.5")
     external.add_argument("--variants", nargs="+", default=list(EXTERNAL_VARIANTS), choices=list(EXTERNAL_VARIANTS))
     _searches(external, 4, "runs/bench-external", seeds=False)
+    feats = _command(sub, "features", "head trials (linear, mlp, logistic, knn) over one frozen backbone on the "
+                     "built-in set, with its features cached once (model.feature_cache auto) and without (off): wall "
+                     "time, trial-seconds, backbone passes, the best validation score", "",
+                     "--backbones resnet50@128 vit_small_patch14_dinov2@112 --trials 16 --epochs 5")
+    feats.add_argument("--backbones", nargs="+", default=["resnet50@128", "vit_small_patch14_dinov2@112"],
+                       help="backbone@image_size, each searched over")
+    feats.add_argument("--epochs", type=int, default=5, help="epochs of each trained head")
+    feats.add_argument("--seed", type=int, default=0, help="the sampler's and the trials' seed, both runs")
+    feats.add_argument("--caches", nargs="+", default=["auto", "off"], choices=["auto", "off"],
+                       help="model.feature_cache of the runs")
+    _searches(feats, 16, "runs/bench-features", seeds=False)
     selection = _command(sub, "selection",
                          "how a search chooses its model (the best epoch as before, with epoch ties broken, the "
                          "last epoch) against one default-recipe trial's last epoch: test balanced accuracy and "
@@ -159,6 +171,13 @@ def _run(args: argparse.Namespace) -> int:
         from leuktune.bench.searchers import bench_searchers
 
         bench_searchers(args.strategies, args.trials, args.seeds, args.workdir, args.overrides)
+        return 0
+    if args.what == "features":
+        # the search and its bench only when asked for
+        from leuktune.bench.features import bench_features
+
+        bench_features(args.backbones, args.trials, args.epochs, args.seed, args.workdir, args.overrides,
+                       tuple(args.caches))
         return 0
     if args.what == "selection":
         # each benchmark's modules only when it runs (some import Ray, some torch)

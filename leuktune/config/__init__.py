@@ -8,11 +8,13 @@ was expected. ``from leuktune.config import load, ExperimentConfig, ConfigError`
 from leuktune.config.data import SYNTHETIC_CLASSES, DataConfig, ResizeMode, SplitConfig
 from leuktune.config.loading import load
 from leuktune.config.schema import CONDITIONS, SEARCHABLE_FIELDS, VALUE_TYPES, ConfigError, ExperimentConfig
-from leuktune.config.training import HEAD_KINDS, PROBE_HEADS, TORCHVISION_BACKBONES, AugmentConfig, ModelConfig, TrainConfig
+from leuktune.config.training import (HEAD_KINDS, PROBE_HEADS, TORCHVISION_BACKBONES, AugmentConfig, ModelConfig,
+                                      TrainConfig)
 from leuktune.config.distributions import Choice, Distribution, IntRange, LogUniform, Uniform, When, representatives
 
 __all__ = [
     "load", "ConfigError", "ExperimentConfig", "DataConfig", "ModelConfig", "TrainConfig", "SplitConfig",
-    "AugmentConfig", "ResizeMode", "SYNTHETIC_CLASSES", "TORCHVISION_BACKBONES", "HEAD_KINDS", "PROBE_HEADS", "SEARCHABLE_FIELDS",
+    "AugmentConfig", "ResizeMode", "SYNTHETIC_CLASSES", "TORCHVISION_BACKBONES", "HEAD_KINDS", "PROBE_HEADS",
+    "SEARCHABLE_FIELDS",
     "CONDITIONS", "VALUE_TYPES", "Distribution", "Choice", "LogUniform", "Uniform", "IntRange", "When", "representatives",
 ]

@@ -4,8 +4,8 @@
 ``leaderboard.parquet``, ``history.parquet``, ``rejected.parquet`` and
 ``near_duplicates.parquet`` when there are any, Ray Tune's state and the trials' checkpoints
 under ``tune/`` (and ``trials/`` for Ray Train launched trials), and the report under
-``report/``. ``storage.path`` is a local folder or a URI (leuktune.uris). Decoded images and
-the built-in data set stay on this machine's disk (``data.cache_dir``).
+``report/``. ``storage.path`` is a local folder or a URI (leuktune.uris). Decoded images, frozen
+backbones' features and the built-in data set stay on this machine's disk (``data.cache_dir``).
 """
 
 from __future__ import annotations
@@ -128,6 +128,11 @@ class RunFolder:
     def cache(self) -> Path:
         """Decoded images, keyed by the files and the size: on this machine's disk."""
         return self._local_root() / "cache"
+
+    @property
+    def features(self) -> Path:
+        """Frozen backbones' features, keyed by weights, data and views: on this machine's disk."""
+        return self._local_root() / "features"
 
     @property
     def datasets(self) -> Path:

@@ -2,17 +2,19 @@
 
 A trial whose backbone is frozen (``unfreeze_depth: 0``, and every probe head) would otherwise
 run the whole backbone over every image in every epoch, although its output never changes: a
-search of 20 heads over one frozen backbone paid 20 x epochs backbone passes. Here the first
-trial that needs a backbone's features computes them, on its device, for the training and
-validation images, and writes them to the node's cache (``<data.cache_dir>/features``); trials
-that need the same features at once wait on a file lock for that one computation, and every
-trial memory-maps the file, so a node's trials share one copy in its page cache, as they share
-one copy of the decoded images in the object store. The trial then trains its head only.
+search of 20 heads over one frozen backbone paid 20 x epochs backbone passes. Here the trials
+that need a backbone's features compute them, on their devices, for the training and validation
+images, and write them to the node's cache (``<data.cache_dir>/features/<key>/view<v>.npy``);
+each view is computed once: a trial computes the views that nobody has yet, and waits (a file
+lock per view) for those that trials beside it are computing, so trials that start together
+divide the work rather than idle. Every trial memory-maps the files, so a node's trials share
+one copy in its page cache, as they share one copy of the decoded images in the object store.
+The trial then trains its head only.
 
 The key is everything the features depend on: the backbone (name, activation, and a hash of its
 weights as built: the weights file, or the seed of a random init), the data (fingerprint, which
-rows, image size, stain reference), the views, pooled or tokens, and the precision they were
-computed in. Another weights file, image size or data makes another key.
+rows, image size, stain reference), pooled or tokens, and the precision they were computed in.
+Another weights file, image size or data makes another key.
 
 Views: a white cell has no up or down, so the eight flips and quarter turns of an image (the
 symmetries of the square, what ``train.augment.flip`` draws from) are label-preserving; the
@@ -21,9 +23,9 @@ epoch. Augmentations that need pixels (rotate by other angles, zoom, shear, colo
 not applied to such a trial: it says so in one line when it starts (``model.feature_cache: off``
 keeps them, running the backbone every epoch).
 
-Memory: the features are float16; a key's file is bounded by ``model.feature_cache_gb``: past it
-fewer views are cached (4, 2, then 1), and past one view none (the backbone runs every epoch as
-before; a probe, which needs the features, is refused with the figures).
+Memory: the features are float16; what one trial reads is bounded by ``model.feature_cache_gb``:
+past it fewer views are used (4, 2, then 1), and past one view none (the backbone runs every
+epoch as before; a probe, which needs the features, is refused with the figures).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -99,15 +101,12 @@ def plan(cfg: ExperimentConfig, network: Classifier, data: CachedDataset, setup:
     if network.unfreeze_depth != 0 or (model.feature_cache == "off" and not head.fitted):
         return None
     rows = np.flatnonzero(data.splits != 2)  # training and validation (test: only the final evaluation reads it)
-    size = cfg.data.image_size
-    with torch.no_grad(), setup.autocast():
-        probe = network.backbone(torch.zeros(1, 3, size, size, device=setup.device))
     tokens = head.needs_spatial
-    shape = tuple(probe.shape[1:]) if tokens else (network.backbone.num_features,)
+    shape = _token_shape(network, cfg.data.image_size, setup) if tokens else (network.backbone.num_features,)
     # train.augment.flip draws the same eight views (a kNN probe's bank holds the images as they are)
     flips = cfg.train.augment.flip and getattr(head, "uses_views", True)
     bound = model.feature_cache_gb * 1e9
-    folder = None if model.feature_cache == "off" else RunFolder.of(cfg).cache / "features"
+    folder = None if model.feature_cache == "off" else RunFolder.of(cfg).features
     for views in ((8, 4, 2, 1) if flips else (1,)):
         candidate = FeaturePlan(rows, views, tokens, shape, folder)
         if candidate.bytes <= bound:
@@ -129,11 +128,20 @@ def plan(cfg: ExperimentConfig, network: Classifier, data: CachedDataset, setup:
     return candidate
 
 
+@torch.no_grad()
+def _token_shape(network: Classifier, size: int, setup: DeviceSetup) -> tuple[int, ...]:
+    """The shape of one image's un-pooled features: (C, H, W) of a CNN, (tokens, C) of a ViT."""
+    with setup.autocast():
+        return tuple(network.backbone(torch.zeros(1, 3, size, size, device=setup.device)).shape[1:])
+
+
 def key(plan_: FeaturePlan, network: Classifier, data: CachedDataset, setup: DeviceSetup) -> str:
-    """Names the features: what they are computed from and how (see the module's docstring)."""
+    """Names the features: what they are computed from and how (see the module's docstring). The
+    views are not in it: each view is its own part, so a trial that needs one view reads the
+    first part of those that need eight."""
     backbone = network.backbone
     h = hashlib.sha256(json.dumps({
-        "format": FORMAT, "backbone": backbone.name, "activation": backbone.activation, "views": plan_.views,
+        "format": FORMAT, "backbone": backbone.name, "activation": backbone.activation,
         "tokens": plan_.tokens, "shape": plan_.shape, "precision": setup.precision,
         "fingerprint": data.fingerprint, "images": list(np.shape(data.pixels())),
         "mean": backbone.mean, "std": backbone.std}).encode())
@@ -147,74 +155,115 @@ def key(plan_: FeaturePlan, network: Classifier, data: CachedDataset, setup: Dev
 
 
 @torch.no_grad()
-def compute(plan_: FeaturePlan, network: Classifier, images: np.ndarray, setup: DeviceSetup,
-            batch_size: int) -> np.ndarray:
-    """(rows, views, *shape) float16: the backbone (in eval mode) over every view of every row."""
+def compute(plan_: FeaturePlan, network: Classifier, images: np.ndarray, setup: DeviceSetup, batch_size: int,
+            view: int) -> np.ndarray:
+    """(rows, *shape) float16: the backbone (in eval mode) over one view of every row."""
     backbone = network.backbone
     was_training = backbone.training
     backbone.eval()
-    out = np.empty((len(plan_.rows), plan_.views, *plan_.shape), np.float16)
+    out = np.empty((len(plan_.rows), *plan_.shape), np.float16)
     try:
         for start in range(0, len(plan_.rows), batch_size):
             rows = plan_.rows[start:start + batch_size]
             x = setup.model_input(setup.to_unit(torch.from_numpy(np.ascontiguousarray(images[rows]))))
-            for view in range(plan_.views):
-                with setup.autocast():
-                    features = backbone(oriented(x, view))
-                    if not plan_.tokens:
-                        features = backbone.pool(features)
-                out[start:start + len(rows), view] = features.float().cpu().numpy()
+            with setup.autocast():
+                features = backbone(oriented(x, view))
+                if not plan_.tokens:
+                    features = backbone.pool(features)
+            out[start:start + len(rows)] = features.float().cpu().numpy()
     finally:
         backbone.train(was_training)
     return out
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
-    """One process at a time per key on this machine (released if the process dies)."""
+def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Whether this process holds the lock of ``path`` on this machine for the block (``wait``:
+    until it is free). The system releases it if the process dies."""
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def shared(plan_: FeaturePlan, name: str, computation: Callable[[], np.ndarray],
-           echo: Callable[[str], None] = print) -> tuple[np.ndarray, str]:
-    """(the features, "computed" or "loaded"): read from the node's cache when there, else
-    computed by this trial while the trials that need them too wait, then written for them."""
+@dataclass(frozen=True)
+class Shared:
+    """A trial's features: one read-only array per view, (rows, *shape) each, and how many of
+    the views this trial computed (the others were cached, or computed by trials beside it)."""
+
+    views: list[np.ndarray]
+    computed: int
+
+    @property
+    def how(self) -> str:
+        return "computed" if self.computed else "loaded"
+
+
+def shared(plan_: FeaturePlan, name: str, compute_view: Callable[[int], np.ndarray],
+           echo: Callable[[str], None] = print) -> Shared:
+    """The plan's views from the node's cache, each computed once: a trial computes the views
+    that are neither cached nor being computed, then waits for the ones trials beside it are
+    computing (their locks), so trials that start together share the work instead of idling
+    (a view whose trial died is computed by the next that needs it)."""
     if plan_.folder is None:
-        return computation(), "computed"
+        return Shared([compute_view(v) for v in range(plan_.views)], plan_.views)
+    folder = plan_.folder / name
     try:
-        plan_.folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         echo(f"[leuktune] features not shared: {plan_.folder} cannot be written ({err}); computed for this trial")
-        return computation(), "computed"
-    path = plan_.folder / f"{name}.npy"
-    with _locked(plan_.folder / f"{name}.lock"):
-        if not path.is_file():
-            started = time.perf_counter()
-            features = computation()
-            tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp, features)
-            os.replace(tmp, path)  # a reader never sees half a file
-            echo(f"[leuktune] features computed in {time.perf_counter() - started:.1f}s: {path}")
-            return np.load(path, mmap_mode="r"), "computed"
-    return np.load(path, mmap_mode="r"), "loaded"
+        return Shared([compute_view(v) for v in range(plan_.views)], plan_.views)
+    started, computed = time.perf_counter(), 0
+    for wait in (False, True):  # first the views nobody holds, then the ones others were computing
+        for view in range(plan_.views):
+            part = folder / f"view{view}.npy"
+            if part.is_file():
+                continue
+            with _locked(folder / f"view{view}.lock", wait=wait) as held:
+                if held and not part.is_file():
+                    tmp = part.with_suffix(f".tmp{os.getpid()}.npy")
+                    np.save(tmp, compute_view(view))
+                    os.replace(tmp, part)  # a reader never sees half a file
+                    computed += 1
+    if computed:
+        echo(f"[leuktune] {computed} of {plan_.views} view(s) computed in {time.perf_counter() - started:.1f}s: "
+             f"{folder}")
+    return Shared([np.load(folder / f"view{v}.npy", mmap_mode="r") for v in range(plan_.views)], computed)
+
+
+class ViewStack:
+    """Per-view feature arrays read as one (rows, views, *shape) array: rows gathered from each
+    view's memory-mapped file, so the node's page cache holds one copy of each."""
+
+    def __init__(self, views: list[np.ndarray]):
+        self.views = views
+        self.shape = (len(views[0]), len(views), *views[0].shape[1:])
+        self.nbytes = sum(v.nbytes for v in views)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return np.stack([view[rows] for view in self.views], axis=1)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = np.stack(self.views, axis=1)  # a device copy of the whole set (BatchSource's resident)
+        return whole if dtype is None else whole.astype(dtype)
 
 
 class FeatureSource:
     """Batches of a frozen trial's cached features by data row, as ``BatchSource`` gives images:
     ``__call__(batches)`` yields (features (B, views, *shape) float16, labels) on the device."""
 
-    def __init__(self, features: np.ndarray, rows: np.ndarray, labels: np.ndarray, device: torch.device,
+    def __init__(self, features: ViewStack, rows: np.ndarray, labels: np.ndarray, device: torch.device,
                  resident: bool):
         # features row i is data row rows[i]
         self.position = np.full(len(labels), -1, np.int64)
         self.position[rows] = np.arange(len(rows))
         self.batches = BatchSource(features, labels[rows], device, resident=resident)
-        self.views = features.shape[1]
 
     def __call__(self, batches: list[np.ndarray]):
         return self.batches([self.position[rows] for rows in batches])

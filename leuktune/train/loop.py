@@ -6,7 +6,8 @@ validated epoch (``train.validate_every``) it scores the whole validation split 
 ``EpochReport`` (leuktune.results), with a checkpoint when one is due, through its session
 (leuktune.train.session). A trial restarted
 after a failure resumes from its latest checkpoint. A loss that turns NaN or infinite ends
-the trial as diverged.
+the trial as diverged. A trial whose backbone is frozen trains its head on the backbone's
+features, computed once and shared (leuktune.train.features); a probe head is fitted on them once.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import torch
 from timm.utils import ModelEmaV3
 
 from leuktune.config import ExperimentConfig, TrainConfig
+from leuktune.data.augment import augment_batch
 from leuktune.data.cache import CachedDataset
 from leuktune.models.classifier import Classifier, build_model, count_parameters
 from leuktune.results import EpochReport, TrialFacts
 from leuktune.train import checkpoint
-from leuktune.data.augment import augment_batch
 from leuktune.train import features as frozen
 from leuktune.train.balance import class_weights
 from leuktune.train.device import BatchSource, DeviceSetup
@@ -143,7 +144,8 @@ class Trial:
     facts: TrialFacts  # about the model and device, reported with every epoch
     phases: Phases
     state: TrainingState
-    wrapped: torch.nn.Module  # what the training step calls (the head alone on cached features): DDP-wrapped, compiled if asked
+    # what the training step calls (the head alone on cached features): DDP-wrapped, compiled if asked
+    wrapped: torch.nn.Module
     features: frozen.FeaturePlan | None = None  # a frozen backbone's cached features (leuktune.train.features)
 
     def model_input(self, batch: torch.Tensor, training: bool) -> torch.Tensor:
@@ -187,10 +189,12 @@ def build(cfg: ExperimentConfig, data: CachedDataset, session, phases: Phases) -
     with phases("features"):
         plan = frozen.plan(cfg, network, data, setup, echo=_echo(session))
         if plan is not None:
-            features, how = frozen.shared(plan, frozen.key(plan, network, data, setup),
-                                          lambda: frozen.compute(plan, network, images, setup, 2 * train.batch_size),
-                                          echo=_echo(session))
-            facts = dataclasses.replace(facts, frozen_features=how, feature_views=plan.views)
+            cached = frozen.shared(plan, frozen.key(plan, network, data, setup),
+                                   lambda view: frozen.compute(plan, network, images, setup, 2 * train.batch_size, view),
+                                   echo=_echo(session))
+            features = frozen.ViewStack(cached.views)
+            facts = dataclasses.replace(facts, frozen_features=cached.how, feature_views=plan.views,
+                                        feature_views_computed=cached.computed)
     with phases("build"):
         bounds = batch_bounds(len(data.indices("train")) // session.world_size,
                               max(1, train.batch_size // session.world_size))
@@ -199,7 +203,8 @@ def build(cfg: ExperimentConfig, data: CachedDataset, session, phases: Phases) -
             network=network,
             # Decay warmed up from 0: short searches average over what they have, not over the init.
             # (a fitted probe takes no steps to average)
-            ema=ModelEmaV3(network, decay=train.ema, use_warmup=True) if train.ema and not network.head.fitted else None,
+            ema=(ModelEmaV3(network, decay=train.ema, use_warmup=True) if train.ema and not network.head.fitted
+                 else None),
             optimizer=optimizer, scheduler=make_scheduler(optimizer, train, len(bounds)),
             scaler=torch.amp.GradScaler(setup.device.type, enabled=setup.amp == torch.float16), best=Best())
         weights = (torch.from_numpy(class_weights(data.labels[data.indices("train")], data.num_classes))
@@ -213,7 +218,8 @@ def build(cfg: ExperimentConfig, data: CachedDataset, session, phases: Phases) -
         if resumed:
             with resumed.as_directory() as folder:
                 state.load_state_dict(checkpoint.load(folder, setup.device))
-        wrapped = session.wrap(network if plan is None else network.head)
+        # a probe is fitted, not stepped: nothing to synchronise (DDP refuses a module with nothing to train)
+        wrapped = network.head if network.head.fitted else session.wrap(network if plan is None else network.head)
         if train.compile:
             wrapped = torch.compile(wrapped)
     return Trial(cfg=cfg, data=data, session=session, source=source, setup=setup, class_weights=weights,
