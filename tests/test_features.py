@@ -310,3 +310,21 @@ def test_a_search_of_heads_over_one_frozen_backbone_computes_each_features_once(
     model = leuktune.load_model(board.loc["knn", "checkpoint_uri"])
     assert model.module.head.bank.shape[0] == (pd.read_parquet(tmp_path / "runs" / "frozen" / "split.parquet")
                                                ["split"] == "train").sum()
+
+
+@pytest.mark.parametrize("head", ["linear", "knn"])
+def test_the_folds_of_a_cross_validated_frozen_trial_share_one_computation(tmp_path, head):
+    from leuktune.train.folds import run_folds
+
+    cfg = _cfg(tmp_path, f"model.head={head}")
+    cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"cv": 3})})
+    session = FakeSession(tmp_path / "trial")
+    (tmp_path / "trial").mkdir()
+    run_folds(cfg, _cells(), session)
+    last = session.reports[-1]
+    assert last.finished and last.val_folds == 3 and last.epoch == 3
+    # the folds deal the same training and validation rows: the first fold computed, the others read
+    views = 1 if head == "knn" else 8
+    assert len(list((tmp_path / "cache").rglob("view*.npy"))) == views
+    model = leuktune.load_model(session.checkpoints[3])
+    assert len(model.members) == 3 and all(m.module.head.fitted == (head == "knn") for m in model.members)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -148,7 +149,10 @@ def training_checkpoint_backbone(path: Path) -> dict[str, torch.Tensor] | None:
     a plain weights file costs no read here."""
     if path.suffix == ".safetensors":
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, pickle.UnpicklingError):  # legacy format (cannot be mapped), or not torch's at all:
+        return None  # not what DINOv2 trainings write; timm's loader says what is wrong with it
     teacher = state.get("teacher") if isinstance(state, dict) else None
     if not isinstance(teacher, dict):
         return None
