@@ -45,6 +45,7 @@ import torch
 
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
+from leuktune.data.split import SPLITS
 from leuktune.errors import LeuktuneError
 from leuktune.models.classifier import Classifier
 from leuktune.runfolder import RunFolder
@@ -100,7 +101,8 @@ def plan(cfg: ExperimentConfig, network: Classifier, data: CachedDataset, setup:
     model, head = cfg.model, network.head
     if network.unfreeze_depth != 0 or (model.feature_cache == "off" and not head.fitted):
         return None
-    rows = np.flatnonzero(data.splits != 2)  # training and validation (test: only the final evaluation reads it)
+    # training and validation rows (the test split is read by the final evaluation only, with the whole model)
+    rows = np.flatnonzero(data.splits != SPLITS.index("test"))
     tokens = head.needs_spatial
     shape = _token_shape(network, cfg.data.image_size, setup) if tokens else (network.backbone.num_features,)
     # train.augment.flip draws the same eight views (a kNN probe's bank holds the images as they are)
