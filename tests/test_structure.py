@@ -22,7 +22,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 import leuktune
 from leuktune import internals, leaderboard
-from leuktune.config import HEAD_KINDS
+from leuktune.config import HEAD_KINDS, PROBE_HEADS
 from leuktune.errors import LeuktuneError
 from leuktune.models.heads import DEFAULT_ACTIVATION, build_head
 from leuktune.results import NOT_STORED, EpochReport, TrialFacts
@@ -205,6 +205,9 @@ def test_every_head_kind_the_config_accepts_is_built_and_has_a_default_activatio
     assert set(DEFAULT_ACTIVATION) == set(HEAD_KINDS)
     options = dict(in_features=8, spatial_features=8, num_classes=3, dropout=0.0, activation="relu", mlp_hidden=4,
                    mlp_layers=1, attention_heads=2, attention_dim=8)
-    assert all(isinstance(build_head(kind, **options), torch.nn.Module) for kind in HEAD_KINDS)
+    heads = {kind: build_head(kind, **options) for kind in HEAD_KINDS}
+    assert all(isinstance(head, torch.nn.Module) for head in heads.values())
+    # the config's probes are the heads the loop fits rather than steps
+    assert {kind for kind, head in heads.items() if head.fitted} == set(PROBE_HEADS)
     with pytest.raises(ValueError, match="expected one of linear, mlp, attention"):
         build_head("transformer", **options)

@@ -178,7 +178,8 @@ def check_patch_size(name: str, model: nn.Module, image_size: int) -> None:
         return
     step = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
     if image_size % step:
-        below, above = image_size - image_size % step, image_size - image_size % step + step
+        below = image_size - image_size % step
+        above = below + step
         nearest = f"{below} or {above}" if below else str(above)
         raise BackboneError(f"data.image_size {image_size} is not a multiple of backbone {name!r}'s patch size "
                             f"{step}; the nearest sizes it takes are {nearest}")
@@ -238,14 +239,13 @@ def create_backbone(name: str, *, activation: str | None = None, image_size: int
                   for n, child in model.body.named_children() if any(True for _ in child.parameters())]
         return Backbone(name, model, groups, applied, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
-    kwargs = {}
+    # a DINO-style training checkpoint: the model is built empty and its backbone loaded below
     published = training_checkpoint_backbone(weights) if weights is not None else None
-    if pretrained and published is not None:
-        kwargs = {}  # built empty, then loaded below
-    elif pretrained and weights is not None:
-        kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
-    elif pretrained:
+    kwargs = {}
+    if pretrained and published is None:
         kwargs = {"pretrained": True}
+        if weights is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
     try:
         with _hub_offline(not allow_download):
             model, applied = _timm_model(name, activation, image_size, **kwargs)

@@ -54,6 +54,7 @@ from leuktune.train.device import BatchSource, DeviceSetup
 # (quarter turns, mirrored) of each view, in the order fewer views are kept: the image, its
 # mirror, then the quarter turns (a prefix of 4 holds the half turn and two mirrors as well).
 VIEWS = ((0, False), (0, True), (1, False), (1, True), (2, False), (2, True), (3, False), (3, True))
+DTYPE = np.float16  # what the cached features are kept as: half the bytes, ample for features
 FORMAT = 1  # bump when what a cached file holds changes: old files are then not read
 
 
@@ -81,7 +82,7 @@ class FeaturePlan:
 
     @property
     def bytes(self) -> int:
-        return len(self.rows) * self.views * int(np.prod(self.shape)) * 2
+        return len(self.rows) * self.views * int(np.prod(self.shape)) * np.dtype(DTYPE).itemsize
 
 
 def pixel_augmentations(cfg: ExperimentConfig) -> list[str]:
@@ -159,11 +160,11 @@ def key(plan_: FeaturePlan, network: Classifier, data: CachedDataset, setup: Dev
 @torch.no_grad()
 def compute(plan_: FeaturePlan, network: Classifier, images: np.ndarray, setup: DeviceSetup, batch_size: int,
             view: int) -> np.ndarray:
-    """(rows, *shape) float16: the backbone (in eval mode) over one view of every row."""
+    """(rows, *shape) of DTYPE: the backbone (in eval mode) over one view of every row."""
     backbone = network.backbone
     was_training = backbone.training
     backbone.eval()
-    out = np.empty((len(plan_.rows), *plan_.shape), np.float16)
+    out = np.empty((len(plan_.rows), *plan_.shape), DTYPE)
     try:
         for start in range(0, len(plan_.rows), batch_size):
             rows = plan_.rows[start:start + batch_size]
@@ -213,14 +214,17 @@ def shared(plan_: FeaturePlan, name: str, compute_view: Callable[[int], np.ndarr
     that are neither cached nor being computed, then waits for the ones trials beside it are
     computing (their locks), so trials that start together share the work instead of idling
     (a view whose trial died is computed by the next that needs it)."""
-    if plan_.folder is None:
+    def in_memory() -> Shared:  # every view computed by this trial, for this trial
         return Shared([compute_view(v) for v in range(plan_.views)], plan_.views)
+
+    if plan_.folder is None:
+        return in_memory()
     folder = plan_.folder / name
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         echo(f"[leuktune] features not shared: {plan_.folder} cannot be written ({err}); computed for this trial")
-        return Shared([compute_view(v) for v in range(plan_.views)], plan_.views)
+        return in_memory()
     started, computed = time.perf_counter(), 0
     for wait in (False, True):  # first the views nobody holds, then the ones others were computing
         for view in range(plan_.views):
