@@ -3,19 +3,22 @@
 The public API (each name is imported on first use, so ``import leuktune`` stays fast)::
 
     import leuktune
-    board = leuktune.search(overrides=["search.num_samples=2"])   # ranked leaderboard (DataFrame)
-    model = leuktune.load_model(board.iloc[0])                     # the best trial's model
-    model.evaluate("test")                                         # its test-split metrics
+    leuktune.search(overrides=["search.num_samples=2"])       # ranked leaderboard (DataFrame)
+    run = leuktune.Run.open("runs/synthetic-default")         # a run folder, wherever it is now
+    run.leaderboard(); run.model().evaluate("test"); run.predict(["a.png"]); run.report()
 
+- ``Run.open(path_or_uri)``: a run and its verbs: ``leaderboard()``, ``history()``,
+  ``model(trial=None)``, ``evaluate(...)``, ``report(...)``, ``predict(images, ...)``, ``export(...)``.
 - ``search(config=None, overrides=(), *, address=None)``: run a search, return its leaderboard.
 - ``check_data(config=None, overrides=())``: what the data looks like to a search (DataReport).
 - ``load_config(path=None, overrides=())``: the validated ``ExperimentConfig``.
 - ``load_leaderboard(run_dir_or_paths)``: one or several runs' leaderboards, ranked.
-- ``load_model(checkpoint)``: a trained model (a checkpoint folder, a leaderboard row, or a
+- ``load_model(checkpoint, *, device=None, trial=None)``: a trained model (a checkpoint folder, a leaderboard row, or a
   run folder's best trial; ``trial="ensemble"``: the weighted ensemble of its best trials):
   ``.predict(images)``, ``.evaluate(split)``.
-- ``evaluate(run, top=None, cv=None, external=None)``: the best trials scored once on the test
-  split; ``external=ExternalSet(root, source, classes)`` (or a folder): on another dataset.
+- ``evaluate(run, *, top=None, cv=None, external=None)``: ``Run.open(run).evaluate(...)``, the best
+  trials scored once on the test split; ``external=ExternalSet(root, source, classes)`` (or a
+  folder): on another dataset.
 """
 
 import importlib
@@ -27,15 +30,16 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 __version__ = "0.1.0"
 
-# name -> (module, attribute); None: the module itself (leuktune.search is a callable module).
+# name -> (module, attribute)
 _API = {
-    "search": ("leuktune.search", None),
+    "Run": ("leuktune.run", "Run"),
+    "search": ("leuktune.tuning.driver", "search"),
     "check_data": ("leuktune.data.check", "check_data"),
     "load_config": ("leuktune.config", "load"),
     "load_leaderboard": ("leuktune.leaderboard", "load"),
     "load_model": ("leuktune.trained", "load_model"),
-    "evaluate": ("leuktune.evaluate", None),
-    "ExternalSet": ("leuktune.evaluate.external", "ExternalSet"),
+    "evaluate": ("leuktune.run", "evaluate"),
+    "ExternalSet": ("leuktune.evaluation.external", "ExternalSet"),
 }
 __all__ = [*_API, "__version__"]
 
@@ -44,8 +48,7 @@ def __getattr__(name: str):
     if name not in _API:
         raise AttributeError(f"module 'leuktune' has no attribute {name!r}; the API is {', '.join(_API)}")
     module, attribute = _API[name]
-    value = importlib.import_module(module)
-    return value if attribute is None else getattr(value, attribute)
+    return getattr(importlib.import_module(module), attribute)
 
 
 def __dir__():

@@ -8,7 +8,6 @@ Every export is checked against PyTorch on real images of the run before it is k
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import warnings
@@ -118,7 +117,7 @@ def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None =
     first = model  # whose normalisation the input takes: the first trained network's
     while hasattr(first, "members"):
         first = first.members[0]
-    pixels, rows = model.load_images(images or _test_images(first))
+    pixels = model.load_images(images)[0] if images else _test_pixels(first)
     x = first.model_input(pixels[:8]).cpu() if len(pixels) else None
     if x is None or len(x) < 2:
         raise ExportError("an export is checked on at least 2 readable images")
@@ -152,44 +151,18 @@ def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None =
     return out / name
 
 
-def _test_images(model, count: int = 8) -> list[str]:
-    split = RunFolder.of(model.config).read_frame(runfolder.SPLIT)
-    return split[split["split"] == "test"]["path"].head(count).tolist()
+def default_out(folder: RunFolder, trial_id: str) -> str:
+    """Where an export goes unless told: the run's ``export/<trial>`` (a run in a bucket: ``./export-<trial>``)."""
+    return f"{folder.path}/{runfolder.EXPORT}/{trial_id}" if folder.local else f"export-{trial_id}"
 
 
-EXAMPLES = """\
-examples:
-  python -m leuktune.export --run runs/synthetic-default --format onnx
-  python -m leuktune.export --run runs/cnmc-binary --trial 3f2a9c1e --format torchscript --out exports/cnmc
-  python -m leuktune.export --run runs/synthetic-default --trial ensemble
-"""
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m leuktune.export", description=__doc__, epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="the run folder (<storage.path>/<name>), local or a URI")
-    parser.add_argument("--trial", help="the trial id, or ensemble (one graph averaging the weighted ensemble's "
-                        "members); default: the run's best trial")
-    parser.add_argument("--format", default="onnx", choices=list(FORMATS))
-    parser.add_argument("--out", help="output folder (default: <run>/export/<trial> for a local run)")
-    args = parser.parse_args(argv)
-    # imported after the arguments are parsed: --help answers at once, without torch or Ray
-    from leuktune.leaderboard import run_folder
-    from leuktune.trained import load_model, trial_row
-
-    try:
-        trial_id = args.trial or trial_row(args.run, None)["trial_id"]  # a trial id, or the ensemble
-        model = load_model(args.run, device="cpu", trial=trial_id)
-        folder = run_folder(args.run)
-        out = args.out or (f"{folder.path}/{runfolder.EXPORT}/{trial_id}" if folder.local else f"export-{trial_id}")
-        path = export(model, out, args.format)
-    except LeuktuneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"[leuktune] trial {trial_id} exported to {path} with {path.parent / 'preprocessing.json'}")
-    return 0
+def _test_pixels(model, count: int = 8) -> np.ndarray:
+    """The first test images of the run that holds the model, as its data is read back where the run is now."""
+    data = model._prepare_data()
+    return data.pixels()[data.indices("test")[:count]]
 
 
 if __name__ == "__main__":
+    from leuktune.cli.export import main  # python -m leuktune.export: the command line lives with the others
+
     sys.exit(main())

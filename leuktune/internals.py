@@ -2,10 +2,12 @@
 
 leuktune reaches into two frameworks where their public API offers no way to do the job:
 Ray Tune's ``OptunaSearch`` keeps its Optuna study and trials in underscore attributes (the
-searcher tells Optuna what ASHA saw, leuktune.search.searcher), ``ASHAScheduler`` its metric,
-mode, time attribute, last rung and count of stopped trials (leuktune.search.scheduler feeds it
-a score and spares the search's starts), and Ray Train logs every report through a logger that
-only its private module names. A new release may rename any of these;
+searcher tells Optuna what ASHA saw, leuktune.tuning.searcher), ``ASHAScheduler`` its metric,
+mode, time attribute, last rung and count of stopped trials (leuktune.tuning.scheduler feeds it
+a score and spares the search's starts), Ray Train logs every report through a logger that
+only its private module names, Ray's private services say which local cluster ``ray start``
+recorded (leuktune.runtime), and Optuna's grid sampler says it has stopped its study only in an
+error's text. A new release may rename any of these;
 ``tests/test_structure.py`` checks that each still exists, and pyproject's upper bounds on Ray
 and Optuna are the newest releases the tests have passed with.
 
@@ -62,3 +64,22 @@ def ray_train_worker_logger() -> logging.Logger:
 
 def quiet_tune_storage() -> None:
     logging.getLogger(TUNE_STORAGE_LOGGER).setLevel(logging.WARNING)
+
+
+def ray_recorded_cluster() -> tuple[str | None, str]:
+    """(the address of the local cluster that ``ray start`` recorded on this machine, or None; the
+    file that records it)."""
+    # Ray only when a command needs a cluster (see the module's docstring)
+    from ray._common.utils import get_ray_address_file
+    from ray._private.services import find_bootstrap_address
+
+    return find_bootstrap_address(None), get_ray_address_file(None)
+
+
+# What Optuna's study says when its grid sampler has run every combination and stopped it.
+OPTUNA_STUDY_STOPPED = "Study.stop"
+
+
+def optuna_study_stopped(err: RuntimeError) -> bool:
+    """Whether ``err`` (raised by ``Study.tell``) is the grid sampler's stop, raised after the trial was recorded."""
+    return OPTUNA_STUDY_STOPPED in str(err)

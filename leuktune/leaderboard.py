@@ -1,15 +1,20 @@
-"""The leaderboard's two tables, typed: ``leaderboard.parquet`` (a row per trial) and
-``history.parquet`` (a row per trial-epoch), readable by pandas, pyarrow, DuckDB, Polars.
+"""The run's result tables, typed: the search's ``trials.parquet`` (a row per trial) and
+``history.parquet`` (a row per trial-epoch), the final evaluation's ``test.parquet`` (a row per
+model scored), and the ``leaderboard.parquet`` derived from them with the ensemble's record and
+the cross-validation (a row per trial, and one for the ensemble), readable by pandas, pyarrow,
+DuckDB, Polars.
 
 Every column has one Arrow type whatever values a search draws: a hyperparameter's type
 comes from its field in the schema (``unfreeze_depth``, an integer or "all", is always text).
 Rows are appended as trials finish, by writing the whole table aside and renaming it over
 the old one (one request in a bucket), so a search killed at any moment leaves a complete,
-readable file holding every trial that had finished.
+readable file holding every trial that had finished. Each stage writes its own table and then
+the derived leaderboard (``write``); ``load`` derives it afresh and writes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,13 +28,28 @@ from leuktune.config import VALUE_TYPES
 from leuktune.config.search import DEFAULT_METRIC
 from leuktune.errors import LeuktuneError
 from leuktune.metrics import METRICS
-from leuktune.results import FAILED, TrialStatus
+from leuktune.results import FAILED, EnsembleRecord
 from leuktune.runfolder import RunFolder
 
 CONFUSION = pa.list_(pa.list_(pa.int64()))  # rows = true class, columns = predicted
 ID_COLUMNS = [("experiment", pa.string()), ("trial_id", pa.string()), ("status", pa.string())]
 # status: a leuktune.results.TrialStatus (stopped_early: stopped_by asha | patience)
-RESULT_COLUMNS = [
+# Each stage of a run writes its own table once; the leaderboard is derived from them (``derive``).
+# The final evaluation's (``test.parquet``, a row per model: each evaluated trial and the ensemble):
+# the test split once, 95% bootstrap intervals, calibration before and after the temperature fitted
+# on the validation split (which predict uses).
+TEST_COLUMNS = [
+    *((f"test_{m}", pa.float64()) for m in METRICS), ("test_confusion_matrix", CONFUSION),
+    *((f"test_{m}_{end}", pa.float64()) for m in METRICS for end in ("low", "high")),
+    ("test_images", pa.int64()), ("temperature", pa.float64()), ("test_ece_calibrated", pa.float64()),
+]
+TEST = pa.schema([("trial_id", pa.string()), *TEST_COLUMNS])
+# the ensemble's row only (from ensemble.json): the trials it averages and their weights
+ENSEMBLE_COLUMNS = [("members", pa.list_(pa.string())), ("weights", pa.list_(pa.float64()))]
+# cross-validation (python -m leuktune.evaluate RUN --cv K): from cv.parquet's folds, mean and standard deviation
+CV_COLUMNS = [("cv_folds", pa.int64()), *((f"cv_{m}_{stat}", pa.float64()) for m in METRICS for stat in ("mean", "std"))]
+# the search's (``trials.parquet``): a row per trial, as the search recorded it when the trial ended
+SEARCH_COLUMNS = [
     ("best_epoch", pa.int64()), ("epochs_run", pa.int64()), ("stopped_by", pa.string()),
     *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
     # each val metric's bootstrap standard error on the validation split (patients resampled where
@@ -38,15 +58,6 @@ RESULT_COLUMNS = [
     *((f"val_{m}_se", pa.float64()) for m in METRICS), ("tied_with_top", pa.bool_()),
     # a cross-validated trial (search.cv): its folds, and the standard deviation of each val metric over them
     ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
-    # the final evaluation (top trials only): the test split once, 95% bootstrap intervals,
-    # calibration before and after the temperature fitted on the validation split
-    *((f"test_{m}", pa.float64()) for m in METRICS), ("test_confusion_matrix", CONFUSION),
-    *((f"test_{m}_{end}", pa.float64()) for m in METRICS for end in ("low", "high")),
-    ("test_images", pa.int64()), ("temperature", pa.float64()), ("test_ece_calibrated", pa.float64()),
-    # the ensemble's row only: the trials it averages and their weights (leuktune.evaluate.ensemble)
-    ("members", pa.list_(pa.string())), ("weights", pa.list_(pa.float64())),
-    # cross-validation (python -m leuktune.evaluate RUN --cv K): mean and standard deviation over folds
-    ("cv_folds", pa.int64()), *((f"cv_{m}_{stat}", pa.float64()) for m in METRICS for stat in ("mean", "std")),
     ("params", pa.int64()), ("trainable_params", pa.int64()), ("inference_ms", pa.float64()),
     ("pareto_front", pa.bool_()),  # multi-objective searches: not dominated on every objective
     ("unfreeze_depth_effective", pa.int64()), ("stage_groups", pa.int64()), ("backbone_activation", pa.string()),
@@ -56,10 +67,24 @@ RESULT_COLUMNS = [
     ("node_ip", pa.string()), ("node_id", pa.string()), ("cpu_seconds", pa.float64()), ("gpu_seconds", pa.float64()),
     # a frozen backbone's cached features: computed or loaded, views per image, views this trial computed
     ("frozen_features", pa.string()), ("feature_views", pa.int64()), ("feature_views_computed", pa.int64()),
+    # the trial's best checkpoint, relative to the run folder (tune/<trial>/checkpoint_000007); load()
+    # gives it as a path or URI of where the run is read from
     ("checkpoint_uri", pa.string()), ("started_at", pa.string()), ("finished_at", pa.string()),
     ("leuktune_version", pa.string()), ("data_fingerprint", pa.string()),
     ("error", pa.string()), ("error_file", pa.string()),  # the exception's type and message; Ray's full record
 ]
+_SEARCH = dict(SEARCH_COLUMNS)
+# The leaderboard's columns after the hyperparameters, in the order an earlier release wrote them.
+RESULT_COLUMNS = [
+    *((name, _SEARCH[name]) for name in ("best_epoch", "epochs_run", "stopped_by")),
+    *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
+    *((f"val_{m}_se", pa.float64()) for m in METRICS), ("tied_with_top", pa.bool_()),
+    ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
+    *TEST_COLUMNS, *ENSEMBLE_COLUMNS, *CV_COLUMNS,
+    *SEARCH_COLUMNS[SEARCH_COLUMNS.index(("params", pa.int64())):],
+]
+# The leaderboard's row of the ensemble (not a trial): its trial_id and status.
+ENSEMBLE_ROW = "ensemble"
 HISTORY_COLUMNS = [
     ("experiment", pa.string()), ("trial_id", pa.string()), ("epoch", pa.int64()),
     ("train_loss", pa.float64()), ("train_images_per_s", pa.float64()), ("epoch_seconds", pa.float64()),
@@ -95,6 +120,11 @@ def arrow_type(value_type: Any) -> pa.DataType:
 def schema(hyperparameters: Iterable[str]) -> pa.Schema:
     """The leaderboard's columns for a search of these hyperparameters, in order."""
     return pa.schema([*ID_COLUMNS, *((h, arrow_type(VALUE_TYPES[h])) for h in hyperparameters), *RESULT_COLUMNS])
+
+
+def trials_schema(hyperparameters: Iterable[str]) -> pa.Schema:
+    """The search's table (``trials.parquet``): the leaderboard's columns that the search writes."""
+    return pa.schema([*ID_COLUMNS, *((h, arrow_type(VALUE_TYPES[h])) for h in hyperparameters), *SEARCH_COLUMNS])
 
 
 def _cast(value: Any, kind: pa.DataType) -> Any:
@@ -142,11 +172,6 @@ def append(folder: RunFolder, name: str, rows: Iterable[dict[str, Any]], columns
     folder.write_table(name, new)
 
 
-def save(folder: RunFolder, board: pd.DataFrame, hyperparameters: Iterable[str]) -> None:
-    """Write a whole leaderboard (e.g. after the final evaluation filled its test columns)."""
-    folder.write_table(runfolder.LEADERBOARD, table(board.to_dict("records"), schema(hyperparameters)))
-
-
 # On a small validation split many trials tie on the search metric (one image of 52 apart); the
 # validation loss, which every epoch also reports, says which of them is more sure of being right,
 # and where that ties too, the calibration error says whose confidence is the more honest.
@@ -175,8 +200,8 @@ def tied_with_top(board: pd.DataFrame, metric: str, mode: str) -> pd.Series:
     """True for a trial whose ``metric`` is within the top trial's standard error of the top's
     (``<metric>_se``, the top itself included): the validation split cannot tell them apart, so
     the choice among them is noise and their ensemble the robust pick. False for the others;
-    null for failed trials, rows that are not trials (the ensemble) and metrics without a
-    standard error (a cost objective, a table from before standard errors).
+    null for failed trials and metrics without a standard error (a cost objective, a table from
+    before standard errors).
 
     >>> board = pd.DataFrame({"trial_id": ["a", "b", "c"], "status": ["completed"] * 3,
     ...                       "val_balanced_accuracy": [0.98, 0.96, 0.90],
@@ -186,7 +211,7 @@ def tied_with_top(board: pd.DataFrame, metric: str, mode: str) -> pd.Series:
     """
     tied = pd.Series(None, index=board.index, dtype="object")
     column = f"{metric}_se"
-    trials = board[~board["status"].isin(FAILED) & (board["status"] != TrialStatus.ENSEMBLE.value)]
+    trials = board[~board["status"].isin(FAILED)]
     if column not in board or trials[metric].notna().sum() == 0:
         return tied
     top = ranked(trials, metric, mode).iloc[0]
@@ -217,15 +242,138 @@ def pareto_front(board: pd.DataFrame, objectives: list[str], directions: list[st
 
 
 def run_folder(location: str | Path) -> RunFolder:
-    """The run folder of a location: the folder itself, or its leaderboard file."""
+    """The run folder of a location, where it is now: the folder itself, or its leaderboard file."""
     parent, name = uris.split_last(location)
-    return RunFolder.at(parent if name == runfolder.LEADERBOARD else location)
+    return RunFolder.existing(parent if name == runfolder.LEADERBOARD else location)
+
+
+# -- the stages' tables, and the leaderboard derived from them
+
+def _earlier_release(folder: RunFolder) -> pd.DataFrame | None:
+    """The whole leaderboard of a run written before each stage had its own table, or None."""
+    if folder.exists(runfolder.TRIALS_TABLE) or not folder.exists(runfolder.LEADERBOARD):
+        return None
+    return folder.read_frame(runfolder.LEADERBOARD)
+
+
+def trials(folder: RunFolder) -> pd.DataFrame:
+    """The search's table: a row per trial that ended, in the order they ended (checkpoints
+    relative to the run); empty before the first."""
+    if folder.exists(runfolder.TRIALS_TABLE):
+        return folder.read_frame(runfolder.TRIALS_TABLE)
+    old = _earlier_release(folder)
+    if old is None:
+        return pd.DataFrame()
+    searched = [name for name, _ in (*ID_COLUMNS, *SEARCH_COLUMNS)]
+    rows = old[old["trial_id"] != ENSEMBLE_ROW]
+    return rows[[c for c in rows.columns if c in searched or c not in dict(RESULT_COLUMNS)]].reset_index(drop=True)
+
+
+def tests(folder: RunFolder) -> pd.DataFrame:
+    """The final evaluation's table: a row per model scored on the test split (the ensemble's
+    ``trial_id`` is ``ensemble``); empty before the evaluation."""
+    if folder.exists(runfolder.TEST):
+        return folder.read_frame(runfolder.TEST)
+    old = _earlier_release(folder)
+    if old is None or "test_balanced_accuracy" not in old:
+        return pd.DataFrame(columns=TEST.names)
+    return old[old["test_balanced_accuracy"].notna()][[c for c in TEST.names if c in old]].reset_index(drop=True)
+
+
+def ensemble(folder: RunFolder) -> EnsembleRecord | None:
+    """The final evaluation's ensemble (``ensemble.json``), or None."""
+    if not folder.exists(runfolder.ENSEMBLE):
+        return None
+    return EnsembleRecord.from_json(folder.read_text(runfolder.ENSEMBLE))
+
+
+def cv_summary(per_fold: pd.DataFrame) -> dict:
+    """The leaderboard's cv_* columns of one trial's folds: how many, each metric's mean and standard deviation."""
+    return {"cv_folds": len(per_fold), **{f"cv_{m}_{stat}": float(getattr(per_fold[m], stat)())
+                                           for m in METRICS for stat in ("mean", "std")}}
+
+
+def derive(folder: RunFolder) -> pd.DataFrame:
+    """The leaderboard (today's columns, unranked) from the stages' tables: the search's trials,
+    their test figures, their cross-validation, and the ensemble's row. Reads only."""
+    board = trials(folder)
+    if board.empty:
+        return board
+    record = ensemble(folder)
+    if record is not None:
+        first = board[board["trial_id"] == record.members[0]]
+        members = board.set_index("trial_id").reindex(record.members)
+        board = pd.concat([board, pd.DataFrame([{
+            "experiment": board["experiment"].iloc[0], "trial_id": ENSEMBLE_ROW, "status": ENSEMBLE_ROW,
+            **{f"val_{m}": record.val_scores.get(m) for m in METRICS},
+            "members": record.members, "weights": record.weights, "checkpoint_uri": runfolder.ENSEMBLE,
+            "params": int(members["params"].sum()) if members["params"].notna().all() else None,
+            "data_fingerprint": record.data_fingerprint or (first["data_fingerprint"].iloc[0] if len(first) else None),
+        }])], ignore_index=True)
+    scored = tests(folder)
+    if len(scored):
+        board = board.drop(columns=[c for c in TEST.names if c != "trial_id" and c in board])
+        board = board.merge(scored, on="trial_id", how="left")
+    if folder.exists(runfolder.CV):
+        folds = folder.read_frame(runfolder.CV)
+        summary = pd.DataFrame([{"trial_id": t, **cv_summary(f)} for t, f in folds.groupby("trial_id", sort=False)])
+        board = board.drop(columns=[c for c in summary.columns if c != "trial_id" and c in board])
+        board = board.merge(summary, on="trial_id", how="left")
+    ids, results = [name for name, _ in ID_COLUMNS], [name for name, _ in RESULT_COLUMNS]
+    hyperparameters = [c for c in board.columns if c not in ids and c not in results]
+    return board.reindex(columns=[*ids, *hyperparameters, *results])
+
+
+def write(folder: RunFolder) -> None:
+    """Derive the leaderboard and store it in the run (``leaderboard.parquet``, for pandas,
+    DuckDB and Polars; ranked, checkpoints relative to the run): each stage calls this after
+    writing its own table."""
+    board = _ranked_by_its_config(folder, derive(folder))
+    ids, results = {name for name, _ in ID_COLUMNS}, {name for name, _ in RESULT_COLUMNS}
+    hyperparameters = [c for c in board.columns if c not in ids and c not in results]
+    folder.write_table(runfolder.LEADERBOARD, table(board.to_dict("records"), schema(hyperparameters)))
+
+
+def migrate(folder: RunFolder) -> None:
+    """A run written before each stage had its own table, given them (once, by the first stage
+    that writes into it again: a resumed search, an evaluation): the search's rows and the test
+    figures of its one leaderboard, checkpoints made relative to the run. Its checkpoints are not
+    touched (the temperature an earlier release kept there is in ``test.parquet`` now)."""
+    old = _earlier_release(folder)
+    if old is None:
+        return
+    searched = trials(folder)
+    hyperparameters = [c for c in searched.columns if c not in {n for n, _ in (*ID_COLUMNS, *SEARCH_COLUMNS)}]
+    searched["checkpoint_uri"] = [folder.relative(value) for value in searched["checkpoint_uri"]]
+    folder.write_table(runfolder.TEST, table(tests(folder).to_dict("records"), TEST))
+    record = ensemble(folder)
+    if record is not None:
+        folder.write_text(runfolder.ENSEMBLE, dataclasses.replace(
+            record, checkpoints=[folder.relative(c) for c in record.checkpoints]).to_json())
+    # last: the search's table is what marks a run as migrated
+    folder.write_table(runfolder.TRIALS_TABLE, table(searched.to_dict("records"), trials_schema(hyperparameters)))
+    write(folder)
+
+
+def _ranked_by_its_config(folder: RunFolder, board: pd.DataFrame) -> pd.DataFrame:
+    """``ranked`` by the search metric and mode of the run's ``config.yaml`` (the default ones without it)."""
+    metric, mode = DEFAULT_METRIC, metrics.mode(DEFAULT_METRIC)
+    if folder.exists(runfolder.CONFIG):
+        search = folder.saved_config(validate=False).get("search", {})
+        metric, mode = search.get("metric", metric), search.get("mode", mode)
+    return ranked(board, metric, mode) if len(board) else board
+
+
+def trial_rows(board: pd.DataFrame) -> pd.DataFrame:
+    """A leaderboard's rows of trials (not the ensemble's)."""
+    return board[board["trial_id"] != ENSEMBLE_ROW]
 
 
 def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """The leaderboard of one run, or of several merged, best trial first by the search metric
     and mode of the (first) run's ``config.yaml``; failed trials last. A run is a folder (or
-    its leaderboard file), local or a URI.
+    its leaderboard file), local or a URI, where it is now: ``checkpoint_uri`` is a path or URI
+    of that place. Reads only.
 
     >>> board = leuktune.load_leaderboard("runs/synthetic-default")  # doctest: +SKIP
     >>> board = leuktune.load_leaderboard(["runs/cnmc-a", "s3://bucket/runs/cnmc-b"])  # doctest: +SKIP
@@ -233,17 +381,17 @@ def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     locations = [runs] if isinstance(runs, (str, Path)) else list(runs)
     if not locations:
         raise LeaderboardError("no run folder given")
-    folders = [run_folder(location) for location in locations]
-    for location, folder in zip(locations, folders):
-        if not folder.exists(runfolder.LEADERBOARD):
+    boards = []
+    for location in locations:
+        parent, name = uris.split_last(location)
+        folder = RunFolder.at(parent if name == runfolder.LEADERBOARD else location)
+        if not folder.exists(runfolder.TRIALS_TABLE) and not folder.exists(runfolder.LEADERBOARD):
             raise LeaderboardError(f"{location}: no leaderboard (expected a run folder holding "
                                    f"{runfolder.LEADERBOARD}, or the file itself); a search writes one when its "
                                    "first trial ends")
-    board = pd.concat([folder.read_frame(runfolder.LEADERBOARD) for folder in folders], ignore_index=True)
-    metric, mode = DEFAULT_METRIC, metrics.mode(DEFAULT_METRIC)
-    if folders[0].exists(runfolder.CONFIG):
-        search = folders[0].saved_config(validate=False).get("search", {})
-        metric, mode = search.get("metric", metric), search.get("mode", mode)
-    board = ranked(board, metric, mode)
-    board.attrs["paths"] = [folder.uri(folder.file(runfolder.LEADERBOARD)) for folder in folders]
+        board = derive(folder) if folder.exists(runfolder.TRIALS_TABLE) else folder.read_frame(runfolder.LEADERBOARD)
+        board["checkpoint_uri"] = [folder.located(value) for value in board["checkpoint_uri"]]
+        boards.append((folder, board))
+    board = _ranked_by_its_config(boards[0][0], pd.concat([b for _, b in boards], ignore_index=True))
+    board.attrs["paths"] = [folder.uri(folder.file(runfolder.LEADERBOARD)) for folder, _ in boards]
     return board

@@ -1,6 +1,7 @@
-"""The shapes of a trial's results, each with one owner: what an epoch reports
+"""The shapes of a run's results, each with one owner: what an epoch reports
 (``EpochReport``), the facts about a trial's model and device that come with it
-(``TrialFacts``), and how a trial ended (``TrialStatus``).
+(``TrialFacts``), how a trial ended (``TrialStatus``), and the final evaluation's ensemble
+(``EnsembleRecord``, the run folder's ``ensemble.json``).
 
 The per-worker loop builds an ``EpochReport`` and hands Ray Tune its flat form
 (``to_result``: the keys ASHA and Optuna read); in the driver the searcher and the leaderboard
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -39,7 +41,6 @@ class TrialStatus(str, enum.Enum):
     STOPPED_EARLY = "stopped_early"  # by ASHA or by train.patience (the row's stopped_by)
     DIVERGED = "diverged"  # its loss or predictions stopped being numbers
     ERROR = "error"  # it raised, or its process died and no restart was left
-    ENSEMBLE = "ensemble"  # not a trial: the weighted ensemble of the best trials (leuktune.evaluate.ensemble)
 
     @property
     def failed(self) -> bool:
@@ -77,7 +78,7 @@ class TrialFacts:
     precision: str
     node_ip: str | None = None  # where it ran: a trial restarted after a lost node names the new one
     node_id: str | None = None
-    # a frozen backbone's features cached (leuktune.train.features): "computed" (this trial
+    # a frozen backbone's features cached (leuktune.training.features): "computed" (this trial
     # computed some of its views) or "loaded" (all were cached, or computed by trials beside it);
     # None when the backbone ran on the images every epoch
     frozen_features: str | None = None
@@ -94,7 +95,7 @@ class EpochReport:
 
     ``val`` holds every metric of ``leuktune.metrics.METRICS`` by name (NaN when the trial
     diverged); ``phase_seconds`` the loop's cumulative seconds per phase so far (by the names of
-    ``leuktune.train.phases.PHASES``)."""
+    ``leuktune.training.phases.PHASES``)."""
 
     epoch: int
     train_loss: float = NAN
@@ -179,3 +180,28 @@ NOT_STORED = {
     "loop_started_at": "for bench trial-overhead (start-up cost)",
     "time_*_s": "for bench trial-overhead (each phase's share of a trial)",
 }
+
+
+@dataclass(frozen=True)
+class EnsembleRecord:
+    """The final evaluation's weighted ensemble of the best trials (``ensemble.json``): the members
+    (trial ids; their checkpoints relative to the run folder, and the temperature that calibrates
+    each), their weights, the temperature that calibrates the average (all fitted on the validation
+    split), and its validation scores. Its own record, not a trial: the leaderboard shows it as
+    the row ``trial_id == "ensemble"``, derived from this."""
+
+    members: list[str]
+    weights: list[float]
+    checkpoints: list[str]
+    temperatures: list[float]
+    temperature: float = 1.0
+    metric: str = "val_balanced_accuracy"
+    val_scores: dict[str, float] = field(default_factory=dict)
+    data_fingerprint: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> EnsembleRecord:
+        return cls(**json.loads(text))

@@ -9,6 +9,7 @@ import socket
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
+from leuktune import internals
 from leuktune.errors import LeuktuneError
 
 ANSWER_TIMEOUT_S = 5.0
@@ -44,10 +45,6 @@ def choose_address(address: str | None = None, echo: Callable[[str], None] = ech
     - else the local cluster that ``ray start`` recorded, if it answers (said in one line);
     - else a new local Ray (``"local"``), with a line when a dead cluster's file was ignored.
     """
-    # Ray only when a command needs a cluster (runtime is imported by every command line)
-    from ray._common.utils import get_ray_address_file
-    from ray._private.services import find_bootstrap_address
-
     wanted = address or os.environ.get("RAY_ADDRESS") or None
     if wanted not in (None, "auto"):
         if not answers(wanted):
@@ -55,7 +52,7 @@ def choose_address(address: str | None = None, echo: Callable[[str], None] = ech
                                      f"{ANSWER_TIMEOUT_S:g} s: is its head running? Leave both unset to start a local "
                                      "Ray")
         return wanted
-    recorded, file = find_bootstrap_address(None), get_ray_address_file(None)
+    recorded, file = internals.ray_recorded_cluster()
     if recorded and answers(recorded):
         echo(f"[leuktune] using the local Ray cluster at {recorded} (recorded by `ray start` in {file}; "
              "--address or RAY_ADDRESS chooses another)")

@@ -1,16 +1,16 @@
 """A trained model, as a researcher holds it after a search: ``leuktune.load_model``.
 
 It is read from a trial's checkpoint, which carries everything needed to use it: the
-weights, the class names, the input normalisation, the trial's configuration, the fingerprint
-of the data split it was trained on and, after the final evaluation, the temperature that
-calibrates its probabilities.
+weights, the class names, the input normalisation, the trial's configuration and the fingerprint
+of the data split it was trained on. A checkpoint is never written after its trial: the
+temperature that calibrates its probabilities is the final evaluation's (``test.parquet`` of the
+run that holds the checkpoint), and the data it is scored on is that run's, read back where the
+run is now.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,17 +19,17 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from leuktune import leaderboard, uris
+from leuktune import leaderboard, runfolder, uris
 from leuktune.config import ExperimentConfig
-from leuktune.leaderboard import run_folder
+from leuktune.leaderboard import ENSEMBLE_ROW
 from leuktune.metrics.calibration import rescale
 from leuktune.metrics import split_scores
 from leuktune.models.classifier import Classifier, build_model
-from leuktune.results import TrialStatus
-from leuktune.runfolder import ENSEMBLE, LEADERBOARD
-from leuktune.train import checkpoint
-from leuktune.train.device import BatchSource, DeviceSetup
-from leuktune.train.probabilities import class_probabilities
+from leuktune.results import EnsembleRecord
+from leuktune.runfolder import RunFolder
+from leuktune.training import checkpoint
+from leuktune.training.device import BatchSource, DeviceSetup
+from leuktune.training.probabilities import class_probabilities
 
 if TYPE_CHECKING:  # the data layer imports Ray: loading a model to predict does not need it
     from leuktune.data.cache import CachedDataset
@@ -42,10 +42,11 @@ class _Classifies:
     classes: tuple[str, ...]
     temperature: float
 
-    def evaluate(self, split: str = "test", data: CachedDataset | None = None) -> dict[str, Any]:
+    def evaluate(self, split: str = "test", *, data: CachedDataset | None = None) -> dict[str, Any]:
         """Metrics (``<split>_*``), confusion matrix and image count on one split of the data the
-        model was trained on. ``data`` defaults to the run's own, prepared again from the
-        trial's configuration (decoded images come from the cache).
+        model was trained on. ``data`` defaults to the run's own, read back from the run folder
+        that holds the checkpoint, where it is now (its saved split; decoded images come from this
+        machine's cache); nothing is written into the run.
 
         >>> model = leuktune.load_model(board.iloc[0])  # doctest: +SKIP
         >>> model.evaluate("test")["test_balanced_accuracy"]  # doctest: +SKIP
@@ -55,7 +56,7 @@ class _Classifies:
         probs = self.probabilities(data, split)
         return split_scores(data.labels[data.indices(split)], probs, split)
 
-    def predict(self, images: Any, tta: bool = False) -> pd.DataFrame:
+    def predict(self, images: Any, *, tta: bool = False) -> pd.DataFrame:
         """Class and calibrated probabilities for images: file paths, PIL images or arrays
         (H, W, 3), one or a list. Each is resized and normalised as in training. A file that
         cannot be read gets its row with ``error`` set; the others are classified.
@@ -80,14 +81,16 @@ class TrainedModel(_Classifies):
     ``module`` is the ``torch.nn.Module`` (in eval mode on ``device``); ``classes`` the
     class names in output order; ``config`` the trial's concrete ``ExperimentConfig``;
     ``temperature`` divides its logits (1.0 until the final evaluation fits it on the
-    validation split).
+    validation split); ``run`` is the run folder that holds the checkpoint (None for a checkpoint
+    kept alone: ``evaluate`` then needs ``data``).
     """
 
     def __init__(self, module: Classifier, state: dict[str, Any], config: ExperimentConfig, device: torch.device,
-                 location: str):
+                 location: str, *, run: RunFolder | None = None, temperature: float = 1.0):
         self.module = module
         self.device = device
         self.location = location  # the checkpoint folder, a local path or a URI
+        self.run = run
         self.classes: tuple[str, ...] = tuple(state["class_names"])
         self.config = config
         self.epoch: int = state["epoch"]
@@ -97,7 +100,7 @@ class TrainedModel(_Classifies):
         # has none: the config's file is read instead)
         reference = state.get("stain_reference")
         self.stain_reference: np.ndarray | None = None if reference is None else reference.cpu().numpy()
-        self.temperature: float = float(checkpoint.read_calibration(location).get("temperature", 1.0))
+        self.temperature = temperature
 
     def __repr__(self) -> str:
         return (f"TrainedModel({self.config.model.backbone} + {self.config.model.head} head, "
@@ -120,8 +123,8 @@ class TrainedModel(_Classifies):
         self._check_same_data(data)
         return self._probabilities(data.pixels(), data.indices(split), tta=tta)
 
-    def evaluate(self, split: str = "test", data: CachedDataset | None = None) -> dict[str, Any]:
-        return {**super().evaluate(split, data), "epoch": self.epoch}
+    def evaluate(self, split: str = "test", *, data: CachedDataset | None = None) -> dict[str, Any]:
+        return {**super().evaluate(split, data=data), "epoch": self.epoch}
 
     evaluate.__doc__ = _Classifies.evaluate.__doc__
 
@@ -175,7 +178,11 @@ class TrainedModel(_Classifies):
         # the data layer imports Ray: predicting from files does not need it
         from leuktune.data.prepare import prepare
 
-        data, _ = prepare(self.config, progress=lambda message: None)
+        if self.run is None:
+            raise checkpoint.CheckpointError(
+                f"{self.location}: not inside a run folder, so its data is unknown; pass data= (a prepared "
+                "CachedDataset), or load the checkpoint from its run (leuktune.Run.open(RUN).model(trial=...))")
+        data, _ = prepare(self.config, progress=lambda message: None, folder=self.run, record=False)
         return data
 
     def _check_same_data(self, data: CachedDataset) -> None:
@@ -190,29 +197,7 @@ class TrainedModel(_Classifies):
                 f"{data.fingerprint} (other files, labels or split); prepare the data from the trial's config")
 
 
-ENSEMBLE_ID = TrialStatus.ENSEMBLE.value  # the ensemble's trial_id: load_model, predict and export take it
-
-
-@dataclass(frozen=True)
-class EnsembleSpec:
-    """What the run folder's ``ensemble.json`` holds: the members (trial ids, checkpoints, the
-    temperature that calibrates each), their weights, and the temperature that calibrates the
-    average (all fitted on the validation split), with its validation scores."""
-
-    members: list[str]
-    weights: list[float]
-    checkpoints: list[str]
-    temperatures: list[float]
-    temperature: float = 1.0
-    metric: str = "val_balanced_accuracy"
-    val_scores: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> "EnsembleSpec":
-        return cls(**json.loads(text))
+ENSEMBLE_ID = ENSEMBLE_ROW  # the ensemble's trial_id: load_model, predict and export take it
 
 
 def combine(member_probs: list[np.ndarray], weights) -> np.ndarray:
@@ -230,7 +215,7 @@ class EnsembleModel(_Classifies):
     >>> ensemble.predict(["cells/a.png"])  # doctest: +SKIP
     """
 
-    def __init__(self, members: list[TrainedModel], spec: EnsembleSpec, location: str):
+    def __init__(self, members: list[TrainedModel], spec: EnsembleRecord, location: str):
         self.members, self.spec, self.location = members, spec, location
         self.weights = list(spec.weights)
         self.classes = members[0].classes
@@ -273,12 +258,12 @@ class FoldModel(EnsembleModel):
     FoldModel(5 folds of test_resnet + linear head, epoch 7, ...)
     """
 
-    def __init__(self, members: list[TrainedModel], location: str):
+    def __init__(self, members: list[TrainedModel], location: str, *, temperature: float = 1.0):
         k = len(members)
-        spec = EnsembleSpec(members=[f"fold {f}" for f in range(k)], weights=[1 / k] * k,
-                            checkpoints=[m.location for m in members], temperatures=[1.0] * k)
+        spec = EnsembleRecord(members=[f"fold {f}" for f in range(k)], weights=[1 / k] * k,
+                              checkpoints=[m.location for m in members], temperatures=[1.0] * k)
         super().__init__(members, spec, location)
-        self.temperature = float(checkpoint.read_calibration(location).get("temperature", 1.0))
+        self.temperature = temperature
         self.epoch = members[0].epoch
         self.normalization = members[0].normalization
 
@@ -304,26 +289,24 @@ class FoldModel(EnsembleModel):
         return out
 
 
-def load_folds(location: str, device: str | torch.device | None = None) -> FoldModel:
+def load_folds(location: str, *, device: str | torch.device | None = None, run: RunFolder | None = None,
+               temperature: float = 1.0) -> FoldModel:
     """A cross-validated trial's model from its checkpoint folder (fold_0/ ... and meta.json)."""
-    members = [load_model(checkpoint.fold_location(location, f), device)
+    members = [load_checkpoint(checkpoint.fold_location(location, f), device=device, run=run)
                for f in range(checkpoint.folds_of(location))]
-    return FoldModel(members, location)
+    return FoldModel(members, location, temperature=temperature)
 
 
-def load_ensemble(run: str | Path, device: str | torch.device | None = None) -> EnsembleModel:
-    """A run's weighted ensemble (written by its final evaluation), its members loaded."""
-    folder = run_folder(run)
-    if not folder.exists(ENSEMBLE):
-        raise checkpoint.CheckpointError(f"{run}: no ensemble ({ENSEMBLE}); the final evaluation builds one when "
-                                         "evaluate.ensemble is 2 or more and two trials have checkpoints")
-    spec = EnsembleSpec.from_json(folder.read_text(ENSEMBLE))
-    members = []
-    for location, temperature in zip(spec.checkpoints, spec.temperatures):
-        member = load_model(location, device)
-        member.temperature = temperature  # the one the ensemble was selected with
-        members.append(member)
-    return EnsembleModel(members, spec, folder.uri())
+def load_ensemble(run: RunFolder, *, device: str | torch.device | None = None) -> EnsembleModel:
+    """A run's weighted ensemble (written by its final evaluation), its members loaded from where the run is now."""
+    record = leaderboard.ensemble(run)
+    if record is None:
+        raise checkpoint.CheckpointError(f"{run.uri()}: no ensemble ({runfolder.ENSEMBLE}); the final evaluation "
+                                         "builds one when evaluate.ensemble is 2 or more and two trials have checkpoints")
+    # each member with the temperature the ensemble was selected with
+    members = [load_checkpoint(run.located(location), device=device, run=run, temperature=temperature)
+               for location, temperature in zip(record.checkpoints, record.temperatures)]
+    return EnsembleModel(members, record, run.uri())
 
 
 def _as_uint8(array: np.ndarray) -> np.ndarray:
@@ -335,51 +318,90 @@ def _as_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(array, 0, 255).astype(np.uint8)
 
 
-def trial_row(run: str, trial: str | None) -> Any:
-    """The leaderboard row of a run's trial (default: its best trial that has a checkpoint)."""
-    board = leaderboard.load(run)
+def trial_row(run: RunFolder, trial: str | None) -> pd.Series:
+    """The leaderboard row of a run's trial (default: its best trial that has a checkpoint), its
+    ``checkpoint_uri`` where the run is now."""
+    board = leaderboard.load(run.uri())
     rows = board[board["trial_id"] == trial] if trial else \
-        board[board["checkpoint_uri"].notna() & (board["status"] != TrialStatus.ENSEMBLE)]
+        leaderboard.trial_rows(board)[lambda b: b["checkpoint_uri"].notna()]
     if rows.empty:
-        raise checkpoint.CheckpointError(f"{run}: " + (f"no trial {trial!r}; its trials are {', '.join(board['trial_id'])}"
-                                                        if trial else "no trial with a checkpoint yet"))
+        raise checkpoint.CheckpointError(f"{run.uri()}: " + (
+            f"no trial {trial!r}; its trials are {', '.join(board['trial_id'])}" if trial
+            else "no trial with a checkpoint yet"))
     return rows.iloc[0]
 
 
-def load_model(checkpoint_path, device: str | torch.device | None = None,
+def _temperature(location: str, run: RunFolder | None) -> float:
+    """The temperature the final evaluation fitted for the trial whose checkpoint this is (its run's
+    ``test.parquet``; a checkpoint of an earlier release may keep it in its folder); 1.0 before."""
+    if run is not None:
+        trials = leaderboard.trials(run)
+        relative = run.relative(location)
+        if len(trials) and relative is not None:
+            ids = trials.loc[[run.relative(c) == relative for c in trials["checkpoint_uri"]], "trial_id"]
+            scored = leaderboard.tests(run)
+            scored = scored[scored["trial_id"].isin(list(ids)) & scored["temperature"].notna()]
+            if len(scored):
+                return float(scored["temperature"].iloc[0])
+    return float(checkpoint.read_calibration(location).get("temperature", 1.0))
+
+
+def _run_of(location: str | Path) -> RunFolder | None:
+    """The run folder a location is (or whose leaderboard file it is), or None."""
+    parent, name = uris.split_last(location)
+    folder = RunFolder.at(parent if name == runfolder.LEADERBOARD else location)
+    return RunFolder.existing(folder.uri()) if folder.exists(runfolder.CONFIG) else None
+
+
+def load_model(source, *, device: str | torch.device | None = None,
                trial: str | None = None) -> TrainedModel | EnsembleModel:
     """The trained model of a checkpoint: a folder (a leaderboard's ``checkpoint_uri``), the
     ``checkpoint.pt`` in it, a leaderboard row, or a run folder (its best trial, or ``trial``;
-    ``trial="ensemble"``: the weighted ensemble of its best trials). A cross-validated trial's
-    checkpoint gives its ``FoldModel``.
+    ``trial="ensemble"``: the weighted ensemble of its best trials), wherever the run is now. A
+    cross-validated trial's checkpoint gives its ``FoldModel``.
 
     >>> model = leuktune.load_model("runs/synthetic-default")  # doctest: +SKIP
     >>> model = leuktune.load_model(board.iloc[0])  # doctest: +SKIP
     >>> ensemble = leuktune.load_model("runs/synthetic-default", trial="ensemble")  # doctest: +SKIP
     """
-    if trial == ENSEMBLE_ID:
-        return load_ensemble(checkpoint_path, device)
-    if hasattr(checkpoint_path, "get") and checkpoint_path.get("trial_id") == ENSEMBLE_ID:
-        # the ensemble's row: its checkpoint_uri is the run folder's ensemble.json
-        return load_ensemble(uris.split_last(checkpoint_path["checkpoint_uri"])[0], device)
-    if isinstance(checkpoint_path, (str, Path)) and (trial or run_folder(checkpoint_path).exists(LEADERBOARD)):
-        checkpoint_path = trial_row(str(checkpoint_path), trial)
-    if hasattr(checkpoint_path, "get"):  # a leaderboard row
-        row = checkpoint_path
-        checkpoint_path = row.get("checkpoint_uri")
-        if checkpoint_path is None or checkpoint_path != checkpoint_path:
+    temperature = None
+    if isinstance(source, (str, Path)):
+        run = _run_of(source)
+        if run is None and trial:
+            raise checkpoint.CheckpointError(f"{source}: not a run folder (no {runfolder.CONFIG}); trial= picks a "
+                                             "trial of a run")
+        if run is not None:
+            if trial == ENSEMBLE_ID:
+                return load_ensemble(run, device=device)
+            source = trial_row(run, trial)
+    if hasattr(source, "get"):  # a leaderboard row
+        row = source
+        source = row.get("checkpoint_uri")
+        if source is None or source != source:
             raise checkpoint.CheckpointError(
                 f"trial {row.get('trial_id')} has no checkpoint (status {row.get('status')!r})")
-    location = str(checkpoint_path)  # the checkpoint's folder, given as it or as its checkpoint.pt
+        if row.get("trial_id") == ENSEMBLE_ID:  # the ensemble's row: its checkpoint_uri is the run's ensemble.json
+            return load_ensemble(RunFolder.existing(uris.split_last(source)[0]), device=device)
+        if pd.notna(row.get("temperature", None)):
+            temperature = float(row["temperature"])
+    location = str(source)  # the checkpoint's folder, given as it or as its checkpoint.pt
     if location.rstrip("/").endswith(checkpoint.FILE):
         location = location.rstrip("/")[: -len(checkpoint.FILE) - 1]
+    run = RunFolder.enclosing(location)
+    temperature = _temperature(location, run) if temperature is None else temperature
     if checkpoint.folds_of(location):
-        return load_folds(location, device)
+        return load_folds(location, device=device, run=run, temperature=temperature)
+    return load_checkpoint(location, device=device, run=run, temperature=temperature)
+
+
+def load_checkpoint(location: str, *, device: str | torch.device | None = None, run: RunFolder | None = None,
+                    temperature: float = 1.0) -> TrainedModel:
+    """One checkpoint folder's model, as it was written (a run's reader gives ``run`` and the temperature)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    state = checkpoint.load(checkpoint_path, device)
+    state = checkpoint.load(location, device)
     cfg = checkpoint.experiment(state)
     # The weights come from the checkpoint: do not look for pretrained files again.
     model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_path": None})
     module = build_model(model_cfg, len(state["class_names"]), cfg.data.image_size)
     module.load_state_dict(state["model"])
-    return TrainedModel(module.to(device).eval(), state, cfg, device, location)
+    return TrainedModel(module.to(device).eval(), state, cfg, device, location, run=run, temperature=temperature)

@@ -21,8 +21,9 @@ def readme_python_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_the_readme_example_is_short():
-    assert len(readme_python_example().strip().splitlines()) <= 6
+def test_the_readme_example_is_short_and_starts_with_the_run():
+    lines = readme_python_example().strip().splitlines()
+    assert len(lines) <= 6 and "leuktune.Run.open(" in lines[2]
 
 
 @pytest.mark.slow
@@ -34,14 +35,14 @@ def test_the_readme_notebook_example_runs_as_written(tmp_path):
     board = pd.read_parquet(tmp_path / "runs" / "synthetic-default" / "leaderboard.parquet")
     # two trials, and the ensemble of the two (a row of its own)
     assert (board["status"] != "ensemble").sum() == 2 and (board["trial_id"] == "ensemble").sum() == 1
-    best = leuktune.load_leaderboard(tmp_path / "runs" / "synthetic-default").iloc[0]
+    board = leuktune.load_leaderboard(tmp_path / "runs" / "synthetic-default")
+    best = board[board["trial_id"] != "ensemble"].iloc[0]  # run.model(): the best trial
     # the printed table is the top of the leaderboard, and the test scores are the best model's
     assert best["trial_id"] in proc.stdout.split("test_balanced_accuracy")[0]
     scores = dict(re.findall(r"'(test_\w+)': ([0-9.e-]+)", proc.stdout))
     assert 0 <= float(scores["test_balanced_accuracy"]) <= 1 and "test_confusion_matrix" in proc.stdout
     assert float(scores["test_balanced_accuracy"]) == pytest.approx(best["test_balanced_accuracy"], abs=1e-6)
-    if best["trial_id"] != "ensemble":  # a trial's model also says which epoch it is
-        assert f"'epoch': {int(best['best_epoch'])}" in proc.stdout
+    assert f"'epoch': {int(best['best_epoch'])}" in proc.stdout  # a trial's model also says which epoch it is
 
 
 def test_import_is_light_and_names_the_api():
@@ -49,8 +50,8 @@ def test_import_is_light_and_names_the_api():
                            "('torch', 'ray', 'timm', 'optuna', 'pandas') if m in sys.modules))"],
                           capture_output=True, text=True)
     assert proc.stdout.strip() == "[]"
-    assert {"search", "check_data", "load_config", "load_leaderboard", "load_model"} <= set(dir(leuktune))
-    with pytest.raises(AttributeError, match="the API is search, check_data"):
+    assert {"Run", "search", "check_data", "load_config", "load_leaderboard", "load_model"} <= set(dir(leuktune))
+    with pytest.raises(AttributeError, match="the API is Run, search, check_data"):
         leuktune.serach
 
 
@@ -61,7 +62,7 @@ def test_search_rejects_a_bad_config_before_any_work(tmp_path):
 
 
 def test_check_data_reports_what_the_cli_prints(tmp_path, capsys, ray_runtime):
-    from leuktune.data.__main__ import main
+    from leuktune.cli.data import main
 
     overrides = [f"storage.path={tmp_path}", "name=check", "data.synthetic.classes=[ALL, MM]",
                  "data.synthetic.images_per_class=10", "data.synthetic.image_size=40", "data.image_size=24"]

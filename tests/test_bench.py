@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from leuktune.bench.__main__ import main
+from leuktune.cli.bench import main
 from leuktune.bench.occupancy import busy_by_slots
 from leuktune.bench.overhead import overhead_per_trial, per_trial
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from leuktune.config import load
 from leuktune.data import synthetic
-from leuktune.data.__main__ import main as data_main
+from leuktune.cli.data import main as data_main
 from leuktune.data.decode import load_rgb
 from leuktune.data.prepare import prepare
 from leuktune.data.sources import DataError, allidb, cnmc, imagefolder, table

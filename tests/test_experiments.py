@@ -13,7 +13,7 @@ import leuktune
 from leuktune.config import ConfigError, load
 from leuktune.models import weights
 from leuktune.models.backbones import create_backbone
-from leuktune.search.dryrun import dry_run
+from leuktune.tuning.dryrun import dry_run
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = sorted((REPO / "experiments").glob("*.yaml"))

@@ -22,9 +22,9 @@ from leuktune.export import export
 from leuktune.models.backbones import BackboneError, WeightsError, create_backbone
 from leuktune.models.classifier import build_model
 from leuktune.models.space_check import check_model_space
-from leuktune.train import features as frozen
-from leuktune.train.device import DeviceSetup
-from leuktune.train.loop import run_loop
+from leuktune.training import features as frozen
+from leuktune.training.device import DeviceSetup
+from leuktune.training.loop import run_loop
 from conftest import tiny_overrides
 from test_loop import FakeSession
 
@@ -314,7 +314,7 @@ def test_a_search_of_heads_over_one_frozen_backbone_computes_each_features_once(
 
 @pytest.mark.parametrize("head", ["linear", "knn"])
 def test_the_folds_of_a_cross_validated_frozen_trial_share_one_computation(tmp_path, head):
-    from leuktune.train.folds import run_folds
+    from leuktune.training.folds import run_folds
 
     cfg = _cfg(tmp_path, f"model.head={head}")
     cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"cv": 3})})

@@ -18,10 +18,10 @@ from leuktune.data.cache import SPLITS, CachedDataset
 from leuktune.data.files import DataError
 from leuktune.data.prepare import prepare
 from leuktune.export import export
-from leuktune.search.driver import with_folds
-from leuktune.train import checkpoint
-from leuktune.train import epoch as epoch_module
-from leuktune.train.folds import FoldError, run_folds
+from leuktune.tuning.driver import with_folds
+from leuktune.training import checkpoint
+from leuktune.training import epoch as epoch_module
+from leuktune.training.folds import FoldError, run_folds
 from leuktune.trained import FoldModel, TrainedModel, load_model
 from test_data_layouts import run_cfg, shifted, write_folder
 from test_loop import FakeSession, _cfg, _data, _threads  # noqa: F401 - _threads: an autouse fixture
@@ -126,12 +126,12 @@ def test_a_killed_cross_validated_trial_resumes_each_fold_from_its_own_checkpoin
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(trial, epoch)
 
-    monkeypatch.setattr("leuktune.train.loop.train_epoch", failing)
+    monkeypatch.setattr("leuktune.training.loop.train_epoch", failing)
     killed = FakeSession(tmp_path / "killed")
     with pytest.raises(FoldError, match=r"fold 2 of 3 failed: RuntimeError: CUDA out of memory"):
         run_folds(cfg, data, killed)
     assert [r.epoch for r in killed.reports] == [1, 2]
-    monkeypatch.setattr("leuktune.train.loop.train_epoch", real)
+    monkeypatch.setattr("leuktune.training.loop.train_epoch", real)
     # restarted from its last checkpoint (epoch 2): every fold goes on from its own part of it
     again = FakeSession(tmp_path / "again", resume_from=killed.checkpoints[2])
     run_folds(cfg, data, again)

@@ -1,6 +1,6 @@
 """The per-worker loop's decisions (stop, checkpoint, patience, resume) in milliseconds: the
 real loop, a real tiny timm model and real checkpoint files, driven through a small fake of
-leuktune's own session interface (leuktune.train.session) instead of Ray. That the real
+leuktune's own session interface (leuktune.training.session) instead of Ray. That the real
 sessions behave the same is shown through Ray in test_trainer.py (slow)."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import torch
 from leuktune.config import load
 from leuktune.data.cache import SPLITS, CachedDataset
 from leuktune.results import EpochReport, TrialStatus
-from leuktune.train import checkpoint
-from leuktune.train import loop
-from leuktune.train.loop import Best, judge, run_loop
+from leuktune.training import checkpoint
+from leuktune.training import loop
+from leuktune.training.loop import Best, judge, run_loop
 
 
 class StoredCheckpoint:

@@ -12,8 +12,8 @@ from leuktune.config import ConfigError, ModelConfig, load
 from leuktune.models.backbones import WeightsError, create_backbone
 from leuktune.models.classifier import build_model, set_unfreeze_depth
 from leuktune.models.space_check import check_model_space
-from leuktune.train.optim import param_groups
-from leuktune.search.optuna_space import DefineByRun
+from leuktune.training.optim import param_groups
+from leuktune.tuning.optuna_space import DefineByRun
 
 TINY = ["test_resnet", "test_efficientnet", "test_convnext", "test_vit"]
 HEADS = ["linear", "mlp", "attention"]
@@ -160,7 +160,7 @@ def test_conditional_parameters_are_drawn_only_for_their_head():
 
 
 def test_a_checkpoint_that_carries_pickled_objects_is_refused(tmp_path):
-    from leuktune.train import checkpoint
+    from leuktune.training import checkpoint
 
     class Payload:
         def __reduce__(self):

@@ -135,15 +135,19 @@ def test_a_search_of_images_in_a_bucket_then_evaluate_report_predict_from_the_bu
 
     # The driver's machine reads the run from the bucket: final evaluation, report, predictions.
     import leuktune
-    from leuktune.predict import main as predict
-    from leuktune.report.__main__ import main as report
+    from leuktune.cli.predict import main as predict
+    from leuktune.cli.report import main as report
 
     run = uri("runs/bucket")
     evaluated = leuktune.evaluate(run, top=1, echo=lambda message: None)
     trials = evaluated[evaluated["status"] != "ensemble"]
     assert trials["test_balanced_accuracy"].notna().sum() == 1
-    # the ensemble of the two, read from and written to the bucket
-    assert evaluated.set_index("trial_id").loc["ensemble", "test_balanced_accuracy"] >= 0
+    # the ensemble of the two, written to the bucket and read back from it: the same test figure
+    ensemble = evaluated.set_index("trial_id").loc["ensemble"]
+    assert set(ensemble["members"]) <= set(trials["trial_id"]) and len(ensemble["members"]) >= 1
+    again = leuktune.Run.open(run).model(trial="ensemble").evaluate("test")
+    assert again["test_balanced_accuracy"] == pytest.approx(ensemble["test_balanced_accuracy"])
+    assert again["test_images"] == ensemble["test_images"]
     assert report([run, "--out", str(scratch / "report")]) == 0
     text = (scratch / "report" / "report.md").read_text()
     assert "## What the search used" in text and "2 trials on 2 node(s)" in text

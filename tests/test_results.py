@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import shutil
 import re
 import subprocess
 import sys
@@ -15,18 +16,20 @@ import torch
 from PIL import Image
 
 import leuktune
+from leuktune import leaderboard
 import leuktune.data.prepare as prepare_module
 from leuktune.data import synthetic
 from conftest import tiny_overrides
 from leuktune.metrics.calibration import rescale
-from leuktune.evaluate.cv import fold_datasets
-from leuktune.evaluate.ensemble import ensemble_evaluation
-from leuktune.evaluate.final import evaluable
+from leuktune.evaluation.cv import fold_datasets
+from leuktune.evaluation.ensemble import ensemble_evaluation
+from leuktune.evaluation.final import evaluable
 from leuktune.runfolder import RunFolder
-from leuktune.trained import EnsembleModel, EnsembleSpec, TrainedModel
-from leuktune.evaluate.__main__ import main as evaluate_main
-from leuktune.export import main as export_main
-from leuktune.predict import main as predict_main
+from leuktune.results import EnsembleRecord
+from leuktune.trained import EnsembleModel, TrainedModel
+from leuktune.cli.evaluate import main as evaluate_main
+from leuktune.cli.export import main as export_main
+from leuktune.cli.predict import main as predict_main
 from leuktune.report.build import write_report
 
 pytestmark = pytest.mark.slow
@@ -71,10 +74,11 @@ def test_only_the_top_trials_are_scored_on_the_test_split(run):
     assert set(evaluation["variant"]) == {"plain", "flip_tta", "calibrated"}
     predictions = pd.read_parquet(folder / "test_predictions.parquet")
     assert len(predictions) == 3 * trials["test_images"].iloc[0]
+    # the temperatures are the evaluation's (test.parquet); the checkpoints stay as their trials wrote them
+    tested = pd.read_parquet(folder / "test.parquet").set_index("trial_id")
     for row in trials.head(2).itertuples():
-        calibration = json.loads((folder / row.checkpoint_uri.split(str(folder) + "/")[1] / "calibration.json")
-                                 .read_text())
-        assert calibration["temperature"] == pytest.approx(row.temperature)
+        assert tested.loc[row.trial_id, "temperature"] == pytest.approx(row.temperature)
+    assert not list(folder.rglob("calibration.json"))
 
 
 def test_predictions_are_what_evaluating_the_checkpoint_gives(run, tmp_path):
@@ -145,20 +149,28 @@ def test_the_ensemble_is_chosen_on_validation_and_scored_once_on_test(run, monke
     monkeypatch.setattr(TrainedModel, "probabilities",
                         lambda self, data, split, tta=False: reads.append(split) or real(self, data, split, tta))
     data = leuktune.load_model(folder)._prepare_data()
-    run_folder = RunFolder.at(folder)
-    row, _, _ = ensemble_evaluation(run_folder.saved_config(), board, evaluable(board), data,
-                                    pd.read_parquet(folder / "split.parquet"), run_folder, echo=lambda m: None)
-    assert reads == ["val"] * 4 + ["test"] * len(row["members"])
-    assert row["members"] == list(ensemble["members"]) and row["test_balanced_accuracy"] == ensemble["test_balanced_accuracy"]
+    run_folder = RunFolder.existing(folder)
+    temperatures = dict(zip(board["trial_id"], board["temperature"]))
+    row, _, _ = ensemble_evaluation(run_folder.config(), evaluable(board), data,
+                                    pd.read_parquet(folder / "split.parquet"), run_folder, temperatures,
+                                    echo=lambda m: None)
+    record = leaderboard.ensemble(run_folder)  # the ensemble's own record, written again alike
+    assert reads == ["val"] * 4 + ["test"] * len(record.members)
+    assert record.members == list(ensemble["members"]) and record.weights == list(ensemble["weights"])
+    assert row["test_balanced_accuracy"] == ensemble["test_balanced_accuracy"]
+    assert all(not c.startswith("/") for c in record.checkpoints)  # relative to the run folder
 
 
 def test_predict_and_export_of_an_ensemble_are_the_weighted_average_of_its_members(run, tmp_path):
     folder, board = run
     first, second = _trials(board).iloc[0], _trials(board).iloc[1]
-    spec = EnsembleSpec(members=[first["trial_id"], second["trial_id"]], weights=[0.7, 0.3],
-                        checkpoints=[first["checkpoint_uri"], second["checkpoint_uri"]],
-                        temperatures=[0.8, 1.5], temperature=1.3)
-    (tmp_path / "run").mkdir()
+    # another ensemble of the run, in a copy of it (its checkpoints relative to the run)
+    shutil.copytree(folder, tmp_path / "run")
+    copy = RunFolder.existing(tmp_path / "run")
+    spec = EnsembleRecord(members=[first["trial_id"], second["trial_id"]], weights=[0.7, 0.3],
+                          checkpoints=[copy.relative(first["checkpoint_uri"]), copy.relative(second["checkpoint_uri"])],
+                          temperatures=[0.8, 1.5], temperature=1.3)
+    assert spec.checkpoints[0].startswith("tune/")
     (tmp_path / "run" / "ensemble.json").write_text(spec.to_json())
     ensemble = leuktune.load_model(tmp_path / "run", trial="ensemble", device="cpu")
     split = pd.read_parquet(folder / "split.parquet")

@@ -65,7 +65,8 @@ def test_a_search_killed_after_its_first_trial_resumes_with_every_trial_once(tmp
     board = pd.read_parquet(run / "leaderboard.parquet")
     assert len(board) == 4 and board["trial_id"].is_unique
     assert set(before["trial_id"]) <= set(board["trial_id"])
-    assert (board["status"] == "completed").all() and (board["epochs_run"] == EPOCHS).all()
+    assert (board["status"] == "completed").all() and (board["epochs_run"] == EPOCHS).all(), \
+        board[["trial_id", "status", "epochs_run", "error"]].to_string()
     history = pd.read_parquet(run / "history.parquet")
     for trial_id, epochs in history.groupby("trial_id")["epoch"]:
         assert sorted(epochs) == list(range(1, EPOCHS + 1)), trial_id  # every epoch once, those before the kill too

@@ -18,8 +18,8 @@ from conftest import tiny_overrides
 from leuktune import internals
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
-from leuktune.search.__main__ import main
-from leuktune.train import checkpoint
+from leuktune.cli.search import main
+from leuktune.training import checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -93,9 +93,10 @@ def test_the_test_split_is_read_once_for_the_top_trials_with_intervals(searched)
 
 
 def test_each_trials_best_epoch_is_on_disk_as_its_row_says(searched):
-    _, board, _ = searched
+    run, board, _ = searched
     for row in board.itertuples():
-        state = checkpoint.load(row.checkpoint_uri)
+        assert not row.checkpoint_uri.startswith("/")  # the file keeps it relative to the run folder
+        state = checkpoint.load(run / row.checkpoint_uri)
         assert state["class_names"] == ("ALL", "CLL", "healthy") and state["epoch"] == row.best_epoch
         matrix = np.array(row.val_confusion_matrix.tolist())
         assert matrix.shape == (3, 3) and matrix.trace() / matrix.sum() == pytest.approx(row.val_accuracy)
@@ -256,8 +257,8 @@ def test_a_cross_validated_search_is_judged_on_its_folds_and_serves_their_averag
     """search.cv through Ray: each trial's folds, the mean reported each epoch, the final evaluation
     of the fold model once on the test split, the run's ensemble over fold models, predict and export."""
     from leuktune.data.files import DataError
-    from leuktune.export import main as export_main
-    from leuktune.predict import main as predict_main
+    from leuktune.cli.export import main as export_main
+    from leuktune.cli.predict import main as predict_main
     from leuktune.trained import FoldModel
 
     storage = tmp_path / "runs"

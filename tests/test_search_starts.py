@@ -9,9 +9,9 @@ from ray.tune.schedulers import TrialScheduler
 
 from leuktune import internals
 from leuktune.config import ConfigError, load
-from leuktune.search.scheduler import ScoredASHA
-from leuktune.search.dryrun import dry_run
-from leuktune.search.searcher import make_searcher
+from leuktune.tuning.scheduler import ScoredASHA
+from leuktune.tuning.dryrun import dry_run
+from leuktune.tuning.searcher import make_searcher
 
 SPACE = ["model.backbone={choice: [test_resnet, resnet18]}", "model.head={choice: [linear, mlp]}",
          "model.mlp_hidden={choice: [64, 128]}", "train.lr={loguniform: [1.0e-4, 1.0e-2]}",

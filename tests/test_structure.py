@@ -9,6 +9,7 @@ import importlib
 import inspect
 import logging
 import pkgutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,14 +37,16 @@ def _modules() -> list[tuple[str, Path]]:
 
 
 def _unit(module: str) -> str | None:
-    """The layer part a module belongs to: ``leuktune.search.tuner`` -> ``search``."""
+    """The layer part a module belongs to: ``leuktune.tuning.tuner`` -> ``search``."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[0] == "leuktune" else None
 
 
-def _imports(tree: ast.AST):
+def _imports(tree: ast.AST, skip: set = frozenset()):
     """(module imported, line) for every import, those inside functions and TYPE_CHECKING blocks too."""
     for node in ast.walk(tree):
+        if node in skip:
+            continue
         if isinstance(node, ast.Import):
             yield from ((alias.name, node.lineno) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -51,16 +54,65 @@ def _imports(tree: ast.AST):
             yield from ((f"{node.module}.{alias.name}", node.lineno) for alias in node.names)
 
 
-def test_the_package_has_no_import_loop_between_its_parts():
+# The layers as DESIGN.md draws them, bottom to top: a part imports its own layer's parts or lower ones.
+LAYERS = [
+    {"metrics", "uris", "errors", "internals"},
+    {"config", "results", "runtime"},
+    {"models", "runfolder"},
+    {"data", "leaderboard"},
+    {"training"},
+    {"trained"},
+    {"evaluation", "export"},
+    {"tuning", "report"},
+    {"run"},
+    {"bench"},
+    # the command lines; leuktune/search.py, evaluate.py and predict.py are what python -m runs
+    {"cli", "search", "evaluate", "predict"},
+]
+LAYER = {unit: height for height, units in enumerate(LAYERS) for unit in units}
+
+
+def _started(tree: ast.AST) -> set[ast.AST]:
+    """The imports under ``if __name__ == "__main__":``: what ``python -m`` starts (a command line
+    in leuktune.cli), not an import of the module's part."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and \
+                isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__":
+            found |= {n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return found
+
+
+def _edges() -> dict[str, dict[str, str]]:
+    """part -> part it imports -> where (the first such import)."""
     edges: dict[str, dict[str, str]] = {}
     for module, path in _modules():
         source = _unit(module)
         if source is None:  # leuktune/__init__.py: the public face, above every part
             continue
-        for name, line in _imports(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        for name, line in _imports(tree, skip=_started(tree)):
             target = _unit(name)
             if target and target != source:
                 edges.setdefault(source, {}).setdefault(target, f"{path.relative_to(PACKAGE.parent)}:{line}")
+    return edges
+
+
+def test_every_part_of_the_package_has_a_layer():
+    parts = {_unit(module) for module, _ in _modules()} - {None}
+    assert parts == set(LAYER), f"parts without a layer: {parts - set(LAYER)}; layers without a part: " \
+                                f"{set(LAYER) - parts}"
+
+
+def test_every_import_goes_down_the_layers_or_stays_in_its_own():
+    upward = [f"{source} ({where}) imports {target}, a higher layer"
+              for source, targets in _edges().items() for target, where in targets.items()
+              if LAYER[target] > LAYER[source]]
+    assert not upward, "imports up the layers:\n" + "\n".join(sorted(upward))
+
+
+def test_the_package_has_no_import_loop_between_its_parts():
+    edges = _edges()
     loops = []
 
     def visit(unit: str, trail: list[str]) -> None:
@@ -74,8 +126,21 @@ def test_the_package_has_no_import_loop_between_its_parts():
     for unit in edges:
         visit(unit, [unit])
     assert not loops, "import loops between leuktune's parts:\n" + "\n".join(sorted(set(loops)))
-    # the layers as DESIGN.md draws them: nothing below imports what is above
-    assert "search" not in edges.get("evaluate", {}) and "evaluate" not in edges.get("trained", {})
+
+
+def test_private_names_of_ray_and_optuna_are_used_only_in_internals():
+    private = []
+    for module, path in _modules():
+        if module == "leuktune.internals":
+            continue
+        tree = ast.parse(path.read_text())
+        for name, line in _imports(tree):
+            if name.split(".")[0] in ("ray", "optuna") and any(part.startswith("_") for part in name.split(".")):
+                private.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value == internals.OPTUNA_STUDY_STOPPED:
+                private.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} matches Optuna's error text")
+    assert not private, "private framework names outside leuktune/internals.py:\n" + "\n".join(private)
 
 
 def test_every_import_inside_a_function_says_why():
@@ -108,6 +173,8 @@ def test_every_import_inside_a_function_says_why():
 def _error_classes() -> list[type]:
     found = {}
     for info in pkgutil.walk_packages(leuktune.__path__, "leuktune."):
+        if info.name in COMMAND_STARTS:
+            continue
         module = importlib.import_module(info.name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, BaseException) and cls.__module__.startswith("leuktune."):
@@ -135,15 +202,28 @@ def _image(tmp_path: Path) -> str:
     return str(path)
 
 
-# Each command line, and the function it hands the work to (patched to raise).
+# The modules python -m runs that share a name with a function of the API: they refuse an import.
+COMMAND_STARTS = ("leuktune.search", "leuktune.evaluate")
+
+
+def test_a_command_lines_start_never_hides_the_function_of_its_name():
+    for name in COMMAND_STARTS:
+        with pytest.raises(ImportError, match="command line's start"):
+            importlib.import_module(name)
+        assert callable(getattr(leuktune, name.rpartition(".")[2]))
+    result = subprocess.run([sys.executable, "-m", "leuktune.evaluate", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("usage: python -m leuktune.evaluate"), result.stderr
+
+
+# Each command line, and the function it hands the work to (module:attribute, patched to raise).
 COMMANDS = {
-    "search": ("leuktune.search.__main__", "leuktune.search.search", lambda tmp: []),
-    "data": ("leuktune.data.__main__", "leuktune.data.check.check_data", lambda tmp: []),
-    "evaluate": ("leuktune.evaluate.__main__", "leuktune.evaluate.evaluate", lambda tmp: [str(tmp)]),
-    "report": ("leuktune.report.__main__", "leuktune.report.build.write_report", lambda tmp: [str(tmp)]),
-    "predict": ("leuktune.predict", "leuktune.trained.load_model", lambda tmp: ["--run", str(tmp), _image(tmp)]),
-    "export": ("leuktune.export", "leuktune.trained.trial_row", lambda tmp: ["--run", str(tmp)]),
-    "bench": ("leuktune.bench.__main__", "leuktune.bench.__main__._run", lambda tmp: ["cache"]),
+    "search": ("leuktune.cli.search", "leuktune.tuning.driver:search", lambda tmp: []),
+    "data": ("leuktune.cli.data", "leuktune.data.check:check_data", lambda tmp: []),
+    "evaluate": ("leuktune.cli.evaluate", "leuktune.run:Run.open", lambda tmp: [str(tmp)]),
+    "report": ("leuktune.cli.report", "leuktune.run:Run.open", lambda tmp: [str(tmp)]),
+    "predict": ("leuktune.cli.predict", "leuktune.run:Run.open", lambda tmp: ["--run", str(tmp), _image(tmp)]),
+    "export": ("leuktune.cli.export", "leuktune.run:Run.open", lambda tmp: ["--run", str(tmp)]),
+    "bench": ("leuktune.cli.bench", "leuktune.cli.bench:_run", lambda tmp: ["cache"]),
 }
 
 
@@ -152,8 +232,11 @@ def test_each_command_line_reports_leuktunes_errors_and_lets_a_bug_be_a_tracebac
                                                                                   capsys):
     module_name, target, argv = COMMANDS[command]
     main = importlib.import_module(module_name).main
-    owner, _, attribute = target.rpartition(".")
-    owner = sys.modules.get(owner) or importlib.import_module(owner)
+    module, _, path = target.partition(":")
+    owner = importlib.import_module(module)
+    *parents, attribute = path.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent)
 
     def refuse(*args, **kwargs):
         raise raised

@@ -15,7 +15,7 @@ from ray import tune
 from ray.util.state import get_actor, list_actors
 
 from conftest import tiny_overrides
-from leuktune import load_model
+from leuktune import leaderboard, load_model
 from leuktune.config import AugmentConfig, load
 from leuktune.data.augment import augment_batch
 from leuktune.data.prepare import prepare
@@ -23,12 +23,12 @@ from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
 from leuktune.results import FACTS
 from leuktune.data import synthetic
-from leuktune.search.tuner import build_tuner
-from leuktune.train.trainer import concurrent_trials
-from leuktune.train import checkpoint
-from leuktune.train.balance import class_weights, epoch_order
-from leuktune.train.device import prefetched
-from leuktune.train.optim import make_optimizer, make_scheduler
+from leuktune.tuning.tuner import build_tuner
+from leuktune.training.trainer import concurrent_trials
+from leuktune.training import checkpoint
+from leuktune.training.balance import class_weights, epoch_order
+from leuktune.training.device import prefetched
+from leuktune.training.optim import make_optimizer, make_scheduler
 
 
 def test_augmentation_keeps_shape_and_range_and_differs_per_sample():
@@ -139,7 +139,7 @@ def _fit(cfg, data, callbacks=()):
     folder = RunFolder.of(cfg)
     results = build_tuner(cfg, data, folder, echo=lambda message: None, callbacks=callbacks).fit()
     assert not results.errors, results.errors
-    board = folder.read_frame("leaderboard.parquet")
+    board = leaderboard.load(folder.uri())  # checkpoints where the run is
     assert len(board) == 1
     return board.iloc[0], folder.read_frame("history.parquet"), results[0].metrics
 
@@ -167,7 +167,7 @@ def test_two_worker_ddp_trial_reports_the_same_metrics_as_one_worker(tiny_data):
     # Ray Train keeps the DDP trial's checkpoints apart (trials/<id>/); the leaderboard finds its best
     assert "/trials/" in two["checkpoint_uri"] and "/tune/" in one["checkpoint_uri"]
     reported = two_history.set_index("epoch").loc[two["best_epoch"]]
-    val = load_model(two, device="cpu").evaluate("val", data)
+    val = load_model(two, device="cpu").evaluate("val", data=data)
     assert val["val_balanced_accuracy"] == pytest.approx(reported["val_balanced_accuracy"], rel=1e-4)
 
 
@@ -180,16 +180,16 @@ def test_best_checkpoint_evaluates_to_the_reported_metrics(tiny_data):
     assert model.classes == data.class_names and model.epoch == row["best_epoch"]
     state = checkpoint.load(row["checkpoint_uri"])
     assert set(state) >= {"optimizer", "scheduler", "scaler"}
-    val = model.evaluate("val", data)
+    val = model.evaluate("val", data=data)
     for m in METRICS:
         assert val[f"val_{m}"] == pytest.approx(reported[f"val_{m}"], rel=1e-4, abs=1e-6, nan_ok=True), m
     assert val["val_confusion_matrix"] == [list(r) for r in reported["val_confusion_matrix"]]
-    test = model.evaluate("test", data)
+    test = model.evaluate("test", data=data)
     assert test["test_images"] == len(data.indices("test")) and "test_f1_weighted" in test
     with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
         load_model(f"{RunFolder.of(cfg).storage}/nowhere")
     with pytest.raises(checkpoint.CheckpointError, match="fingerprint"):  # another split of the data
-        model.evaluate("test", dataclasses.replace(data, fingerprint="0" * 16))
+        model.evaluate("test", data=dataclasses.replace(data, fingerprint="0" * 16))
 
 
 class _KillAfterEpoch(tune.Callback):
@@ -267,4 +267,4 @@ def test_a_compiled_model_trains_and_checkpoints_the_plain_network(tiny_data):
     row, history, _ = _fit(_trial(cfg, "compiled", epochs=1, compile=True), data)
     assert row["status"] == "completed" and np.isfinite(history["train_loss"]).all()
     # the checkpoint holds the classifier's own weights, loadable without torch.compile
-    assert load_model(row, device="cpu").evaluate("val", data)["val_images"] == len(data.indices("val"))
+    assert load_model(row, device="cpu").evaluate("val", data=data)["val_images"] == len(data.indices("val"))

@@ -13,10 +13,10 @@ import pandas as pd
 from leuktune.bench.strategies import EXTERNAL_VARIANTS
 from leuktune.config import load
 from leuktune.data import synthetic
-from leuktune.evaluate import evaluate
-from leuktune.evaluate.external import ExternalSet
+from leuktune.evaluation.external import ExternalSet
+from leuktune.run import Run
 from leuktune.runtime import ray_session
-from leuktune.search.driver import search
+from leuktune.tuning.driver import search
 
 
 def bench_external(trials: int, workdir: str, overrides: list[str], variants: list[str]) -> pd.DataFrame:
@@ -33,8 +33,9 @@ def bench_external(trials: int, workdir: str, overrides: list[str], variants: li
             settings = [s.format(home=home) for s in EXTERNAL_VARIANTS[variant]]
             search(overrides=[f"storage.path={work}", f"name={name}", f"data.root={home}",
                               f"search.num_samples={trials}", *overrides, *settings], echo=lambda message: None)
-            table = evaluate(work / name, external=ExternalSet(str(other), name="site1"), echo=lambda message: None)
-            for row in table.itertuples():
+            run = Run.open(work / name)
+            run.evaluate(external=ExternalSet(str(other), name="site1"), echo=lambda message: None)
+            for row in run.external().itertuples():
                 rows.append({"variant": variant, "model": row.trial_id,
                              "internal test": round(row.internal_test_balanced_accuracy, 4),
                              "site 2": round(row.external_balanced_accuracy, 4),

@@ -18,7 +18,7 @@ import pandas as pd
 from leuktune.leaderboard import load
 from leuktune.results import TrialStatus
 from leuktune.runtime import ray_session
-from leuktune.search.driver import search
+from leuktune.tuning.driver import search
 
 HEADS = ["search.searcher.optuna.sampler=random", "search.scheduler.asha=null", "model.pretrained=false",
          "model.unfreeze_depth=0", "model.head={choice: [linear, mlp, logistic, knn]}",

@@ -24,7 +24,7 @@ from leuktune.data import synthetic
 from leuktune.models.space_check import check_model_space
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import ray_session
-from leuktune.search.driver import prepare_data, run_trials
+from leuktune.tuning.driver import prepare_data, run_trials
 
 
 def _render(job: tuple[str, int, int, str]) -> None:
@@ -138,7 +138,7 @@ def bench_gpu_occupancy(images: int, image_size: int, backbone: str, trials: int
         "overhead_s_per_trial": round(statistics.fmean(r["overhead"] for r in rows), 2),
         # the same, counting process start-up and the gap until the next trial takes the slot
         "overhead_s_per_trial_search_level": round(overhead_per_trial(rows, wall, trials_per_gpu), 2),
-        # mean seconds per trial in each phase (leuktune.train.phases), and from start to the loop
+        # mean seconds per trial in each phase (leuktune.training.phases), and from start to the loop
         **{f"phase_{phase}_s": round(statistics.fmean(r.get(phase, 0.0) for r in rows), 2)
            for phase in ("start_to_loop", *LOOP_PHASES, "last_report_to_end")},
         "first_epoch_images_per_s": round(float(history[history["epoch"] == 1]["train_images_per_s"].median()), 1),

@@ -5,7 +5,7 @@ Overhead per trial = a trial's wall time minus the time inside its epochs, where
 time is its share of the search's: wall x concurrency / N. That share counts what Tune's own
 view of a trial (from its start event to its end) leaves out: starting its process before the
 start event, and the gap until the next trial takes the slot. The loop's phase timings
-(leuktune.train.phases) and Tune's events split the part Tune sees.
+(leuktune.training.phases) and Tune's events split the part Tune sees.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from leuktune.config import load
 from leuktune.models.space_check import check_model_space
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import ray_session
-from leuktune.search.driver import prepare_data, run_trials
-from leuktune.train.phases import BACKGROUND_PHASES, PHASES
+from leuktune.tuning.driver import prepare_data, run_trials
+from leuktune.training.phases import BACKGROUND_PHASES, PHASES
 
 LOOP_PHASES = PHASES  # the phases timed inside the loop; the rest of a trial is start-up and shut-down
 

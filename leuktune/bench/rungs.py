@@ -19,7 +19,7 @@ import math
 import pandas as pd
 from scipy.stats import kendalltau
 
-from leuktune.search.scheduler import SCORES
+from leuktune.tuning.scheduler import SCORES
 
 
 def _series(history: pd.DataFrame, metric: str) -> dict[str, list[float]]:

@@ -24,8 +24,8 @@ from leuktune.bench.strategies import HARDER, NO_EARLY_STOPPING, SAMPLERS, STRAT
 from leuktune.config import load
 from leuktune.results import TrialStatus
 from leuktune.runtime import ray_session
-from leuktune.search.driver import search
-from leuktune.search.scheduler import SCORES
+from leuktune.tuning.driver import search
+from leuktune.tuning.scheduler import SCORES
 
 def _run(workdir: str, name: str, settings: list[str]) -> Path:
     """One search, quiet; its run folder."""

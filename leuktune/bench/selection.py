@@ -19,7 +19,7 @@ from leuktune.bench.strategies import SELECTION_BUILTIN, SELECTION_VARIANTS
 from leuktune.leaderboard import load
 from leuktune.results import TrialStatus
 from leuktune.runtime import ray_session
-from leuktune.search.driver import search
+from leuktune.tuning.driver import search
 
 BUILTIN = "builtin"
 

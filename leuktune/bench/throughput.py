@@ -26,8 +26,8 @@ from leuktune.data.split import SPLITS
 from leuktune.models.classifier import build_model
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import ray_session
-from leuktune.search.tuner import build_tuner
-from leuktune.train.device import amp_dtype, precision_name
+from leuktune.tuning.tuner import build_tuner
+from leuktune.training.device import amp_dtype, precision_name
 
 CLASSES = 6
 VAL_IMAGES = 64  # a token validation split: the trainer needs one, the figure excludes it

@@ -25,7 +25,7 @@ class ConfigError(LeuktuneError, ValueError):
 
 
 class ResourcesConfig(Strict):
-    # How a trial's workers start (leuktune.train.trainer): tune runs the loop inside the
+    # How a trial's workers start (leuktune.training.trainer): tune runs the loop inside the
     # trial (no start-up cost), train through a Ray Train TorchTrainer (needed for DDP);
     # auto takes tune for one worker per trial, train for more.
     launcher: Literal["auto", "tune", "train"] = "auto"

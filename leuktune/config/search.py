@@ -51,7 +51,7 @@ class AshaConfig(Strict):
     grace_period: Union[PositiveInt, float] = Field(0.25, gt=0)
     reduction_factor: float = Field(2, gt=1)
     # What ASHA judges a trial by at a rung: the last validated epoch's score (Ray's ASHA), the
-    # best so far, or the mean of the last three (leuktune.search.scheduler).
+    # best so far, or the mean of the last three (leuktune.tuning.scheduler).
     score: Literal["last", "best", "smoothed"] = "best"
 
     def grace_epochs(self, epochs: int) -> int:

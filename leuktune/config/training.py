@@ -76,7 +76,7 @@ class ModelConfig(Strict):
     unfreeze_depth: searchable(UnfreezeDepth, "choice", "int") = "all"
     # A frozen backbone's features computed once (all eight flips and quarter turns of every
     # training image) and shared by every trial with the same backbone, weights and data
-    # (leuktune.train.features): such a trial trains its head only, and the augmentations that
+    # (leuktune.training.features): such a trial trains its head only, and the augmentations that
     # need pixels (rotate, zoom, shear, color, stain) are not applied to it. off: the frozen
     # backbone runs every epoch with every augmentation (the probes then compute their
     # features in the trial, once).
@@ -149,7 +149,7 @@ class TrainConfig(Strict):
     channels_last: bool = True  # on GPU only; faster convolutions with AMP
     # Before each validation, BatchNorm's running statistics recomputed on this many training
     # batches (0 = off): at a high learning rate they lag the weights, and early validation
-    # scores then rank trials by that lag (leuktune.train.epoch.refresh_batchnorm).
+    # scores then rank trials by that lag (leuktune.training.epoch.refresh_batchnorm).
     bn_refresh: int = Field(8, ge=0)
     # Validation, and its report to Tune, ASHA and the leaderboard, every N epochs and on the
     # last: on a GPU an epoch of a few thousand cells takes about a second, and scoring the

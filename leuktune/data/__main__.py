@@ -1,43 +1,8 @@
-"""``python -m leuktune.data``: check a dataset without training.
-
-Counts per class and split, groups (patients), bad files, exact and near duplicates;
-exits 2 on a problem that would stop a search. The decoded images are cached, so the
-search that follows decodes nothing.
-"""
-
-from __future__ import annotations
-
-import argparse
-import sys
-
-EXAMPLES = """\
-examples:
-  python -m leuktune.data                                   # the built-in synthetic set
-  python -m leuktune.data --config experiments/default.yaml
-  python -m leuktune.data --set data.source=cnmc --set data.root=/data/C-NMC_Leukemia --set name=cnmc
-"""
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m leuktune.data", description=__doc__, epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", metavar="FILE", help="experiment YAML (default: the built-in experiment)")
-    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                        help="override one config key (repeatable)")
-    args = parser.parse_args(argv)
-
-    # imported after the arguments are parsed: --help answers at once, without torch or Ray
-    from leuktune.data.check import check_data
-    from leuktune.errors import LeuktuneError
-
-    try:
-        report = check_data(args.config, args.overrides)
-    except LeuktuneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(report)
-    return 0
-
+"""``python -m leuktune.data``: runs ``leuktune.cli.data`` (this module only starts it)."""
 
 if __name__ == "__main__":
+    import sys
+
+    from leuktune.cli.data import main
+
     sys.exit(main())

@@ -13,7 +13,8 @@ def check_data(config: str | Path | None = None, overrides: Sequence[str] = (), 
 
     Raises ``ConfigError`` for a bad configuration and ``DataError`` for a problem that would
     stop a search (e.g. unreadable files). Images are decoded by Ray tasks (the Ray this process
-    is connected to, else a local one) and cached, so the search that follows decodes nothing.
+    is connected to, else a local one) and cached, so the search that follows decodes nothing;
+    nothing is written into the run folder.
 
     >>> report = leuktune.check_data(overrides=["data.source=imagefolder", "data.root=/data/cells"])  # doctest: +SKIP
     >>> report.counts  # doctest: +SKIP
@@ -23,5 +24,5 @@ def check_data(config: str | Path | None = None, overrides: Sequence[str] = (), 
     from leuktune.data.prepare import prepare
     from leuktune.runfolder import RunFolder
 
-    _, report = prepare(RunFolder.resolved(load(config, overrides)), progress=echo)
+    _, report = prepare(RunFolder.resolved(load(config, overrides)), progress=echo, record=False)  # a check writes no run
     return report

@@ -79,21 +79,46 @@ def _bad_files_message(bad: pd.DataFrame) -> str:
             f"data.on_bad_image: skip to leave them out (they are then listed in {runfolder.REJECTED}).")
 
 
-def _split(manifest: pd.DataFrame, cfg: ExperimentConfig, folder: RunFolder) -> pd.DataFrame:
-    """The saved split when it is of these very files (a resumed run keeps its test set), else a new one."""
-    if folder.exists(runfolder.SPLIT):
-        saved = folder.read_frame(runfolder.SPLIT)
-        if saved[["path", "label"]].equals(manifest[["path", "label"]]) and saved["split"].notna().all():
+def _split(manifest: pd.DataFrame, cfg: ExperimentConfig, folder: RunFolder, record: bool) -> pd.DataFrame:
+    """The saved split when it is of these very files (a resumed run keeps its test set), else a
+    new one. Read back (``record`` False), the saved split is the run's record of its data: the
+    files found now are matched to it row by row by label and file name (a built-in set made again
+    elsewhere, data mounted at another path) and keep the paths it recorded, so the data's
+    fingerprint is the one its trials were trained on; files that do not match are refused."""
+    saved = folder.read_frame(runfolder.SPLIT) if folder.exists(runfolder.SPLIT) else None
+    if saved is not None and saved["split"].notna().all():
+        if saved[["path", "label"]].equals(manifest[["path", "label"]]):
             # The saved groups and splits, with the files as they are now (sizes, times).
             return manifest.assign(group=saved["group"].to_numpy(), split=saved["split"].to_numpy())
+        if not record and _same_files(saved, manifest):
+            return manifest.assign(path=saved["path"].to_numpy(), group=saved["group"].to_numpy(),
+                                   split=saved["split"].to_numpy())
+    if not record and saved is not None:
+        raise DataError(f"{folder.uri()}: the data found now ({len(manifest)} files under "
+                        f"{cfg.data.root or 'the built-in set'}) is not the data the run's {runfolder.SPLIT} recorded "
+                        f"({len(saved)} files); its trials cannot be scored on it")
     split = assign_splits(manifest, cfg.data.split)
-    folder.write_table(runfolder.SPLIT, split)
+    if record:
+        folder.write_table(runfolder.SPLIT, split)
     return split
 
 
-def prepare(cfg: ExperimentConfig, progress=print) -> tuple[CachedDataset, DataReport]:
-    """The run's data, split and checked, with the pixels decoded once (and cached on disk)."""
-    data, folder = cfg.data, RunFolder.of(cfg)
+def _same_files(saved: pd.DataFrame, manifest: pd.DataFrame) -> bool:
+    """The same files in the same order, wherever they are now: labels and file names match."""
+    if len(saved) != len(manifest) or not (saved["label"].to_numpy() == manifest["label"].to_numpy()).all():
+        return False
+    return all(a.rsplit("/", 1)[-1] == b.rsplit("/", 1)[-1] for a, b in zip(saved["path"], manifest["path"]))
+
+
+def prepare(cfg: ExperimentConfig, progress=print, *, folder: RunFolder | None = None,
+            record: bool = True) -> tuple[CachedDataset, DataReport]:
+    """The run's data, split and checked, with the pixels decoded once (and cached on disk).
+
+    ``folder`` is the run's folder (default: where the config says a search writes it);
+    ``record`` False writes nothing into it: an existing run's data is read back through its saved
+    split, a run not yet searched gets the split a search would make; bad files and near-duplicates
+    are reported, not stored."""
+    data, folder = cfg.data, folder or RunFolder.of(cfg)
     manifest = sources.manifest(data, folder.datasets)
     normalizer = stain.from_config(data)
     scanned = cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, normalizer)
@@ -101,7 +126,7 @@ def prepare(cfg: ExperimentConfig, progress=print) -> tuple[CachedDataset, DataR
     rejected = scanned.rejected(manifest)
     if len(rejected) and data.on_bad_image == "error":
         raise DataError(_bad_files_message(rejected))
-    if len(rejected):
+    if len(rejected) and record:
         folder.write_table(runfolder.REJECTED, rejected)
     keep = np.flatnonzero(scanned.usable)
     manifest = manifest.iloc[keep].reset_index(drop=True)
@@ -119,10 +144,10 @@ def prepare(cfg: ExperimentConfig, progress=print) -> tuple[CachedDataset, DataR
         manifest = merge_identical(manifest, info["content_hash"])
         if data.near_duplicates == "group":
             manifest, joined, refused = join_near_duplicates(manifest, pairs, data.near_duplicate_max_group)
-    split = _split(manifest, cfg, folder)
+    split = _split(manifest, cfg, folder, record)
 
     near = near_duplicates(split, pairs, info["content_hash"])
-    if len(near):
+    if len(near) and record:
         folder.write_table(runfolder.NEAR_DUPLICATES, near)
     class_names = tuple(sorted(split["label"].unique()))
     counts = (split.groupby(["label", "split"]).size().unstack(fill_value=0)

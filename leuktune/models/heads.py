@@ -9,7 +9,7 @@
   (the "CNN with attention" variants).
 
 And the probes of the foundation-model papers, fitted once on a frozen backbone's pooled
-features rather than trained by gradient steps (``fitted``; leuktune.train.features):
+features rather than trained by gradient steps (``fitted``; leuktune.training.features):
 
 - ``logistic``: a linear probe, multinomial logistic regression with an L2 penalty
   (scikit-learn's), its standardisation folded into one linear layer.

@@ -1,40 +1,8 @@
-"""``python -m leuktune.report``: the report of one run, or of several merged."""
-
-from __future__ import annotations
-
-import argparse
-import sys
-
-EXAMPLES = """\
-examples:
-  python -m leuktune.report runs/synthetic-default                 # -> runs/synthetic-default/report/
-  python -m leuktune.report runs/cnmc-a runs/cnmc-b --out reports/cnmc
-  python -m leuktune.report s3://my-bucket/leuktune/cnmc-binary --out report-cnmc
-"""
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m leuktune.report", epilog=EXAMPLES,
-                                     description="Markdown and a self-contained HTML report (tables and figures) "
-                                     "of a search: top trials, the best per backbone/head/activation/unfreeze "
-                                     "depth, importance, learning curves, the test split, the data.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", metavar="RUN_OR_LEADERBOARD",
-                        help="a run folder or its leaderboard.parquet (local or a URI); several are merged")
-    parser.add_argument("--out", help="output folder (default: <run>/report for a local run)")
-    args = parser.parse_args(argv)
-    # imported after the arguments are parsed: --help answers at once, without torch or Ray
-    from leuktune.errors import LeuktuneError
-    from leuktune.report.build import write_report
-
-    try:
-        path = write_report(args.runs, args.out)
-    except LeuktuneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"[leuktune] report: {path} and {path.with_suffix('.md')}")
-    return 0
-
+"""``python -m leuktune.report``: runs ``leuktune.cli.report`` (this module only starts it)."""
 
 if __name__ == "__main__":
+    import sys
+
+    from leuktune.cli.report import main
+
     sys.exit(main())

@@ -12,7 +12,7 @@ import pandas as pd
 from leuktune import runfolder
 from leuktune.config import VALUE_TYPES
 from leuktune.data.split import SPLITS
-from leuktune.evaluate.patients import VARIANT, why_not
+from leuktune.evaluation.patients import VARIANT, why_not
 from leuktune.leaderboard import arrow_type
 from leuktune.metrics import METRICS
 from leuktune.report import figures
@@ -282,7 +282,7 @@ def cv_section(inp: Inputs) -> Section | None:
     if inp.cv.empty:
         return None
     keep = ["balanced_accuracy", "accuracy", "f1_macro", "roc_auc"]
-    # The means and spreads are the leaderboard's cv_* columns (leuktune.evaluate.cv.summary).
+    # The means and spreads are the leaderboard's cv_* columns (leuktune.leaderboard.cv_summary).
     columns = {f"cv_{m}_{stat}": f"{m} {stat}" for m in keep for stat in ("mean", "std")}
     summary = inp.board.loc[inp.board["cv_folds"].notna(), ["trial_id", *columns]].rename(columns=columns)
     return Section("Cross-validation").add(
@@ -290,7 +290,7 @@ def cv_section(inp: Inputs) -> Section | None:
         summary.round(4), inp.cv[["trial_id", "fold", "images", *keep]].round(4))
 
 
-def write_report(runs: list[str | Path], out: str | Path | None = None, echo: Callable[[str], None] = print) -> Path:
+def write_report(runs: list, out: str | Path | None = None, echo: Callable[[str], None] = print) -> Path:
     """Markdown and self-contained HTML (with the PNGs) for one run or several merged; a search
     still running is reported as far as it has come. Returns the HTML file."""
     inp = collect(runs)

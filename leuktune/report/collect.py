@@ -11,7 +11,6 @@ import pandas as pd
 
 from leuktune import leaderboard, runfolder
 from leuktune.config import ExperimentConfig
-from leuktune.results import TrialStatus
 from leuktune.runfolder import RunFolder
 
 
@@ -36,12 +35,12 @@ class Inputs:
     @property
     def trials(self) -> pd.DataFrame:
         """The board's trials, without the ensemble's row."""
-        return self.board[self.board["status"] != TrialStatus.ENSEMBLE.value]
+        return leaderboard.trial_rows(self.board)
 
     @property
     def ensemble(self) -> pd.Series | None:
         """The ensemble's row (the first run's, when several are merged), or None."""
-        rows = self.board[self.board["status"] == TrialStatus.ENSEMBLE.value]
+        rows = self.board[self.board["trial_id"] == leaderboard.ENSEMBLE_ROW]
         return rows.iloc[0] if len(rows) else None
 
     @property
@@ -61,8 +60,8 @@ def _external(folder: RunFolder) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def collect(runs: list[str | Path]) -> Inputs:
-    folders = [leaderboard.run_folder(run) for run in runs]
+def collect(runs: list[str | Path | RunFolder]) -> Inputs:
+    folders = [run if isinstance(run, RunFolder) else leaderboard.run_folder(run) for run in runs]
     board = leaderboard.load([f.uri() for f in folders])
     first = folders[0]
     config = first.saved_config() if first.exists(runfolder.CONFIG) else ExperimentConfig()

@@ -1,11 +1,18 @@
 """Where a run's files live, derived in one place, on a local disk or in a bucket.
 
-``<storage.path>/<name>/`` holds the resolved ``config.yaml``, ``split.parquet``,
-``leaderboard.parquet``, ``history.parquet``, ``rejected.parquet`` and
-``near_duplicates.parquet`` when there are any, Ray Tune's state and the trials' checkpoints
-under ``tune/`` (and ``trials/`` for Ray Train launched trials), and the report under
-``report/``. ``storage.path`` is a local folder or a URI (leuktune.uris). Decoded images, frozen
-backbones' features and the built-in data set stay on this machine's disk (``data.cache_dir``).
+``<storage.path>/<name>/`` holds the resolved ``config.yaml``, ``split.parquet``, each stage's
+own table (the search's ``trials.parquet`` and ``history.parquet``; the final evaluation's
+``test.parquet``, ``evaluation.parquet``, ``test_predictions.parquet``, ``ensemble.json`` and
+``cv.parquet``; ``external/``), the ``leaderboard.parquet`` derived from them (leuktune.leaderboard),
+``rejected.parquet`` and ``near_duplicates.parquet`` when there are any, Ray Tune's state and the
+trials' checkpoints under ``tune/`` (and ``trials/`` for Ray Train launched trials), and the report
+under ``report/``. ``storage.path`` is a local folder or a URI (leuktune.uris). Decoded images,
+frozen backbones' features and the built-in data set stay on this machine's disk (``data.cache_dir``).
+
+A run folder travels: every location a table or record inside it holds is relative to the folder
+(a checkpoint is ``tune/<trial>/checkpoint_000007``), so a copy, a move or a sync down from the
+bucket opens where it is now (``RunFolder.existing``); nothing reads the storage path its config
+recorded once the run exists.
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ import yaml
 
 from leuktune import uris
 from leuktune.config import ExperimentConfig
+from leuktune.errors import LeuktuneError
 from leuktune.uris import is_uri
 
 CONFIG = "config.yaml"
 SPLIT = "split.parquet"
-LEADERBOARD = "leaderboard.parquet"
+LEADERBOARD = "leaderboard.parquet"  # derived from the stages' tables (leuktune.leaderboard.derive)
+TRIALS_TABLE = "trials.parquet"  # the search's: a row per trial (a run of an earlier release has none)
+TEST = "test.parquet"  # the final evaluation's: a row per model scored on the test split
 ENSEMBLE = "ensemble.json"  # the weighted ensemble of the best trials: members, weights, temperatures
 EXTERNAL = "external"  # external test sets: <name>.parquet (metrics), <name>.predictions.parquet
 HISTORY = "history.parquet"
@@ -55,6 +65,10 @@ def history_part(trial_id: str) -> str:
     return f"history/{trial_id}.parquet"
 
 
+class RunFolderError(LeuktuneError, ValueError):
+    """A location that is not a run folder, naming it."""
+
+
 @dataclass(frozen=True)
 class RunFolder:
     storage: str  # as configured: an absolute local folder, or a URI
@@ -76,6 +90,34 @@ class RunFolder:
         they are read in other working directories."""
         storage = cls.of(cfg).storage
         return cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"path": storage})})
+
+    @classmethod
+    def existing(cls, location: str | Path) -> "RunFolder":
+        """A run folder that exists, where it is now (copied, moved or synced down from a bucket):
+        its config is read for ``data.cache_dir`` only (this machine's cache of decoded images;
+        without one, beside the run for a local folder, ``~/.cache/leuktune`` for a bucket), never
+        for the storage path it recorded."""
+        folder = cls.at(location)
+        if not folder.exists(CONFIG):
+            raise RunFolderError(f"{location}: not a run folder (no {CONFIG}); a run folder is <storage.path>/<name>, "
+                                 "as a search writes it")
+        cache = (folder.saved_config(validate=False).get("data") or {}).get("cache_dir")
+        return cls(folder.storage, folder.name, str(Path(cache).expanduser().absolute()) if cache else None)
+
+    @classmethod
+    def enclosing(cls, location: str | Path, levels: int = 5) -> "RunFolder | None":
+        """The run folder that holds ``location`` (a checkpoint folder: ``<run>/tune/<trial>/checkpoint_N``),
+        found by its ``config.yaml`` at most ``levels`` folders up; None for a checkpoint kept alone."""
+        parent = str(location)
+        for _ in range(levels):
+            parent, name = uris.split_last(parent)
+            if not name:
+                return None
+            try:
+                return cls.existing(parent)
+            except RunFolderError:
+                continue
+        return None
 
     @classmethod
     def at(cls, location: str | Path) -> "RunFolder":
@@ -108,6 +150,33 @@ class RunFolder:
 
     def file(self, name: str) -> str:
         return f"{self.path}/{name}"
+
+    def relative(self, location: str | None) -> str | None:
+        """A location inside this run as the run's tables keep it: relative to the folder
+        (``tune/<trial>/checkpoint_000007``). One recorded by an earlier release as the absolute
+        place the run was then (maybe elsewhere) keeps the part from its ``tune/`` or ``trials/``
+        folder on, which is where it is in this run."""
+        if location is None or location != location or not str(location):
+            return None
+        text = str(location)
+        if not is_uri(text) and not os.path.isabs(text):
+            return text
+        fs_path = uris.resolve(text)[1] if is_uri(text) else uris.local_path(text)
+        if fs_path.startswith(self.path + "/"):
+            return fs_path[len(self.path) + 1:]
+        for marker in (f"/{TUNE}/", f"/{TRIALS}/"):
+            at = fs_path.rfind(marker)
+            if at >= 0:
+                return fs_path[at + 1:]
+        if os.path.basename(fs_path) == ENSEMBLE:  # the ensemble row's of an earlier release
+            return ENSEMBLE
+        raise RunFolderError(f"{location} is not inside the run folder {self.uri()}")
+
+    def located(self, relative: str | None) -> str | None:
+        """A location the run's tables keep (relative to the run) as a path or URI of where the
+        run is now; an absolute one of an earlier release is moved here first (``relative``)."""
+        relative = self.relative(relative)
+        return None if relative is None else self.uri(self.file(relative))
 
     def uri(self, fs_path: str | None = None) -> str:
         """A path of this storage's filesystem as the user can pass it back: a local path, or a
@@ -156,11 +225,11 @@ class RunFolder:
         """Whole or not at all: a local file is written aside and renamed over the old one; an
         object store replaces an object in one request."""
         target = self.file(name)
-        self.fs.create_dir(target.rpartition("/")[0], recursive=True)
-        if not self.local:
+        if not self.local:  # a bucket has no folders to make (pyarrow would add marker objects above the run)
             with self.fs.open_output_stream(target) as out:
                 out.write(data)
             return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp"
         with open(tmp, "wb") as out:
             out.write(data)
@@ -195,6 +264,14 @@ class RunFolder:
         if not validate:
             return raw
         return ExperimentConfig.model_validate(raw)
+
+    def config(self) -> ExperimentConfig:
+        """The run's config as it applies where the run is now: its ``config.yaml`` with this
+        folder's storage and name, so whatever is derived from it (``RunFolder.of``: features,
+        decoded images, a cross-validation's trials) is here, not where the run was written."""
+        cfg = self.saved_config()
+        return cfg.model_copy(update={"name": self.name,
+                                      "storage": cfg.storage.model_copy(update={"path": self.storage})})
 
     def remove(self, name: str) -> None:
         if self.exists(name):

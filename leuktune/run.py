@@ -1,0 +1,182 @@
+"""A search's run, as one object: ``leuktune.Run.open(path_or_uri)`` and its verbs.
+
+A run folder travels. Synced down from its bucket to a laptop, moved, or handed to a colleague
+and the original removed, it opens where it is now: every location its tables hold is relative
+to it, the data is read back from its saved split, and the verbs write only inside it (and into
+this machine's cache of decoded images). Reads (``leaderboard``, ``history``, ``model``,
+``predict``) write nothing; ``evaluate``, ``report`` and ``export`` add their own files to it.
+
+>>> run = leuktune.Run.open("runs/synthetic-default")  # doctest: +SKIP
+>>> run.leaderboard().head(3)  # doctest: +SKIP
+>>> model = run.model()  # the best trial; run.model(trial="ensemble"): the weighted ensemble  # doctest: +SKIP
+>>> run.predict(["cells/a.png"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from leuktune import leaderboard, runfolder
+from leuktune.config import ExperimentConfig
+from leuktune.runfolder import RunFolder
+
+
+class Run:
+    """One run folder (``<storage.path>/<name>``, local, NFS or a bucket) and what can be done with it.
+
+    Open one with ``Run.open``; every option of a verb is a keyword.
+
+    >>> run = Run.open("s3://my-bucket/leuktune/cnmc-binary")  # doctest: +SKIP
+    >>> run.evaluate(top=2)  # the best 2 trials on the test split, once  # doctest: +SKIP
+    >>> run.evaluate(external="/data/other-lab")  # another lab's cells  # doctest: +SKIP
+    >>> run.report()  # doctest: +SKIP
+    PosixPath('.../report/report.html')
+    """
+
+    def __init__(self, folder: RunFolder):
+        self.folder = folder
+
+    @classmethod
+    def open(cls, location: str | Path) -> Run:
+        """The run at ``location`` (a folder or a URI: ``s3://bucket/prefix/name?endpoint_override=...``),
+        where it is now; a ``RunFolderError`` when it holds no run.
+
+        >>> run = Run.open("runs/synthetic-default")  # doctest: +SKIP
+        """
+        return cls(RunFolder.existing(location))
+
+    def __repr__(self) -> str:
+        return f"Run({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        """Where the run is now: a local path or a URI."""
+        return self.folder.uri()
+
+    @property
+    def config(self) -> ExperimentConfig:
+        """The run's configuration (its ``config.yaml``), with this folder as its storage."""
+        return self.folder.config()
+
+    # -- reads: they write nothing
+
+    def leaderboard(self) -> pd.DataFrame:
+        """A row per trial (and one for the ensemble, ``trial_id == "ensemble"``), best first by the
+        search metric; ``checkpoint_uri`` is where each checkpoint is now.
+
+        >>> Run.open("runs/synthetic-default").leaderboard()[["trial_id", "val_balanced_accuracy"]]  # doctest: +SKIP
+        """
+        return leaderboard.load(self.location)
+
+    def history(self) -> pd.DataFrame:
+        """A row per trial and validated epoch (``history.parquet``); empty before the first trial ends.
+
+        >>> Run.open("runs/synthetic-default").history().groupby("trial_id")["val_loss"].min()  # doctest: +SKIP
+        """
+        folder = self.folder
+        return folder.read_frame(runfolder.HISTORY) if folder.exists(runfolder.HISTORY) else pd.DataFrame()
+
+    def model(self, *, trial: str | None = None, device: str | None = None):
+        """The trained model of a trial (default: the best with a checkpoint; ``trial="ensemble"``:
+        the weighted ensemble of the best trials), with ``predict``, ``evaluate`` and ``probabilities``.
+
+        >>> model = Run.open("runs/synthetic-default").model()  # doctest: +SKIP
+        >>> model.evaluate("test")["test_balanced_accuracy"]  # doctest: +SKIP
+        0.98
+        """
+        # torch only when a model is loaded
+        from leuktune.trained import ENSEMBLE_ID, load_ensemble, load_model, trial_row
+
+        if trial == ENSEMBLE_ID:
+            return load_ensemble(self.folder, device=device)
+        return load_model(trial_row(self.folder, trial), device=device)
+
+    def external(self) -> pd.DataFrame:
+        """The external sets the run was scored on (``evaluate(external=...)``): a row per set and
+        model, its balanced accuracy there (95% interval; over patients where the set names them)
+        beside its internal test figure; empty before the first.
+
+        >>> Run.open("runs/cnmc-binary").external()  # doctest: +SKIP
+        """
+        # the data layer (and Ray) only when a run has external sets to read
+        from leuktune.evaluation.external import results
+
+        return results(self.folder, self.leaderboard())
+
+    def predict(self, images: Any, *, trial: str | None = None, tta: bool = False,
+                device: str | None = None) -> pd.DataFrame:
+        """Class and calibrated probabilities for images (file paths, PIL images or arrays; one or a
+        list) by a trial's model (default: the best; ``trial="ensemble"``: the ensemble).
+
+        >>> Run.open("runs/synthetic-default").predict(["cells/a.png", "cells/b.bmp"])  # doctest: +SKIP
+        """
+        return self.model(trial=trial, device=device).predict(images, tta=tta)
+
+    # -- stages: each writes its own files into this run
+
+    def evaluate(self, *, top: int | None = None, cv: int | None = None, trial: str | None = None,
+                 external=None, device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
+        """Score the best trials on the test split, once, and optionally cross-validate them.
+
+        ``top`` trials by the search metric (default ``evaluate.top_k`` of the run's config) get
+        the test figures (``test.parquet``: metrics, confusion matrix, 95% bootstrap intervals,
+        calibration error before and after the temperature fitted on the validation split, which
+        ``predict`` uses); ``trial`` picks one trial instead; the run's ensemble is selected and
+        scored too (``ensemble.json``). ``cv=K`` retrains each chosen configuration on K
+        group-disjoint folds (``cv.parquet``). Returns the leaderboard, best first.
+
+        ``external`` (a folder, an ``ExternalSet``, or a list of them) scores other datasets with
+        the trials already evaluated and the ensemble, instead of the test split (which is
+        evaluated first if no trial has been): ``external/<name>.parquet`` and
+        ``.predictions.parquet``, which ``external()`` reads back (``cv`` and ``trial`` do not
+        apply to them).
+
+        >>> run = Run.open("runs/allidb2")  # doctest: +SKIP
+        >>> board = run.evaluate(top=2, cv=5)  # doctest: +SKIP
+        >>> run.evaluate(external=leuktune.ExternalSet("/data/lab-b", classes={"blast": "ALL"}))  # doctest: +SKIP
+        """
+        # torch and Ray only when a verb needs them: opening a run and reading its tables is quick
+        from leuktune.evaluation.driver import evaluate
+
+        return evaluate(self.folder, top=top, cv=cv, trial=trial, external=external, device=device, echo=echo)
+
+    def report(self, *, out: str | Path | None = None, compare: tuple[str | Path, ...] = (),
+               echo: Callable[[str], None] = print) -> Path:
+        """Markdown and self-contained HTML of the run (and of the ``compare`` runs merged into it):
+        top trials, the best per backbone/head, learning curves, the test split, the ensemble,
+        external sets, the data. Written to ``out`` (default: the run's ``report/``; a run in a
+        bucket: ``./report``). Returns the HTML file.
+
+        >>> Run.open("runs/synthetic-default").report()  # doctest: +SKIP
+        """
+        # matplotlib, Optuna and grad-cam only for a report
+        from leuktune.report.build import write_report
+
+        return write_report([self.folder, *compare], out, echo)
+
+    def export(self, *, trial: str | None = None, format: str = "onnx", out: str | Path | None = None) -> Path:
+        """A trial's model (default: the best; ``trial="ensemble"``: one graph averaging the
+        ensemble) as ONNX or TorchScript, with its ``preprocessing.json``, checked against PyTorch
+        on the run's test images. Written to ``out`` (default: the run's ``export/<trial>``; a run
+        in a bucket: ``./export-<trial>``). Returns the model file.
+
+        >>> Run.open("runs/synthetic-default").export(format="onnx")  # doctest: +SKIP
+        """
+        # torch and onnx only for an export
+        from leuktune.export import default_out, export
+        from leuktune.trained import trial_row
+
+        trial = trial or trial_row(self.folder, None)["trial_id"]
+        return export(self.model(trial=trial, device="cpu"), out or default_out(self.folder, trial), format)
+
+
+def evaluate(run: str | Path, *, top: int | None = None, cv: int | None = None, trial: str | None = None,
+             external=None, device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
+    """``leuktune.evaluate(run, ...)``: ``Run.open(run).evaluate(...)`` (see ``Run.evaluate``).
+
+    >>> board = leuktune.evaluate("runs/allidb2", top=2, cv=5)  # doctest: +SKIP
+    """
+    return Run.open(run).evaluate(top=top, cv=cv, trial=trial, external=external, device=device, echo=echo)

@@ -1,0 +1,174 @@
+"""A cross-validated trial (``search.cv: K``): K models of one configuration, each holding out
+one fold of the training and validation images (leuktune.data.folds), trained side by side in
+the trial's process and judged as one.
+
+Each epoch every fold trains and validates on its held-out images through the same per-worker
+loop as any trial (``leuktune.training.loop.epochs``); the trial then reports the mean over folds
+(what ASHA and the searcher judge), its standard error and the folds' spread, and keeps the epoch
+whose mean is best as ``train.keep`` says. Its checkpoint is a folder of the folds' own
+checkpoints (``fold_0/`` ...), all at that epoch, with a ``meta.json`` of its own: ``load_model``
+serves the K models as one (their average, ``leuktune.trained.FoldModel``). A trial killed and
+restarted resumes every fold from its part of the last checkpoint; a fold that fails fails the
+trial, naming the fold.
+
+The folds run one after another: a cross-validated search is for small sets, where a fold's
+epoch takes seconds and a cluster's parallelism is better spent on concurrent trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from leuktune.config import ExperimentConfig
+from leuktune.data.cache import CachedDataset
+from leuktune.data.folds import cv_folds
+from leuktune.errors import LeuktuneError
+from leuktune.metrics import METRICS
+from leuktune.results import EpochReport
+from leuktune.training import checkpoint
+from leuktune.training.loop import Best, Trial, Verdict, build, epochs, judge
+from leuktune.training.phases import Phases
+from leuktune.training.session import checkpoint_folder
+
+class FoldError(LeuktuneError, RuntimeError):
+    """A fold of a cross-validated trial failed; the message names the fold and the epoch."""
+
+
+class _Stored:
+    """A folder to resume from, as a Ray ``Checkpoint`` hands it out (``as_directory``)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    @contextlib.contextmanager
+    def as_directory(self) -> Iterator[str]:
+        yield str(self.folder)
+
+
+class FoldSession:
+    """What one fold's loop sees as its session: the trial's rank, device and node; its own part
+    of the trial's checkpoint to resume from; and a report that keeps the epoch's result and
+    copies its checkpoint into the trial's checkpoint being assembled (``staging``)."""
+
+    def __init__(self, session, fold: int, resumed: str | None):
+        self._session, self.fold = session, fold
+        self.rank, self.world_size, self.device = session.rank, session.world_size, session.device
+        part = Path(resumed) / checkpoint.FOLD.format(fold) if resumed else None
+        self._resume = part if part is not None and (part / checkpoint.FILE).exists() else None
+        self.staging: Path | None = None
+        self.last: EpochReport | None = None
+
+    def node(self) -> dict[str, str]:
+        return self._session.node()
+
+    def checkpoint(self):
+        return _Stored(self._resume) if self._resume else None
+
+    def wrap(self, model):
+        return self._session.wrap(model)
+
+    def report(self, result: dict, folder: str | None) -> None:
+        self.last = EpochReport.from_result(result)
+        if folder is not None and self.staging is not None:
+            shutil.copytree(folder, self.staging / checkpoint.FOLD.format(self.fold), dirs_exist_ok=True)
+
+
+def fold_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A fold's configuration: a checkpoint at every validated epoch (the trial keeps all folds at
+    the epoch its mean chose, and resumes all from one epoch); patience is the trial's, on the mean."""
+    train = cfg.train.model_copy(update={"checkpoint_every": 1, "patience": 0})
+    return cfg.model_copy(update={"train": train})
+
+
+def run_folds(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: float | None = None) -> None:
+    """Train the K folds of a cross-validated trial epoch by epoch; report each validated epoch's
+    mean over folds with, when due, the checkpoint of every fold."""
+    k, phases = cfg.search.cv, Phases(launched_at)
+    folds = cv_folds(data, k, cfg.data.split.seed)
+    resumed = session.checkpoint()
+    with resumed.as_directory() if resumed else contextlib.nullcontext(None) as folder:
+        sessions = [FoldSession(session, f, folder) for f in range(k)]
+        trials = [_fold(f, k, lambda: build(fold_config(cfg), folds[f], sessions[f], phases))
+                  for f in range(k)]
+        best = _resumed_best(folder)
+    steps = [epochs(trial) for trial in trials]
+    resumed_from = reported = trials[0].state.epoch
+    while True:
+        with checkpoint_folder() as staging:
+            for fold_session in sessions:
+                fold_session.staging, fold_session.last = Path(staging), None
+            stepped = [_fold(f, k, lambda: next(steps[f], None)) for f in range(k)]
+            if any(step is None for step in stepped):  # every fold ended with the last epoch
+                return
+            epoch = stepped[0][0]
+            if all(verdict is None for _, verdict in stepped):  # an epoch not validated
+                continue
+            report, verdict = combined(cfg, trials[0], [s.last for s in sessions], best, reported, resumed_from,
+                                       phases)
+            due = verdict.checkpoint_due and not report.diverged
+            if due:
+                checkpoint.write_meta(staging, {"epoch": epoch, "best": dataclasses.asdict(best),
+                                                "metrics": report.to_result(), "folds": k})
+            session.report(report.to_result(), staging if due else None)
+            reported = epoch
+            if verdict.finished:
+                return
+
+
+def _fold(fold: int, k: int, work):
+    """``work()``, its failure re-raised naming the fold (the trial fails with it)."""
+    try:
+        return work()
+    except Exception as err:  # noqa: BLE001 - re-raised with the fold named
+        raise FoldError(f"fold {fold + 1} of {k} failed: {type(err).__name__}: {err}") from err
+
+
+def _resumed_best(folder: str | None) -> Best:
+    """The trial's kept epoch so far, from the checkpoint it resumes from (a new Best without one)."""
+    meta = Path(folder) / checkpoint.META if folder else None
+    if meta is None or not meta.exists():
+        return Best()
+    return Best(**json.loads(meta.read_text())["best"])
+
+
+def combined(cfg: ExperimentConfig, first: Trial, reports: list[EpochReport], best: Best, since: int,
+             resumed_from: int, phases: Phases) -> tuple[EpochReport, Verdict]:
+    """The trial's report of an epoch from its folds' reports: each val metric's mean over folds,
+    the mean's standard error (their standard deviation / sqrt(K)) and their standard deviation;
+    the folds' confusion matrices summed (every training and validation image once, predicted by
+    the model that did not train on it). The mean is judged as a trial's score is (``best`` is
+    updated). A fold that diverged makes the trial diverge."""
+    k, epoch = len(reports), reports[0].epoch
+    diverged = any(r.diverged for r in reports)
+    sign = 1 if cfg.search.mode == "max" else -1
+    values = {m: np.array([r.val.get(m, math.nan) for r in reports], dtype=float) for m in METRICS}
+    mean = {} if diverged else {m: float(np.mean(v)) for m, v in values.items()}
+    spread = {} if diverged else {m: float(np.std(v, ddof=1)) for m, v in values.items()}
+    score = sign * mean.get(cfg.search.metric.removeprefix("val_"), math.nan)
+    validation = reports[0].validation
+    verdict = judge(cfg.train, best, epoch, validation, since, score, diverged,
+                    loss=mean.get("loss", math.nan), ece=mean.get("ece", math.nan))
+    matrices = [r.val_confusion_matrix for r in reports]
+    report = EpochReport(
+        epoch=epoch, train_loss=float(np.mean([r.train_loss for r in reports])),
+        # the trial's pace over all its folds
+        train_images_per_s=k / sum(1 / max(r.train_images_per_s, 1e-9) for r in reports),
+        lr=reports[0].lr, epoch_seconds=sum(r.epoch_seconds for r in reports), validation=validation,
+        val=mean, val_se={m: s / math.sqrt(k) for m, s in spread.items()}, val_folds=k, val_fold_std=spread,
+        val_confusion_matrix=None if diverged or None in matrices else np.sum(matrices, axis=0).tolist(),
+        val_images=sum(r.val_images for r in reports),
+        inference_ms=float(np.mean([r.inference_ms for r in reports])),
+        diverged=diverged, early_stopped=verdict.early_stopped, finished=verdict.finished,
+        best_value=sign * best.score if best.epoch else math.nan, best_epoch=best.epoch,
+        improved_epoch=epoch if verdict.improved else 0, resumed_from_epoch=resumed_from,
+        facts=first.facts, launched_at=phases.launched_at, loop_started_at=phases.started_at,
+        phase_seconds=phases.rounded())
+    return report, verdict

@@ -1,0 +1,46 @@
+"""Ray Tune over trials: Optuna proposes, ASHA stops weak trials, each trial trains through
+its launcher (leuktune.training.trainer)."""
+
+from __future__ import annotations
+
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+
+from leuktune.config import ExperimentConfig
+from leuktune.data.cache import CachedDataset
+from leuktune import runfolder
+from leuktune.runfolder import RunFolder
+from leuktune.runtime import echo
+from leuktune.tuning.callback import LeaderboardCallback
+from leuktune.tuning.scheduler import ScoredASHA
+from leuktune.tuning.searcher import make_searcher
+from leuktune.training import trainer
+
+
+def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, echo=echo,
+                callbacks: tuple = (), resume: bool = False) -> tune.Tuner:
+    """The search's Tuner, or with ``resume`` the interrupted one restored from the run folder
+    (its searcher, scheduler, callbacks and trials as they were). ``cfg`` must have an
+    absolute storage path (RunFolder.resolved)."""
+    search = cfg.search
+    asha = search.scheduler.asha
+    # ASHA counts validated epochs (train.validate_every): each report is one.
+    validations = cfg.train.validations
+    scheduler = (ScoredASHA(score=asha.score, spared=cfg.starts(), time_attr="validation", max_t=validations,
+                            grace_period=asha.grace_epochs(validations), reduction_factor=asha.reduction_factor)
+                 if asha else FIFOScheduler())
+    trainable = trainer.tune_trainable(trainer.run_trial, cfg, experiment=cfg, data=data.shared(), folder=folder)
+    if resume:
+        return tune.Tuner.restore(folder.tune, trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=False, storage_filesystem=folder.fs)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=search.metric, mode=search.mode, search_alg=make_searcher(cfg), scheduler=scheduler,
+            num_samples=search.num_samples, max_concurrent_trials=trainer.concurrent_trials(cfg, echo),
+            reuse_actors=trainer.reuse_actors(cfg),
+        ),
+        run_config=trainer.tune_run_config(
+            cfg, folder, runfolder.TUNE, verbose=1,
+            callbacks=[LeaderboardCallback(cfg, folder, data.fingerprint, echo=echo), *callbacks]),
+    )
