@@ -147,7 +147,7 @@ def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None =
         **({"backbone": model.config.model.backbone, "checkpoint": model.location} if first is model else
            {"members": [{"trial_id": t, "weight": w, "backbone": m.config.model.backbone, "checkpoint": m.location,
                          "temperature": m.temperature}
-                        for t, w, m in zip(model.spec.members, model.weights, model.members)]})}, indent=2))
+                        for t, w, m in zip(model.record.members, model.weights, model.members)]})}, indent=2))
     return out / name
 
 

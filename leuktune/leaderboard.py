@@ -83,8 +83,9 @@ RESULT_COLUMNS = [
     *TEST_COLUMNS, *ENSEMBLE_COLUMNS, *CV_COLUMNS,
     *SEARCH_COLUMNS[SEARCH_COLUMNS.index(("params", pa.int64())):],
 ]
-# The leaderboard's row of the ensemble (not a trial): its trial_id and status.
-ENSEMBLE_ROW = "ensemble"
+# The ensemble's id wherever models are named (its leaderboard row's trial_id and status, test.parquet,
+# the evaluation's tables; trial="ensemble" of load_model, predict and export): it is not a trial.
+ENSEMBLE_ID = "ensemble"
 HISTORY_COLUMNS = [
     ("experiment", pa.string()), ("trial_id", pa.string()), ("epoch", pa.int64()),
     ("train_loss", pa.float64()), ("train_images_per_s", pa.float64()), ("epoch_seconds", pa.float64()),
@@ -265,7 +266,7 @@ def trials(folder: RunFolder) -> pd.DataFrame:
     if old is None:
         return pd.DataFrame()
     searched = [name for name, _ in (*ID_COLUMNS, *SEARCH_COLUMNS)]
-    rows = old[old["trial_id"] != ENSEMBLE_ROW]
+    rows = old[old["trial_id"] != ENSEMBLE_ID]
     return rows[[c for c in rows.columns if c in searched or c not in dict(RESULT_COLUMNS)]].reset_index(drop=True)
 
 
@@ -304,7 +305,7 @@ def derive(folder: RunFolder) -> pd.DataFrame:
         first = board[board["trial_id"] == record.members[0]]
         members = board.set_index("trial_id").reindex(record.members)
         board = pd.concat([board, pd.DataFrame([{
-            "experiment": board["experiment"].iloc[0], "trial_id": ENSEMBLE_ROW, "status": ENSEMBLE_ROW,
+            "experiment": board["experiment"].iloc[0], "trial_id": ENSEMBLE_ID, "status": ENSEMBLE_ID,
             **{f"val_{m}": record.val_scores.get(m) for m in METRICS},
             "members": record.members, "weights": record.weights, "checkpoint_uri": runfolder.ENSEMBLE,
             "params": int(members["params"].sum()) if members["params"].notna().all() else None,
@@ -366,7 +367,7 @@ def _ranked_by_its_config(folder: RunFolder, board: pd.DataFrame) -> pd.DataFram
 
 def trial_rows(board: pd.DataFrame) -> pd.DataFrame:
     """A leaderboard's rows of trials (not the ensemble's)."""
-    return board[board["trial_id"] != ENSEMBLE_ROW]
+    return board[board["trial_id"] != ENSEMBLE_ID]
 
 
 def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from leuktune import leaderboard, runfolder
+from leuktune.leaderboard import ENSEMBLE_ID
 from leuktune.config import ExperimentConfig
 from leuktune.runfolder import RunFolder
 
@@ -88,7 +89,7 @@ class Run:
         0.98
         """
         # torch only when a model is loaded
-        from leuktune.trained import ENSEMBLE_ID, load_ensemble, load_model, trial_row
+        from leuktune.trained import load_ensemble, load_model, trial_row
 
         if trial == ENSEMBLE_ID:
             return load_ensemble(self.folder, device=device)

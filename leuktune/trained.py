@@ -21,7 +21,7 @@ from PIL import Image
 
 from leuktune import leaderboard, runfolder, uris
 from leuktune.config import ExperimentConfig
-from leuktune.leaderboard import ENSEMBLE_ROW
+from leuktune.leaderboard import ENSEMBLE_ID
 from leuktune.metrics.calibration import rescale
 from leuktune.metrics import split_scores
 from leuktune.models.classifier import Classifier, build_model
@@ -197,9 +197,6 @@ class TrainedModel(_Classifies):
                 f"{data.fingerprint} (other files, labels or split); prepare the data from the trial's config")
 
 
-ENSEMBLE_ID = ENSEMBLE_ROW  # the ensemble's trial_id: load_model, predict and export take it
-
-
 def combine(member_probs: list[np.ndarray], weights) -> np.ndarray:
     """The weighted average of the members' (calibrated) probabilities."""
     return sum(w * p for w, p in zip(weights, member_probs) if w > 0)
@@ -215,12 +212,12 @@ class EnsembleModel(_Classifies):
     >>> ensemble.predict(["cells/a.png"])  # doctest: +SKIP
     """
 
-    def __init__(self, members: list[TrainedModel], spec: EnsembleRecord, location: str):
-        self.members, self.spec, self.location = members, spec, location
-        self.weights = list(spec.weights)
+    def __init__(self, members: list[TrainedModel], record: EnsembleRecord, location: str):
+        self.members, self.record, self.location = members, record, location
+        self.weights = list(record.weights)
         self.classes = members[0].classes
         self.config = members[0].config
-        self.temperature = spec.temperature
+        self.temperature = record.temperature
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{m.config.model.backbone} x {w:.2f}" for m, w in zip(self.members, self.weights))
@@ -260,9 +257,9 @@ class FoldModel(EnsembleModel):
 
     def __init__(self, members: list[TrainedModel], location: str, *, temperature: float = 1.0):
         k = len(members)
-        spec = EnsembleRecord(members=[f"fold {f}" for f in range(k)], weights=[1 / k] * k,
-                              checkpoints=[m.location for m in members], temperatures=[1.0] * k)
-        super().__init__(members, spec, location)
+        record = EnsembleRecord(members=[f"fold {f}" for f in range(k)], weights=[1 / k] * k,
+                                checkpoints=[m.location for m in members], temperatures=[1.0] * k)
+        super().__init__(members, record, location)
         self.temperature = temperature
         self.epoch = members[0].epoch
         self.normalization = members[0].normalization

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime
 import pandas as pd
 import pytest
+import yaml
 
 import leuktune
 from leuktune.data import synthetic
@@ -173,3 +174,21 @@ def test_a_run_folder_of_the_earlier_layout_opens_where_it_is_now_and_takes_new_
     assert after.loc["ensemble", "test_balanced_accuracy"] == pytest.approx(
         read.set_index("trial_id").loc["ensemble", "test_balanced_accuracy"])
     assert all(not str(c).startswith("/") for c in pd.read_parquet(old / "trials.parquet")["checkpoint_uri"].dropna())
+
+
+@pytest.mark.slow
+def test_a_built_in_set_made_again_beside_a_moved_run_is_matched_to_its_split(travelled, tmp_path):
+    """A run searched without a cache of its own keeps the built-in set beside it; moved, the set is
+    made again beside the new place (other paths) and its files are matched to the saved split by
+    name: the same data, the same fingerprint, the same test figure."""
+    _, copy, _, _, _, board, _ = travelled
+    moved = tmp_path / "laptop" / "run"
+    shutil.copytree(copy, moved)
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    config["data"]["cache_dir"] = None
+    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    run = leuktune.Run.open(moved)
+    best = board[board["trial_id"] != "ensemble"].iloc[0]
+    assert run.model().evaluate("test")["test_balanced_accuracy"] == pytest.approx(best["test_balanced_accuracy"])
+    assert list((tmp_path / "laptop" / "datasets").glob("synthetic-*"))
+    assert (moved / "split.parquet").read_bytes() == (copy / "split.parquet").read_bytes()  # read, not rewritten

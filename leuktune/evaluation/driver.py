@@ -17,7 +17,7 @@ from leuktune.evaluation import cv as crossval
 from leuktune.evaluation.ensemble import ensemble_evaluation
 from leuktune.evaluation.final import evaluable, final_evaluation
 from leuktune.runfolder.lock import SearchLock
-from leuktune.trained import ENSEMBLE_ID
+from leuktune.leaderboard import ENSEMBLE_ID
 
 
 def evaluate(folder, *, top: int | None = None, cv: int | None = None, trial: str | None = None,

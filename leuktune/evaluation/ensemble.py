@@ -32,7 +32,8 @@ from leuktune.evaluation.patients import VARIANT
 from leuktune.metrics import classification_metrics
 from leuktune.metrics.calibration import fit_temperature, rescale
 from leuktune.results import EnsembleRecord
-from leuktune.trained import ENSEMBLE_ID, EnsembleModel, combine, load_model
+from leuktune.leaderboard import ENSEMBLE_ID
+from leuktune.trained import EnsembleModel, combine, load_model
 
 ROUNDS = 25  # additions with replacement (AutoGluon's default): weights in steps of 1/25
 
@@ -103,7 +104,7 @@ def ensemble_evaluation(cfg: ExperimentConfig, evaluable: pd.DataFrame, data: Ca
             echo(f"[leuktune] no ensemble: {len(candidates)} trial(s) with a checkpoint, it needs 2")
         return None
     ensemble = build_ensemble(cfg, candidates, data, folder, temperatures, device)
-    record = ensemble.spec
+    record = ensemble.record
     test_rows = data.indices("test")
     labels, groups = data.labels[test_rows], split["group"].to_numpy()[test_rows]
     probs = ensemble.probabilities(data, "test")  # the test split's one read, after selection

@@ -40,7 +40,7 @@ class Inputs:
     @property
     def ensemble(self) -> pd.Series | None:
         """The ensemble's row (the first run's, when several are merged), or None."""
-        rows = self.board[self.board["trial_id"] == leaderboard.ENSEMBLE_ROW]
+        rows = self.board[self.board["trial_id"] == leaderboard.ENSEMBLE_ID]
         return rows.iloc[0] if len(rows) else None
 
     @property
