@@ -1,7 +1,9 @@
 """The shapes of a run's results, each with one owner: what an epoch reports
 (``EpochReport``), the facts about a trial's model and device that come with it
-(``TrialFacts``), how a trial ended (``TrialStatus``), and the final evaluation's ensemble
-(``EnsembleRecord``, the run folder's ``ensemble.json``).
+(``TrialFacts``), how a trial ended (``TrialStatus``), and the record each stage stores: the
+search's of a trial (``TrialRecord``, a row of ``trials.parquet``), the final evaluation's of a
+model on the test split (``TestFigures``, a row of ``test.parquet``) and of the ensemble
+(``EnsembleRecord``, ``ensemble.json``).
 
 The per-worker loop builds an ``EpochReport`` and hands Ray Tune its flat form
 (``to_result``: the keys ASHA and Optuna read); in the driver the searcher and the leaderboard
@@ -205,3 +207,71 @@ class EnsembleRecord:
     @classmethod
     def from_json(cls, text: str) -> EnsembleRecord:
         return cls(**json.loads(text))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialRecord:
+    """The search's record of a trial when it ended (a row of ``trials.parquet``): how it ended,
+    what was drawn, its kept epoch (``best``: the last that improved) and its last, what it cost
+    and where its checkpoint is (relative to the run folder)."""
+
+    experiment: str
+    trial_id: str
+    status: TrialStatus
+    stopped_by: str | None
+    drawn: Mapping[str, Any]  # each searched hyperparameter's value
+    best: EpochReport | None
+    last: EpochReport | None
+    train_seconds: float
+    cpu_seconds: float
+    gpu_seconds: float
+    checkpoint: str | None
+    started_at: str | None
+    finished_at: str
+    leuktune_version: str
+    data_fingerprint: str
+    error: str | None = None
+    error_file: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        best, last = self.best, self.last
+        facts = last.facts if last else None
+        return {
+            "experiment": self.experiment, "trial_id": self.trial_id, "status": self.status.value, **self.drawn,
+            "best_epoch": best.epoch if best else None, "epochs_run": last.epoch if last else 0,
+            "stopped_by": self.stopped_by,
+            **{f"val_{m}": best.val.get(m) if best else None for m in METRICS},
+            **{f"val_{m}_se": best.val_se.get(m) if best else None for m in METRICS},
+            "val_folds": best.val_folds if best and best.val_folds else None,
+            **{f"val_{m}_fold_std": best.val_fold_std.get(m) if best else None for m in METRICS},
+            "val_confusion_matrix": best.val_confusion_matrix if best else None,
+            **{k: getattr(facts, k) if facts else None for k in FACTS},
+            "inference_ms": last.inference_ms if last else None,
+            "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds, "gpu_seconds": self.gpu_seconds,
+            "checkpoint_uri": self.checkpoint, "started_at": self.started_at, "finished_at": self.finished_at,
+            "leuktune_version": self.leuktune_version, "data_fingerprint": self.data_fingerprint,
+            "error": self.error, "error_file": self.error_file,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestFigures:
+    """The final evaluation's figures of one model (a trial, or the ensemble) on the test split (a
+    row of ``test.parquet``): each metric with its 95% bootstrap interval, the confusion matrix,
+    and the calibration error after the temperature fitted on the validation split."""
+
+    model: str  # the trial id, or "ensemble"
+    scores: Mapping[str, float]  # every metric of METRICS (and ece) by name
+    low: Mapping[str, float]
+    high: Mapping[str, float]
+    confusion_matrix: list[list[int]]
+    images: int
+    temperature: float
+    ece_calibrated: float
+
+    def to_row(self) -> dict[str, Any]:
+        return {"trial_id": self.model, **{f"test_{m}": v for m, v in self.scores.items()},
+                "test_confusion_matrix": self.confusion_matrix, "test_images": self.images,
+                **{f"test_{m}_low": v for m, v in self.low.items()},
+                **{f"test_{m}_high": v for m, v in self.high.items()},
+                "temperature": self.temperature, "test_ece_calibrated": self.ece_calibrated}

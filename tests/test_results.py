@@ -161,7 +161,7 @@ def test_the_ensemble_is_chosen_on_validation_and_scored_once_on_test(run, monke
     record = leaderboard.ensemble(run_folder)  # the ensemble's own record, written again alike
     assert reads == ["val"] * 4 + ["test"] * len(record.members)
     assert record.members == list(ensemble["members"]) and record.weights == list(ensemble["weights"])
-    assert row["test_balanced_accuracy"] == ensemble["test_balanced_accuracy"]
+    assert row.scores["balanced_accuracy"] == ensemble["test_balanced_accuracy"]
     assert all(not c.startswith("/") for c in record.checkpoints)  # relative to the run folder
 
 

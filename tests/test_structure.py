@@ -26,7 +26,7 @@ from leuktune import internals, leaderboard
 from leuktune.config import HEAD_KINDS, PROBE_HEADS
 from leuktune.errors import LeuktuneError
 from leuktune.models.heads import DEFAULT_ACTIVATION, build_head
-from leuktune.results import NOT_STORED, EpochReport, TrialFacts
+from leuktune.results import NOT_STORED, EpochReport, TestFigures, TrialFacts, TrialRecord, TrialStatus
 
 PACKAGE = Path(leuktune.__file__).parent
 
@@ -248,6 +248,23 @@ def test_each_command_line_reports_leuktunes_errors_and_lets_a_bug_be_a_tracebac
     raised = RuntimeError("a bug in leuktune")  # not one of the family: not dressed up as the user's mistake
     with pytest.raises(RuntimeError, match="a bug in leuktune"):
         main(argv(tmp_path))
+
+
+def test_each_stages_record_fills_exactly_its_tables_columns():
+    report = _full_report()
+    record = TrialRecord(experiment="e", trial_id="t", status=TrialStatus.COMPLETED, stopped_by=None,
+                         drawn={"lr": 0.1}, best=report, last=report, train_seconds=1.0, cpu_seconds=1.0,
+                         gpu_seconds=0.0, checkpoint="tune/t/checkpoint_000001", started_at=None, finished_at="now",
+                         leuktune_version="0", data_fingerprint="f")
+    assert set(record.to_row()) | {"tied_with_top", "pareto_front"} == set(leaderboard.trials_schema(["lr"]).names)
+    metrics = {m: 0.5 for m in leuktune.metrics.METRICS}
+    figures = TestFigures(model="t", scores=metrics, low=metrics, high=metrics, confusion_matrix=[[1]], images=1,
+                          temperature=1.0, ece_calibrated=0.1)
+    assert set(figures.to_row()) == set(leaderboard.TEST.names)
+    # the derived leaderboard holds every column of the stages' tables, and nothing else
+    stages = {*leaderboard.trials_schema(["lr"]).names, *leaderboard.TEST.names,
+              *(name for name, _ in (*leaderboard.ENSEMBLE_COLUMNS, *leaderboard.CV_COLUMNS))}
+    assert stages == set(leaderboard.schema(["lr"]).names)
 
 
 def _full_report() -> EpochReport:

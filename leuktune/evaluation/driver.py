@@ -70,7 +70,7 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
         data, _ = prepare(cfg, progress=lambda message: None, folder=folder, record=False)
     split = folder.read_frame(runfolder.SPLIT)
     scored, figures, predictions = final_evaluation(cfg, chosen, data, split, echo, device)
-    _store(folder, runfolder.TEST, scored, chosen["trial_id"], leaderboard.TEST)
+    _store(folder, runfolder.TEST, [figures.to_row() for figures in scored], chosen["trial_id"], leaderboard.TEST)
     _store(folder, runfolder.EVALUATION, figures, chosen["trial_id"])
     _store(folder, runfolder.PREDICTIONS, pd.concat(predictions, ignore_index=True), chosen["trial_id"])
     if trial is None:
@@ -78,8 +78,8 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
         temperatures = dict(zip(tested["trial_id"], tested["temperature"]))
         ensembled = ensemble_evaluation(cfg, evaluable(board), data, split, folder, temperatures, echo, device)
         if ensembled is not None:
-            row, figures, predicted = ensembled
-            _store(folder, runfolder.TEST, [row], [ENSEMBLE_ID], leaderboard.TEST)
+            scored, figures, predicted = ensembled
+            _store(folder, runfolder.TEST, [scored.to_row()], [ENSEMBLE_ID], leaderboard.TEST)
             _store(folder, runfolder.EVALUATION, figures, [ENSEMBLE_ID])
             _store(folder, runfolder.PREDICTIONS, predicted, [ENSEMBLE_ID])
     if cv:

@@ -27,11 +27,11 @@ import pandas as pd
 from leuktune import metrics, runfolder
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
-from leuktune.evaluation.final import test_figures
+from leuktune.evaluation.final import line, test_figures
 from leuktune.evaluation.patients import VARIANT
 from leuktune.metrics import classification_metrics
 from leuktune.metrics.calibration import fit_temperature, rescale
-from leuktune.results import EnsembleRecord
+from leuktune.results import EnsembleRecord, TestFigures
 from leuktune.leaderboard import ENSEMBLE_ID
 from leuktune.trained import EnsembleModel, combine, load_model
 
@@ -93,9 +93,9 @@ def build_ensemble(cfg: ExperimentConfig, candidates: pd.DataFrame, data: Cached
 
 def ensemble_evaluation(cfg: ExperimentConfig, evaluable: pd.DataFrame, data: CachedDataset, split: pd.DataFrame,
                         folder, temperatures: dict[str, float], echo: Callable[[str], None] = print,
-                        device=None) -> tuple[dict, list[dict], pd.DataFrame] | None:
+                        device=None) -> tuple[TestFigures, list[dict], pd.DataFrame] | None:
     """The ensemble of the best ``evaluate.ensemble`` evaluable trials, selected on the validation
-    split and scored once on the test split: (its test.parquet row, its evaluation rows, its test
+    split and scored once on the test split: (its TestFigures, its evaluation rows, its test
     predictions); None, said in a line, when there are fewer than two trials to choose from."""
     count = cfg.evaluate.ensemble
     candidates = evaluable.head(count)
@@ -114,8 +114,6 @@ def ensemble_evaluation(cfg: ExperimentConfig, evaluable: pd.DataFrame, data: Ca
                                 "path": split["path"].to_numpy()[test_rows]})
     members = ", ".join(f"{t} x {w:.2f}" for t, w in zip(record.members, record.weights))
     echo(f"[leuktune] ensemble of {len(record.members)} ({members}): validation "
-         f"{record.metric} {record.val_scores[record.metric.removeprefix('val_')]:.4f}; test balanced accuracy "
-         f"{columns['test_balanced_accuracy']:.4f} (95% CI {columns['test_balanced_accuracy_low']:.4f}-"
-         f"{columns['test_balanced_accuracy_high']:.4f})"
+         f"{record.metric} {record.val_scores[record.metric.removeprefix('val_')]:.4f}; test {line(columns)}"
          + (f"; {patient_line}" if any(f["variant"] == VARIANT for f in figures) else ""))
     return columns, figures, predictions

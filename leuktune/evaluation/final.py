@@ -24,7 +24,7 @@ from leuktune.evaluation.patients import VARIANT, patient_figures
 from leuktune.metrics.calibration import expected_calibration_error, fit_temperature, rescale
 from leuktune.metrics import confusion_matrix
 from leuktune.leaderboard import trial_rows
-from leuktune.results import FAILED
+from leuktune.results import FAILED, TestFigures
 from leuktune.trained import load_model
 
 
@@ -35,29 +35,34 @@ def evaluable(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_figures(trial_id: str, labels: np.ndarray, probs: np.ndarray, groups: np.ndarray, temperature: float,
-                 cfg: ExperimentConfig) -> tuple[dict, list[dict], str]:
+                 cfg: ExperimentConfig) -> tuple[TestFigures, list[dict], str]:
     """One model's test-split figures from its probabilities (before its ``temperature``): its
-    ``test.parquet`` row (the leaderboard's ``test_*`` columns: metrics, 95% intervals, calibration
-    error before and after the temperature), its evaluation.parquet rows (plain, calibration, patient level), and the
-    line that says its patient-level figures or why there are none. A trial and the ensemble
-    are scored alike."""
+    ``TestFigures`` (metrics, 95% intervals, calibration error before and after the temperature),
+    its evaluation.parquet rows (plain, calibration, patient level), and the line that says its
+    patient-level figures or why there are none. A trial and the ensemble are scored alike."""
     settings, seed = cfg.evaluate, cfg.data.split.seed
     figures = metric_rows(trial_id, "plain", labels, probs, groups, resamples=settings.bootstrap, seed=seed)
     calibrated = rescale(probs, temperature)
-    columns = {"trial_id": trial_id, **{f"test_{r['metric']}": r["value"] for r in figures},
-               "test_confusion_matrix": confusion_matrix(labels, probs), "test_images": len(labels),
-               **{f"test_{r['metric']}_{end}": r[end] for r in figures for end in ("low", "high")},
-               "temperature": temperature, "test_ece_calibrated": expected_calibration_error(calibrated, labels)}
-    figures += [{"trial_id": trial_id, "variant": "calibrated", "metric": "ece", "value": columns["test_ece_calibrated"]}]
+    scored = TestFigures(model=trial_id, scores={r["metric"]: r["value"] for r in figures},
+                         low={r["metric"]: r["low"] for r in figures}, high={r["metric"]: r["high"] for r in figures},
+                         confusion_matrix=confusion_matrix(labels, probs), images=len(labels), temperature=temperature,
+                         ece_calibrated=expected_calibration_error(calibrated, labels))
+    figures += [{"trial_id": trial_id, "variant": "calibrated", "metric": "ece", "value": scored.ece_calibrated}]
     patient_rows, patient_line = patient_figures(trial_id, labels, calibrated, groups, resamples=settings.bootstrap,
                                                  seed=seed)
-    return columns, figures + patient_rows, patient_line
+    return scored, figures + patient_rows, patient_line
+
+
+def line(scored: TestFigures) -> str:
+    """A model's test figures as the console says them."""
+    balanced = "balanced_accuracy"
+    return (f"balanced accuracy {scored.scores[balanced]:.4f} (95% CI {scored.low[balanced]:.4f}-"
+            f"{scored.high[balanced]:.4f})")
 
 
 def evaluate_trial(row: pd.Series, data: CachedDataset, groups: np.ndarray, cfg: ExperimentConfig,
                    device=None) -> tuple[dict, list[dict], pd.DataFrame, str]:
-    """(test.parquet row, evaluation rows, test predictions, patient-level line) of one trial's
-    best checkpoint."""
+    """(TestFigures, evaluation rows, test predictions, patient-level line) of one trial's best checkpoint."""
     model = load_model(row, device=device)
     settings = cfg.evaluate
     test_rows, val_rows = data.indices("test"), data.indices("val")
@@ -76,9 +81,9 @@ def evaluate_trial(row: pd.Series, data: CachedDataset, groups: np.ndarray, cfg:
 
 
 def final_evaluation(cfg: ExperimentConfig, chosen: pd.DataFrame, data: CachedDataset, split: pd.DataFrame,
-                     echo: Callable[[str], None] = print, device=None) -> tuple[list[dict], list, list]:
-    """Score the ``chosen`` leaderboard rows on the test split: their test.parquet rows, the
-    evaluation rows and the prediction tables."""
+                     echo: Callable[[str], None] = print, device=None) -> tuple[list[TestFigures], list, list]:
+    """Score the ``chosen`` leaderboard rows on the test split: their figures, the evaluation rows
+    and the prediction tables."""
     groups = split["group"].to_numpy()[data.indices("test")]
     scored, figures, predictions = [], [], []
     for _, row in chosen.iterrows():
@@ -88,9 +93,7 @@ def final_evaluation(cfg: ExperimentConfig, chosen: pd.DataFrame, data: CachedDa
         say_patients = any(r["variant"] == VARIANT for r in rows) or not predictions
         figures += rows
         predictions.append(predicted.assign(path=split["path"].to_numpy()[predicted["row"]]))
-        echo(f"[leuktune] test split, trial {row['trial_id']}: balanced accuracy "
-             f"{columns['test_balanced_accuracy']:.4f} (95% CI {columns['test_balanced_accuracy_low']:.4f}-"
-             f"{columns['test_balanced_accuracy_high']:.4f}), ECE {columns['test_ece']:.3f} -> "
-             f"{columns['test_ece_calibrated']:.3f} at temperature {columns['temperature']:.2f}"
+        echo(f"[leuktune] test split, trial {row['trial_id']}: {line(columns)}, ECE {columns.scores['ece']:.3f} -> "
+             f"{columns.ece_calibrated:.3f} at temperature {columns.temperature:.2f}"
              + (f"; {patient_line}" if say_patients else ""))
     return scored, figures, predictions

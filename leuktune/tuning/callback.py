@@ -20,8 +20,7 @@ from ray import tune
 import leuktune
 from leuktune import leaderboard, runfolder
 from leuktune.config import ExperimentConfig
-from leuktune.metrics import METRICS
-from leuktune.results import FACTS, EpochReport, TrialStatus
+from leuktune.results import EpochReport, TrialRecord, TrialStatus
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import echo
 from leuktune.training.trainer import find_checkpoint, trial_share
@@ -118,28 +117,16 @@ class LeaderboardCallback(tune.Callback):
         last = results[-1] if results else None
         status, stopped_by = TrialStatus.of(last, self.cfg.train.epochs, error)
         seconds = round(time.monotonic() - t0, 2)
-        facts = last.facts if last else None
-        row = {
-            "experiment": self.cfg.name, "trial_id": trial.trial_id, "status": status.value,
-            **{k: trial.config.get(k) for k in self.hyperparameters},
-            "best_epoch": best.epoch if best else None, "epochs_run": last.epoch if last else 0,
-            "stopped_by": stopped_by,
-            **{f"val_{m}": best.val.get(m) if best else None for m in METRICS},
-            **{f"val_{m}_se": best.val_se.get(m) if best else None for m in METRICS},
-            "val_folds": best.val_folds if best and best.val_folds else None,
-            **{f"val_{m}_fold_std": best.val_fold_std.get(m) if best else None for m in METRICS},
-            "val_confusion_matrix": best.val_confusion_matrix if best else None,
-            **{k: getattr(facts, k) if facts else None for k in FACTS},
-            "inference_ms": last.inference_ms if last else None,
-            "train_seconds": seconds,
-            "cpu_seconds": seconds * self._share["CPU"], "gpu_seconds": seconds * self._share["GPU"],
+        record = TrialRecord(
+            experiment=self.cfg.name, trial_id=trial.trial_id, status=status, stopped_by=stopped_by,
+            drawn={k: trial.config.get(k) for k in self.hyperparameters}, best=best, last=last,
+            train_seconds=seconds, cpu_seconds=seconds * self._share["CPU"], gpu_seconds=seconds * self._share["GPU"],
             # relative to the run folder: a copy of the run finds it where the copy is
-            "checkpoint_uri": self.folder.relative(find_checkpoint(self.cfg, self.folder, trial.path, trial.trial_id,
-                                                                   best.epoch if best else None)),
-            "started_at": started_at, "finished_at": _now(),
-            "leuktune_version": leuktune.__version__, "data_fingerprint": self.fingerprint,
-            "error": error, "error_file": trial.error_file if error else None,
-        }
+            checkpoint=self.folder.relative(find_checkpoint(self.cfg, self.folder, trial.path, trial.trial_id,
+                                                            best.epoch if best else None)),
+            started_at=started_at, finished_at=_now(), leuktune_version=leuktune.__version__,
+            data_fingerprint=self.fingerprint, error=error, error_file=trial.error_file if error else None)
+        row = record.to_row()
         self._write(row, results, trial.trial_id)
         drawn = " ".join(f"{k}={_short(trial.config.get(k))}" for k in self.hyperparameters if k in trial.config)
         metric = self.cfg.search.metric
