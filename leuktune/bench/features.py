@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from leuktune.leaderboard import load
-from leuktune.results import TrialStatus
+from leuktune.leaderboard import load, trial_rows
 from leuktune.runtime import ray_session
 from leuktune.tuning.driver import search
 
@@ -51,7 +50,7 @@ def bench_features(backbones: list[str], trials: int, epochs: int, seed: int, wo
                                   f"model.feature_cache={mode}"], echo=lambda message: None)
                 wall = time.time() - started
                 board = load(work / name)
-                board = board[board["status"] != TrialStatus.ENSEMBLE.value]
+                board = trial_rows(board)
                 top = board.iloc[0]
                 rows.append({"backbone": spec, "feature_cache": mode, "trials": len(board),
                              "failed": int(board["status"].isin(["error", "diverged"]).sum()),

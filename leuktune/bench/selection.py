@@ -16,8 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from leuktune.bench.strategies import SELECTION_BUILTIN, SELECTION_VARIANTS
-from leuktune.leaderboard import load
-from leuktune.results import TrialStatus
+from leuktune.leaderboard import load, trial_rows
 from leuktune.runtime import ray_session
 from leuktune.tuning.driver import search
 
@@ -39,7 +38,7 @@ def data_settings(dataset: str) -> list[str]:
 def pick(run: Path) -> dict:
     """The search's choice (its leaderboard's top trial) on the test split, and what the search cost."""
     board = load(run)
-    trials = board[board["status"] != TrialStatus.ENSEMBLE.value]
+    trials = trial_rows(board)
     top = trials.iloc[0]
     tied = int(trials["tied_with_top"].eq(True).sum()) if "tied_with_top" in trials else 0
     return {"test balanced accuracy": top["test_balanced_accuracy"], "val": top["val_balanced_accuracy"],

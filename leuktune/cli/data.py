@@ -8,7 +8,6 @@ search that follows decodes nothing.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from leuktune.errors import command
 
