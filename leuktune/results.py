@@ -260,6 +260,8 @@ class TestFigures:
     row of ``test.parquet``): each metric with its 95% bootstrap interval, the confusion matrix,
     and the calibration error after the temperature fitted on the validation split."""
 
+    __test__ = False  # a name pytest would otherwise collect from a test module that imports it
+
     model: str  # the trial id, or "ensemble"
     scores: Mapping[str, float]  # every metric of METRICS (and ece) by name
     low: Mapping[str, float]

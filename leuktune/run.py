@@ -20,8 +20,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from leuktune import leaderboard, runfolder
-from leuktune.leaderboard import ENSEMBLE_ID
 from leuktune.config import ExperimentConfig
+from leuktune.leaderboard import ENSEMBLE_ID
 from leuktune.runfolder import RunFolder
 
 

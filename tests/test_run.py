@@ -98,6 +98,8 @@ def test_a_copied_run_folder_opens_and_every_verb_works_writing_only_inside_it(t
     assert run.config.name == "moved-run" and run.config.storage.path == str(copy.parent)
     tune = {p: h for p, h in _files(copy, root / "cache").items() if "/tune/" in p}
     before = _files(root, root / "cache")
+    home_cache = Path.home() / ".cache" / "leuktune"  # the cache of a run without data.cache_dir: not this one's
+    home_before = sorted(home_cache.rglob("*")) if home_cache.exists() else []
     # the figures the search left are the copy's
     assert board["trial_id"].tolist() == searched["trial_id"].tolist()
     assert np.allclose(board["test_balanced_accuracy"], searched["test_balanced_accuracy"], equal_nan=True)
@@ -112,6 +114,7 @@ def test_a_copied_run_folder_opens_and_every_verb_works_writing_only_inside_it(t
                if copy not in Path(p).parents]
     assert not outside, f"written outside the run folder: {outside}"
     assert not (root / "written").exists()  # the original's place was never written again
+    assert (sorted(home_cache.rglob("*")) if home_cache.exists() else []) == home_before
     assert {p: h for p, h in _files(copy, root / "cache").items() if "/tune/" in p} == tune  # checkpoints untouched
     assert not list(copy.rglob("calibration.json"))
 

@@ -89,9 +89,14 @@ def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
 
 
 # Keep the checkpoint of the epoch a trial keeps (train.keep; evaluation reads it): Ray keeps the
-# one with the largest improved_epoch, and always the latest too, which a restarted trial resumes from. Ray Train's
-# and Tune's CheckpointConfig are two classes that take these same settings.
-CHECKPOINTS = {"num_to_keep": 1, "checkpoint_score_attribute": "improved_epoch", "checkpoint_score_order": "max"}
+# ones with the largest improved_epoch, and always the latest too, which a restarted trial resumes from. Two, not
+# one: Tune deletes a trial's older checkpoint as it registers a newer one, before its experiment state (which
+# names the latest) reaches storage; a driver killed in between left a state naming a deleted checkpoint, and
+# --resume failed that trial ("does not exist on storage anymore"; seen under load in tests/test_resume.py).
+# With two, a checkpoint outlives the next registration, which is when Tune forces the next save: the window
+# is narrowed (no deletion at a trial's second checkpoint, where the test kills), not closed (Ray's to close).
+# Ray Train's and Tune's CheckpointConfig are two classes that take these same settings.
+CHECKPOINTS = {"num_to_keep": 2, "checkpoint_score_attribute": "improved_epoch", "checkpoint_score_order": "max"}
 
 
 def trial_failures(cfg: ExperimentConfig) -> int:
