@@ -257,17 +257,33 @@ def _earlier_release(folder: RunFolder) -> pd.DataFrame | None:
     return folder.read_frame(runfolder.LEADERBOARD)
 
 
+def _hyperparameters(columns: Iterable[str]) -> list[str]:
+    """The searched hyperparameters among a table's columns: those that are neither ids nor results."""
+    fixed = {name for name, _ in (*ID_COLUMNS, *RESULT_COLUMNS)}
+    return [c for c in columns if c not in fixed]
+
+
+def _searched_part(old: pd.DataFrame) -> pd.DataFrame:
+    """An earlier release's leaderboard as the search's table: its trials' rows, the search's columns."""
+    kept = {name for name, _ in (*ID_COLUMNS, *SEARCH_COLUMNS)} | set(_hyperparameters(old.columns))
+    rows = old[old["trial_id"] != ENSEMBLE_ID]
+    return rows[[c for c in rows.columns if c in kept]].reset_index(drop=True)
+
+
+def _tested_part(old: pd.DataFrame) -> pd.DataFrame:
+    """An earlier release's leaderboard as the evaluation's table: the rows scored on the test split."""
+    if "test_balanced_accuracy" not in old:
+        return pd.DataFrame(columns=TEST.names)
+    return old[old["test_balanced_accuracy"].notna()][[c for c in TEST.names if c in old]].reset_index(drop=True)
+
+
 def trials(folder: RunFolder) -> pd.DataFrame:
     """The search's table: a row per trial that ended, in the order they ended (checkpoints
     relative to the run); empty before the first."""
     if folder.exists(runfolder.TRIALS_TABLE):
         return folder.read_frame(runfolder.TRIALS_TABLE)
     old = _earlier_release(folder)
-    if old is None:
-        return pd.DataFrame()
-    searched = [name for name, _ in (*ID_COLUMNS, *SEARCH_COLUMNS)]
-    rows = old[old["trial_id"] != ENSEMBLE_ID]
-    return rows[[c for c in rows.columns if c in searched or c not in dict(RESULT_COLUMNS)]].reset_index(drop=True)
+    return pd.DataFrame() if old is None else _searched_part(old)
 
 
 def tests(folder: RunFolder) -> pd.DataFrame:
@@ -276,9 +292,15 @@ def tests(folder: RunFolder) -> pd.DataFrame:
     if folder.exists(runfolder.TEST):
         return folder.read_frame(runfolder.TEST)
     old = _earlier_release(folder)
-    if old is None or "test_balanced_accuracy" not in old:
-        return pd.DataFrame(columns=TEST.names)
-    return old[old["test_balanced_accuracy"].notna()][[c for c in TEST.names if c in old]].reset_index(drop=True)
+    return pd.DataFrame(columns=TEST.names) if old is None else _tested_part(old)
+
+
+def external_metrics(folder: RunFolder) -> pd.DataFrame:
+    """Every external set's metrics table of the run (``external/<name>.parquet``, not their
+    predictions), one frame; empty before the first."""
+    names = [n for n in folder.listdir(folder.file(runfolder.EXTERNAL)) if n.endswith(".parquet") and n.count(".") == 1]
+    frames = [folder.read_frame(f"{runfolder.EXTERNAL}/{n}") for n in names]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def ensemble(folder: RunFolder) -> EnsembleRecord | None:
@@ -320,9 +342,8 @@ def derive(folder: RunFolder) -> pd.DataFrame:
         summary = pd.DataFrame([{"trial_id": t, **cv_summary(f)} for t, f in folds.groupby("trial_id", sort=False)])
         board = board.drop(columns=[c for c in summary.columns if c != "trial_id" and c in board])
         board = board.merge(summary, on="trial_id", how="left")
-    ids, results = [name for name, _ in ID_COLUMNS], [name for name, _ in RESULT_COLUMNS]
-    hyperparameters = [c for c in board.columns if c not in ids and c not in results]
-    return board.reindex(columns=[*ids, *hyperparameters, *results])
+    return board.reindex(columns=[*(name for name, _ in ID_COLUMNS), *_hyperparameters(board.columns),
+                                  *(name for name, _ in RESULT_COLUMNS)])
 
 
 def write(folder: RunFolder) -> None:
@@ -330,9 +351,7 @@ def write(folder: RunFolder) -> None:
     DuckDB and Polars; ranked, checkpoints relative to the run): each stage calls this after
     writing its own table."""
     board = _ranked_by_its_config(folder, derive(folder))
-    ids, results = {name for name, _ in ID_COLUMNS}, {name for name, _ in RESULT_COLUMNS}
-    hyperparameters = [c for c in board.columns if c not in ids and c not in results]
-    folder.write_table(runfolder.LEADERBOARD, table(board.to_dict("records"), schema(hyperparameters)))
+    folder.write_table(runfolder.LEADERBOARD, table(board.to_dict("records"), schema(_hyperparameters(board.columns))))
 
 
 def migrate(folder: RunFolder) -> None:
@@ -343,16 +362,16 @@ def migrate(folder: RunFolder) -> None:
     old = _earlier_release(folder)
     if old is None:
         return
-    searched = trials(folder)
-    hyperparameters = [c for c in searched.columns if c not in {n for n, _ in (*ID_COLUMNS, *SEARCH_COLUMNS)}]
+    searched = _searched_part(old)
     searched["checkpoint_uri"] = [folder.relative(value) for value in searched["checkpoint_uri"]]
-    folder.write_table(runfolder.TEST, table(tests(folder).to_dict("records"), TEST))
+    folder.write_table(runfolder.TEST, table(_tested_part(old).to_dict("records"), TEST))
     record = ensemble(folder)
     if record is not None:
         folder.write_text(runfolder.ENSEMBLE, dataclasses.replace(
             record, checkpoints=[folder.relative(c) for c in record.checkpoints]).to_json())
     # last: the search's table is what marks a run as migrated
-    folder.write_table(runfolder.TRIALS_TABLE, table(searched.to_dict("records"), trials_schema(hyperparameters)))
+    folder.write_table(runfolder.TRIALS_TABLE, table(searched.to_dict("records"),
+                                                     trials_schema(_hyperparameters(searched.columns))))
     write(folder)
 
 
@@ -390,7 +409,7 @@ def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
             raise LeaderboardError(f"{location}: no leaderboard (expected a run folder holding "
                                    f"{runfolder.LEADERBOARD}, or the file itself); a search writes one when its "
                                    "first trial ends")
-        board = derive(folder) if folder.exists(runfolder.TRIALS_TABLE) else folder.read_frame(runfolder.LEADERBOARD)
+        board = derive(folder)  # an earlier release's one leaderboard is read through the stages' readers too
         board["checkpoint_uri"] = [folder.located(value) for value in board["checkpoint_uri"]]
         boards.append((folder, board))
     board = _ranked_by_its_config(boards[0][0], pd.concat([b for _, b in boards], ignore_index=True))

@@ -144,7 +144,7 @@ class Run:
 
         return evaluate(self.folder, top=top, cv=cv, trial=trial, external=external, device=device, echo=echo)
 
-    def report(self, *, out: str | Path | None = None, compare: tuple[str | Path, ...] = (),
+    def report(self, *, out: str | Path | None = None, compare: tuple[str | Path | RunFolder, ...] = (),
                echo: Callable[[str], None] = print) -> Path:
         """Markdown and self-contained HTML of the run (and of the ``compare`` runs merged into it):
         top trials, the best per backbone/head, learning curves, the test split, the ensemble,

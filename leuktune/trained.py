@@ -26,7 +26,7 @@ from leuktune.metrics.calibration import rescale
 from leuktune.metrics import split_scores
 from leuktune.models.classifier import Classifier, build_model
 from leuktune.results import EnsembleRecord
-from leuktune.runfolder import RunFolder
+from leuktune.runfolder import RunFolder, RunFolderError
 from leuktune.training import checkpoint
 from leuktune.training.device import BatchSource, DeviceSetup
 from leuktune.training.probabilities import class_probabilities
@@ -344,10 +344,11 @@ def _temperature(location: str, run: RunFolder | None) -> float:
 
 
 def _run_of(location: str | Path) -> RunFolder | None:
-    """The run folder a location is (or whose leaderboard file it is), or None."""
-    parent, name = uris.split_last(location)
-    folder = RunFolder.at(parent if name == runfolder.LEADERBOARD else location)
-    return RunFolder.existing(folder.uri()) if folder.exists(runfolder.CONFIG) else None
+    """The run folder a location is (or whose leaderboard file it is), or None (a checkpoint's folder)."""
+    try:
+        return leaderboard.run_folder(location)
+    except RunFolderError:
+        return None
 
 
 def load_model(source, *, device: str | torch.device | None = None,
@@ -361,7 +362,7 @@ def load_model(source, *, device: str | torch.device | None = None,
     >>> model = leuktune.load_model(board.iloc[0])  # doctest: +SKIP
     >>> ensemble = leuktune.load_model("runs/synthetic-default", trial="ensemble")  # doctest: +SKIP
     """
-    temperature = None
+    temperature, run = None, None
     if isinstance(source, (str, Path)):
         run = _run_of(source)
         if run is None and trial:
@@ -384,7 +385,7 @@ def load_model(source, *, device: str | torch.device | None = None,
     location = str(source)  # the checkpoint's folder, given as it or as its checkpoint.pt
     if location.rstrip("/").endswith(checkpoint.FILE):
         location = location.rstrip("/")[: -len(checkpoint.FILE) - 1]
-    run = RunFolder.enclosing(location)
+    run = run or RunFolder.enclosing(location)  # the run its row came from, else found above the checkpoint
     temperature = _temperature(location, run) if temperature is None else temperature
     if checkpoint.folds_of(location):
         return load_folds(location, device=device, run=run, temperature=temperature)

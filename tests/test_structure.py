@@ -220,7 +220,7 @@ COMMANDS = {
     "search": ("leuktune.cli.search", "leuktune.tuning.driver:search", lambda tmp: []),
     "data": ("leuktune.cli.data", "leuktune.data.check:check_data", lambda tmp: []),
     "evaluate": ("leuktune.cli.evaluate", "leuktune.run:Run.open", lambda tmp: [str(tmp)]),
-    "report": ("leuktune.cli.report", "leuktune.run:Run.open", lambda tmp: [str(tmp)]),
+    "report": ("leuktune.cli.report", "leuktune.leaderboard:run_folder", lambda tmp: [str(tmp)]),
     "predict": ("leuktune.cli.predict", "leuktune.run:Run.open", lambda tmp: ["--run", str(tmp), _image(tmp)]),
     "export": ("leuktune.cli.export", "leuktune.run:Run.open", lambda tmp: ["--run", str(tmp)]),
     "bench": ("leuktune.cli.bench", "leuktune.cli.bench:_run", lambda tmp: ["cache"]),

@@ -14,11 +14,6 @@ examples:
 """
 
 
-def _run_of(location: str) -> str:
-    """A run folder given as itself or as its leaderboard.parquet."""
-    return location.rstrip("/").removesuffix("/leaderboard.parquet")
-
-
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leuktune.report", epilog=EXAMPLES,
@@ -31,9 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder (default: <run>/report for a local run)")
     args = parser.parse_args(argv)
     # imported after the arguments are parsed: --help answers at once, without torch or Ray
+    from leuktune.leaderboard import run_folder
     from leuktune.run import Run
 
-    first, *others = args.runs
-    path = Run.open(_run_of(first)).report(out=args.out, compare=tuple(_run_of(o) for o in others))
+    first, *others = (run_folder(location) for location in args.runs)
+    path = Run(first).report(out=args.out, compare=tuple(others))
     print(f"[leuktune] report: {path} and {path.with_suffix('.md')}")
     return 0

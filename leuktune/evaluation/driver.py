@@ -28,7 +28,6 @@ def evaluate(folder, *, top: int | None = None, cv: int | None = None, trial: st
     trial has been). ``folder`` is the run's ``RunFolder`` where it is now. Returns the
     leaderboard, best first. See ``leuktune.Run.evaluate``."""
     with SearchLock(folder):  # not while a search writes the same run
-        leaderboard.migrate(folder)  # a run of an earlier release gets each stage's table first
         if external is None:
             return evaluate_run(folder, top=top, cv=cv, trial=trial, device=device, echo=echo)
         if cv is not None or trial is not None:
@@ -50,7 +49,7 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
                  device: str | None = None, data=None, echo: Callable[[str], None] = print) -> pd.DataFrame:
     """``evaluate`` on the test split, for a folder this process already holds (the search calls it
     when it ends, with the ``data`` its trials ran on; otherwise the run's data is read back)."""
-    leaderboard.migrate(folder)
+    leaderboard.migrate(folder)  # a run of an earlier release gets each stage's table first
     cfg = folder.config()
     board = leaderboard.load(folder.uri())
     if trial == ENSEMBLE_ID:

@@ -30,7 +30,7 @@ from leuktune.data.sources import DataError
 from leuktune.evaluation.bootstrap import metric_rows
 from leuktune.evaluation.patients import VARIANT as PATIENT, patient_figures
 from leuktune.metrics.calibration import rescale
-from leuktune import runfolder, uris
+from leuktune import leaderboard, runfolder, uris
 from leuktune.trained import load_model
 
 SOURCES = ("imagefolder", "cnmc", "allidb", "csv")
@@ -195,12 +195,11 @@ def summary(metrics: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
 def results(folder, board: pd.DataFrame) -> pd.DataFrame:
     """Every external set the run holds, read back: ``summary`` of their metrics tables (empty
     before the first)."""
-    names = [n for n in folder.listdir(folder.file(runfolder.EXTERNAL)) if n.endswith(".parquet") and n.count(".") == 1]
-    if not names:
+    metrics = leaderboard.external_metrics(folder)
+    if metrics.empty:
         return pd.DataFrame(columns=["set", "trial_id", "images", "internal_test_balanced_accuracy",
                                      "external_balanced_accuracy", "low", "high"])
-    return summary(pd.concat([folder.read_frame(f"{runfolder.EXTERNAL}/{n}") for n in names], ignore_index=True),
-                   board)
+    return summary(metrics, board)
 
 
 def _figure(value: float, low: float, high: float) -> str:

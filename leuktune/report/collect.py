@@ -53,13 +53,6 @@ def _table(folders: list[RunFolder], name: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _external(folder: RunFolder) -> pd.DataFrame:
-    """The first run's external sets' metrics tables (not their predictions)."""
-    names = [n for n in folder.listdir(folder.file(runfolder.EXTERNAL)) if n.endswith(".parquet") and n.count(".") == 1]
-    frames = [folder.read_frame(f"{runfolder.EXTERNAL}/{n}") for n in names]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 def collect(runs: list[str | Path | RunFolder]) -> Inputs:
     folders = [run if isinstance(run, RunFolder) else leaderboard.run_folder(run) for run in runs]
     board = leaderboard.load([f.uri() for f in folders])
@@ -67,4 +60,5 @@ def collect(runs: list[str | Path | RunFolder]) -> Inputs:
     config = first.saved_config() if first.exists(runfolder.CONFIG) else ExperimentConfig()
     return Inputs(folders, config, board, _table(folders, runfolder.HISTORY), _table(folders, runfolder.EVALUATION),
                   _table(folders, runfolder.PREDICTIONS), _table(folders, runfolder.CV), _table([first], runfolder.SPLIT),
-                  _table([first], runfolder.REJECTED), _table([first], runfolder.NEAR_DUPLICATES), _external(first))
+                  _table([first], runfolder.REJECTED), _table([first], runfolder.NEAR_DUPLICATES),
+                  leaderboard.external_metrics(first))

@@ -101,8 +101,7 @@ class RunFolder:
         if not folder.exists(CONFIG):
             raise RunFolderError(f"{location}: not a run folder (no {CONFIG}); a run folder is <storage.path>/<name>, "
                                  "as a search writes it")
-        cache = (folder.saved_config(validate=False).get("data") or {}).get("cache_dir")
-        return cls(folder.storage, folder.name, str(Path(cache).expanduser().absolute()) if cache else None)
+        return cls.of(folder.config())
 
     @classmethod
     def enclosing(cls, location: str | Path, levels: int = 5) -> "RunFolder | None":
