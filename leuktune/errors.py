@@ -16,6 +16,8 @@ catch those still do:
 - ``FolderInUse`` (leuktune.runfolder.lock): a run folder a live search holds;
 - ``ClusterUnreachable`` (leuktune.runtime): a Ray address that does not answer;
 - ``SearchError`` (leuktune.search): a search that cannot run as configured;
+- ``StudyError`` (leuktune.study): a study database that cannot be reached, or a run without a study;
+- ``TrackingError`` (leuktune.tracking): a tracking server (MLflow) that does not answer;
 - ``ExportError`` (leuktune.export): an export that cannot be made or does not match PyTorch.
 """
 

@@ -1,8 +1,9 @@
 """Every use of a private name of Ray or Optuna, in one place.
 
 leuktune reaches into two frameworks where their public API offers no way to do the job:
-Ray Tune's ``OptunaSearch`` keeps its Optuna study and trials in underscore attributes (the
-searcher tells Optuna what ASHA saw, leuktune.tuning.searcher), ``ASHAScheduler`` its metric,
+Ray Tune's ``OptunaSearch`` keeps its Optuna study, storage and trials in underscore attributes (the
+searcher tells Optuna what ASHA saw and reopens its study from the database on a resume,
+leuktune.tuning.searcher), Optuna names a trial in its database by a private id, ``ASHAScheduler`` its metric,
 mode, time attribute, last rung and count of stopped trials (leuktune.tuning.scheduler feeds it
 a score and spares the search's starts), Ray Train logs every report through a logger that
 only its private module names, Ray's private services say which local cluster ``ray start``
@@ -20,8 +21,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-# OptunaSearch's state: the study, the Optuna trial of each Tune trial id, the ids it has told.
-OPTUNA_SEARCH_ATTRIBUTES = ("_ot_study", "_ot_trials", "_completed_trials")
+# OptunaSearch's state: the study, the Optuna trial of each Tune trial id, the ids it has told, the storage.
+OPTUNA_SEARCH_ATTRIBUTES = ("_ot_study", "_ot_trials", "_completed_trials", "_storage")
 # ASHAScheduler's settings (set by Tune's set_search_properties) and its count of stopped trials.
 ASHA_ATTRIBUTES = ("_metric", "_mode", "_time_attr", "_max_t", "_num_stopped")
 # Tune's storage logs every stored checkpoint at INFO under this name.
@@ -41,6 +42,33 @@ def optuna_trials(searcher: Any) -> dict[str, Any]:
 def told_trials(searcher: Any) -> set[str]:
     """The Tune trial ids whose end OptunaSearch has already told its study."""
     return searcher._completed_trials
+
+
+def optuna_search_detached(state: dict) -> dict:
+    """An OptunaSearch's pickled state without its live study and storage: each Optuna trial by its id
+    in the study's database (``optuna_search_attach`` binds them again)."""
+    return {**state, "_ot_study": None, "_storage": None,
+            "_ot_trials": {tune_id: trial._trial_id for tune_id, trial in state["_ot_trials"].items()}}
+
+
+def optuna_search_attach(searcher: Any, study: Any, storage: Any) -> None:
+    """Bind a detached OptunaSearch to ``study``: its Tune trials to their Optuna trials there (one
+    the database does not have, asked after its last copy was kept, is left out: it is not told)."""
+    import optuna  # Optuna only where a searcher is restored (see the module's docstring)
+
+    trials = {}
+    for tune_id, trial_id in searcher._ot_trials.items():
+        trial_id = trial_id if isinstance(trial_id, int) else trial_id._trial_id
+        try:
+            trials[tune_id] = optuna.trial.Trial(study, trial_id)
+        except KeyError:
+            continue
+    searcher._ot_study, searcher._storage, searcher._ot_trials = study, storage, trials
+
+
+def optuna_trial_id(frozen: Any) -> int:
+    """A ``FrozenTrial``'s id in its study's database (what ``optuna.trial.Trial(study, id)`` takes)."""
+    return frozen._trial_id
 
 
 def asha_settings(scheduler: Any) -> tuple[str, str, str, int]:

@@ -80,6 +80,22 @@ class Run:
         folder = self.folder
         return folder.read_frame(runfolder.HISTORY) if folder.exists(runfolder.HISTORY) else pd.DataFrame()
 
+    def study(self):
+        """The search's Optuna study (``optuna.Study``), read from where the run keeps it (its
+        ``study.db``, or the database ``search.study.storage`` names): every trial with its parameters,
+        each epoch's value, its state (PRUNED where ASHA stopped it, FAIL where it failed) and user
+        attributes ``trial_id``, ``node`` and ``checkpoint``. Optuna's own tools take it from here;
+        ``python -m leuktune.dashboard RUN`` serves optuna-dashboard on it.
+
+        >>> study = Run.open("runs/synthetic-default").study()  # doctest: +SKIP
+        >>> optuna.importance.get_param_importances(study)  # doctest: +SKIP
+        >>> study.trials_dataframe()[["number", "state", "value", "user_attrs_trial_id"]]  # doctest: +SKIP
+        """
+        # Optuna only when the study is read
+        from leuktune.study import load
+
+        return load(self.folder)
+
     def model(self, *, trial: str | None = None, device: str | None = None):
         """The trained model of a trial (default: the best with a checkpoint; ``trial="ensemble"``:
         the weighted ensemble of the best trials), with ``predict``, ``evaluate`` and ``probabilities``.

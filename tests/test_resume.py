@@ -11,6 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+import leuktune
+
 from conftest import tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -56,6 +58,10 @@ def test_a_search_killed_after_its_first_trial_resumes_with_every_trial_once(tmp
     before = pd.read_parquet(run / "leaderboard.parquet")
     assert 1 <= len(before) < 4
 
+    ended_before = {t.user_attrs["trial_id"]: (t.number, t.state) for t in leuktune.Run.open(run).study().trials
+                    if t.state.is_finished()}
+    assert ended_before
+
     # Starting it again without --resume is refused: the folder holds a search.
     again = subprocess.run(cli(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "already holds a search; --resume" in again.stderr
@@ -73,6 +79,20 @@ def test_a_search_killed_after_its_first_trial_resumes_with_every_trial_once(tmp
     # a trial that was running when the driver died went on from its checkpoint, not from scratch
     assert history["resumed_from_epoch"].max() >= 1
     assert not (run / "search.lock").exists() and not list((run / "history").glob("*.parquet"))
+
+    # The same study went on: the trials it had ended keep their numbers, and every trial is in it once
+    # (a trial asked just before the kill, which Tune never recorded, is FAIL and marked lost)
+    study = leuktune.Run.open(run).study()
+    ran = [t for t in study.trials if "lost" not in t.user_attrs]
+    assert sorted(t.user_attrs["trial_id"] for t in ran) == sorted(board["trial_id"])
+    assert all(t.state.name == "COMPLETE" for t in ran), [(t.number, t.state.name) for t in study.trials]
+    assert all(t.state.name == "FAIL" for t in study.trials if "lost" in t.user_attrs)
+    now = {t.user_attrs["trial_id"]: (t.number, t.state) for t in ran}
+    assert all(now[trial_id] == ended for trial_id, ended in ended_before.items())
+    checkpoints = dict(zip(board["trial_id"], board["checkpoint_uri"]))
+    for t in ran:  # each epoch's value once, the epochs of a trial resumed midway included
+        assert sorted(t.intermediate_values) == list(range(1, EPOCHS + 1)), t.number
+        assert t.user_attrs["checkpoint"] == checkpoints[t.user_attrs["trial_id"]].removeprefix(f"{run}/")
 
 
 def test_resume_without_a_search_and_a_second_live_search_are_refused(tmp_path):

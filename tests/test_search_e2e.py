@@ -3,7 +3,6 @@
 import contextlib
 import io
 import json
-import pickle
 
 import duckdb
 import numpy as np
@@ -12,10 +11,10 @@ import pandas as pd
 import polars
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 import leuktune
 from conftest import tiny_overrides
-from leuktune import internals
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
 from leuktune.cli.search import main
@@ -124,16 +123,31 @@ def test_optuna_learned_what_asha_saw(searched):
             assert t.value in set(board["val_balanced_accuracy"])
 
 
+def test_the_study_in_the_run_folder_holds_every_trial_once_with_where_it_ran(searched):
+    run, board, _ = searched
+    assert (run / "study.db").is_file()
+    study = optuna_study(run)
+    assert study.study_name == "tiny" and study.metric_names == ["val_balanced_accuracy"]
+    by_trial = {t.user_attrs["trial_id"]: t for t in study.trials}
+    assert len(by_trial) == len(study.trials) == len(board) and set(by_trial) == set(board["trial_id"])
+    history = pd.read_parquet(run / "history.parquet")
+    for row in board.itertuples():
+        trial = by_trial[row.trial_id]
+        assert trial.params == {"lr": row.lr, "backbone": row.backbone}
+        assert trial.user_attrs["checkpoint"] == row.checkpoint_uri.removeprefix(f"{run}/")  # relative to the run
+        assert trial.user_attrs["node"] == ray.util.get_node_ip_address()
+        epochs = history[history["trial_id"] == row.trial_id]
+        assert trial.intermediate_values == dict(zip(epochs["epoch"], epochs["val_balanced_accuracy"]))
+
+
 def split_rows(run, name):
     split = pd.read_parquet(run / "split.parquet")
     return split[split["split"] == name]
 
 
 def optuna_study(run):
-    """The Optuna study as the search's searcher left it (Ray Tune saves it with the search)."""
-    (state,) = (run / "tune").glob("searcher-state-*.pkl")
-    with open(state, "rb") as f:
-        return internals.optuna_study(pickle.load(f))
+    """The search's Optuna study, from the database the run keeps it in (its study.db)."""
+    return leuktune.Run.open(run).study()
 
 
 def test_readers_of_every_kind_open_both_tables(tmp_path, ray_runtime):

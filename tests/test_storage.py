@@ -3,8 +3,12 @@
 import pyarrow.fs as pafs
 import pytest
 
+import optuna
+
 import leuktune
 from conftest import s3_server, tiny_overrides
+from leuktune.runfolder import RunFolder
+from leuktune.tuning import studies
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +23,7 @@ def bucket():
 def test_a_search_keeps_its_run_folder_in_the_bucket(bucket, tmp_path, ray_runtime):
     overrides = tiny_overrides("unused") + [
         f"storage.path={bucket}", f"data.cache_dir={tmp_path / 'cache'}", "train.epochs=1",
-        "search.scheduler.asha=null"]
+        "search.scheduler.asha=null", "tracking.tensorboard=true"]
     board = leuktune.search(overrides=overrides, echo=lambda message: None)
     assert len(board) == 2 and (board["status"] == "completed").all()
     fs, root = pafs.FileSystem.from_uri(bucket)
@@ -36,3 +40,19 @@ def test_a_search_keeps_its_run_folder_in_the_bucket(bucket, tmp_path, ray_runti
     assert best["checkpoint_uri"].startswith("s3://testing:testing@cells/runs/tiny/")
     model = leuktune.load_model(best, device="cpu")
     assert model.evaluate("val")["val_balanced_accuracy"] == pytest.approx(best["val_balanced_accuracy"], rel=1e-4)
+
+    # The study: SQLite on the driver's disk while the search ran, its copy in the bucket after each change
+    run = RunFolder.existing(bucket.replace('/runs?', '/runs/tiny?'))
+    assert "study.db" in stored and run.study_file.is_relative_to(tmp_path / "cache")
+    driver_copy = run.study_file.read_bytes()
+    run.study_file.unlink()  # another machine: the study is read from the bucket's copy
+    study = leuktune.Run.open(run.uri()).study()
+    assert sorted(t.user_attrs["trial_id"] for t in study.trials) == sorted(board["trial_id"])
+    assert {t.state.name for t in study.trials} == {"COMPLETE"} and not run.study_file.exists()  # a read writes nothing
+    # --resume on a new head starts from the bucket's copy
+    studies.prepare(run.config(), run, resume=True, echo=lambda message: None)
+    resumed = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run.study_file}")
+    assert [t.number for t in resumed.trials] == [t.number for t in study.trials] and driver_copy
+    # TensorBoard's event files of each trial, copied up as they were written
+    assert {p.split("/")[1] for p in stored if p.startswith("tensorboard/") and "events.out.tfevents" in p} \
+        == set(board["trial_id"])

@@ -59,15 +59,15 @@ LAYERS = [
     {"metrics", "uris", "errors", "internals"},
     {"config", "results", "runtime"},
     {"models", "runfolder"},
-    {"data", "leaderboard"},
+    {"data", "leaderboard", "study", "tracking"},
     {"training"},
     {"trained"},
     {"evaluation", "export"},
     {"tuning", "report"},
     {"run"},
     {"bench"},
-    # the command lines; leuktune/search.py, evaluate.py and predict.py are what python -m runs
-    {"cli", "search", "evaluate", "predict"},
+    # the command lines; leuktune/search.py, evaluate.py, predict.py and dashboard.py are what python -m runs
+    {"cli", "search", "evaluate", "predict", "dashboard"},
 ]
 LAYER = {unit: height for height, units in enumerate(LAYERS) for unit in units}
 

@@ -7,7 +7,7 @@ with every distribution replaced by the value Optuna drew (``ExperimentConfig.wi
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import Field, model_validator
@@ -65,6 +65,16 @@ class StorageConfig(Strict):
     path: str = "runs"
 
 
+class TrackingConfig(Strict):
+    """Where else a search's trials are followed (leuktune.tracking); the study itself is search.study."""
+
+    # An MLflow tracking server (http://host:5000, or a file/database URI MLflow takes): one MLflow
+    # run per trial, under an experiment of this experiment's name. Needs pip install 'leuktune[mlflow]'.
+    mlflow: Optional[str] = None
+    # TensorBoard event files per trial under <run>/tensorboard/<trial_id> (tensorboard --logdir <run>/tensorboard).
+    tensorboard: bool = False
+
+
 # The sections whose fields may be searched. Leaf names are unique across them,
 # so a searched field is known by its leaf name in Optuna, Tune and the leaderboard.
 SEARCHABLE_SECTIONS = ("model", "train")
@@ -84,6 +94,7 @@ class ExperimentConfig(Strict):
     resources: ResourcesConfig = ResourcesConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     storage: StorageConfig = StorageConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="before")
     @classmethod

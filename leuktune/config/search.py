@@ -64,6 +64,15 @@ class SchedulerConfig(Strict):
     asha: Optional[AshaConfig] = AshaConfig()
 
 
+class StudyConfig(Strict):
+    # Where the search's Optuna study is kept (parameters, every epoch's value, states, and each trial's
+    # id, node and checkpoint; leuktune.study): null: an SQLite file of the run folder (study.db),
+    # or an SQLAlchemy URL, e.g. postgresql://user:password@db.lab:5432/optuna for a lab's shared server.
+    storage: Optional[str] = None
+    # The study's name in that database; null: the experiment's name.
+    name: Optional[str] = None
+
+
 class SearchConfig(Strict):
     # The metric the search optimises: ASHA judges it, each trial keeps its best epoch by it (train.keep),
     # the leaderboard ranks by it.
@@ -91,6 +100,11 @@ class SearchConfig(Strict):
     # its model averages the K (leuktune.data.folds). auto: 5 folds below 3000 training and
     # validation images, else off; null: off.
     cv: Union[Annotated[int, Field(ge=2)], Literal["auto"], None] = None
+    study: StudyConfig = StudyConfig()
+    # Earlier runs (folders or URIs) whose completed trials start this search's study (Optuna's
+    # add_trials): the parameters both spaces search, where the earlier value lies in this space.
+    # Their search.metric must be this one's.
+    warm_start: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod

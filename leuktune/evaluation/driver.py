@@ -10,7 +10,7 @@ from typing import Callable
 
 import pandas as pd
 
-from leuktune import leaderboard, runfolder
+from leuktune import leaderboard, runfolder, tracking
 from leuktune.config import ConfigError
 from leuktune.data.prepare import prepare
 from leuktune.evaluation import cv as crossval
@@ -70,6 +70,7 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
     split = folder.read_frame(runfolder.SPLIT)
     scored, figures, predictions = final_evaluation(cfg, chosen, data, split, echo, device)
     _store(folder, runfolder.TEST, [figures.to_row() for figures in scored], chosen["trial_id"], leaderboard.TEST)
+    tracking.record_test_figures(cfg, [figures.to_row() for figures in scored], echo)
     _store(folder, runfolder.EVALUATION, figures, chosen["trial_id"])
     _store(folder, runfolder.PREDICTIONS, pd.concat(predictions, ignore_index=True), chosen["trial_id"])
     if trial is None:

@@ -4,7 +4,8 @@
 own table (the search's ``trials.parquet`` and ``history.parquet``; the final evaluation's
 ``test.parquet``, ``evaluation.parquet``, ``test_predictions.parquet``, ``ensemble.json`` and
 ``cv.parquet``; ``external/``), the ``leaderboard.parquet`` derived from them (leuktune.leaderboard),
-``rejected.parquet`` and ``near_duplicates.parquet`` when there are any, Ray Tune's state and the
+``rejected.parquet`` and ``near_duplicates.parquet`` when there are any, the search's Optuna study
+``study.db`` (leuktune.study), TensorBoard's event files under ``tensorboard/`` when asked for, Ray Tune's state and the
 trials' checkpoints under ``tune/`` (and ``trials/`` for Ray Train launched trials), and the report
 under ``report/``. ``storage.path`` is a local folder or a URI (leuktune.uris). Decoded images,
 frozen backbones' features and the built-in data set stay on this machine's disk (``data.cache_dir``).
@@ -42,6 +43,8 @@ TEST = "test.parquet"  # the final evaluation's: a row per model scored on the t
 ENSEMBLE = "ensemble.json"  # the weighted ensemble of the best trials: members, weights, temperatures
 EXTERNAL = "external"  # external test sets: <name>.parquet (metrics), <name>.predictions.parquet
 HISTORY = "history.parquet"
+STUDY = "study.db"  # the search's Optuna study (SQLite), unless search.study.storage names a database
+TENSORBOARD = "tensorboard"  # tracking.tensorboard: one folder of event files per trial
 REJECTED = "rejected.parquet"
 NEAR_DUPLICATES = "near_duplicates.parquet"
 LOCK = "search.lock"
@@ -191,6 +194,17 @@ class RunFolder:
     def trials(self) -> str:
         """Where Ray Train launched trials keep their checkpoints, one folder per trial id."""
         return self.file(TRIALS)
+
+    @property
+    def study_file(self) -> Path:
+        """The SQLite file of the run's study on this machine: in the run folder, or for a bucket run
+        on the driver's disk (SQLite needs a file it can lock), one per run URI (leuktune.study)."""
+        if self.local:
+            return Path(self.file(STUDY))
+        import hashlib  # only a bucket run's study needs a key for its URI
+
+        key = hashlib.sha256(self.uri().encode()).hexdigest()[:16]
+        return self._local_root() / "studies" / f"{self.name}-{key}" / STUDY
 
     @property
     def cache(self) -> Path:

@@ -1,5 +1,6 @@
 """Tune's per-trial results -> the search's tables (``trials.parquet``, ``history.parquet``,
-and the leaderboard derived from them), and one progress line per trial-epoch on the console.
+and the leaderboard derived from them), one progress line per trial-epoch on the console, and the
+same records to whatever follows the search (the study's user attributes, MLflow, TensorBoard).
 
 The callback runs in the driver. Each epoch's row is stored at once in the trial's own small
 file (``history/<trial>.parquet``), so a search whose driver dies loses nothing a resumed search
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import ray.cloudpickle
@@ -55,8 +56,14 @@ def describe_error(trial) -> str:
 class LeaderboardCallback(tune.Callback):
     """Turns Tune's per-trial results into leaderboard and history rows."""
 
-    def __init__(self, cfg: ExperimentConfig, folder: RunFolder, data_fingerprint: str, echo=echo):
+    def __init__(self, cfg: ExperimentConfig, folder: RunFolder, data_fingerprint: str, echo=echo,
+                 study_notes: Callable[..., None] | None = None, followers: list | None = None):
+        """``study_notes(trial_id, **attributes)`` sets user attributes of the trial in the search's
+        study (its node, its best checkpoint); ``followers`` (leuktune.tracking) get each trial's
+        start, epochs and end."""
         self.cfg = cfg
+        self.study_notes = study_notes
+        self.followers = followers or []
         self.folder = folder
         self.fingerprint = data_fingerprint
         self.hyperparameters = list(cfg.searched())
@@ -79,6 +86,8 @@ class LeaderboardCallback(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._started.setdefault(trial.trial_id, (_now(), time.monotonic()))
+        drawn = {k: trial.config.get(k) for k in self.hyperparameters if k in trial.config}
+        self._tell_followers("trial_started", trial.trial_id, drawn)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         report = EpochReport.from_result(result)
@@ -93,6 +102,12 @@ class LeaderboardCallback(tune.Callback):
         except Exception as err:  # noqa: BLE001 - reported; the trial goes on
             self._warn(f"could not store epoch {report.epoch} of trial {trial.trial_id}", err,
                        "tried again with its next epoch or when it ends")
+        self._tell_followers("epoch", trial.trial_id, report)
+        if self.study_notes is not None:
+            # the study says where a trial runs and where its best checkpoint is, as the leaderboard will
+            best = find_checkpoint(self.cfg, self.folder, trial.path, trial.trial_id, report.improved_epoch) \
+                if report.improved_epoch else None
+            self._note(trial.trial_id, node=result.get("node_ip"), checkpoint=self.folder.relative(best))
         if report.checkpoint_error:
             self.echo(f"[leuktune] WARNING: trial {trial.trial_id} could not write its checkpoint of epoch "
                       f"{report.epoch} ({report.checkpoint_error}); it goes on, resumable from its last checkpoint")
@@ -128,6 +143,7 @@ class LeaderboardCallback(tune.Callback):
             data_fingerprint=self.fingerprint, error=error, error_file=trial.error_file if error else None)
         row = record.to_row()
         self._write(row, results, trial.trial_id)
+        self._tell_followers("trial_ended", record)
         drawn = " ".join(f"{k}={_short(trial.config.get(k))}" for k in self.hyperparameters if k in trial.config)
         metric = self.cfg.search.metric
         score = f"{metric}={best.value(metric):.4f}" if best else "no metrics"
@@ -165,6 +181,25 @@ class LeaderboardCallback(tune.Callback):
             self._unwritten.clear()
         except Exception as err:  # noqa: BLE001 - reported; the search goes on
             self._warn(f"could not record trial {trial_id}", err, "tried again when the next trial ends")
+
+    def _note(self, trial_id: str, /, **attributes) -> None:
+        try:
+            self.study_notes(trial_id, **attributes)
+        except Exception as err:  # noqa: BLE001 - reported; the trial goes on
+            self._warn(f"could not note {', '.join(attributes)} of trial {trial_id} in the study", err,
+                       "noted again with its next epoch")
+
+    def _tell_followers(self, event: str, *args) -> None:
+        for follower in self.followers:
+            try:
+                getattr(follower, event)(*args)
+            except Exception as err:  # noqa: BLE001 - a tracker down mid-search must not end it
+                self.echo(f"[leuktune] WARNING: {type(follower).__name__} missed a trial's {event.replace('_', ' ')} "
+                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); the search goes on")
+
+    def on_experiment_end(self, trials, **info):
+        for follower in self.followers:
+            follower.close()
 
     def _warn(self, what: str, err: Exception, then: str) -> None:
         self.echo(f"[leuktune] WARNING: {what} in {self.folder.uri()} ({type(err).__name__}: {err}); {then}")

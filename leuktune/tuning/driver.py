@@ -40,8 +40,12 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
     (``leuktune.evaluate``).
     ``resume=True`` continues the interrupted search of the same run folder (its own saved
     configuration): finished trials are not run again, unfinished ones go on from their last
-    checkpoint, the searcher keeps what it learned. A bad configuration raises ``ConfigError``
-    and bad data ``DataError``, both before any trial starts; a folder that a live search is
+    checkpoint, the searcher keeps what it learned and goes on with the same study. The study is in
+    a database (``search.study``: the run's ``study.db`` by default; ``leuktune.Run.study``), started
+    from earlier runs' trials with ``search.warm_start``; ``tracking`` sends each trial to MLflow or
+    TensorBoard as well. A bad configuration raises ``ConfigError``
+    and bad data ``DataError``, a study database or tracking server that cannot be reached
+    ``StudyError`` or ``TrackingError``, all before any trial starts; a folder that a live search is
     using, or that holds another search, raises ``SearchError``.
 
     >>> import leuktune
@@ -49,13 +53,14 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
     >>> board[["trial_id", "backbone", "val_balanced_accuracy"]].head()  # doctest: +SKIP
     """
     # Imported here so that a configuration error costs a second, not a Ray start.
-    from leuktune import leaderboard, runfolder
+    from leuktune import leaderboard, runfolder, tracking
     from leuktune.config import load
     from leuktune.evaluation.driver import evaluate_run
     from leuktune.models import weights
     from leuktune.models.space_check import check_model_space
     from leuktune.runfolder import RunFolder
     from leuktune.runfolder.lock import FolderInUse, SearchLock
+    from leuktune.tuning import studies
     from leuktune.tuning.searcher import with_grid_size
 
     cfg = RunFolder.resolved(with_grid_size(load(config, overrides)))
@@ -70,10 +75,14 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
             echo(f"[leuktune] experiment {cfg.name!r}: {'resuming' if resume else 'searching'} "
                  f"{', '.join(cfg.searched()) or 'nothing'}; {cfg.search.num_samples} trial(s), run folder "
                  f"{folder.uri()}")
+            # the study's database and the trackers are reached before Ray starts: one error, no trial run
+            study = studies.prepare(cfg, folder, resume=resume, echo=echo)
+            followers = tracking.followers(cfg, folder)
             with runtime.ray_session(address, echo):
                 _check_storage_is_shared(folder)
                 data = prepare_data(cfg, echo)
-                run_trials(with_folds(cfg, data, echo), data, echo, resume=resume)
+                run_trials(with_folds(cfg, data, echo), data, echo, resume=resume, study=study, followers=followers)
+            studies.close_lost(study)
             if not folder.exists(runfolder.LEADERBOARD):
                 raise SearchError(f"no trial of {cfg.name!r} finished; see the Ray output above")
             if cfg.evaluate.top_k:  # the test split is read here, and only here
@@ -161,11 +170,14 @@ def with_folds(cfg, data, echo: Callable[[str], None] = runtime.echo):
     return cfg.model_copy(update={"search": cfg.search.model_copy(update={"cv": cv})})
 
 
-def run_trials(cfg, data, echo: Callable[[str], None] = runtime.echo, callbacks: tuple = (), resume: bool = False):
+def run_trials(cfg, data, echo: Callable[[str], None] = runtime.echo, callbacks: tuple = (), resume: bool = False,
+               study=None, followers: list | None = None):
     """Run every trial of a validated, resolved config on its prepared ``data``, on the Ray this
-    process is connected to; Tune's ResultGrid. ``callbacks`` are extra Tune callbacks."""
+    process is connected to; Tune's ResultGrid. ``callbacks`` are extra Tune callbacks; ``study``
+    where the searcher keeps its study (None: in memory), ``followers`` trackers (leuktune.tracking)."""
     # leuktune.search is read without running a search (help(), the API's names): Ray and torch only when one runs
     from leuktune.runfolder import RunFolder
     from leuktune.tuning.tuner import build_tuner
 
-    return build_tuner(cfg, data, RunFolder.of(cfg), echo=echo, callbacks=callbacks, resume=resume).fit()
+    return build_tuner(cfg, data, RunFolder.of(cfg), echo=echo, callbacks=callbacks, resume=resume, study=study,
+                       followers=followers).fit()

@@ -11,6 +11,7 @@ from leuktune.data.cache import CachedDataset
 from leuktune import runfolder
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import echo
+from leuktune.study import StudyPlace
 from leuktune.tuning.callback import LeaderboardCallback
 from leuktune.tuning.scheduler import ScoredASHA
 from leuktune.tuning.searcher import make_searcher
@@ -18,10 +19,13 @@ from leuktune.training import trainer
 
 
 def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, echo=echo,
-                callbacks: tuple = (), resume: bool = False) -> tune.Tuner:
+                callbacks: tuple = (), resume: bool = False, study: StudyPlace | None = None,
+                followers: list | None = None) -> tune.Tuner:
     """The search's Tuner, or with ``resume`` the interrupted one restored from the run folder
-    (its searcher, scheduler, callbacks and trials as they were). ``cfg`` must have an
-    absolute storage path (RunFolder.resolved)."""
+    (its searcher, scheduler, callbacks and trials as they were; its study reopened where it is).
+    ``cfg`` must have an absolute storage path (RunFolder.resolved); ``study``: where the searcher
+    keeps its study (leuktune.tuning.studies.prepare), None: in memory; ``followers``: trackers
+    (leuktune.tracking.followers)."""
     search = cfg.search
     asha = search.scheduler.asha
     # ASHA counts validated epochs (train.validate_every): each report is one.
@@ -33,14 +37,16 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, e
     if resume:
         return tune.Tuner.restore(folder.tune, trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=False, storage_filesystem=folder.fs)
+    searcher = make_searcher(cfg, study)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric=search.metric, mode=search.mode, search_alg=make_searcher(cfg), scheduler=scheduler,
+            metric=search.metric, mode=search.mode, search_alg=searcher, scheduler=scheduler,
             num_samples=search.num_samples, max_concurrent_trials=trainer.concurrent_trials(cfg, echo),
             reuse_actors=trainer.reuse_actors(cfg),
         ),
         run_config=trainer.tune_run_config(
             cfg, folder, runfolder.TUNE, verbose=1,
-            callbacks=[LeaderboardCallback(cfg, folder, data.fingerprint, echo=echo), *callbacks]),
+            callbacks=[LeaderboardCallback(cfg, folder, data.fingerprint, echo=echo, study_notes=searcher.note,
+                                           followers=followers), *callbacks]),
     )

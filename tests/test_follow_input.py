@@ -1,0 +1,57 @@
+"""Bad input to following a search: one error before any trial, naming what cannot be reached."""
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_overrides
+from leuktune.cli.dashboard import main as dashboard
+from leuktune.config import load
+
+
+def _search(tmp_path, *overrides):
+    args = [a for o in [*tiny_overrides(tmp_path / "runs"), *overrides] for a in ("--set", o)]
+    return subprocess.run([sys.executable, "-m", "leuktune.search", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://leuk:secret@127.0.0.1:1/optuna", "postgresql://leuk:***@127.0.0.1:1/optuna"),
+    ("sqlite:////nonexistent-folder/studies/study.db", "sqlite:////nonexistent-folder/studies/study.db"),
+])
+def test_a_study_database_that_cannot_be_reached_is_one_error_before_any_trial(tmp_path, url, shown):
+    failed = _search(tmp_path, f"search.study.storage={url}")
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    assert f"error: search.study.storage {shown}: cannot open the study database (" in failed.stderr
+    assert "secret" not in failed.stderr + failed.stdout
+    assert not (tmp_path / "runs" / "tiny" / "tune").exists()  # no trial ran (Ray was not started)
+
+
+def test_an_mlflow_server_that_does_not_answer_is_one_error_before_any_trial(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    failed = _search(tmp_path, f"tracking.mlflow=http://127.0.0.1:{port}")
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    assert f"error: tracking.mlflow http://127.0.0.1:{port}: cannot reach the MLflow tracking server (" in failed.stderr
+    assert not (tmp_path / "runs" / "tiny" / "tune").exists()
+
+
+def test_the_dashboard_of_a_run_without_a_study_says_so(tmp_path, capsys):
+    run = tmp_path / "runs" / "earlier"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(load(None, ["name=earlier"]).to_yaml())
+    assert dashboard([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {run}: no study 'earlier' ({run} has no study.db)" in err
+    assert not (run / "study.db").exists()  # asking made no empty database
+    assert dashboard([str(tmp_path / "nothing")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_the_dashboards_help_shows_a_working_example():
+    shown = subprocess.run([sys.executable, "-m", "leuktune.dashboard", "--help"], capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0 and "python -m leuktune.dashboard runs/synthetic-default" in shown.stdout
