@@ -9,6 +9,7 @@ import pytest
 from conftest import tiny_overrides
 from leuktune.cli.dashboard import main as dashboard
 from leuktune.config import load
+from leuktune.tuning.dryrun import dry_run
 
 
 def _search(tmp_path, *overrides):
@@ -55,3 +56,15 @@ def test_the_dashboards_help_shows_a_working_example():
     shown = subprocess.run([sys.executable, "-m", "leuktune.dashboard", "--help"], capture_output=True, text=True,
                            timeout=60)
     assert shown.returncode == 0 and "python -m leuktune.dashboard runs/synthetic-default" in shown.stdout
+
+
+def test_a_dry_run_says_where_the_study_goes_and_what_would_stop_it(tmp_path):
+    text = dry_run(None, [f"storage.path={tmp_path / 'runs'}", "tracking.tensorboard=true",
+                          "search.study.storage=sqlite:////nonexistent-folder/study.db"])
+    assert "study 'synthetic-default': sqlite:////nonexistent-folder/study.db\n  a search would stop here: " \
+           "search.study.storage sqlite:////nonexistent-folder/study.db: cannot open the study database" in text
+    assert f"followed by: TensorBoard event files under {tmp_path / 'runs' / 'synthetic-default'}/tensorboard" in text
+    refused = dry_run(None, [f"storage.path={tmp_path / 'runs'}", f"search.warm_start=[{tmp_path / 'nothing'}]"])
+    assert f"study 'synthetic-default': {tmp_path / 'runs' / 'synthetic-default'}/study.db (SQLite, in the run " \
+           f"folder)\n  a search would stop here: search.warm_start[0] {tmp_path / 'nothing'}: " in refused
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing

@@ -20,6 +20,8 @@ from leuktune.models import weights
 from leuktune.models.space_check import check_model_space
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import ray_session
+from leuktune.study import StudyError, StudyPlace
+from leuktune.tuning.studies import warm_trials
 from leuktune.tuning.searcher import with_grid_size
 from leuktune.training.trainer import concurrent_trials, launcher, trial_resources
 
@@ -117,8 +119,35 @@ def dry_run(config: str | Path | None = None, overrides: Sequence[str] = (), add
               + (f" ({'; '.join(n.removeprefix('[leuktune] WARNING: ') for n in notes)})" if notes else ""),
               f"at most {search.num_samples * train.epochs} trial-epochs"
               + (" (ASHA stops weak trials before)" if asha else ""),
+              *_following(cfg),
               "data:", *_data(cfg)]
     return "\n".join(lines)
+
+
+def _following(cfg) -> list[str]:
+    """Where the search's study goes and what follows it; the study's database and earlier runs are
+    read, nothing is written (a tracking server is asked when the search starts)."""
+    place = StudyPlace.of(cfg, RunFolder.of(cfg))
+    lines = [f"study {place.name!r}: " + (f"{place.folder.uri()}/study.db (SQLite, in the run folder)" if place.in_run
+                                         else place.shown())]
+    try:
+        if not place.in_run:
+            place.storage_object(create=False)
+        lines += [f"  {line.removeprefix('[leuktune] ')}" for line in _warm_start_lines(cfg)]
+    except (StudyError, ConfigError) as err:
+        lines.append(f"  a search would stop here: {err}")
+    tracking = cfg.tracking
+    if tracking.mlflow or tracking.tensorboard:
+        lines.append("followed by: " + ", ".join(
+            ([f"MLflow at {tracking.mlflow}"] if tracking.mlflow else [])
+            + ([f"TensorBoard event files under {RunFolder.of(cfg).uri()}/tensorboard"] if tracking.tensorboard else [])))
+    return lines
+
+
+def _warm_start_lines(cfg) -> list[str]:
+    said: list[str] = []
+    warm_trials(cfg, said.append)
+    return said
 
 
 def _frozen(cfg) -> list[str]:
