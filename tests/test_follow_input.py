@@ -1,14 +1,22 @@
 """Bad input to following a search: one error before any trial, naming what cannot be reached."""
 
+import pickle
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import optuna
 import pytest
 
 from conftest import tiny_overrides
 from leuktune.cli.dashboard import main as dashboard
+from leuktune import internals
 from leuktune.config import load
+from leuktune.runfolder import RunFolder
+from leuktune.study import StudyError
+from leuktune.tuning import studies
+from leuktune.tuning.searcher import make_searcher
 from leuktune.tuning.dryrun import dry_run
 
 
@@ -68,3 +76,37 @@ def test_a_dry_run_says_where_the_study_goes_and_what_would_stop_it(tmp_path):
     assert f"study 'synthetic-default': {tmp_path / 'runs' / 'synthetic-default'}/study.db (SQLite, in the run " \
            f"folder)\n  a search would stop here: search.warm_start[0] {tmp_path / 'nothing'}: " in refused
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_a_pickled_searcher_reopens_its_study_where_it_is_and_catches_up_with_it(tmp_path):
+    # Tune pickles the searcher now and then; the study in its database may be ahead when the search resumes
+    cfg = RunFolder.resolved(load(None, [f"storage.path={tmp_path / 'runs'}", "search.num_samples=4"]))
+    folder = RunFolder.of(cfg)
+    folder.makedirs()
+    searcher = make_searcher(cfg, studies.prepare(cfg, folder, resume=False, echo=lambda line: None))
+    searcher.suggest("a")
+    searcher.suggest("b")
+    saved = pickle.dumps(searcher)
+    assert b"_ot_study" in saved and b"RDBStorage" not in saved  # the live study is not in the pickle
+    searcher.on_trial_complete("a", {"epoch": 2, "finished": True, "best_value": 0.75, "diverged": False})
+    searcher.suggest("c")  # asked after the save: only the study knows it
+
+    resumed = pickle.loads(saved)
+    study = optuna.load_study(study_name=cfg.name, storage=f"sqlite:///{folder.study_file}")
+    assert sorted(internals.optuna_trials(resumed)) == ["a", "b", "c"]
+    assert internals.told_trials(resumed) == {"a"}  # its end is the study's; telling it again would fail
+    resumed.on_trial_result("c", {"epoch": 1, "val_balanced_accuracy": 0.5})
+    resumed.on_trial_complete("b", {"epoch": 2, "finished": True, "best_value": 0.5, "diverged": False})
+    states = {t.user_attrs["trial_id"]: t.state.name for t in study.get_trials()}
+    assert states == {"a": "COMPLETE", "b": "COMPLETE", "c": "RUNNING"}
+    assert study.get_trials()[2].intermediate_values == {1: 0.5}
+    studies.close_lost(studies.StudyPlace.of(cfg, folder))  # the search's end: c was never run
+    lost = study.get_trials()[2]
+    assert lost.state.name == "FAIL" and "lost" in lost.user_attrs
+
+    # a run folder moved since its search started: refused, nothing made where it was
+    folder_path = Path(folder.path)
+    folder_path.rename(tmp_path / "moved")
+    with pytest.raises(StudyError, match="a run folder moved since cannot be resumed"):
+        pickle.loads(saved)
+    assert not folder_path.exists()

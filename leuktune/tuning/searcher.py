@@ -26,7 +26,7 @@ from ray.tune.search.optuna import OptunaSearch
 from leuktune import internals
 from leuktune.config import CONDITIONS, ConfigError, ExperimentConfig
 from leuktune.results import EpochReport
-from leuktune.study import StudyPlace
+from leuktune.study import StudyError, StudyPlace
 from leuktune.tuning.optuna_space import DefineByRun
 
 
@@ -76,7 +76,11 @@ class LeuktuneSearch(OptunaSearch):
         since counts as told (its first end is the one kept); a trial asked since is found by its
         ``trial_id`` attribute (Tune goes on with it if it recorded it; if not, the search's end
         marks it lost, ``studies.close_lost``)."""
-        storage = self._place.storage_object()
+        place = self._place
+        if place.in_run and not place.folder.study_file.exists():  # SQLite would make an empty file there
+            raise StudyError(f"{place.folder.uri()}: the search's study is not at {place.folder.study_file}; a search "
+                             "resumes where it was started (a run folder moved since cannot be resumed)")
+        storage = place.storage_object(create=False)
         study = optuna.load_study(study_name=self._place.name, storage=storage, sampler=self._sampler)
         internals.optuna_search_attach(self, study, storage)
         trials, told = internals.optuna_trials(self), internals.told_trials(self)
