@@ -38,7 +38,7 @@ class LeuktuneSearch(OptunaSearch):
     def __init__(self, cfg: ExperimentConfig, sampler: optuna.samplers.BaseSampler, place: StudyPlace | None = None):
         search = cfg.search
         multi = bool(search.objectives)
-        self._place = place  # None: a study in memory (a search's dry run, the searcher's own tests)
+        self._place = place  # None: a study in memory (the benchmarks' searches, the searcher's own tests)
         self._noted: dict[str, dict[str, Any]] = {}  # user attributes already set, by Tune trial id
         self._reported: dict[str, int] = {}  # the last epoch whose value the study has, by Tune trial id
         # The default recipe and search.start_from run first (Optuna's enqueue_trial); the
@@ -81,7 +81,7 @@ class LeuktuneSearch(OptunaSearch):
             raise StudyError(f"{place.folder.uri()}: the search's study is not at {place.folder.study_file}; a search "
                              "resumes where it was started (a run folder moved since cannot be resumed)")
         storage = place.storage_object(create=False)
-        study = optuna.load_study(study_name=self._place.name, storage=storage, sampler=self._sampler)
+        study = optuna.load_study(study_name=place.name, storage=storage, sampler=self._sampler)
         internals.optuna_search_attach(self, study, storage)
         trials, told = internals.optuna_trials(self), internals.told_trials(self)
         for frozen in study.get_trials(deepcopy=False):
