@@ -58,7 +58,6 @@ def optuna_search_attach(searcher: Any, study: Any, storage: Any) -> None:
 
     trials = {}
     for tune_id, trial_id in searcher._ot_trials.items():
-        trial_id = trial_id if isinstance(trial_id, int) else trial_id._trial_id
         try:
             trials[tune_id] = optuna.trial.Trial(study, trial_id)
         except KeyError:

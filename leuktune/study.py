@@ -3,8 +3,8 @@ search's warm start, ``optuna.load_study``) read it while the search runs or aft
 
 By default the study is an SQLite file of the run folder (``study.db``): it travels with the run.
 A bucket cannot hold a live SQLite file, so a bucket run's study is kept on the driver's disk
-(``RunFolder.study_file``) and copied into the run folder after each change of its trials
-(``publish``); ``--resume`` on a new head starts from that copy (``fetch``). ``search.study.storage``
+(``RunFolder.study_file``, under ``RunFolder.on_this_disk``) and copied into the run folder after
+each change of its trials (``publish``); ``--resume`` on a new head starts from that copy (``fetch``). ``search.study.storage``
 names any SQLAlchemy URL instead (PostgreSQL for a lab's shared server); the run's ``config.yaml``
 records it.
 

@@ -150,8 +150,7 @@ class TensorBoardTrials:
 
     def __init__(self, folder: RunFolder):
         self.folder = folder
-        self.root = (folder.file(runfolder.TENSORBOARD) if folder.local
-                     else str(folder.study_file.parent / runfolder.TENSORBOARD))
+        self.root = str(folder.on_this_disk / runfolder.TENSORBOARD)
         self._writers: dict[str, Any] = {}
 
     def __getstate__(self) -> dict:  # Tune pickles its callbacks: writers are opened again where they run

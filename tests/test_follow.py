@@ -5,7 +5,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import leuktune
 from conftest import tiny_overrides
+from raynodes import free_ports
 from leuktune.cli.search import main as search_main
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
@@ -46,7 +40,7 @@ def _wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> None
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server on 127.0.0.1, its runs in SQLite: its URI."""
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    (port,) = free_ports(1)
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],

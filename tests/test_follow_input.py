@@ -1,7 +1,6 @@
 """Bad input to following a search: one error before any trial, naming what cannot be reached."""
 
 import pickle
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ import optuna
 import pytest
 
 from conftest import tiny_overrides
+from raynodes import free_ports
 from leuktune.cli.dashboard import main as dashboard
 from leuktune import internals
 from leuktune.config import load
@@ -39,9 +39,7 @@ def test_a_study_database_that_cannot_be_reached_is_one_error_before_any_trial(t
 
 
 def test_an_mlflow_server_that_does_not_answer_is_one_error_before_any_trial(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    (port,) = free_ports(1)  # nothing listens there once the socket is closed
     failed = _search(tmp_path, f"tracking.mlflow=http://127.0.0.1:{port}")
     assert failed.returncode == 2, failed.stderr[-2000:]
     assert f"error: tracking.mlflow http://127.0.0.1:{port}: cannot reach the MLflow tracking server (" in failed.stderr

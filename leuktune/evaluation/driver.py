@@ -69,8 +69,9 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
         data, _ = prepare(cfg, progress=lambda message: None, folder=folder, record=False)
     split = folder.read_frame(runfolder.SPLIT)
     scored, figures, predictions = final_evaluation(cfg, chosen, data, split, echo, device)
-    _store(folder, runfolder.TEST, [figures.to_row() for figures in scored], chosen["trial_id"], leaderboard.TEST)
-    tracking.record_test_figures(cfg, [figures.to_row() for figures in scored], echo)
+    tested = [figures.to_row() for figures in scored]
+    _store(folder, runfolder.TEST, tested, chosen["trial_id"], leaderboard.TEST)
+    tracking.record_test_figures(cfg, tested, echo)
     _store(folder, runfolder.EVALUATION, figures, chosen["trial_id"])
     _store(folder, runfolder.PREDICTIONS, pd.concat(predictions, ignore_index=True), chosen["trial_id"])
     if trial is None:

@@ -196,15 +196,21 @@ class RunFolder:
         return self.file(TRIALS)
 
     @property
-    def study_file(self) -> Path:
-        """The SQLite file of the run's study on this machine: in the run folder, or for a bucket run
-        on the driver's disk (SQLite needs a file it can lock), one per run URI (leuktune.study)."""
+    def on_this_disk(self) -> Path:
+        """The run folder as files on this machine's disk, for what needs a local file while the driver
+        writes it (the study's SQLite file, TensorBoard's event files): a local or NFS run's own folder;
+        a bucket run's is on the driver's disk, one per run URI, copied up to the bucket as it changes."""
         if self.local:
-            return Path(self.file(STUDY))
-        import hashlib  # only a bucket run's study needs a key for its URI
+            return Path(self.path)
+        import hashlib  # only a bucket run needs a key for its URI
 
         key = hashlib.sha256(self.uri().encode()).hexdigest()[:16]
-        return self._local_root() / "studies" / f"{self.name}-{key}" / STUDY
+        return self._local_root() / "driver" / f"{self.name}-{key}"
+
+    @property
+    def study_file(self) -> Path:
+        """The SQLite file of the run's study on this machine (leuktune.study)."""
+        return self.on_this_disk / STUDY
 
     @property
     def cache(self) -> Path:

@@ -15,7 +15,7 @@ from leuktune import internals
 from leuktune.config import ConfigError, ExperimentConfig
 from leuktune.runfolder import RunFolder, RunFolderError
 from leuktune.runtime import echo as default_echo
-from leuktune.study import StudyError, StudyPlace, readable
+from leuktune.study import StudyError, StudyPlace, load
 
 
 def prepare(cfg: ExperimentConfig, folder: RunFolder, *, resume: bool,
@@ -102,8 +102,7 @@ def warm_trials(cfg: ExperimentConfig, echo: Callable[[str], None] = default_ech
             raise ConfigError(f"{key}: its space ({', '.join(theirs) or 'nothing searched'}) shares no parameter with "
                               f"this search's ({', '.join(ours) or 'nothing searched'})")
         try:
-            place = readable(earlier)
-            study = optuna.load_study(study_name=place.name, storage=place.storage_object(create=False))
+            study = load(earlier)
         except StudyError as err:
             raise ConfigError(f"{key}: {err}") from None
         added = [_in_our_space(t, ours, location) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
