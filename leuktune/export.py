@@ -45,19 +45,21 @@ class Calibrated(nn.Module):
 
 
 class Averaged(nn.Module):
-    """The weighted ensemble as one network: each member's calibrated probabilities (its input
-    renormalised from the first member's statistics to its own), averaged with the weights and
-    rescaled by the ensemble's temperature."""
+    """A composite as one network (the ensemble, a cross-validated trial's folds, an ensemble of
+    those): each member's calibrated probabilities (its input renormalised from the composite's
+    statistics, its first member's, to its own), averaged with the weights and rescaled by the
+    composite's temperature."""
 
-    def __init__(self, ensemble):
+    def __init__(self, composite):
         super().__init__()
-        first = ensemble.members[0].normalization
-        self.members = nn.ModuleList(_calibrated(m) for m in ensemble.members)
-        self.register_buffer("weights", torch.tensor(ensemble.weights, dtype=torch.float32))
-        self.register_buffer("temperature", torch.tensor(float(ensemble.temperature)))
+        first = composite.normalization
+        members = composite.members
+        self.members = nn.ModuleList(_calibrated(m) for m in members)
+        self.register_buffer("weights", torch.tensor(composite.weights, dtype=torch.float32))
+        self.register_buffer("temperature", torch.tensor(float(composite.temperature)))
         stats = [(torch.tensor(first["mean"]) - torch.tensor(m.normalization["mean"])) / torch.tensor(m.normalization["std"])
-                 for m in ensemble.members]
-        scales = [torch.tensor(first["std"]) / torch.tensor(m.normalization["std"]) for m in ensemble.members]
+                 for m in members]
+        scales = [torch.tensor(first["std"]) / torch.tensor(m.normalization["std"]) for m in members]
         self.register_buffer("shift", torch.stack(stats).view(len(stats), 1, 3, 1, 1))
         self.register_buffer("scale", torch.stack(scales).view(len(scales), 1, 3, 1, 1))
 
@@ -69,8 +71,8 @@ class Averaged(nn.Module):
 
 def _calibrated(model) -> nn.Module:
     """A model's calibrated probabilities as one network: a trial's network with its temperature, or
-    an average (the ensemble, a cross-validated trial's folds, or an ensemble that holds one)."""
-    if hasattr(model, "members"):
+    the average of a composite's members, each made the same way."""
+    if model.members:
         return Averaged(model)
     return Calibrated(model.module.to("cpu").float(), model.temperature)
 
@@ -105,20 +107,17 @@ FORMATS = {"onnx": ("model.onnx", _onnx), "torchscript": ("model.pt", _torchscri
 
 
 def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None = None) -> Path:
-    """Write ``model`` (a TrainedModel, or the EnsembleModel of ``load_model(run, trial="ensemble")``)
-    as ``fmt`` and its ``preprocessing.json`` into ``out``, checked on ``images`` (paths;
-    default: the run's test images). Returns the model file."""
+    """Write ``model`` (any trained model: a trial's network, a cross-validated trial's folds, the
+    ensemble of ``load_model(run, trial="ensemble")``) as ``fmt`` and its ``preprocessing.json`` into
+    ``out``, checked on ``images`` (paths; default: the run's test images). Returns the model file."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name, write = FORMATS[fmt]
     network = _network(model)
-    first = model  # whose normalisation the input takes: the first trained network's
-    while hasattr(first, "members"):
-        first = first.members[0]
-    pixels = model.load_images(images)[0] if images else _test_pixels(first)
-    x = first.model_input(pixels[:8]).cpu() if len(pixels) else None
+    pixels = model.load_images(images)[0] if images else _test_pixels(model)
+    x = model.model_input(pixels[:8]).cpu() if len(pixels) else None
     if x is None or len(x) < 2:
         raise ExportError("an export is checked on at least 2 readable images")
     with torch.no_grad():
@@ -129,25 +128,23 @@ def export(model, out: str | Path, fmt: str = "onnx", images: list[str] | None =
     if not difference < TOLERANCE:
         raise ExportError(f"the {fmt} export differs from PyTorch by {difference:.2e} (allowed {TOLERANCE:g})")
     data = model.config.data
-    stain = first.stain_normalizer
+    stain = model.stain_normalizer
     if stain is not None:  # what the method is fitted to, at the input's size: the export needs no other file
         Image.fromarray(stain.pixels).save(out / STAIN_REFERENCE)
     (out / "preprocessing.json").write_text(json.dumps({
         "format": fmt, "file": name, "input": {"name": "input", "layout": "NCHW", "dtype": "float32",
                                                "size": data.image_size, "resize": data.resize,
-                                               "scale": "pixel / 255", "mean": list(first.normalization["mean"]),
-                                               "std": list(first.normalization["std"]),
+                                               "scale": "pixel / 255", "mean": list(model.normalization["mean"]),
+                                               "std": list(model.normalization["std"]),
                                                # applied to the resized image before the scale (leuktune.data.stain)
                                                "stain_normalize": data.stain_normalize,
                                                "stain_reference": STAIN_REFERENCE if stain else None},
         "output": {"name": "probabilities", "classes": list(model.classes),
-                   "meaning": "softmax(logits / temperature)" if first is model else
-                   "softmax(log(sum of weight x each member's softmax(logits / its temperature)) / temperature)"},
+                   "meaning": "softmax(log(sum of weight x each member's softmax(logits / its temperature)) / "
+                   "temperature), each member made the same way" if model.members else "softmax(logits / temperature)"},
         "temperature": model.temperature, "checked_on_images": int(len(x)), "max_difference": difference,
-        **({"backbone": model.config.model.backbone, "checkpoint": model.location} if first is model else
-           {"members": [{"trial_id": t, "weight": w, "backbone": m.config.model.backbone, "checkpoint": m.location,
-                         "temperature": m.temperature}
-                        for t, w, m in zip(model.record.members, model.weights, model.members)]})}, indent=2))
+        # what was exported: its kind, temperature and where it was read from, each member's too
+        "model": model.describe()}, indent=2))
     return out / name
 
 
@@ -158,7 +155,7 @@ def default_out(folder: RunFolder, trial_id: str) -> str:
 
 def _test_pixels(model, count: int = 8) -> np.ndarray:
     """The first test images of the run that holds the model, as its data is read back where the run is now."""
-    data = model._prepare_data()
+    data = model.data()
     return data.pixels()[data.indices("test")[:count]]
 
 

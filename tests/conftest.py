@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import socket
 from typing import Callable, Iterator
 
 import pytest
 import ray
+
+import leuktune
+from leuktune.data import synthetic
+
+TRAVELLER_CLASSES = ("ALL", "CLL", "healthy")
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +73,26 @@ def upload(client, bucket: str, folder, prefix: str) -> None:
     """Every file under a local folder into the bucket under ``prefix``."""
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+
+
+@pytest.fixture(scope="session")
+def travelled(tmp_path_factory, ray_runtime):
+    """A finished run (3 trials, 2 scored on the test split, their ensemble, an external set) copied
+    to ``elsewhere/moved-run`` and to a bucket, then removed: (root, local copy, bucket client, its
+    URI, the external set's folder, the original's leaderboard). One search for every module that
+    reads a finished run: a test that writes into it works on a copy of its own."""
+    root = tmp_path_factory.mktemp("travel")
+    written, cache = root / "written", root / "cache"
+    board = leuktune.search(overrides=tiny_overrides(written) + [
+        "name=traveller", "search.num_samples=3", "search.scheduler.asha=null", "evaluate.top_k=2",
+        "evaluate.bootstrap=100", "evaluate.ensemble=3", f"data.cache_dir={cache}"], echo=lambda message: None)
+    original = written / "traveller"
+    lab = synthetic.generate(root / "lab-b", classes=TRAVELLER_CLASSES, images_per_class=4, image_size=48, seed=9, site=1)
+    leuktune.evaluate(original, external=leuktune.ExternalSet(str(lab)), echo=lambda message: None)
+    assert (original / "ensemble.json").exists() and (original / "external" / "lab-b.parquet").exists()
+    with s3_server("runs") as (client, uri):
+        copy = root / "elsewhere" / "moved-run"
+        shutil.copytree(original, copy)
+        upload(client, "runs", original, "team/moved-run")
+        shutil.rmtree(written)  # the original is gone: nothing may need it
+        yield root, copy, client, uri("team/moved-run"), lab, leuktune.load_leaderboard(copy), board

@@ -153,15 +153,15 @@ def test_the_trial_model_is_the_average_of_its_folds_out_of_fold_on_validation(t
     assert all(isinstance(m, TrainedModel) for m in members)
     # new images: the mean of the three
     pixels = data.pixels()[:6]
-    mean = np.mean([m._probabilities(pixels, np.arange(6)) for m in members], axis=0)
+    mean = np.mean([m.probabilities(pixels) for m in members], axis=0)
     predicted = model.predict(list(pixels))
     assert np.allclose(predicted[["p_ALL", "p_healthy"]].to_numpy(), mean, atol=1e-6)
     # validation images: each by the fold model that did not train on it
-    val = model.probabilities(data, "val")
+    val = model.split_probabilities(data, "val")
     for member, fold in zip(members, folds.cv_folds(data, 3, seed=0)):
         rows = data.indices("val")
         held = np.isin(rows, fold.indices("val"))
-        assert np.allclose(val[held], member._probabilities(data.pixels(), rows[held]), atol=1e-6)
+        assert np.allclose(val[held], member.probabilities(data.pixels(), rows=rows[held]), atol=1e-6)
     # exported as one graph that matches PyTorch (export checks it to 1e-4)
     paths = []
     for i, image in enumerate(pixels):
@@ -169,5 +169,5 @@ def test_the_trial_model_is_the_average_of_its_folds_out_of_fold_on_validation(t
         paths.append(str(tmp_path / f"cell{i}.png"))
     onnx = export(model, tmp_path / "export", "onnx", images=paths)
     spec = json.loads((tmp_path / "export" / "preprocessing.json").read_text())
-    assert onnx.is_file() and len(spec["members"]) == 3 and spec["max_difference"] < 1e-4
+    assert onnx.is_file() and len(spec["model"]["members"]) == 3 and spec["max_difference"] < 1e-4
     assert spec["temperature"] == model.temperature == 1.0  # not calibrated until the final evaluation

@@ -90,7 +90,7 @@ def test_predictions_are_what_evaluating_the_checkpoint_gives(run, tmp_path):
     model = leuktune.load_model(folder)  # the run's best trial
     best = _trials(board).iloc[0]
     assert model.location == best["checkpoint_uri"] and model.temperature == best["temperature"]
-    data = model._prepare_data()
+    data = model.data()
     split = pd.read_parquet(folder / "split.parquet")
     paths = split["path"].to_numpy()[data.indices("test")].tolist()
     expected = rescale(model.probabilities(data, "test"), model.temperature)
@@ -128,7 +128,7 @@ def test_export_matches_pytorch_on_real_images(run, tmp_path, fmt):
     split = pd.read_parquet(folder / "split.parquet")
     pixels, _ = model.load_images(split[split["split"] == "test"]["path"].head(5).tolist())
     x = model.model_input(pixels)
-    expected = rescale(model._probabilities(pixels, np.arange(len(pixels))), model.temperature)
+    expected = rescale(model.probabilities(pixels), model.temperature)
     if fmt == "onnx":
         session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
         got = session.run(None, {"input": x.numpy()})[0]
@@ -149,10 +149,10 @@ def test_the_ensemble_is_chosen_on_validation_and_scored_once_on_test(run, monke
     assert isinstance(leuktune.load_model(board.set_index("trial_id", drop=False).loc["ensemble"]), EnsembleModel)
     # selection reads the validation split only; the test split is read once per member, at the end
     reads = []
-    real = TrainedModel.probabilities
-    monkeypatch.setattr(TrainedModel, "probabilities",
-                        lambda self, data, split, tta=False: reads.append(split) or real(self, data, split, tta))
-    data = leuktune.load_model(folder)._prepare_data()
+    real = TrainedModel.split_probabilities
+    monkeypatch.setattr(TrainedModel, "split_probabilities",
+                        lambda self, data, split, tta=False: reads.append(split) or real(self, data, split, tta=tta))
+    data = leuktune.load_model(folder).data()
     run_folder = RunFolder.existing(folder)
     temperatures = dict(zip(board["trial_id"], board["temperature"]))
     row, _, _ = ensemble_evaluation(run_folder.config(), evaluable(board), data,
@@ -181,14 +181,14 @@ def test_predict_and_export_of_an_ensemble_are_the_weighted_average_of_its_membe
     paths = split[split["split"] == "test"]["path"].head(6).tolist()
     members = [leuktune.load_model(row, device="cpu") for row in (first, second)]
     pixels, _ = members[0].load_images(paths)
-    average = sum(w * rescale(m._probabilities(pixels, np.arange(len(pixels))), t)
+    average = sum(w * rescale(m.probabilities(pixels), t)
                   for w, t, m in zip(spec.weights, spec.temperatures, members))
     expected = rescale(average, spec.temperature)
     got = ensemble.predict(paths)[[f"p_{c}" for c in ensemble.classes]].to_numpy()
     assert np.abs(got - expected).max() < 1e-5
     assert export_main(["--run", str(tmp_path / "run"), "--trial", "ensemble", "--out", str(tmp_path / "onnx")]) == 0
     contract = json.loads((tmp_path / "onnx" / "preprocessing.json").read_text())
-    assert [m["weight"] for m in contract["members"]] == [0.7, 0.3] and contract["max_difference"] < 1e-4
+    assert [m["weight"] for m in contract["model"]["members"]] == [0.7, 0.3] and contract["max_difference"] < 1e-4
     session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     onnx = session.run(None, {"input": members[0].model_input(pixels).numpy()})[0]
     assert np.abs(onnx - expected).max() < 1e-4
@@ -211,7 +211,7 @@ def test_cross_validation_retrains_on_group_disjoint_folds(cross_validated):
     assert per_fold["images"].sum() == 60  # every image held out once
     model = leuktune.load_model(folder)
     split = pd.read_parquet(folder / "split.parquet")
-    folds = fold_datasets(model._prepare_data(), split, 3, model.config)
+    folds = fold_datasets(model.data(), split, 3, model.config)
     held = [set(np.flatnonzero(d.splits == 2)) for d in folds]
     assert set().union(*held) == set(range(60)) and sum(map(len, held)) == 60
     for d in folds:  # no group in two of train/val/test

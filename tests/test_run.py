@@ -17,10 +17,8 @@ import pytest
 import yaml
 
 import leuktune
-from leuktune.data import synthetic
 from leuktune.runfolder import RunFolderError
 
-from conftest import s3_server, tiny_overrides, upload
 
 CLASSES = ("ALL", "CLL", "healthy")
 
@@ -34,28 +32,6 @@ def _files(root: Path, leave_out: Path) -> dict[str, str]:
 def _keys(client) -> dict[str, str]:
     return {o["Key"]: o["ETag"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="runs")
             for o in page.get("Contents", [])}
-
-
-@pytest.fixture(scope="module")
-def travelled(tmp_path_factory, ray_runtime):
-    """A finished run (3 trials, 2 scored on the test split, their ensemble, an external set) copied
-    to ``elsewhere/moved-run`` and to a bucket, then removed: (root, local copy, bucket client, its
-    URI, the external set's folder, the original's leaderboard)."""
-    root = tmp_path_factory.mktemp("travel")
-    written, cache = root / "written", root / "cache"
-    board = leuktune.search(overrides=tiny_overrides(written) + [
-        "name=traveller", "search.num_samples=3", "search.scheduler.asha=null", "evaluate.top_k=2",
-        "evaluate.bootstrap=100", "evaluate.ensemble=3", f"data.cache_dir={cache}"], echo=lambda message: None)
-    original = written / "traveller"
-    lab = synthetic.generate(root / "lab-b", classes=CLASSES, images_per_class=4, image_size=48, seed=9, site=1)
-    leuktune.evaluate(original, external=leuktune.ExternalSet(str(lab)), echo=lambda message: None)
-    assert (original / "ensemble.json").exists() and (original / "external" / "lab-b.parquet").exists()
-    with s3_server("runs") as (client, uri):
-        copy = root / "elsewhere" / "moved-run"
-        shutil.copytree(original, copy)
-        upload(client, "runs", original, "team/moved-run")
-        shutil.rmtree(written)  # the original is gone: nothing may need it
-        yield root, copy, client, uri("team/moved-run"), lab, leuktune.load_leaderboard(copy), board
 
 
 def _every_verb(run: leuktune.Run, lab: Path, out: Path) -> None:

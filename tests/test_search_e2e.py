@@ -267,38 +267,13 @@ def test_a_multi_objective_search_marks_its_pareto_front(tmp_path, ray_runtime):
     assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
 
 
-def test_a_cross_validated_search_is_judged_on_its_folds_and_serves_their_average(tmp_path, ray_runtime):
-    """search.cv through Ray: each trial's folds, the mean reported each epoch, the final evaluation
-    of the fold model once on the test split, the run's ensemble over fold models, predict and export."""
+def test_a_cross_validated_search_with_more_folds_than_a_class_has_groups_is_refused_before_any_trial(tmp_path):
+    """search.cv through Ray is tested with every kind of model in test_model_kinds (its folds, the mean
+    reported each epoch, the fold model evaluated, ensembled, predicted and exported); here its refusal."""
     from leuktune.data.files import DataError
-    from leuktune.cli.export import main as export_main
-    from leuktune.cli.predict import main as predict_main
-    from leuktune.trained import FoldModel
 
     storage = tmp_path / "runs"
     # 20 images a class, 16 of them to deal into folds: 20 folds are refused before any trial runs
     with pytest.raises(DataError, match=r"search.cv 20: class '\w+' has 1[0-9] group\(s\)"):
         leuktune.search(overrides=tiny_overrides(storage) + ["name=too-many", "search.cv=20"], echo=lambda m: None)
     assert not (storage / "too-many" / "trials").exists() and not (storage / "too-many" / "tune").exists()
-
-    lines = []
-    board = leuktune.search(overrides=tiny_overrides(storage) + [
-        "search.cv=3", "evaluate.top_k=1", "evaluate.ensemble=2", "evaluate.bootstrap=100"], echo=lines.append)
-    assert any("each trial trains 3 models on 3 group-disjoint folds" in line for line in lines)
-    trials = board[board["status"] != "ensemble"]
-    assert (trials["val_folds"] == 3).all() and trials["val_balanced_accuracy_fold_std"].notna().all()
-    history = pd.read_parquet(storage / "tiny" / "history.parquet")
-    assert (history["val_folds"] == 3).all() and len(history) == 2 * 2  # two trials, two epochs
-    top = trials.iloc[0]
-    model = leuktune.load_model(top, device="cpu")
-    assert isinstance(model, FoldModel) and len(model.members) == 3
-    assert not np.isnan(top["test_balanced_accuracy"]) and model.temperature == pytest.approx(top["temperature"])
-    assert "ensemble" in set(board["trial_id"])  # the run's ensemble, over fold models' out-of-fold predictions
-    split = pd.read_parquet(storage / "tiny" / "split.parquet")
-    images = split[split["split"] == "test"]["path"].head(4).tolist()
-    assert predict_main(["--run", str(storage / "tiny"), *images, "--out", str(tmp_path / "p.csv")]) == 0
-    predicted = pd.read_csv(tmp_path / "p.csv")
-    expected = model.predict(images)
-    assert np.allclose(predicted.filter(like="p_").to_numpy(), expected.filter(like="p_").to_numpy(), atol=1e-5)
-    assert export_main(["--run", str(storage / "tiny"), "--out", str(tmp_path / "onnx")]) == 0
-    assert len(json.loads((tmp_path / "onnx" / "preprocessing.json").read_text())["members"]) == 3

@@ -74,7 +74,7 @@ def build_ensemble(cfg: ExperimentConfig, candidates: pd.DataFrame, data: Cached
     val_labels = data.labels[data.indices("val")]
     calibrated = []
     for trial_id, member in zip(candidates["trial_id"], members):
-        probs = member.probabilities(data, "val")
+        probs = member.split_probabilities(data, "val")
         fitted = temperatures.get(trial_id)
         member.temperature = fitted if fitted is not None and np.isfinite(fitted) else fit_temperature(probs, val_labels)
         calibrated.append(rescale(probs, member.temperature))
@@ -107,7 +107,7 @@ def ensemble_evaluation(cfg: ExperimentConfig, evaluable: pd.DataFrame, data: Ca
     record = ensemble.record
     test_rows = data.indices("test")
     labels, groups = data.labels[test_rows], split["group"].to_numpy()[test_rows]
-    probs = ensemble.probabilities(data, "test")  # the test split's one read, after selection
+    probs = ensemble.split_probabilities(data, "test")  # the test split's one read, after selection
     columns, figures, patient_line = test_figures(ENSEMBLE_ID, labels, probs, groups, record.temperature, cfg)
     predictions = pd.DataFrame({"trial_id": ENSEMBLE_ID, "row": test_rows, "label": labels,
                                 "probs": list(probs.astype(np.float64)),

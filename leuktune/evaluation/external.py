@@ -135,7 +135,7 @@ def score_external(models: dict, external: ExternalData, cfg: ExperimentConfig) 
     labels, groups, rows = external.table["y"].to_numpy(), external.table["group"].to_numpy(), np.arange(len(external.table))
     figures, predictions = [], []
     for trial_id, model in models.items():
-        probs = rescale(model._probabilities(external.pixels, rows), model.temperature)
+        probs = rescale(model.probabilities(external.pixels, rows=rows), model.temperature)
         figures += metric_rows(trial_id, "plain", labels, probs, groups, resamples=cfg.evaluate.bootstrap,
                                seed=cfg.data.split.seed, images=len(labels))
         patients, _ = patient_figures(trial_id, labels, probs, groups, resamples=cfg.evaluate.bootstrap,

@@ -67,13 +67,13 @@ def evaluate_trial(row: pd.Series, data: CachedDataset, groups: np.ndarray, cfg:
     settings = cfg.evaluate
     test_rows, val_rows = data.indices("test"), data.indices("val")
     labels, val_labels = data.labels[test_rows], data.labels[val_rows]
-    probs = model.probabilities(data, "test")
-    temperature = fit_temperature(model.probabilities(data, "val"), val_labels)
+    probs = model.split_probabilities(data, "test")
+    temperature = fit_temperature(model.split_probabilities(data, "val"), val_labels)
     columns, figures, patient_line = test_figures(row["trial_id"], labels, probs, groups, temperature, cfg)
     predictions = pd.DataFrame({"trial_id": row["trial_id"], "row": test_rows, "label": labels,
                                 "probs": list(probs.astype(np.float64))})
     if settings.tta:
-        flipped = model.probabilities(data, "test", tta=True)
+        flipped = model.split_probabilities(data, "test", tta=True)
         figures += metric_rows(row["trial_id"], "flip_tta", labels, flipped, groups, resamples=settings.bootstrap,
                                seed=cfg.data.split.seed)
         predictions["probs_tta"] = list(flipped.astype(np.float64))

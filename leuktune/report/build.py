@@ -143,7 +143,7 @@ def test_section(inp: Inputs, out: Path, echo: Callable[[str], None]) -> Section
         from leuktune.report.cam import class_activation_maps, feature_grid
         from leuktune.trained import load_model
 
-        model = load_model(best, device="cpu")
+        model = load_model(best, device="cpu").networks()[0]  # a cross-validated trial's: its first fold's
         test = inp.split[inp.split["split"] == "test"]
         section.add(f"Class activation maps (Grad-CAM) of test images, true -> predicted class; each map has the "
                     f"resolution of {model.config.model.backbone}'s last feature map ({feature_grid(model)} at "
