@@ -93,7 +93,7 @@ def test_predictions_are_what_evaluating_the_checkpoint_gives(run, tmp_path):
     data = model.data()
     split = pd.read_parquet(folder / "split.parquet")
     paths = split["path"].to_numpy()[data.indices("test")].tolist()
-    expected = rescale(model.probabilities(data, "test"), model.temperature)
+    expected = rescale(model.split_probabilities(data, "test"), model.temperature)
     (tmp_path / "broken.png").write_text("not an image")
     table = model.predict(paths + [str(tmp_path / "broken.png")])
     got = table[[f"p_{c}" for c in model.classes]].to_numpy()[:-1]
