@@ -348,7 +348,7 @@ def test_a_stain_normalised_model_keeps_its_reference_and_needs_no_file_to_predi
     from leuktune.data import synthetic
     from leuktune.data.decode import resize
     from leuktune.data.stain import from_config
-    from leuktune.export import STAIN_REFERENCE, export
+    from leuktune.exporting import STAIN_REFERENCE, export
 
     home = synthetic.generate(tmp_path / "home", classes=("ALL", "healthy"), images_per_class=2, image_size=48)
     other = synthetic.generate(tmp_path / "other", classes=("ALL", "healthy"), images_per_class=2, image_size=48,
