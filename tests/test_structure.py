@@ -223,7 +223,7 @@ COMMANDS = {
     "report": ("leuktune.cli.report", "leuktune.leaderboard:run_folder", lambda tmp: [str(tmp)]),
     "predict": ("leuktune.cli.predict", "leuktune.run:Run.open", lambda tmp: ["--run", str(tmp), _image(tmp)]),
     "export": ("leuktune.cli.export", "leuktune.run:Run.open", lambda tmp: ["--run", str(tmp)]),
-    "bench": ("leuktune.cli.bench", "leuktune.cli.bench:_run", lambda tmp: ["cache"]),
+    "bench": ("leuktune.cli.bench", "leuktune.bench.cache:bench_cache", lambda tmp: ["cache"]),
 }
 
 
