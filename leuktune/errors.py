@@ -18,7 +18,7 @@ catch those still do:
 - ``SearchError`` (leuktune.search): a search that cannot run as configured;
 - ``StudyError`` (leuktune.study): a study database that cannot be reached, or a run without a study;
 - ``TrackingError`` (leuktune.tracking): a tracking server (MLflow) that does not answer;
-- ``ExportError`` (leuktune.export): an export that cannot be made or does not match PyTorch.
+- ``ExportError`` (leuktune.exporting): an export that cannot be made or does not match PyTorch.
 """
 
 from __future__ import annotations

@@ -4,12 +4,12 @@ Never imported: bound on the package, the module would hide ``leuktune.evaluate`
 Python API that shares its name; so an import is refused, and ``python -m`` runs it as ``__main__``.
 """
 
-if __name__ != "__main__":
+if __name__ == "__main__":
+    import sys
+
+    from leuktune.cli.evaluate import main
+
+    sys.exit(main())
+else:
     raise ImportError("leuktune.evaluate is the command line's start (python -m leuktune.evaluate); from Python "
                       "use leuktune.evaluate(...) or import leuktune.cli.evaluate")
-
-import sys
-
-from leuktune.cli.evaluate import main
-
-sys.exit(main())

@@ -183,7 +183,7 @@ class Run:
         >>> Run.open("runs/synthetic-default").export(format="onnx")  # doctest: +SKIP
         """
         # torch and onnx only for an export
-        from leuktune.export import default_out, export
+        from leuktune.exporting import default_out, export
         from leuktune.trained import trial_row
 
         trial = trial or trial_row(self.folder, None)["trial_id"]

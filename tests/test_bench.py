@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from leuktune.cli.bench import main
+from leuktune.cli.bench import BENCHES, Bench, main
 from leuktune.bench.occupancy import busy_by_slots
 from leuktune.bench.overhead import overhead_per_trial, per_trial
 
@@ -52,8 +55,7 @@ def test_gpu_busy_is_split_by_whether_every_trial_slot_was_taken():
     assert split["gpu_busy_while_slots_idle"] == pytest.approx(0.2)
 
 
-@pytest.mark.parametrize("command", ["models", "cache", "throughput", "trial-overhead", "gpu-occupancy", "searchers",
-                                     "signal", "external"])
+@pytest.mark.parametrize("command", sorted(BENCHES))
 def test_each_benchmark_help_shows_a_runnable_example(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
@@ -67,3 +69,24 @@ def test_models_benchmark_measures_a_tiny_backbone(capsys):
     assert main(["models", "--backbones", "test_resnet", "--image-size", "32", "--batch", "2", "--steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "test_resnet" in out and "fwd_bwd_img_per_s" in out
+
+
+def test_the_benchmarks_list_names_each_with_an_example():
+    result = subprocess.run([sys.executable, "-m", "leuktune.bench", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for name, bench in BENCHES.items():
+        assert f"\n    {name}" in result.stdout
+        assert f"\n  python -m leuktune.bench {name} {bench.examples[0]}".rstrip() + "\n" in result.stdout
+
+
+def test_a_benchmark_is_one_entry_of_the_list(monkeypatch, capsys):
+    def arguments(parser):
+        parser.add_argument("--count", type=int, default=3, help="how many")
+
+    monkeypatch.setitem(BENCHES, "count", Bench("counts to --count", ("--count 2",), arguments,
+                                                lambda args: {"counted": args.count}))
+    assert main(["count", "--count", "2"]) == 0
+    assert capsys.readouterr().out == "counted: 2\n"
+    with pytest.raises(SystemExit):
+        main(["count", "--help"])
+    assert "examples:\n  python -m leuktune.bench count --count 2\n" in capsys.readouterr().out

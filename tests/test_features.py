@@ -18,7 +18,7 @@ from PIL import Image
 import leuktune
 from leuktune.config import ConfigError, load
 from leuktune.data.cache import SPLITS, CachedDataset
-from leuktune.export import export
+from leuktune.exporting import export
 from leuktune.models.backbones import BackboneError, WeightsError, create_backbone
 from leuktune.models.classifier import build_model
 from leuktune.models.space_check import check_model_space

@@ -17,7 +17,7 @@ from leuktune.data import folds
 from leuktune.data.cache import SPLITS, CachedDataset
 from leuktune.data.files import DataError
 from leuktune.data.prepare import prepare
-from leuktune.export import export
+from leuktune.exporting import export
 from leuktune.tuning.driver import with_folds
 from leuktune.training import checkpoint
 from leuktune.training import epoch as epoch_module

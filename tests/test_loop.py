@@ -21,7 +21,9 @@ from leuktune.data.cache import SPLITS, CachedDataset
 from leuktune.results import EpochReport, TrialStatus
 from leuktune.training import checkpoint
 from leuktune.training import loop
-from leuktune.training.loop import Best, judge, run_loop
+from leuktune.training import trial as trial_setup
+from leuktune.training.loop import run_loop
+from leuktune.training.verdict import Best, judge
 
 
 class StoredCheckpoint:
@@ -320,7 +322,7 @@ def test_bn_refresh_recomputes_the_statistics_that_validation_uses(tmp_path, mon
 
 
 def test_bn_refresh_leaves_a_frozen_stage_its_own_statistics(tmp_path, monkeypatch):
-    real_build = loop.build_model
+    real_build = trial_setup.build_model
 
     def pretrained_like(*args, **kwargs):  # statistics that are not BatchNorm's initial ones
         model = real_build(*args, **kwargs)
@@ -329,7 +331,7 @@ def test_bn_refresh_leaves_a_frozen_stage_its_own_statistics(tmp_path, monkeypat
                 m.running_mean.fill_(7.0)
         return model
 
-    monkeypatch.setattr(loop, "build_model", pretrained_like)
+    monkeypatch.setattr(trial_setup, "build_model", pretrained_like)
     cfg = _cfg(epochs=1, lr=0.01, bn_refresh=4)
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"unfreeze_depth": 1})})
     session = FakeSession(tmp_path)
@@ -348,7 +350,7 @@ def test_a_stain_normalised_model_keeps_its_reference_and_needs_no_file_to_predi
     from leuktune.data import synthetic
     from leuktune.data.decode import resize
     from leuktune.data.stain import from_config
-    from leuktune.export import STAIN_REFERENCE, export
+    from leuktune.exporting import STAIN_REFERENCE, export
 
     home = synthetic.generate(tmp_path / "home", classes=("ALL", "healthy"), images_per_class=2, image_size=48)
     other = synthetic.generate(tmp_path / "other", classes=("ALL", "healthy"), images_per_class=2, image_size=48,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from leuktune.errors import command
-from leuktune.export import FORMATS, __doc__ as DESCRIPTION
+from leuktune.exporting import FORMATS, __doc__ as DESCRIPTION
 
 EXAMPLES = """\
 examples:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,17 +13,7 @@ from leuktune.metrics import classification_metrics, confusion_matrix, standard_
 from leuktune.training.balance import class_weights, epoch_order
 from leuktune.training.probabilities import class_probabilities
 from leuktune.training.session import average_over_workers_, gather, sum_over_workers
-
-if TYPE_CHECKING:
-    from leuktune.training.loop import Trial
-
-
-def batch_bounds(rows: int, batch_size: int) -> list[tuple[int, int]]:
-    """Batches of an epoch, all of one size: a short last batch is dropped (its images come
-    round again in another epoch's order), since each new input shape costs the GPU new kernel
-    plans (torch.compile a recompilation), and a batch of one cannot train BatchNorm."""
-    full = [(s, s + batch_size) for s in range(0, rows - batch_size + 1, batch_size)]
-    return full or [(0, rows)]
+from leuktune.training.trial import Trial
 
 
 def epoch_batches(trial: Trial, epoch: int) -> list[np.ndarray]:

@@ -34,9 +34,11 @@ from leuktune.errors import LeuktuneError
 from leuktune.metrics import METRICS
 from leuktune.results import EpochReport
 from leuktune.training import checkpoint
-from leuktune.training.loop import Best, Trial, Verdict, build, epochs, judge
+from leuktune.training.loop import epochs
 from leuktune.training.phases import Phases
 from leuktune.training.session import checkpoint_folder
+from leuktune.training.trial import Trial, build
+from leuktune.training.verdict import Best, Verdict, judge
 
 class FoldError(LeuktuneError, RuntimeError):
     """A fold of a cross-validated trial failed; the message names the fold and the epoch."""
