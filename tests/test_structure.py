@@ -257,8 +257,6 @@ def _beyond_reexports(path: Path) -> list[str]:
     return extra
 
 
-@pytest.mark.xfail(strict=False, reason="runfolder/__init__ and metrics/__init__ hold code until the splits of "
-                                        "issue 37 land")
 def test_a_packages_init_only_hands_names_on():
     extra = [f"{path.relative_to(PACKAGE.parent)}: {', '.join(names)}" for path in sorted(PACKAGE.rglob("__init__.py"))
              if (names := _beyond_reexports(path))]
@@ -268,8 +266,8 @@ def test_a_packages_init_only_hands_names_on():
 MOST_LINES = 300
 
 
-@pytest.mark.xfail(strict=False, reason="leaderboard.py, trained.py, report/build.py, data/synthetic.py and "
-                                        "runfolder/__init__.py are over 300 lines until the splits of issue 37 land")
+@pytest.mark.xfail(strict=False, reason="leaderboard.py and report/build.py are over 300 lines until their "
+                                        "splits land (issue 37)")
 def test_no_module_is_over_300_lines():
     long = [f"{path.relative_to(PACKAGE.parent)}: {lines} lines" for _, path in _modules()
             if (lines := len(path.read_text().splitlines())) > MOST_LINES]
