@@ -256,7 +256,9 @@ def test_each_stages_record_fills_exactly_its_tables_columns():
                          drawn={"lr": 0.1}, best=report, last=report, train_seconds=1.0, cpu_seconds=1.0,
                          gpu_seconds=0.0, checkpoint="tune/t/checkpoint_000001", started_at=None, finished_at="now",
                          leuktune_version="0", data_fingerprint="f")
-    assert set(record.to_row()) | {"tied_with_top", "pareto_front"} == set(leaderboard.trials_schema(["lr"]).names)
+    # the tie columns and the Pareto front are the search's, computed over every trial as each ends
+    computed = {name for name, _ in leaderboard.TIE_COLUMNS} | {"pareto_front"}
+    assert set(record.to_row()) | computed == set(leaderboard.trials_schema(["lr"]).names)
     metrics = {m: 0.5 for m in leuktune.metrics.METRICS}
     figures = TestFigures(model="t", scores=metrics, low=metrics, high=metrics, confusion_matrix=[[1]], images=1,
                           temperature=1.0, ece_calibrated=0.1)

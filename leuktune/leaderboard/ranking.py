@@ -1,5 +1,5 @@
-"""The order of a leaderboard's trials: best first with the tie breaks, which trials the
-validation split cannot tell from the top, and the Pareto front of a multi-objective search.
+"""The order of a leaderboard's trials: best first with the tie breaks, and the Pareto front of
+a multi-objective search (which trials are tied with the top: leuktune.leaderboard.ties).
 """
 
 from __future__ import annotations
@@ -32,33 +32,6 @@ def ranked(board: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     ok = board[~failed].sort_values(keys, ascending=[mode == "min"] + [True] * (len(keys) - 1),
                                     na_position="last", kind="stable")
     return pd.concat([ok, board[failed]], ignore_index=True)
-
-
-def tied_with_top(board: pd.DataFrame, metric: str, mode: str) -> pd.Series:
-    """True for a trial whose ``metric`` is within the top trial's standard error of the top's
-    (``<metric>_se``, the top itself included): the validation split cannot tell them apart, so
-    the choice among them is noise and their ensemble the robust pick. False for the others;
-    null for failed trials and metrics without a standard error (a cost objective, a table from
-    before standard errors).
-
-    >>> board = pd.DataFrame({"trial_id": ["a", "b", "c"], "status": ["completed"] * 3,
-    ...                       "val_balanced_accuracy": [0.98, 0.96, 0.90],
-    ...                       "val_balanced_accuracy_se": [0.02, 0.03, 0.04]})
-    >>> tied_with_top(board, "val_balanced_accuracy", "max").tolist()
-    [True, True, False]
-    """
-    tied = pd.Series(None, index=board.index, dtype="object")
-    column = f"{metric}_se"
-    trials = board[~board["status"].isin(FAILED)]
-    if column not in board or trials[metric].notna().sum() == 0:
-        return tied
-    top = ranked(trials, metric, mode).iloc[0]
-    if not pd.notna(top[column]):
-        return tied
-    # a hair of slack: a float sum that lands exactly one standard error away counts as within it
-    within = (trials[metric] - top[metric]).abs() <= top[column] + 1e-12
-    tied[trials.index] = within  # a trial without a score compares as NaN: not within
-    return tied
 
 
 def pareto_front(board: pd.DataFrame, objectives: list[str], directions: list[str]) -> pd.Series:

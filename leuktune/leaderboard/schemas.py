@@ -18,6 +18,13 @@ from leuktune.config import VALUE_TYPES
 from leuktune.metrics import METRICS
 
 CONFUSION = pa.list_(pa.list_(pa.int64()))  # rows = true class, columns = predicted
+# Whether the validation split can tell a trial from the top (the search computes them as trials
+# end, leuktune.leaderboard.ties): tied or not, judged how (paired_bootstrap of the difference on the
+# same validation images, or standard_error: within the top's, for runs that kept no predictions),
+# the 95% interval of the trial's search metric minus the top's, and the groups (patients) or images
+# that the bootstrap resampled.
+TIE_COLUMNS = [("tied_with_top", pa.bool_()), ("tied_by", pa.string()), ("top_difference_low", pa.float64()),
+               ("top_difference_high", pa.float64()), ("tie_units", pa.int64())]
 ID_COLUMNS = [("experiment", pa.string()), ("trial_id", pa.string()), ("status", pa.string())]
 # status: a leuktune.results.TrialStatus (stopped_early: stopped_by asha | patience)
 # Each stage of a run writes its own table once; the leaderboard is derived from them (``derive``).
@@ -39,9 +46,9 @@ SEARCH_COLUMNS = [
     ("best_epoch", pa.int64()), ("epochs_run", pa.int64()), ("stopped_by", pa.string()),
     *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
     # each val metric's bootstrap standard error on the validation split (patients resampled where
-    # the data names them), and whether the trial's search metric is within the top trial's
-    # standard error of the top: the validation split cannot tell it from the top
-    *((f"val_{m}_se", pa.float64()) for m in METRICS), ("tied_with_top", pa.bool_()),
+    # the data names them), and whether the validation split can tell the trial from the top
+    # (leuktune.leaderboard.ties: TIE_COLUMNS)
+    *((f"val_{m}_se", pa.float64()) for m in METRICS), *TIE_COLUMNS,
     # a cross-validated trial (search.cv): its folds, and the standard deviation of each val metric over them
     ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
     ("params", pa.int64()), ("trainable_params", pa.int64()), ("inference_ms", pa.float64()),
@@ -64,7 +71,7 @@ _SEARCH = dict(SEARCH_COLUMNS)
 RESULT_COLUMNS = [
     *((name, _SEARCH[name]) for name in ("best_epoch", "epochs_run", "stopped_by")),
     *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
-    *((f"val_{m}_se", pa.float64()) for m in METRICS), ("tied_with_top", pa.bool_()),
+    *((f"val_{m}_se", pa.float64()) for m in METRICS), *TIE_COLUMNS,
     ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
     *TEST_COLUMNS, *ENSEMBLE_COLUMNS, *CV_COLUMNS,
     *SEARCH_COLUMNS[SEARCH_COLUMNS.index(("params", pa.int64())):],

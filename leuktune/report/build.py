@@ -29,6 +29,9 @@ def top_table(inp: Inputs) -> pd.DataFrame:
     if f"{inp.metric}_se" in board:
         table["± SE"] = board[f"{inp.metric}_se"].round(4)
         table["tied with top"] = ["yes" if tied is True else "" for tied in board["tied_with_top"]]
+    if "top_difference_low" in board and board["top_difference_low"].notna().any():
+        table["minus top (95%)"] = [f"{low:+.3f} to {high:+.3f}" if pd.notna(low) else ""
+                                    for low, high in zip(board["top_difference_low"], board["top_difference_high"])]
     for metric in ("balanced_accuracy", "f1_weighted", "accuracy"):
         table[f"test {metric} (95% CI)"] = [with_interval(row, metric) for _, row in board.iterrows()]
     if "test_ece" in board:

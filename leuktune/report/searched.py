@@ -11,6 +11,7 @@ import pandas as pd
 
 from leuktune.config import VALUE_TYPES
 from leuktune.leaderboard import arrow_type
+from leuktune.leaderboard.ties import BAND, CONFIDENCE, PAIRED
 from leuktune.report import figures
 from leuktune.report.collect import Inputs
 from leuktune.report.render import Section
@@ -36,20 +37,41 @@ def study_of(inp: Inputs) -> optuna.Study:
     return study
 
 
+def _judged_how(top: pd.Series, metric: str) -> str:
+    """What the paired test compared, from the top trial's row: its images (and folds) and what was resampled."""
+    matrix = top.get("val_confusion_matrix")
+    images = int(np.sum([np.sum(row) for row in matrix])) if matrix is not None and len(matrix) else None
+    units = int(top["tie_units"]) if pd.notna(top.get("tie_units")) else None
+    folds = f" of its {int(top['val_folds'])} folds" if pd.notna(top.get("val_folds")) else ""
+    on = f"the same {images} validation images{folds}" if images else f"the same validation images{folds}"
+    resampled = ("resampling images" if units is None or units == images
+                 else f"resampling {units} groups of images (patients where the data names them)")
+    return f"paired bootstrap of the difference in {metric} on {on}, {resampled}"
+
+
 def ties_line(inp: Inputs) -> str | None:
-    """One line on how many trials the validation split cannot tell from the top, and what
-    that means for the choice; None where the leaderboard has no standard errors."""
+    """One line on which trials are tied with the top and what that was tested by; None where the
+    leaderboard has no tie columns."""
     trials = inp.trials
     if "tied_with_top" not in trials or not trials["tied_with_top"].eq(True).any():
         return None
     tied = trials[trials["tied_with_top"].eq(True)]
-    se = tied[f"{inp.metric}_se"].iloc[0]
-    if len(tied) == 1:
-        return (f"Only the top trial is within its own standard error (±{se:.3f}) of the top {inp.metric}: "
-                "the validation split tells it apart from the others.")
-    return (f"{len(tied)} trials are within one standard error (±{se:.3f}, the top trial's, from resampling the "
-            f"validation images) of the top {inp.metric}: the validation split cannot tell them apart, so which of "
-            "them ranks first is noise; their ensemble (evaluate.ensemble) is the robust pick.")
+    top = trials.iloc[0]
+    how = trials["tied_by"] if "tied_by" in trials else pd.Series(BAND, index=trials.index)
+    if top.get("tied_by") == PAIRED:
+        interval = f"the {round(CONFIDENCE * 100)}% interval of each one's difference from the top"
+        line = (f"{len(tied)} trials (the top included) are tied with the top: {interval} holds 0"
+                if len(tied) > 1 else f"No other trial is tied with the top: {interval} excludes 0")
+        line += f" ({_judged_how(top, inp.metric)})."
+        band = int(how.eq(BAND).sum())
+        if band:
+            line += (f" {band} trial(s) whose checkpoints keep no validation predictions were judged by the top "
+                     "trial's standard error instead.")
+        return line
+    se = top[f"{inp.metric}_se"]
+    return (f"{len(tied)} trial(s) (the top included) are within the top trial's standard error (±{se:.3f}) of the "
+            f"top {inp.metric}: a band, not a test of the difference, as this run's checkpoints keep no validation "
+            "predictions (an earlier leuktune's).")
 
 
 def search_section(inp: Inputs, out: Path) -> Section:
