@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from leuktune import leaderboard
-from leuktune.config import ExperimentConfig
+from leuktune.config import ExperimentConfig, load
 from leuktune.leaderboard.ties import BAND, PAIRED, ValPredictions, difference_interval, resample, ties
 from leuktune.metrics import classification_metrics, standard_errors
 from leuktune.report.collect import Inputs
-from leuktune.report.searched import ties_line
+from leuktune.report.searched import importance, ties_line
 from leuktune.training import checkpoint
 from test_loop import FakeSession, _cfg, _data
 from leuktune.training.loop import run_loop
@@ -155,3 +155,24 @@ def test_the_report_says_what_the_ties_were_tested_by_and_nothing_more():
     old = ties_line(_inputs(_reported(models, labels, draws_kept=False)))
     assert old.startswith("1 trial(s) (the top included) are within the top trial's standard error (±0.022)")
     assert "a band, not a test of the difference" in old
+
+
+def test_importance_is_shown_only_from_enough_trials_per_parameter(tmp_path):
+    config = load(None, ["model.backbone={choice: [test_resnet, test_vit]}", "train.lr={loguniform: [1e-4, 1e-1]}",
+                         "model.dropout={uniform: [0.0, 0.5]}"])
+    rng = np.random.default_rng(0)
+
+    def board(trials: int) -> pd.DataFrame:
+        return pd.DataFrame({"trial_id": [f"t{i}" for i in range(trials)], "status": "completed",
+                             "backbone": [["test_resnet", "test_vit"][i % 2] for i in range(trials)],
+                             "lr": 10 ** rng.uniform(-4, -1, trials), "dropout": rng.uniform(0, 0.5, trials),
+                             "val_balanced_accuracy": rng.uniform(0.9, 0.97, trials)})
+
+    few = importance(_inputs(board(6), config), tmp_path)
+    assert few == ["Hyperparameter importance not shown: 6 finished trial(s) for 3 parameter(s) that every trial "
+                   "drew; it needs at least 5 trials per parameter (15 here) to tell an effect from noise."]
+    flat = board(15).assign(val_balanced_accuracy=0.9615)
+    assert "all 15 finished trials scored the same" in importance(_inputs(flat, config), tmp_path)[0]
+    shown = importance(_inputs(board(15), config), tmp_path)
+    assert shown[0].startswith("Hyperparameter importance (Optuna's fANOVA, from 15 finished trials")
+    assert sorted(shown[1]["parameter"]) == ["backbone", "dropout", "lr"] and (tmp_path / "importance.png").is_file()

@@ -3,6 +3,7 @@ hyperparameter importance, learning curves and progress."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ from leuktune.report.render import Section
 from leuktune.results import FAILED
 
 FACTORS = ("backbone", "head", "activation", "unfreeze_depth")
+# Below this many finished trials per parameter, fANOVA's forest has too few points per dimension to
+# split the scores' variance by anything but chance (its shares come out near equal, or arbitrary).
+TRIALS_PER_PARAMETER = 5
 
 
 def study_of(inp: Inputs) -> optuna.Study:
@@ -74,6 +78,36 @@ def ties_line(inp: Inputs) -> str | None:
             "predictions (an earlier leuktune's).")
 
 
+def importance(inp: Inputs, out: Path) -> list:
+    """Optuna's hyperparameter importance (fANOVA: a random forest fitted to the trials' scores,
+    its variance split among the parameters), or one line saying why it is not shown. A forest
+    fitted to fewer than ``TRIALS_PER_PARAMETER`` trials per parameter, or to scores that do not
+    vary, splits noise, and the shares it prints (0.333 each of three from six trials) read as a
+    finding; so does one Optuna warns about."""
+    study = study_of(inp)
+    finished = study.trials
+    # what fANOVA weighs: the parameters every finished trial drew (a conditional one is left out)
+    common = set.intersection(*(set(t.params) for t in finished)) if finished else set()
+    needed = TRIALS_PER_PARAMETER * len(common)
+    if not common or len(finished) < needed:
+        return [f"Hyperparameter importance not shown: {len(finished)} finished trial(s) for {len(common)} "
+                f"parameter(s) that every trial drew; it needs at least {TRIALS_PER_PARAMETER} trials per "
+                f"parameter ({max(needed, TRIALS_PER_PARAMETER)} here) to tell an effect from noise."]
+    if len({t.value for t in finished}) == 1:
+        return [f"Hyperparameter importance not shown: all {len(finished)} finished trials scored the same "
+                f"{inp.metric}, so there is no variance to split among the parameters."]
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")
+        values = optuna.importance.get_param_importances(study)
+    if caught:
+        return [f"Hyperparameter importance not shown: Optuna warned while computing it "
+                f"({str(caught[0].message).splitlines()[0]})."]
+    return [f"Hyperparameter importance (Optuna's fANOVA, from {len(finished)} finished trials; the parameters "
+            "every trial drew):",
+            pd.DataFrame({"parameter": list(values), "importance": np.round(list(values.values()), 3)}),
+            figures.importance(values, out / "importance.png")]
+
+
 def search_section(inp: Inputs, out: Path) -> Section:
     section = Section("The search")
     if (line := ties_line(inp)) is not None:
@@ -86,15 +120,7 @@ def search_section(inp: Inputs, out: Path) -> Section:
         best = best.sort_values(f"best {inp.metric}", ascending=mode == "min")
         section.add(best.round(4), figures.best_per_value(best, factor, f"best {inp.metric}",
                                                           out / f"best_by_{factor}.png"))
-    study = study_of(inp)
-    if len(study.trials) >= 2 and inp.config.searched():
-        with np.errstate(all="ignore"):
-            values = optuna.importance.get_param_importances(study)
-        section.add("Hyperparameter importance (Optuna, from the leaderboard; a parameter counts where it "
-                    "applied):", pd.DataFrame({"parameter": list(values), "importance": np.round(list(values.values()), 3)}),
-                    figures.importance(values, out / "importance.png"))
-    else:
-        section.add("Hyperparameter importance needs at least two finished trials of a searched parameter.")
+    section.add(*importance(inp, out))
     top = inp.trials.dropna(subset=[inp.metric])["trial_id"].head(5).tolist()
     if len(inp.history) and top:
         section.add(f"Learning curves of the best {len(top)} trials:",
