@@ -272,7 +272,7 @@ def test_each_stages_record_fills_exactly_its_tables_columns():
 def _full_report() -> EpochReport:
     facts = TrialFacts(params=10, trainable_params=5, unfreeze_depth_effective=1, stage_groups=2,
                        backbone_activation="relu", workers=1, device="cpu", precision="fp32",
-                       node_ip="127.0.0.1", node_id="n")
+                       node_ip="127.0.0.1", node_id="n", backbone_weights="w.pth sha256:9a129038d9a0")
     metrics = leuktune.metrics.METRICS
     return EpochReport(epoch=1, train_loss=0.5, val={m: 0.5 for m in metrics}, val_se={m: 0.05 for m in metrics},
                        val_confusion_matrix=[[1]], facts=facts, phase_seconds={"train": 1.0, "validate": 0.1})

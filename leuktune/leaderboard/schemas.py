@@ -54,6 +54,9 @@ SEARCH_COLUMNS = [
     ("params", pa.int64()), ("trainable_params", pa.int64()), ("inference_ms", pa.float64()),
     ("pareto_front", pa.bool_()),  # multi-objective searches: not dominated on every objective
     ("unfreeze_depth_effective", pa.int64()), ("stage_groups", pa.int64()), ("backbone_activation", pa.string()),
+    # the pretrained weights the backbone loaded: a file's name and the start of its sha256, a Hub id,
+    # or "none (random init)"
+    ("backbone_weights", pa.string()),
     ("workers", pa.int64()), ("precision", pa.string()), ("train_seconds", pa.float64()), ("device", pa.string()),
     # where it ran (its last epoch: a trial restarted after a lost node names the new one), and what
     # it cost: train_seconds x the CPUs and GPUs the trial held

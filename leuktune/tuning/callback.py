@@ -76,6 +76,7 @@ class LeaderboardCallback(tune.Callback):
         # each ended trial's search metric on the shared bootstrap resamples of its validation
         # images (None: its checkpoint keeps no predictions), read once: what ties are judged by
         self._resampled: dict[str, leaderboard.Resampled | None] = {}
+        self._announced: set[str] = set()  # trials whose first line (with the weights they loaded) was shown
 
     def _history_of(self, trial_id: str) -> list[EpochReport]:
         """The epochs a trial reported so far, those of an earlier session of the search included."""
@@ -116,9 +117,13 @@ class LeaderboardCallback(tune.Callback):
             self.echo(f"[leuktune] WARNING: trial {trial.trial_id} could not write its checkpoint of epoch "
                       f"{report.epoch} ({report.checkpoint_error}); it goes on, resumable from its last checkpoint")
         metric = self.cfg.search.metric
+        weights = ""
+        if trial.trial_id not in self._announced and report.facts is not None:
+            self._announced.add(trial.trial_id)
+            weights = f" weights: {report.facts.backbone_weights}"
         self.echo(f"[leuktune] trial {trial.trial_id} epoch {report.epoch}/{self.cfg.train.epochs}: "
                   f"{metric}={report.value(metric):.4f} train_loss={report.train_loss:.4f} "
-                  f"({report.train_images_per_s:.0f} img/s)")
+                  f"({report.train_images_per_s:.0f} img/s){weights}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, error=None)
@@ -146,6 +151,7 @@ class LeaderboardCallback(tune.Callback):
             started_at=started_at, finished_at=_now(), leuktune_version=leuktune.__version__,
             data_fingerprint=self.fingerprint, error=error, error_file=trial.error_file if error else None)
         row = record.to_row()
+        self._announced.discard(trial.trial_id)
         self._resampled[trial.trial_id] = self._draws(record.checkpoint)
         self._write(row, results, trial.trial_id)
         self._tell_followers("trial_ended", record)
