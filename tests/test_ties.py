@@ -4,8 +4,6 @@ and the report's sentence saying what was tested."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,8 +15,10 @@ from leuktune.metrics import classification_metrics, standard_errors
 from leuktune.report.collect import Inputs
 from leuktune.report.searched import importance, ties_line
 from leuktune.training import checkpoint
-from test_loop import FakeSession, _cfg, _data
+from leuktune.training.folds import run_folds
 from leuktune.training.loop import run_loop
+from test_folds import _cv
+from test_loop import FakeSession, _cfg, _data, _threads  # noqa: F401 - _threads: an autouse fixture
 
 IMAGES = 100
 
@@ -108,16 +108,21 @@ def test_the_kept_checkpoint_keeps_its_validation_predictions_and_they_give_its_
     scores = classification_metrics(folds[0].labels, folds[0].probs.astype(np.float64))
     assert scores["balanced_accuracy"] == pytest.approx(kept.val["balanced_accuracy"])
     assert scores["loss"] == pytest.approx(kept.val["loss"], abs=2e-3)  # float16: about 3 digits
-    # a cross-validated trial's checkpoint: one per fold, in its fold folders
-    (tmp_path / "cv").mkdir()
-    for fold in range(2):
-        (tmp_path / "cv" / checkpoint.FOLD.format(fold)).mkdir()
-        checkpoint.write_val_predictions(tmp_path / "cv" / checkpoint.FOLD.format(fold), folds[0])
-    (tmp_path / "cv" / checkpoint.META).write_text(json.dumps({"epoch": 1, "folds": 2}))
-    assert len(checkpoint.read_val_predictions(str(tmp_path / "cv"))) == 2
     # an earlier release's checkpoint keeps none: the search falls back to the band
     (session.checkpoints[kept.epoch] / checkpoint.VAL_PREDICTIONS).unlink()
     assert checkpoint.read_val_predictions(str(session.checkpoints[kept.epoch])) is None
+
+
+def test_a_cross_validated_trials_checkpoint_keeps_each_folds_predictions(tmp_path):
+    session = FakeSession(tmp_path)
+    run_folds(_cv(epochs=2, lr=0.01), _data(), session)
+    report = session.reports[-1]
+    folds = checkpoint.read_val_predictions(str(session.checkpoints[report.epoch]))
+    assert len(folds) == 3 and sum(len(f.rows) for f in folds) == 48  # every image held out once
+    per_fold = [classification_metrics(f.labels, f.probs.astype(np.float64))["balanced_accuracy"] for f in folds]
+    assert np.mean(per_fold) == pytest.approx(report.val["balanced_accuracy"])
+    # what the search compares: the mean over the folds, fold by fold on their own images
+    assert resample(folds, "val_balanced_accuracy").count == 48
 
 
 def _inputs(board: pd.DataFrame, config: ExperimentConfig | None = None) -> Inputs:

@@ -75,7 +75,7 @@ def ties_line(inp: Inputs) -> str | None:
     se = top[f"{inp.metric}_se"]
     return (f"{len(tied)} trial(s) (the top included) are within the top trial's standard error (±{se:.3f}) of the "
             f"top {inp.metric}: a band, not a test of the difference, as this run's checkpoints keep no validation "
-            "predictions (an earlier leuktune's).")
+            "predictions.")
 
 
 def importance(inp: Inputs, out: Path) -> list:
