@@ -4,11 +4,12 @@ together (a paired bootstrap, whole patients where the data names them); a trial
 the top where the 95% interval of that difference holds 0.
 
 Two trials scored on the same images share most of their luck: an image both get wrong moves
-both scores alike. A band of one standard error around the top ignores that: it calls a trial
-0.017 behind a tie-free loser when both have a standard error of 0.015, though the difference
-itself, judged image by image, may be within its noise (or, for two near-identical models, well
-outside it). Runs whose checkpoints keep no validation predictions (an earlier leuktune's) are
-judged by that band still, and say so (``tied_by``).
+both scores alike. A band of one standard error around the top ignores that: a trial 0.017
+behind a top whose standard error is 0.013 falls outside it, though the two may disagree on a
+handful of images only, each way, well within the difference's noise; and a trial wrong on the
+top's mistakes and a few more is surely worse, though within the band. Runs whose checkpoints keep
+no validation predictions (an earlier leuktune's) are judged by that band still, and say so
+(``tied_by``).
 """
 
 from __future__ import annotations
