@@ -244,18 +244,22 @@ def test_each_validation_figure_has_its_standard_error_and_ties_with_the_top_are
     assert (trials[f"{metric}_se"].between(0, 0.3) & trials["val_loss_se"].gt(0)).all()
     history = pd.read_parquet(folder / "history.parquet")
     assert history["val_balanced_accuracy_se"].notna().all()
+    # ties with the top: by a paired bootstrap of each trial's difference from the top on the same
+    # validation images (from the predictions each kept checkpoint holds), tied where its interval holds 0
     top = trials.iloc[0]
-    assert top["tied_with_top"]
-    within = (trials[metric] - top[metric]).abs() <= top[f"{metric}_se"] + 1e-12
-    assert trials["tied_with_top"].astype(bool).tolist() == within.tolist()
+    assert top["tied_with_top"] and top["top_difference_low"] == top["top_difference_high"] == 0
+    assert trials["tied_by"].eq("paired_bootstrap").all()
+    holds = (trials["top_difference_low"] <= 0) & (trials["top_difference_high"] >= 0)
+    assert trials["tied_with_top"].astype(bool).tolist() == holds.tolist()
     assert pd.isna(board.loc[board["status"] == "ensemble", "tied_with_top"]).all()
     write_report([folder], tmp_path / "report", echo=lambda message: None)
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "tied with top" in md
-    tied = int(within.sum())
-    line = (f"{tied} trials are within one standard error" if tied > 1
-            else "Only the top trial is within its own standard error")
+    assert "tied with top" in md and "minus top (95%)" in md
+    tied = int(holds.sum())
+    line = (f"{tied} trials (the top included) are tied with the top" if tied > 1
+            else "No other trial is tied with the top")
     assert line in md
+    assert re.search(rf"paired bootstrap of the difference in {metric} on the same \d+ validation images", md)
 
 
 def test_the_report_of_a_single_trial_and_of_merged_runs(run, tmp_path, ray_runtime):
@@ -267,7 +271,7 @@ def test_the_report_of_a_single_trial_and_of_merged_runs(run, tmp_path, ray_runt
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = (tmp_path / "runs" / "single" / "report" / "report.md").read_text()
-    assert "needs at least two finished trials" in text and "python -m leuktune.evaluate" in text
+    assert "Hyperparameter importance not shown: 1 finished trial(s)" in text and "python -m leuktune.evaluate" in text
     merged = write_report([folder, tmp_path / "runs" / "single"], tmp_path / "merged", echo=lambda m: None)
     assert "| experiment |" in (tmp_path / "merged" / "report.md").read_text() and merged.is_file()
 

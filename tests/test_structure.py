@@ -403,7 +403,9 @@ def test_each_stages_record_fills_exactly_its_tables_columns():
                          drawn={"lr": 0.1}, best=report, last=report, train_seconds=1.0, cpu_seconds=1.0,
                          gpu_seconds=0.0, checkpoint="tune/t/checkpoint_000001", started_at=None, finished_at="now",
                          leuktune_version="0", data_fingerprint="f")
-    assert set(record.to_row()) | {"tied_with_top", "pareto_front"} == set(leaderboard.trials_schema(["lr"]).names)
+    # the tie columns and the Pareto front are the search's, computed over every trial as each ends
+    computed = {name for name, _ in leaderboard.TIE_COLUMNS} | {"pareto_front"}
+    assert set(record.to_row()) | computed == set(leaderboard.trials_schema(["lr"]).names)
     metrics = {m: 0.5 for m in leuktune.metrics.METRICS}
     figures = TestFigures(model="t", scores=metrics, low=metrics, high=metrics, confusion_matrix=[[1]], images=1,
                           temperature=1.0, ece_calibrated=0.1)
@@ -417,7 +419,7 @@ def test_each_stages_record_fills_exactly_its_tables_columns():
 def _full_report() -> EpochReport:
     facts = TrialFacts(params=10, trainable_params=5, unfreeze_depth_effective=1, stage_groups=2,
                        backbone_activation="relu", workers=1, device="cpu", precision="fp32",
-                       node_ip="127.0.0.1", node_id="n")
+                       node_ip="127.0.0.1", node_id="n", backbone_weights="w.pth sha256:9a129038d9a0")
     metrics = leuktune.metrics.METRICS
     return EpochReport(epoch=1, train_loss=0.5, val={m: 0.5 for m in metrics}, val_se={m: 0.05 for m in metrics},
                        val_confusion_matrix=[[1]], facts=facts, phase_seconds={"train": 1.0, "validate": 0.1})

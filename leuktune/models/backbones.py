@@ -32,6 +32,7 @@ from torch import nn
 
 from leuktune.config import TORCHVISION_BACKBONES
 from leuktune.errors import LeuktuneError
+from leuktune.models import provenance
 
 
 def hub_cache() -> str:
@@ -46,9 +47,11 @@ class WeightsError(LeuktuneError, ValueError):
 
 
 class Backbone(nn.Module):
-    def __init__(self, name: str, model: nn.Module, groups: list[list[str]], activation: str, mean, std):
+    def __init__(self, name: str, model: nn.Module, groups: list[list[str]], activation: str, mean, std,
+                 weights: str = provenance.RANDOM_INIT):
         super().__init__()
         self.name = name
+        self.weights = weights  # the pretrained weights it loaded, as the leaderboard names them (provenance)
         self.model = model
         self.groups = groups  # parameter names per stage group, stem first
         self.activation = activation  # what the backbone's own layers use ("default" if unchanged)
@@ -237,7 +240,8 @@ def create_backbone(name: str, *, activation: str | None = None, image_size: int
             _load_file(model, weights, name)
         groups = [[f"body.{n}.{p}" for p, _ in child.named_parameters()]
                   for n, child in model.body.named_children() if any(True for _ in child.parameters())]
-        return Backbone(name, model, groups, applied, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        return Backbone(name, model, groups, applied, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                        provenance.of_file(weights) if pretrained else provenance.RANDOM_INIT)
 
     # a DINO-style training checkpoint: the model is built empty and its backbone loaded below
     published = training_checkpoint_backbone(weights) if weights is not None else None
@@ -265,4 +269,6 @@ def create_backbone(name: str, *, activation: str | None = None, image_size: int
     grouped = group_parameters(model, matcher)
     groups = [list(grouped[k]) for k in sorted(grouped)]
     cfg = timm.data.resolve_data_config({}, model=model)
-    return Backbone(name, model, groups, applied, cfg["mean"], cfg["std"])
+    loaded = provenance.RANDOM_INIT if not pretrained else \
+        provenance.of_file(weights) if weights is not None else provenance.of_hub(model.pretrained_cfg, name)
+    return Backbone(name, model, groups, applied, cfg["mean"], cfg["std"], loaded)

@@ -30,6 +30,7 @@ import torch
 from leuktune.config import ExperimentConfig
 from leuktune import uris
 from leuktune.errors import LeuktuneError
+from leuktune.leaderboard.ties import ValPredictions
 
 FILE = "checkpoint.pt"
 META = "meta.json"
@@ -37,6 +38,10 @@ CALIBRATION = "calibration.json"  # written by earlier releases only
 # A cross-validated trial's checkpoint (search.cv) is a folder of its folds' checkpoints, each a
 # checkpoint as above, and a meta.json of its own that says how many (``folds``).
 FOLD = "fold_{}"
+# The validation split's predictions at the checkpoint's epoch (leuktune.leaderboard.ties.ValPredictions,
+# float16: a few bytes an image), which the search reads to compare trials image by image; an earlier
+# release's checkpoints have none.
+VAL_PREDICTIONS = "val_predictions.npz"
 
 
 class CheckpointError(LeuktuneError, ValueError):
@@ -67,6 +72,24 @@ def write_meta(folder: str | Path, meta: dict[str, Any]) -> None:
     """The small part of a checkpoint known only once its epoch is judged (its epoch, the best so
     far, the epoch's metrics), beside the weights that may have been written before."""
     (Path(folder) / META).write_text(json.dumps(plain(meta), allow_nan=True))
+
+
+def write_val_predictions(folder: str | Path, predictions: ValPredictions) -> None:
+    np.savez(Path(folder) / VAL_PREDICTIONS, **predictions.arrays())
+
+
+def read_val_predictions(location: str | Path) -> list[ValPredictions] | None:
+    """The validation predictions a stored checkpoint keeps, one per fold of a cross-validated
+    trial's (one for any other); None where it keeps none (an earlier release's)."""
+    folds = folds_of(location)
+    found = []
+    for place in [fold_location(location, f) for f in range(folds)] if folds else [str(location)]:
+        data = _read(place, VAL_PREDICTIONS)
+        if data is None:
+            return None
+        with np.load(io.BytesIO(data)) as arrays:  # no pickles: numbers only
+            found.append(ValPredictions.from_arrays(arrays))
+    return found
 
 
 def on_host(state: Any) -> Any:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from leuktune.leaderboard.ties import ValPredictions
 from leuktune.metrics import classification_metrics, confusion_matrix, standard_errors
 from leuktune.training.balance import class_weights, epoch_order
 from leuktune.training.probabilities import class_probabilities
@@ -105,13 +106,15 @@ def refresh_batchnorm(trial: Trial, epoch: int) -> None:
 class Validation:
     """The whole validation split scored: every metric of METRICS by name with its bootstrap
     standard error (resampling patients where the data names them), the confusion matrix (rows =
-    true class) and the inference time per image."""
+    true class), the inference time per image, and the predictions themselves (which a checkpoint
+    keeps, so that the search can compare trials image by image: leuktune.leaderboard.ties)."""
 
     scores: dict[str, float]
     standard_errors: dict[str, float]
     confusion_matrix: list[list[int]]
     inference_ms: float
     images: int
+    predictions: ValPredictions
 
 
 def validate(trial: Trial) -> Validation | None:
@@ -128,7 +131,9 @@ def validate(trial: Trial) -> Validation | None:
     groups = None if data.groups is None else gather(data.groups[shard])
     if not np.isfinite(probs).all():
         return None
+    rows = np.concatenate([data.indices("val")[r::world] for r in range(world)])  # as gather orders them
     return Validation(classification_metrics(true, probs), standard_errors(true, probs, groups),
-                      confusion_matrix(true, probs), inference_ms, len(true))
+                      confusion_matrix(true, probs), inference_ms, len(true),
+                      ValPredictions.of(rows, true, groups, probs))
 
 

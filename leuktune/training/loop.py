@@ -132,6 +132,7 @@ def validate_and_report(trial: Trial, epoch: int, trained: dict[str, float], sta
         if due and error is None:
             checkpoint.write_meta(folder, {"epoch": epoch, "best": dataclasses.asdict(trial.state.best),
                                            "metrics": report.to_result()})
+            checkpoint.write_val_predictions(folder, validation.predictions)  # due: not diverged
         elif due:
             report = dataclasses.replace(report, checkpoint_error=error)
             print(f"[leuktune] WARNING: the checkpoint of epoch {epoch} could not be written ({error}); "

@@ -135,8 +135,8 @@ def build(cfg: ExperimentConfig, data: CachedDataset, session, phases: Phases) -
         params, trainable = count_parameters(network)
         setup = DeviceSetup.create(session.device, network.backbone.mean, network.backbone.std, train)
         facts = TrialFacts(unfreeze_depth_effective=network.unfreeze_depth, stage_groups=len(network.backbone.groups),
-                           backbone_activation=network.backbone.activation, params=params,
-                           trainable_params=trainable, workers=session.world_size, device=setup.name,
+                           backbone_activation=network.backbone.activation, backbone_weights=network.backbone.weights,
+                           params=params, trainable_params=trainable, workers=session.world_size, device=setup.name,
                            precision=setup.precision, **session.node())
         network = setup.prepare(network)
     with phases("features"):

@@ -24,6 +24,7 @@ from leuktune.config import ExperimentConfig
 from leuktune.results import EpochReport, TrialRecord, TrialStatus
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import echo
+from leuktune.training.checkpoint import read_val_predictions
 from leuktune.training.trainer import find_checkpoint, trial_share
 
 
@@ -72,6 +73,10 @@ class LeaderboardCallback(tune.Callback):
         self._started: dict[str, tuple[str, float]] = {}
         self._unwritten: list[tuple[dict, list[EpochReport], str]] = []
         self._share = trial_share(cfg)
+        # each ended trial's search metric on the shared bootstrap resamples of its validation
+        # images (None: its checkpoint keeps no predictions), read once: what ties are judged by
+        self._resampled: dict[str, leaderboard.Resampled | None] = {}
+        self._announced: set[str] = set()  # trials whose first line (with the weights they loaded) was shown
 
     def _history_of(self, trial_id: str) -> list[EpochReport]:
         """The epochs a trial reported so far, those of an earlier session of the search included."""
@@ -112,9 +117,13 @@ class LeaderboardCallback(tune.Callback):
             self.echo(f"[leuktune] WARNING: trial {trial.trial_id} could not write its checkpoint of epoch "
                       f"{report.epoch} ({report.checkpoint_error}); it goes on, resumable from its last checkpoint")
         metric = self.cfg.search.metric
+        weights = ""
+        if trial.trial_id not in self._announced and report.facts is not None:
+            self._announced.add(trial.trial_id)
+            weights = f" weights: {report.facts.backbone_weights}"
         self.echo(f"[leuktune] trial {trial.trial_id} epoch {report.epoch}/{self.cfg.train.epochs}: "
                   f"{metric}={report.value(metric):.4f} train_loss={report.train_loss:.4f} "
-                  f"({report.train_images_per_s:.0f} img/s)")
+                  f"({report.train_images_per_s:.0f} img/s){weights}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, error=None)
@@ -142,6 +151,8 @@ class LeaderboardCallback(tune.Callback):
             started_at=started_at, finished_at=_now(), leuktune_version=leuktune.__version__,
             data_fingerprint=self.fingerprint, error=error, error_file=trial.error_file if error else None)
         row = record.to_row()
+        self._announced.discard(trial.trial_id)
+        self._resampled[trial.trial_id] = self._draws(record.checkpoint)
         self._write(row, results, trial.trial_id)
         self._tell_followers("trial_ended", record)
         drawn = " ".join(f"{k}={_short(trial.config.get(k))}" for k in self.hyperparameters if k in trial.config)
@@ -170,7 +181,11 @@ class LeaderboardCallback(tune.Callback):
                                leaderboard.HISTORY, replacing=[t for _, _, t in new])
             board = pd.concat([board, pd.DataFrame([r for r, _, _ in new])], ignore_index=True)
             search = self.cfg.search
-            board["tied_with_top"] = leaderboard.tied_with_top(board, search.metric, search.mode)
+            for other, checkpoint in zip(board["trial_id"], board["checkpoint_uri"]):
+                if other not in self._resampled:  # a trial of an earlier session of the search: read once
+                    self._resampled[other] = self._draws(checkpoint)
+            tie_columns = leaderboard.ties(board, search.metric, search.mode, self._resampled)
+            board[list(tie_columns.columns)] = tie_columns
             if search.objectives:
                 board["pareto_front"] = leaderboard.pareto_front(board, list(search.objectives), search.directions)
             self.folder.write_table(runfolder.TRIALS_TABLE, leaderboard.table(
@@ -181,6 +196,20 @@ class LeaderboardCallback(tune.Callback):
             self._unwritten.clear()
         except Exception as err:  # noqa: BLE001 - reported; the search goes on
             self._warn(f"could not record trial {trial_id}", err, "tried again when the next trial ends")
+
+    def _draws(self, checkpoint: str | None) -> leaderboard.Resampled | None:
+        """The search metric of a trial's kept epoch on the shared resamples of its validation
+        images, from the predictions its checkpoint keeps (relative to the run); None without them."""
+        location = self.folder.located(checkpoint) if isinstance(checkpoint, str) else None
+        if location is None:
+            return None
+        try:
+            folds = read_val_predictions(location)
+        except Exception as err:  # noqa: BLE001 - reported; the trial is judged by the band instead
+            self._warn(f"could not read the validation predictions of {checkpoint}", err,
+                       "its tie with the top is judged by the top's standard error")
+            return None
+        return None if folds is None else leaderboard.resample(folds, self.cfg.search.metric)
 
     def _note(self, trial_id: str, /, **attributes) -> None:
         try:

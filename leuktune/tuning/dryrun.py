@@ -106,6 +106,9 @@ def dry_run(config: str | Path | None = None, overrides: Sequence[str] = (), add
             weights.check(cfg)
             lines.append("pretrained weights: found for every backbone" if not cfg.model.allow_download else
                          "pretrained weights: downloaded by each trial (model.allow_download)")
+            if not cfg.model.allow_download:  # which file each loads: DINOv2's and DinoBloom's share names
+                lines += [f"  {name}: {weights.locate(name, cfg.model.pretrained_path)}"
+                          for name in representatives(cfg.model.backbone)]
         except ConfigError as err:
             lines.append(f"pretrained weights: MISSING; a search would stop here: {err}")
     first_judged = min(train.epochs, asha.grace_epochs(train.validations) * train.validate_every) if asha else None
