@@ -266,8 +266,6 @@ def test_a_packages_init_only_hands_names_on():
 MOST_LINES = 300
 
 
-@pytest.mark.xfail(strict=False, reason="leaderboard.py and report/build.py are over 300 lines until their "
-                                        "splits land (issue 37)")
 def test_no_module_is_over_300_lines():
     long = [f"{path.relative_to(PACKAGE.parent)}: {lines} lines" for _, path in _modules()
             if (lines := len(path.read_text().splitlines())) > MOST_LINES]
