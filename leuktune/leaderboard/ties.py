@@ -88,7 +88,7 @@ def resample(folds: Sequence[ValPredictions], metric: str, *, resamples: int = R
     values, digest = np.zeros(resamples), hashlib.sha256()
     for fold, p in enumerate(folds):
         counts = group_resamples(p.groups, resamples, np.random.default_rng([seed, fold]))
-        values += resampled(p.labels, p.probs.astype(np.float64), counts)[name]
+        values += resampled(p.labels, p.probs.astype(np.float64), counts, (name,))[name]
         digest.update(p.rows.tobytes() + p.groups.tobytes() + b"|")
     return Resampled(digest.hexdigest()[:16], sum(len(p.rows) for p in folds),
                      sum(int(p.groups.max()) + 1 if len(p.groups) else 0 for p in folds), values / len(folds))
