@@ -251,7 +251,7 @@ class TrialRecord:
             **{k: getattr(facts, k) if facts else None for k in FACTS},
             "inference_ms": last.inference_ms if last else None,
             "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds, "gpu_seconds": self.gpu_seconds,
-            "checkpoint_uri": self.checkpoint, "started_at": self.started_at, "finished_at": self.finished_at,
+            "checkpoint": self.checkpoint, "started_at": self.started_at, "finished_at": self.finished_at,
             "leuktune_version": self.leuktune_version, "data_fingerprint": self.data_fingerprint,
             "error": self.error, "error_file": self.error_file,
         }

@@ -88,7 +88,7 @@ def test_mlflow_gets_a_run_per_trial_with_each_epochs_metrics_its_end_and_test_f
         assert mlflow_run.info.run_name == row.trial_id
         assert mlflow_run.data.params == {"lr": str(row.lr), "backbone": row.backbone}
         assert mlflow_run.info.status == {"completed": "FINISHED", "stopped_early": "KILLED"}[row.status]
-        assert mlflow_run.data.tags["leuktune.checkpoint"] == row.checkpoint_uri.removeprefix(f"{run}/")
+        assert mlflow_run.data.tags["leuktune.checkpoint"] == row.checkpoint
         epochs = history[history["trial_id"] == row.trial_id]
         logged = client.get_metric_history(mlflow_run.info.run_id, "val_balanced_accuracy")
         assert sorted((m.step, m.value) for m in logged) == sorted(zip(epochs["epoch"], epochs["val_balanced_accuracy"]))

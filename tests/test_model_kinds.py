@@ -137,3 +137,20 @@ def test_a_checkpoint_is_the_same_model_however_its_path_is_written(runs, monkey
     monkeypatch.chdir(folder)  # relative to the run, from inside it
     assert leuktune.load_model(absolute.relative_to(folder), device="cpu").temperature == pytest.approx(row["temperature"])
 
+
+
+def test_a_run_whose_search_table_says_checkpoint_uri_opens_with_its_models(runs, tmp_path):
+    """The release before this one kept the run-relative checkpoint in trials.parquet as ``checkpoint_uri``."""
+    folder = tmp_path / "run"
+    shutil.copytree(runs["trials"], folder)
+    table = pd.read_parquet(folder / "trials.parquet").rename(columns={"checkpoint": "checkpoint_uri"})
+    table.to_parquet(folder / "trials.parquet", index=False)
+    run = leuktune.Run.open(folder)
+    board = run.leaderboard()
+    trials = board[board["trial_id"] != "ensemble"]
+    assert trials["checkpoint"].str.startswith("tune/").all()
+    assert all(str(uri).startswith(str(folder)) for uri in trials["checkpoint_uri"])
+    best = trials.iloc[0]
+    assert run.model(device="cpu").temperature == pytest.approx(best["temperature"])  # found through the old column
+    run.evaluate(top=1, device="cpu", echo=lambda message: None)  # a stage writes today's names
+    assert "checkpoint" in pd.read_parquet(folder / "leaderboard.parquet").columns

@@ -89,7 +89,7 @@ def test_a_search_killed_after_its_first_trial_resumes_with_every_trial_once(tmp
     assert all(t.state.name == "FAIL" for t in study.trials if "lost" in t.user_attrs)
     now = {t.user_attrs["trial_id"]: (t.number, t.state) for t in ran}
     assert all(now[trial_id] == ended for trial_id, ended in ended_before.items())
-    checkpoints = dict(zip(board["trial_id"], board["checkpoint_uri"]))
+    checkpoints = dict(zip(board["trial_id"], board["checkpoint"]))
     for t in ran:  # each epoch's value once, the epochs of a trial resumed midway included
         assert sorted(t.intermediate_values) == list(range(1, EPOCHS + 1)), t.number
         assert t.user_attrs["checkpoint"] == checkpoints[t.user_attrs["trial_id"]].removeprefix(f"{run}/")

@@ -117,7 +117,8 @@ def _as_an_earlier_release_wrote_it(folder: Path, original: str) -> None:
     """The run folder as the release before stage tables wrote it: one leaderboard with every
     column and absolute checkpoints of where the run was, the temperatures in the checkpoints."""
     board = pd.read_parquet(folder / "leaderboard.parquet")
-    board["checkpoint_uri"] = [None if c is None else f"{original}/{c}" for c in board["checkpoint_uri"]]
+    # it named the column checkpoint_uri and kept absolute paths there
+    board["checkpoint_uri"] = [None if c is None else f"{original}/{c}" for c in board.pop("checkpoint")]
     board.to_parquet(folder / "leaderboard.parquet", index=False)
     for row in board[board["temperature"].notna() & (board["trial_id"] != "ensemble")].itertuples():
         Path(folder, row.checkpoint_uri.removeprefix(original + "/"), "calibration.json").write_text(
@@ -152,7 +153,7 @@ def test_a_run_folder_of_the_earlier_layout_opens_where_it_is_now_and_takes_new_
     assert np.allclose(after.loc[scored.index, "test_balanced_accuracy"], scored)
     assert after.loc["ensemble", "test_balanced_accuracy"] == pytest.approx(
         read.set_index("trial_id").loc["ensemble", "test_balanced_accuracy"])
-    assert all(not str(c).startswith("/") for c in pd.read_parquet(old / "trials.parquet")["checkpoint_uri"].dropna())
+    assert all(not str(c).startswith("/") for c in pd.read_parquet(old / "trials.parquet")["checkpoint"].dropna())
 
 
 @pytest.mark.slow

@@ -94,8 +94,8 @@ def test_the_test_split_is_read_once_for_the_top_trials_with_intervals(searched)
 def test_each_trials_best_epoch_is_on_disk_as_its_row_says(searched):
     run, board, _ = searched
     for row in board.itertuples():
-        assert not row.checkpoint_uri.startswith("/")  # the file keeps it relative to the run folder
-        state = checkpoint.load(run / row.checkpoint_uri)
+        assert not row.checkpoint.startswith("/")  # the file keeps it relative to the run folder
+        state = checkpoint.load(run / row.checkpoint)
         assert state["class_names"] == ("ALL", "CLL", "healthy") and state["epoch"] == row.best_epoch
         matrix = np.array(row.val_confusion_matrix.tolist())
         assert matrix.shape == (3, 3) and matrix.trace() / matrix.sum() == pytest.approx(row.val_accuracy)
@@ -134,7 +134,7 @@ def test_the_study_in_the_run_folder_holds_every_trial_once_with_where_it_ran(se
     for row in board.itertuples():
         trial = by_trial[row.trial_id]
         assert trial.params == {"lr": row.lr, "backbone": row.backbone}
-        assert trial.user_attrs["checkpoint"] == row.checkpoint_uri.removeprefix(f"{run}/")  # relative to the run
+        assert trial.user_attrs["checkpoint"] == row.checkpoint  # relative to the run
         assert trial.user_attrs["node"] == ray.util.get_node_ip_address()
         epochs = history[history["trial_id"] == row.trial_id]
         assert trial.intermediate_values == dict(zip(epochs["epoch"], epochs["val_balanced_accuracy"]))

@@ -38,7 +38,16 @@ def earlier_release(folder: RunFolder) -> pd.DataFrame | None:
     """The whole leaderboard of a run written before each stage had its own table, or None."""
     if folder.exists(runfolder.TRIALS_TABLE) or not folder.exists(runfolder.LEADERBOARD):
         return None
-    return folder.read_frame(runfolder.LEADERBOARD)
+    return renamed(folder.read_frame(runfolder.LEADERBOARD))
+
+
+# earlier releases' names of columns the tables keep -> today's
+RENAMED = {"checkpoint_uri": "checkpoint"}  # it held a path relative to the run, not a URI
+
+
+def renamed(table: pd.DataFrame) -> pd.DataFrame:
+    """A table an earlier release wrote, its columns under today's names."""
+    return table.rename(columns={old: new for old, new in RENAMED.items() if new not in table})
 
 
 def searched_part(old: pd.DataFrame) -> pd.DataFrame:
@@ -61,7 +70,7 @@ def trials(folder: RunFolder) -> pd.DataFrame:
     """The search's table: a row per trial that ended, in the order they ended (checkpoints
     relative to the run); empty before the first."""
     if folder.exists(runfolder.TRIALS_TABLE):
-        return folder.read_frame(runfolder.TRIALS_TABLE)
+        return renamed(folder.read_frame(runfolder.TRIALS_TABLE))
     old = earlier_release(folder)
     return pd.DataFrame() if old is None else searched_part(old)
 
@@ -109,7 +118,7 @@ def derive(folder: RunFolder) -> pd.DataFrame:
         board = pd.concat([board, pd.DataFrame([{
             "experiment": board["experiment"].iloc[0], "trial_id": ENSEMBLE_ID, "status": ENSEMBLE_ID,
             **{f"val_{m}": record.val_scores.get(m) for m in METRICS},
-            "members": record.members, "weights": record.weights, "checkpoint_uri": runfolder.ENSEMBLE,
+            "members": record.members, "weights": record.weights, "checkpoint": runfolder.ENSEMBLE,
             "params": int(members["params"].sum()) if members["params"].notna().all() else None,
             "data_fingerprint": record.data_fingerprint or (first["data_fingerprint"].iloc[0] if len(first) else None),
         }])], ignore_index=True)
@@ -147,8 +156,8 @@ def _ranked_by_its_config(folder: RunFolder, board: pd.DataFrame) -> pd.DataFram
 def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """The leaderboard of one run, or of several merged, best trial first by the search metric
     and mode of the (first) run's ``config.yaml``; failed trials last. A run is a folder (or
-    its leaderboard file), local or a URI, where it is now: ``checkpoint_uri`` is a path or URI
-    of that place. Reads only.
+    its leaderboard file), local or a URI, where it is now: ``checkpoint_uri`` (beside ``checkpoint``,
+    relative to the run) is a path or URI of that place. Reads only.
 
     >>> board = leuktune.load_leaderboard("runs/synthetic-default")  # doctest: +SKIP
     >>> board = leuktune.load_leaderboard(["runs/cnmc-a", "s3://bucket/runs/cnmc-b"])  # doctest: +SKIP
@@ -165,7 +174,8 @@ def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
                                    f"{runfolder.LEADERBOARD}, or the file itself); a search writes one when its "
                                    "first trial ends")
         board = derive(folder)  # an earlier release's one leaderboard is read through the stages' readers too
-        board["checkpoint_uri"] = [folder.located(value) for value in board["checkpoint_uri"]]
+        board.insert(board.columns.get_loc("checkpoint") + 1, "checkpoint_uri",
+                     [folder.located(value) for value in board["checkpoint"]])
         boards.append((folder, board))
     board = _ranked_by_its_config(boards[0][0], pd.concat([b for _, b in boards], ignore_index=True))
     board.attrs["paths"] = [folder.uri(folder.file(runfolder.LEADERBOARD)) for folder, _ in boards]

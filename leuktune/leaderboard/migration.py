@@ -20,7 +20,7 @@ def migrate(folder: RunFolder) -> None:
     if old is None:
         return
     searched = searched_part(old)
-    searched["checkpoint_uri"] = [folder.relative(value) for value in searched["checkpoint_uri"]]
+    searched["checkpoint"] = [folder.relative(value) for value in searched["checkpoint"]]
     folder.write_table(runfolder.TEST, table(tested_part(old).to_dict("records"), TEST))
     record = ensemble(folder)
     if record is not None:

@@ -63,9 +63,9 @@ SEARCH_COLUMNS = [
     ("node_ip", pa.string()), ("node_id", pa.string()), ("cpu_seconds", pa.float64()), ("gpu_seconds", pa.float64()),
     # a frozen backbone's cached features: computed or loaded, views per image, views this trial computed
     ("frozen_features", pa.string()), ("feature_views", pa.int64()), ("feature_views_computed", pa.int64()),
-    # the trial's best checkpoint, relative to the run folder (tune/<trial>/checkpoint_000007); load()
-    # gives it as a path or URI of where the run is read from
-    ("checkpoint_uri", pa.string()), ("started_at", pa.string()), ("finished_at", pa.string()),
+    # the trial's kept checkpoint, relative to the run folder (tune/<trial>/checkpoint_000007); load()
+    # adds checkpoint_uri beside it: a path or URI of where the run is read from
+    ("checkpoint", pa.string()), ("started_at", pa.string()), ("finished_at", pa.string()),
     ("leuktune_version", pa.string()), ("data_fingerprint", pa.string()),
     ("error", pa.string()), ("error_file", pa.string()),  # the exception's type and message; Ray's full record
 ]

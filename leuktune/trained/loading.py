@@ -80,7 +80,7 @@ def fitted_temperature(location: str, run: RunFolder | None) -> float:
         trials = leaderboard.trials(run)
         relative = run.relative(location)
         if len(trials) and relative is not None:
-            ids = trials.loc[[run.relative(c) == relative for c in trials["checkpoint_uri"]], "trial_id"]
+            ids = trials.loc[[run.relative(c) == relative for c in trials["checkpoint"]], "trial_id"]
             scored = leaderboard.tests(run)
             scored = scored[scored["trial_id"].isin(list(ids)) & scored["temperature"].notna()]
             if len(scored):

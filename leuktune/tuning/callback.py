@@ -181,7 +181,7 @@ class LeaderboardCallback(tune.Callback):
                                leaderboard.HISTORY, replacing=[t for _, _, t in new])
             board = pd.concat([board, pd.DataFrame([r for r, _, _ in new])], ignore_index=True)
             search = self.cfg.search
-            for other, checkpoint in zip(board["trial_id"], board["checkpoint_uri"]):
+            for other, checkpoint in zip(board["trial_id"], board["checkpoint"]):
                 if other not in self._resampled:  # a trial of an earlier session of the search: read once
                     self._resampled[other] = self._draws(checkpoint)
             tie_columns = leaderboard.ties(board, search.metric, search.mode, self._resampled)
