@@ -1,18 +1,40 @@
-"""Shared fixtures: a real Ray runtime, a real S3 server on loopback and a tiny, fast synthetic experiment."""
+"""Shared fixtures: a real Ray runtime, a real S3 server on loopback, a real MLflow server, a tiny,
+fast synthetic experiment, and the finished runs that many modules read.
+
+A search costs seconds of Ray and training each time, so the suite makes each kind of finished run
+once a session and the modules share it: ``tracked_run`` (a search through the command line, followed
+by MLflow and TensorBoard, ASHA stopping trials) and ``finished_run``/``travelled`` (a search with
+its final evaluation, an ensemble and an external set). They are read-only: a test that writes into
+a run (evaluates, scores an external set, exports into it) works on a copy of its own
+(``shutil.copytree``), so that no test depends on which ran before it (pytest-randomly shuffles them).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
+
+import pandas as pd
 
 import pytest
 import ray
 
 import leuktune
+import leuktune.data.prepare as prepare_module
 from leuktune.data import synthetic
+from raynodes import free_ports
 
 TRAVELLER_CLASSES = ("ALL", "CLL", "healthy")
 
@@ -75,24 +97,130 @@ def upload(client, bucket: str, folder, prefix: str) -> None:
         client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
 
 
+def wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
+    """Until ``url`` answers, while ``process`` (the server behind it) lives."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, f"the server at {url} ended with {process.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing answered at {url}"
+            time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
-def travelled(tmp_path_factory, ray_runtime):
-    """A finished run (3 trials, 2 scored on the test split, their ensemble, an external set) copied
-    to ``elsewhere/moved-run`` and to a bucket, then removed: (root, local copy, bucket client, its
-    URI, the external set's folder, the original's leaderboard). One search for every module that
-    reads a finished run: a test that writes into it works on a copy of its own."""
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1, its runs in SQLite: its URI."""
+    root = tmp_path_factory.mktemp("mlflow")
+    (port,) = free_ports(1)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{uri}/health", server)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)  # its gunicorn takes seconds to end on SIGTERM; nothing is kept
+        server.wait(timeout=60)
+
+
+def search_command_line(overrides: list[str]) -> str:
+    """A search through ``python -m leuktune.search``'s main, in this process: what it printed."""
+    from leuktune.cli.search import main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([a for o in overrides for a in ("--set", o)]) == 0
+    return printed.getvalue()
+
+
+TRACKED_TOP_K = 2  # the trials of tracked_run scored on the test split
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    folder: Path  # read it, never write into it: copy it first
+    board: pd.DataFrame  # its leaderboard.parquet as written
+    printed: str  # what the command line printed
+    mlflow: str  # the MLflow server's URI that followed it
+
+
+@pytest.fixture(scope="session")
+def tracked_run(tmp_path_factory, ray_runtime, mlflow_server) -> TrackedRun:
+    """One search through the command line, followed by MLflow and TensorBoard: the end-to-end,
+    study and following checks all read it (test_search_e2e, test_follow).
+
+    Four trials one after another; ASHA judges them after one epoch. Half the learning rates
+    cannot move the weights, so a trial drawn after a learning one is stopped at its first rung.
+    No augmentation: with it, a learning trial of this tiny set is often still at chance after one
+    epoch. The best TRACKED_TOP_K trials are scored on the test split."""
+    storage = tmp_path_factory.mktemp("tracked") / "runs"
+    printed = search_command_line(tiny_overrides(storage) + [
+        "search.num_samples=4", "search.max_concurrent=1", "train.lr={choice: [1.0e-9, 0.01]}", "train.batch_size=4",
+        "train.warmup_epochs=0", "train.augment_strength=0", "search.scheduler.asha={grace_period: 1, reduction_factor: 2}",
+        f"evaluate.top_k={TRACKED_TOP_K}", f"tracking.mlflow={mlflow_server}", "tracking.tensorboard=true"])
+    run = storage / "tiny"
+    return TrackedRun(run, pd.read_parquet(run / "leaderboard.parquet"), printed, mlflow_server)
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    folder: Path  # a copy of the run as its search and evaluation left it; read it, never write into it
+    board: pd.DataFrame  # what leuktune.search returned (its checkpoints where the search wrote them)
+    prepared: list  # the experiments whose data was prepared while the search ran (trials and final evaluation)
+    lab: Path  # the external set's folder (another lab's stain), scored once as "lab-b"
+    root: Path  # where the search wrote (root/written, removed afterwards) and its cache (root/cache)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, ray_runtime) -> FinishedRun:
+    """A finished run: 3 trials, the best 2 scored on the test split, their ensemble, an external set
+    scored; searched into ``root/written`` and copied to ``root/elsewhere/moved-run`` (travelled's) and
+    to a folder of its own (``folder``, that every reader copies), the original then removed: nothing
+    may need it. One search for every module that reads a finished run (test_results, test_run,
+    test_model_kinds)."""
     root = tmp_path_factory.mktemp("travel")
     written, cache = root / "written", root / "cache"
-    board = leuktune.search(overrides=tiny_overrides(written) + [
-        "name=traveller", "search.num_samples=3", "search.scheduler.asha=null", "evaluate.top_k=2",
-        "evaluate.bootstrap=100", "evaluate.ensemble=3", f"data.cache_dir={cache}"], echo=lambda message: None)
+    prepared, searching = [], [True]
+    real_prepare = prepare_module.prepare
+
+    def counted(cfg, *args, **kwargs):
+        if searching:  # a module that imported prepare during the search keeps this wrapper: count the search only
+            prepared.append(cfg.name)
+        return real_prepare(cfg, *args, **kwargs)
+
+    from leuktune.evaluation import driver as evaluation_driver  # imported prepare by name: wrapped there too
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prepare_module, "prepare", counted)
+        patch.setattr(evaluation_driver, "prepare", counted)
+        board = leuktune.search(overrides=tiny_overrides(written) + [
+            "name=traveller", "search.num_samples=3", "search.scheduler.asha=null", "evaluate.top_k=2",
+            "evaluate.bootstrap=100", "evaluate.ensemble=3", f"data.cache_dir={cache}"], echo=lambda message: None)
+    searching.clear()
     original = written / "traveller"
     lab = synthetic.generate(root / "lab-b", classes=TRAVELLER_CLASSES, images_per_class=4, image_size=48, seed=9, site=1)
     leuktune.evaluate(original, external=leuktune.ExternalSet(str(lab)), echo=lambda message: None)
     assert (original / "ensemble.json").exists() and (original / "external" / "lab-b.parquet").exists()
+    shutil.copytree(original, root / "elsewhere" / "moved-run")
+    kept = tmp_path_factory.mktemp("finished") / "moved-run"
+    shutil.copytree(original, kept)
+    shutil.rmtree(written)  # the original is gone: nothing may need it
+    return FinishedRun(kept, board, prepared, lab, root)
+
+
+@pytest.fixture(scope="session")
+def travelled(finished_run):
+    """The finished run copied to ``elsewhere/moved-run`` and to a bucket, the original removed: (root,
+    local copy, bucket client, its URI, the external set's folder, the copy's leaderboard, what the
+    search returned). The tests of test_run write into the local copy and the bucket and check that
+    nothing else changes; any other reader copies ``finished_run.folder``."""
+    root, copy = finished_run.root, finished_run.root / "elsewhere" / "moved-run"
     with s3_server("runs") as (client, uri):
-        copy = root / "elsewhere" / "moved-run"
-        shutil.copytree(original, copy)
-        upload(client, "runs", original, "team/moved-run")
-        shutil.rmtree(written)  # the original is gone: nothing may need it
-        yield root, copy, client, uri("team/moved-run"), lab, leuktune.load_leaderboard(copy), board
+        upload(client, "runs", finished_run.folder, "team/moved-run")
+        yield root, copy, client, uri("team/moved-run"), finished_run.lab, leuktune.load_leaderboard(copy), \
+            finished_run.board

@@ -45,6 +45,7 @@ def test_the_readme_notebook_example_runs_as_written(tmp_path):
     assert f"'epoch': {int(best['best_epoch'])}" in proc.stdout  # a trial's model also says which epoch it is
 
 
+@pytest.mark.slow
 def test_import_is_light_and_names_the_api():
     proc = subprocess.run([sys.executable, "-c", "import sys, leuktune; print(sorted(m for m in "
                            "('torch', 'ray', 'timm', 'optuna', 'pandas') if m in sys.modules))"],
@@ -61,6 +62,7 @@ def test_search_rejects_a_bad_config_before_any_work(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_check_data_reports_what_the_cli_prints(tmp_path, capsys, ray_runtime):
     from leuktune.cli.data import main
 

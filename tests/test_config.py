@@ -90,6 +90,7 @@ def test_overrides_apply_and_are_validated():
         load(None, ["train.epochs"])
 
 
+@pytest.mark.slow
 def test_cli_rejects_bad_config_before_starting_ray(tmp_path):
     path = write(tmp_path, "model: {backbone: resnet5000}\ntrain: {lr: -1}\n")
     proc = subprocess.run([sys.executable, "-m", "leuktune.search", "--config", str(path)],
@@ -100,6 +101,7 @@ def test_cli_rejects_bad_config_before_starting_ray(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_cli_help_shows_a_working_example():
     proc = subprocess.run([sys.executable, "-m", "leuktune.search", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0

@@ -91,6 +91,7 @@ def test_split_refuses_a_class_too_small_to_split():
         assign_splits(pd.DataFrame(rows), SplitConfig())
 
 
+@pytest.mark.slow
 def test_cache_decodes_once_and_second_scan_reads_the_file(tmp_path, ray_runtime):
     synthetic.generate(tmp_path / "set", classes=("ALL", "MM"), images_per_class=4, image_size=50)
     m = assign_splits(imagefolder(tmp_path / "set"), SplitConfig(train=0.5, val=0.25, test=0.25))
@@ -111,6 +112,7 @@ def test_cache_decodes_once_and_second_scan_reads_the_file(tmp_path, ray_runtime
     assert cache.scan(m, 16, "pad", tmp_path / "cache", progress=lambda msg: None).pixels.shape[1] == 16
 
 
+@pytest.mark.slow
 def test_stain_normalisation_at_decode_moves_another_labs_colours_to_the_reference(tmp_path, ray_runtime):
     home = synthetic.generate(tmp_path / "home", classes=("ALL", "MM"), images_per_class=3, image_size=48)
     other = synthetic.generate(tmp_path / "other", classes=("ALL", "MM"), images_per_class=3, image_size=48,

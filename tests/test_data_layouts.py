@@ -60,6 +60,7 @@ def make_bad_files(folder):
     return good
 
 
+@pytest.mark.slow
 def test_bad_files_stop_the_run_listing_each_or_are_skipped_into_rejected(tmp_path, ray_runtime):
     root = write_folder(tmp_path / "set")
     make_bad_files(root / "ALL")
@@ -87,6 +88,7 @@ def test_missing_root_and_empty_class_folder_name_the_path(tmp_path):
         imagefolder(root)
 
 
+@pytest.mark.slow
 def test_imagefolder_with_predefined_train_test_carves_val_from_train(tmp_path, ray_runtime):
     root = tmp_path / "blood-cells"
     write_folder(root / "TRAIN", n=10)
@@ -100,6 +102,7 @@ def test_imagefolder_with_predefined_train_test_carves_val_from_train(tmp_path, 
     assert len(data.indices("val")) > 0
 
 
+@pytest.mark.slow
 def test_cnmc_layout_groups_by_patient_and_splits_patients_apart(tmp_path, ray_runtime):
     root = tmp_path / "C-NMC_Leukemia"
     for fold in range(3):
@@ -148,6 +151,7 @@ def test_allidb_and_csv_layouts(tmp_path):
         table(tmp_path / "bad.csv")
 
 
+@pytest.mark.slow
 def test_exact_duplicates_share_a_split(tmp_path, ray_runtime):
     root = write_folder(tmp_path / "set", classes=("ALL", "CLL", "healthy"), n=12)
     # the same pixels under another name and format: must not straddle splits
@@ -164,6 +168,7 @@ def test_exact_duplicates_share_a_split(tmp_path, ray_runtime):
             assert abs(counts.loc[label, s] - frac * n) <= 1
 
 
+@pytest.mark.slow
 def test_near_duplicates_across_splits_are_reported_with_their_paths(tmp_path, ray_runtime):
     # The dataset's own split puts a cell in TRAIN and a slightly brighter copy of it in TEST:
     # the pair straddles two splits whatever the seed, and must be reported.
@@ -184,6 +189,7 @@ def test_near_duplicates_across_splits_are_reported_with_their_paths(tmp_path, r
     assert "near-duplicate image pair(s) across splits" in str(report)
 
 
+@pytest.mark.slow
 def test_second_run_decodes_nothing_and_reuses_the_split(tmp_path, ray_runtime):
     root = write_folder(tmp_path / "set", n=8)
     cfg = run_cfg(tmp_path, "data.source=imagefolder", f"data.root={root}")
@@ -198,6 +204,7 @@ def test_second_run_decodes_nothing_and_reuses_the_split(tmp_path, ray_runtime):
     assert pd.read_parquet(tmp_path / "runs" / "t" / "split.parquet").equals(split_before)
 
 
+@pytest.mark.slow
 def test_data_cli_reports_counts_and_fails_on_bad_files(tmp_path, capsys, ray_runtime):
     root = write_folder(tmp_path / "set", n=6)
     args = ["--set", f"storage.path={tmp_path / 'runs'}", "--set", "data.source=imagefolder",
@@ -234,6 +241,7 @@ def shifted(image: Image.Image, dx: int) -> Image.Image:
     return image.transform(image.size, Image.AFFINE, (1, 0, dx, 0, 1, 0), fillcolor=image.getpixel((0, 0)))
 
 
+@pytest.mark.slow
 def test_a_field_saved_twice_joins_one_group_and_one_split(tmp_path, ray_runtime):
     root = write_folder(tmp_path / "set", classes=("ALL", "CLL", "healthy"), n=10, size=64)
     original = Image.open(root / "CLL" / "CLL_3.png")
@@ -254,6 +262,7 @@ def test_a_field_saved_twice_joins_one_group_and_one_split(tmp_path, ray_runtime
     assert listed.joined_images == 0
 
 
+@pytest.mark.slow
 def test_look_alike_cells_never_chain_into_a_group_that_swallows_a_class(tmp_path, ray_runtime):
     root = write_folder(tmp_path / "set", classes=("ALL", "healthy"), n=6, size=64)
     base = Image.open(root / "ALL" / "ALL_0.png")

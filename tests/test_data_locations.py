@@ -104,6 +104,7 @@ def test_a_folder_linked_into_itself_is_walked_once(tmp_path):
     assert listing.files["ALL/a.png"].location == str(tmp_path / "store.png")  # symlinks resolved
 
 
+@pytest.mark.slow
 def test_a_file_that_cannot_be_read_is_a_bad_file_named_with_the_node(tmp_path, ray_runtime):
     root = tmp_path / "set"
     for label in ("ALL", "healthy"):

@@ -59,6 +59,7 @@ def test_folds_hold_out_each_patient_once_keep_the_test_split_and_the_classes_ba
     assert all((a.splits == b.splits).all() for a, b in zip(dealt, again))
 
 
+@pytest.mark.slow
 def test_near_duplicates_are_never_in_two_folds(tmp_path, ray_runtime):
     root = write_folder(tmp_path / "set", classes=("ALL", "CLL", "healthy"), n=10, size=64)
     shifted(Image.open(root / "CLL" / "CLL_3.png"), 2).save(root / "CLL" / "CLL_3_again.jpg", quality=90)

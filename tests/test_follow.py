@@ -1,13 +1,10 @@
 """Following a search where researchers look: its study in SQLite, optuna-dashboard on it, a warm
 start from an earlier run, MLflow (a real tracking server on loopback) and TensorBoard event files."""
 
-import contextlib
-import io
 import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 
 import optuna
@@ -17,61 +14,18 @@ from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import leuktune
-from conftest import tiny_overrides
-from raynodes import free_ports
+from conftest import TRACKED_TOP_K, search_command_line, tiny_overrides, wait_for
 from leuktune.cli.search import main as search_main
 
 pytestmark = pytest.mark.slow
 
 
-def _wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        assert process.poll() is None, f"the server at {url} ended with {process.returncode}"
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing answered at {url}"
-            time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server on 127.0.0.1, its runs in SQLite: its URI."""
-    root = tmp_path_factory.mktemp("mlflow")
-    (port,) = free_ports(1)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(f"{uri}/health", server)
-        yield uri
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
-
-
-def _search(overrides: list[str]) -> str:
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert search_main([a for o in overrides for a in ("--set", o)]) == 0
-    return printed.getvalue()
-
-
-@pytest.fixture(scope="module")
-def followed(tmp_path_factory, ray_runtime, mlflow_server):
-    """A search of 4 trials followed by MLflow and TensorBoard, ASHA stopping the hopeless ones, the
-    best scored on the test split: (run folder, its leaderboard, the MLflow URI)."""
-    storage = tmp_path_factory.mktemp("follow") / "runs"
-    _search(tiny_overrides(storage) + [
-        "search.num_samples=4", "search.max_concurrent=1", "train.lr={choice: [1.0e-9, 0.01]}", "train.batch_size=4",
-        "train.warmup_epochs=0", "train.augment_strength=0", "search.scheduler.asha={grace_period: 1, reduction_factor: 2}",
-        "evaluate.top_k=1", f"tracking.mlflow={mlflow_server}", "tracking.tensorboard=true"])
-    run = storage / "tiny"
-    return run, pd.read_parquet(run / "leaderboard.parquet"), mlflow_server
+def followed(tracked_run):
+    """The session's search of 4 trials (conftest's tracked_run) followed by MLflow and TensorBoard,
+    ASHA stopping the hopeless ones, the best TRACKED_TOP_K scored on the test split: (run folder,
+    its leaderboard, the MLflow URI)."""
+    return tracked_run.folder, tracked_run.board, tracked_run.mlflow
 
 
 def test_mlflow_gets_a_run_per_trial_with_each_epochs_metrics_its_end_and_test_figures(followed):
@@ -97,7 +51,7 @@ def test_mlflow_gets_a_run_per_trial_with_each_epochs_metrics_its_end_and_test_f
             assert mlflow_run.data.metrics["test_balanced_accuracy"] == tests.loc[row.trial_id, "test_balanced_accuracy"]
         else:
             assert "test_balanced_accuracy" not in mlflow_run.data.metrics
-    assert len(tests.drop(index="ensemble", errors="ignore")) == 1
+    assert len(tests.drop(index="ensemble", errors="ignore")) == TRACKED_TOP_K
 
 
 def test_tensorboard_has_event_files_per_trial_with_each_validated_epoch(followed):
@@ -123,7 +77,7 @@ def test_the_dashboard_serves_the_runs_study_on_the_port_it_prints(followed):
         assert line.startswith("[leuktune] optuna-dashboard of study 'tiny'"), line
         address = line.split(" at ")[1].split()[0]  # http://127.0.0.1:PORT/dashboard/studies/ID
         base, _, study_id = address.partition("/dashboard/studies/")
-        _wait_for(f"{base}/api/studies", dashboard)
+        wait_for(f"{base}/api/studies", dashboard)
         with urllib.request.urlopen(f"{base}/api/studies", timeout=30) as answer:
             (listed,) = json.load(answer)["study_summaries"]
         assert listed["study_name"] == "tiny" and str(listed["study_id"]) == study_id
@@ -147,7 +101,7 @@ def test_a_warm_started_search_begins_with_the_earlier_runs_trials(followed, tmp
     earlier = leuktune.Run.open(run).study()
     completed = [t for t in earlier.trials if t.state == optuna.trial.TrialState.COMPLETE]
     # this search's lr range holds only one of the earlier run's choices; its backbone is fixed
-    out = _search(tiny_overrides(tmp_path / "runs") + [
+    out = search_command_line(tiny_overrides(tmp_path / "runs") + [
         "name=second", "search.num_samples=2", "search.max_concurrent=1", "evaluate.top_k=0",
         "model.backbone=test_resnet", "train.lr={loguniform: [1.0e-3, 0.1]}", f"search.warm_start=[{run}]"])
     line = next(line for line in out.splitlines() if line.startswith("[leuktune] warm start from"))
@@ -168,14 +122,15 @@ def test_a_warm_started_search_begins_with_the_earlier_runs_trials(followed, tmp
     assert len(ran) == 2 and all(t.user_attrs.get("trial_id") for t in ran)
 
 
-def test_a_warm_start_from_a_run_that_shares_no_parameter_is_refused(followed, tmp_path):
+def test_a_warm_start_from_a_run_that_shares_no_parameter_is_refused(followed, tmp_path, capsys):
+    # the command line's main in this process (python -m leuktune.search's exit status 2 on a refused
+    # config is tested as a subprocess in test_config and test_follow_input)
     run, _, _ = followed
-    refused = subprocess.run(
-        [sys.executable, "-m", "leuktune.search", *(a for o in tiny_overrides(tmp_path / "runs") + [
-            "model.backbone=test_resnet", "train.lr=0.01", "model.dropout={uniform: [0.0, 0.5]}",
-            f"search.warm_start=[{run}]"] for a in ("--set", o))],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2
+    returned = search_main([a for o in tiny_overrides(tmp_path / "runs") + [
+        "model.backbone=test_resnet", "train.lr=0.01", "model.dropout={uniform: [0.0, 0.5]}",
+        f"search.warm_start=[{run}]"] for a in ("--set", o)])
+    refused = capsys.readouterr()
+    assert returned == 2
     assert f"search.warm_start[0] {run}: its space (backbone, lr) shares no parameter with this search's (dropout)" \
-        in refused.stderr, refused.stderr
+        in refused.err, refused.err
     assert not (tmp_path / "runs" / "tiny" / "tune").exists()

@@ -26,6 +26,7 @@ def _search(tmp_path, *overrides):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url, shown", [
     ("postgresql://leuk:secret@127.0.0.1:1/optuna", "postgresql://leuk:***@127.0.0.1:1/optuna"),
     ("sqlite:////nonexistent-folder/studies/study.db", "sqlite:////nonexistent-folder/studies/study.db"),
@@ -38,6 +39,7 @@ def test_a_study_database_that_cannot_be_reached_is_one_error_before_any_trial(t
     assert not (tmp_path / "runs" / "tiny" / "tune").exists()  # no trial ran (Ray was not started)
 
 
+@pytest.mark.slow
 def test_an_mlflow_server_that_does_not_answer_is_one_error_before_any_trial(tmp_path):
     (port,) = free_ports(1)  # nothing listens there once the socket is closed
     failed = _search(tmp_path, f"tracking.mlflow=http://127.0.0.1:{port}")
@@ -58,6 +60,7 @@ def test_the_dashboard_of_a_run_without_a_study_says_so(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_dashboards_help_shows_a_working_example():
     shown = subprocess.run([sys.executable, "-m", "leuktune.dashboard", "--help"], capture_output=True, text=True,
                            timeout=60)

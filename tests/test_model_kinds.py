@@ -28,13 +28,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def runs(travelled, tmp_path_factory):
+def runs(finished_run, tmp_path_factory):
     """{name: run folder}: ``trials`` (a copy of the shared finished run: networks and their ensemble),
     ``folds`` (a search with search.cv=3 and an ensemble of its fold models), ``moved`` (that run
     copied elsewhere, the original's place never read) and the external set's folder."""
     root = tmp_path_factory.mktemp("kinds")
-    _, shared, _, _, lab, _, _ = travelled
-    shutil.copytree(shared, root / "trials")
+    lab = finished_run.lab
+    shutil.copytree(finished_run.folder, root / "trials")
     lines = []
     board = leuktune.search(overrides=tiny_overrides(root / "searched") + [
         "name=folds", "search.cv=3", "evaluate.top_k=1", "evaluate.ensemble=2", "evaluate.bootstrap=100",

@@ -17,7 +17,6 @@ from PIL import Image
 
 import leuktune
 from leuktune import leaderboard
-import leuktune.data.prepare as prepare_module
 from leuktune.data import synthetic
 from conftest import tiny_overrides
 from leuktune.metrics.calibration import rescale
@@ -35,29 +34,13 @@ from leuktune.report.build import write_report
 pytestmark = pytest.mark.slow
 
 
-PREPARED: list[str] = []  # the data each prepare() of the module's search was for
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, ray_runtime):
-    storage = tmp_path_factory.mktemp("results") / "runs"
-    real_prepare = prepare_module.prepare
-
-    searching = [True]
-
-    def counted(cfg, *args, **kwargs):
-        if searching:  # a module that imported prepare during the search keeps this wrapper: count the search only
-            PREPARED.append(cfg.name)
-        return real_prepare(cfg, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(prepare_module, "prepare", counted)
-        board = leuktune.search(overrides=tiny_overrides(storage) + [
-            "search.num_samples=4", "search.scheduler.asha=null", "evaluate.top_k=2", "evaluate.bootstrap=200",
-            "evaluate.ensemble=4"],
-            echo=lambda message: None)
-    searching.clear()
-    return storage / "tiny", board
+def run(finished_run, tmp_path_factory):
+    """A copy of the session's finished run (3 trials, the best 2 scored on the test split, their
+    ensemble, an external set) of this module's own: its tests evaluate into it. (folder, leaderboard)."""
+    folder = tmp_path_factory.mktemp("results") / "moved-run"
+    shutil.copytree(finished_run.folder, folder)
+    return folder, leuktune.load_leaderboard(folder)
 
 
 def _trials(board: pd.DataFrame) -> pd.DataFrame:
@@ -65,14 +48,14 @@ def _trials(board: pd.DataFrame) -> pd.DataFrame:
     return board[board["status"] != "ensemble"].reset_index(drop=True)
 
 
-def test_the_search_prepares_its_data_once_for_trials_and_test_split(run):
-    assert PREPARED == ["tiny"]
+def test_the_search_prepares_its_data_once_for_trials_and_test_split(finished_run):
+    assert finished_run.prepared == ["traveller"]
 
 
 def test_only_the_top_trials_are_scored_on_the_test_split(run):
     folder, board = run
     trials = _trials(board)
-    assert trials["test_accuracy"].notna().tolist() == [True, True, False, False]
+    assert trials["test_accuracy"].notna().tolist() == [True, True, False]
     evaluation = pd.read_parquet(folder / "evaluation.parquet")
     assert set(evaluation["trial_id"]) == {*trials["trial_id"].head(2), "ensemble"}
     assert set(evaluation["variant"]) == {"plain", "flip_tta", "calibrated"}
@@ -159,7 +142,7 @@ def test_the_ensemble_is_chosen_on_validation_and_scored_once_on_test(run, monke
                                     pd.read_parquet(folder / "split.parquet"), run_folder, temperatures,
                                     echo=lambda m: None)
     record = leaderboard.ensemble(run_folder)  # the ensemble's own record, written again alike
-    assert reads == ["val"] * 4 + ["test"] * len(record.members)
+    assert reads == ["val"] * 3 + ["test"] * len(record.members)  # the 3 trials are the candidates
     assert record.members == list(ensemble["members"]) and record.weights == list(ensemble["weights"])
     assert row.scores["balanced_accuracy"] == ensemble["test_balanced_accuracy"]
     assert all(not c.startswith("/") for c in record.checkpoints)  # relative to the run folder

@@ -132,8 +132,9 @@ def _as_an_earlier_release_wrote_it(folder: Path, original: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_run_folder_of_the_earlier_layout_opens_where_it_is_now_and_takes_new_stages(travelled, tmp_path):
-    _, copy, _, _, lab, board, _ = travelled
+def test_a_run_folder_of_the_earlier_layout_opens_where_it_is_now_and_takes_new_stages(finished_run, tmp_path):
+    copy = finished_run.folder  # as the search left it (test_run's other tests write into travelled's copy)
+    board = leuktune.load_leaderboard(copy)
     old = tmp_path / "old-layout"
     shutil.copytree(copy, old)
     _as_an_earlier_release_wrote_it(old, "/cluster/runs/traveller")
@@ -157,11 +158,12 @@ def test_a_run_folder_of_the_earlier_layout_opens_where_it_is_now_and_takes_new_
 
 
 @pytest.mark.slow
-def test_a_built_in_set_made_again_beside_a_moved_run_is_matched_to_its_split(travelled, tmp_path):
+def test_a_built_in_set_made_again_beside_a_moved_run_is_matched_to_its_split(finished_run, tmp_path):
     """A run searched without a cache of its own keeps the built-in set beside it; moved, the set is
     made again beside the new place (other paths) and its files are matched to the saved split by
     name: the same data, the same fingerprint, the same test figure."""
-    _, copy, _, _, _, board, _ = travelled
+    copy = finished_run.folder
+    board = leuktune.load_leaderboard(copy)
     moved = tmp_path / "laptop" / "run"
     shutil.copytree(copy, moved)
     config = yaml.safe_load((moved / "config.yaml").read_text())

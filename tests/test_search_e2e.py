@@ -1,9 +1,5 @@
 """The whole path: config -> synthetic PNGs -> cache -> Tune/Optuna/ASHA -> trials -> Parquet."""
 
-import contextlib
-import io
-import json
-
 import duckdb
 import numpy as np
 import optuna
@@ -14,32 +10,20 @@ import pytest
 import ray
 
 import leuktune
-from conftest import tiny_overrides
+from conftest import TRACKED_TOP_K, tiny_overrides
 from leuktune.metrics import METRICS
 from leuktune.runfolder import RunFolder
-from leuktune.cli.search import main
 from leuktune.training import checkpoint
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory, ray_runtime):
-    """One search through the command line: (run folder, its leaderboard, what it printed).
-
-    Four trials one after another; ASHA judges them after one epoch. Half the learning rates
-    cannot move the weights, so a trial drawn after a learning one is stopped at its first rung.
-    No augmentation: with it, a learning trial of this tiny set is often still at chance after one epoch."""
-    storage = tmp_path_factory.mktemp("e2e") / "runs"
-    overrides = tiny_overrides(storage) + [
-        "search.num_samples=4", "search.max_concurrent=1", "train.lr={choice: [1.0e-9, 0.01]}",
-        "train.batch_size=4", "train.warmup_epochs=0", "train.augment_strength=0",
-        "search.scheduler.asha={grace_period: 1, reduction_factor: 2}"]
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main([a for o in overrides for a in ("--set", o)]) == 0
-    run = storage / "tiny"
-    return run, pd.read_parquet(run / "leaderboard.parquet"), printed.getvalue()
+def searched(tracked_run):
+    """The session's search through the command line (conftest's tracked_run: four trials one after
+    another, ASHA judging them after one epoch, half the learning rates unable to move the weights):
+    (run folder, its leaderboard, what it printed)."""
+    return tracked_run.folder, tracked_run.board, tracked_run.printed
 
 
 def test_the_command_line_says_where_its_leaderboard_is(searched):
@@ -75,10 +59,10 @@ def test_asha_stops_trials_at_its_rung_and_names_itself(searched):
 
 def test_the_test_split_is_read_once_for_the_top_trials_with_intervals(searched):
     run, board, _ = searched
-    # the final evaluation scores the best 3 trials only; each test metric comes with a 95%
-    # interval that holds it, and the calibration before and after
-    evaluated = board.head(3)
-    assert board.iloc[3:]["test_accuracy"].isna().all()
+    # the final evaluation scores the best evaluate.top_k (2) trials only; each test metric comes with
+    # a 95% interval that holds it, and the calibration before and after
+    evaluated = board.head(TRACKED_TOP_K)
+    assert board.iloc[TRACKED_TOP_K:]["test_accuracy"].isna().all()
     assert evaluated["test_images"].eq(len(split_rows(run, "test"))).all()
     for m in METRICS:
         assert board[f"val_{m}"].notna().any(), m
@@ -150,21 +134,31 @@ def optuna_study(run):
     return leuktune.Run.open(run).study()
 
 
-def test_readers_of_every_kind_open_both_tables(tmp_path, ray_runtime):
-    # A search with conditional parameters: each appears only where it applies.
-    overrides = tiny_overrides(tmp_path / "runs") + [
+@pytest.fixture(scope="module")
+def conditional_front(tmp_path_factory, ray_runtime):
+    """One search for two checks that differed only in their space and objectives: conditional
+    parameters (each appears only where it applies) and two objectives (the Pareto front marked).
+    Random draws of 6 trials over three backbones, two heads (mlp_hidden only for the mlp), two
+    unfreeze depths (backbone_lr_mult only when the backbone trains): (run folder, leaderboard)."""
+    storage = tmp_path_factory.mktemp("conditional") / "runs"
+    overrides = tiny_overrides(storage) + [
         "name=conditional", "train.epochs=1", "search.num_samples=6", "search.scheduler.asha=null",
-        "search.searcher.optuna.sampler=random", "model.backbone=test_resnet",
+        "search.searcher.optuna.sampler=random", "search.objectives=[val_balanced_accuracy, params]",
+        "model.backbone={choice: [test_resnet, test_efficientnet, test_vit]}",
         "model.head={choice: [linear, mlp]}", "model.mlp_hidden={choice: [16, 32]}",
         "model.unfreeze_depth={choice: [0, all]}", "train.backbone_lr_mult={loguniform: [0.01, 1.0]}"]
-    board = leuktune.search(overrides=overrides, echo=lambda message: None)
+    return storage / "conditional", leuktune.search(overrides=overrides, echo=lambda message: None)
+
+
+def test_readers_of_every_kind_open_both_tables(conditional_front):
+    # A search with conditional parameters: each appears only where it applies.
+    run, board = conditional_front
     assert set(board["head"]) == {"linear", "mlp"} and set(board["unfreeze_depth"]) == {"0", "all"}
     assert board.loc[board["head"] == "linear", "mlp_hidden"].isna().all()
     assert board.loc[board["head"] == "mlp", "mlp_hidden"].isin([16, 32]).all()
     assert board.loc[board["unfreeze_depth"] == "0", "backbone_lr_mult"].isna().all()
     assert board.loc[board["unfreeze_depth"] == "all", "backbone_lr_mult"].between(0.01, 1.0).all()
     # and what it wrote opens the same in pandas, pyarrow, DuckDB and Polars
-    run = tmp_path / "runs" / "conditional"
     for name, rows in (("leaderboard.parquet", 6), ("history.parquet", 6)):
         path = str(run / name)
         frame = pd.read_parquet(path)
@@ -251,19 +245,15 @@ def test_storage_failures_are_reported_and_nothing_is_lost_or_doubled(tmp_path, 
     assert not list((tmp_path / "runs" / "flaky" / "history").glob("*.parquet"))  # no epoch file left
 
 
-def test_a_multi_objective_search_marks_its_pareto_front(tmp_path, ray_runtime):
-    overrides = tiny_overrides(tmp_path / "runs") + [
-        "name=pareto", "train.epochs=1", "search.num_samples=3", "search.scheduler.asha=null",
-        "search.objectives=[val_balanced_accuracy, params]",
-        "model.backbone={choice: [test_resnet, test_efficientnet, test_vit]}"]
-    board = leuktune.search(overrides=overrides, echo=lambda message: None)
+def test_a_multi_objective_search_marks_its_pareto_front(conditional_front):
+    run, board = conditional_front  # objectives: val_balanced_accuracy and params
     assert board["pareto_front"].notna().all() and board["pareto_front"].any()
     # the smallest model is on the front whatever its score: nothing is smaller
     assert board.loc[board["params"].idxmin(), "pareto_front"]
     front = board[board["pareto_front"]]
     for row in board[~board["pareto_front"]].itertuples():  # each trial off the front is beaten on both
         assert ((front["val_balanced_accuracy"] >= row.val_balanced_accuracy) & (front["params"] <= row.params)).any()
-    study = optuna_study(tmp_path / "runs" / "pareto")
+    study = optuna_study(run)
     assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
 
 

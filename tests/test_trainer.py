@@ -246,6 +246,7 @@ def test_patience_stops_a_trial_that_stopped_improving(tiny_data):
     assert row["status"] == "stopped_early" and row["stopped_by"] == "patience"
 
 
+@pytest.mark.slow
 def test_auto_concurrency_packs_trials_into_the_cluster(ray_runtime):
     # The test cluster has 2 CPUs and no GPU.
     messages = []
