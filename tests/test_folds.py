@@ -6,6 +6,7 @@ test_loop.py; the whole path through Ray is in test_search_e2e.py."""
 from __future__ import annotations
 
 import json
+import re
 import math
 
 import numpy as np
@@ -202,3 +203,25 @@ def test_a_fold_whose_checkpoint_write_fails_leaves_no_checkpoint_that_cannot_lo
     run_folds(cfg, data, again)
     assert [r.epoch for r in again.reports] == [2, 3, 4] and all(r.resumed_from_epoch == 1 for r in again.reports)
     assert all(m["epoch"] == 4 for m in _fold_metrics(again.checkpoints[4]))
+
+
+@pytest.mark.parametrize("patients_per_class", [3, 4, 6])  # 1, 2 and 4 patients of each class to deal
+def test_the_fold_count_a_refusal_suggests_is_accepted(patients_per_class):
+    data = _with_patients(patients_per_class=patients_per_class, test_patients=2)
+    fewest = patients_per_class - 2
+    with pytest.raises(DataError) as refused:
+        folds.check_folds(data, fewest + 1)
+    suggested = re.search(r"search.cv to at most (\d+)", str(refused.value))
+    if fewest < 2:  # no fold count is possible: none is suggested
+        assert suggested is None and "search.cv off" in str(refused.value)
+        assert folds.resolve("auto", data) is None
+    else:
+        folds.check_folds(data, int(suggested.group(1)))  # accepted
+        assert len(folds.cv_folds(data, int(suggested.group(1)), seed=0)) == fewest
+
+
+def test_auto_never_chooses_a_fold_count_the_check_refuses():
+    data = _with_patients(patients_per_class=6, test_patients=2)
+    # a class with no patient in the training and validation splits: nothing to deal into folds
+    data = CachedDataset(**{**data.__dict__, "class_names": ("ALL", "healthy", "CLL")})
+    assert folds.resolve("auto", data) is None
