@@ -3,7 +3,8 @@
 leuktune reaches into two frameworks where their public API offers no way to do the job:
 Ray Tune's ``OptunaSearch`` keeps its Optuna study, storage and trials in underscore attributes (the
 searcher tells Optuna what ASHA saw and reopens its study from the database on a resume,
-leuktune.tuning.searcher), Optuna names a trial in its database by a private id, ``ASHAScheduler`` its metric,
+leuktune.tuning.searcher), Optuna names a trial in its database by a private id, a restored ``Tuner`` keeps the callbacks it
+was pickled with (leuktune.tuning.tuner gives a resumed search its caller's), ``ASHAScheduler`` its metric,
 mode, time attribute, last rung and count of stopped trials (leuktune.tuning.scheduler feeds it
 a score and spares the search's starts), Ray Train logs every report through a logger that
 only its private module names, Ray's private services say which local cluster ``ray start``
@@ -68,6 +69,12 @@ def optuna_search_attach(searcher: Any, study: Any, storage: Any) -> None:
 def optuna_trial_id(frozen: Any) -> int:
     """A ``FrozenTrial``'s id in its study's database (what ``optuna.trial.Trial(study, id)`` takes)."""
     return frozen._trial_id
+
+
+def restored_tuner_configs(tuner: Any) -> tuple[Any, Any]:
+    """A Tuner's ``TuneConfig`` and ``RunConfig`` (``Tuner.restore`` takes neither: the callbacks of a
+    restored search are those pickled with it unless replaced here)."""
+    return tuner._local_tuner._tune_config, tuner._local_tuner.get_run_config()
 
 
 def asha_settings(scheduler: Any) -> tuple[str, str, str, int]:

@@ -17,11 +17,12 @@ records it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import tempfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from leuktune import runfolder
 from leuktune.errors import LeuktuneError
@@ -129,31 +130,43 @@ def _backup(source: str, target: str) -> None:
 
 
 def load(folder: RunFolder) -> optuna.Study:
-    """A finished or running search's study, read only: from the run folder (a bucket run's
-    copied down to a temporary file, unless this machine is the driver that keeps it), or from
-    the database its ``search.study.storage`` names. A ``StudyError`` when the run has none (a
-    search of an earlier release kept it in memory only).
+    """A finished or running search's study, read only: from the run folder, or from the database
+    its ``search.study.storage`` names. A bucket run's (unless this machine is the driver that keeps
+    it) is copied down, read into memory and its copy deleted: the study returned is a snapshot. A
+    ``StudyError`` when the run has none (a search of an earlier release kept it in memory only).
 
     >>> study = load(RunFolder.existing("runs/synthetic-default"))  # doctest: +SKIP
     >>> study.trials_dataframe()[["number", "state", "value"]]  # doctest: +SKIP
     """
     import optuna  # Optuna only when a study is opened (see TYPE_CHECKING)
 
-    place = readable(folder)
-    return optuna.load_study(study_name=place.name, storage=place.storage_object(create=False))
+    with readable(folder) as place:
+        storage = place.storage_object(create=False)
+        if place.folder is folder:  # where the study lives: read as it goes on
+            return optuna.load_study(study_name=place.name, storage=storage)
+        try:  # a copy taken down for this read: kept in memory, the file goes
+            memory = optuna.storages.InMemoryStorage()
+            optuna.copy_study(from_study_name=place.name, from_storage=storage, to_storage=memory)
+            return optuna.load_study(study_name=place.name, storage=memory)
+        finally:
+            storage.engine.dispose()  # SQLite's connections to the copy, closed before it is deleted
 
 
-def readable(folder: RunFolder) -> StudyPlace:
-    """The run's study as a reader finds it (see ``load``); a bucket run's copy is taken down to this machine."""
+@contextlib.contextmanager
+def readable(folder: RunFolder) -> Iterator[StudyPlace]:
+    """``with readable(folder) as place``: the run's study as a reader finds it (see ``load``) for the
+    block; a bucket run's copy is taken down to a temporary folder of this machine, deleted when
+    the block ends."""
     place = StudyPlace.of(folder.saved_config(), folder)
-    if place.in_run and not folder.local and not folder.study_file.exists() and folder.exists(runfolder.STUDY):
-        copy = RunFolder(tempfile.mkdtemp(prefix="leuktune-study-"), folder.name)
-        os.makedirs(copy.path)
-        with open(copy.file(runfolder.STUDY), "wb") as f:
-            f.write(folder.read_bytes(runfolder.STUDY))
-        place = StudyPlace(copy, None, place.name)
-    if not place.exists():
-        where = place.shown() if place.storage else f"{folder.uri()} has no {runfolder.STUDY}"
-        raise StudyError(f"{folder.uri()}: no study {place.name!r} ({where}); a search of this release keeps its "
-                         "study there (an earlier release's search kept it in memory only)")
-    return place
+    with contextlib.ExitStack() as stack:
+        if place.in_run and not folder.local and not folder.study_file.exists() and folder.exists(runfolder.STUDY):
+            copy = RunFolder(stack.enter_context(tempfile.TemporaryDirectory(prefix="leuktune-study-")), folder.name)
+            os.makedirs(copy.path)
+            with open(copy.file(runfolder.STUDY), "wb") as f:
+                f.write(folder.read_bytes(runfolder.STUDY))
+            place = StudyPlace(copy, None, place.name)
+        if not place.exists():
+            where = place.shown() if place.storage else f"{folder.uri()} has no {runfolder.STUDY}"
+            raise StudyError(f"{folder.uri()}: no study {place.name!r} ({where}); a search of this release keeps its "
+                             "study there (an earlier release's search kept it in memory only)")
+        yield place

@@ -222,8 +222,9 @@ def followers(cfg: ExperimentConfig, folder: RunFolder | None) -> list:
 
 
 def record_test_figures(cfg: ExperimentConfig, rows: list[Mapping[str, Any]], echo=print) -> None:
-    """The final evaluation's figures of each scored trial onto its MLflow run; a server that is
-    gone since the search (a run evaluated elsewhere) is a warning, the figures stay in the run folder."""
+    """The final evaluation's figures of each scored trial onto its MLflow run. A follower's
+    failure is a warning, whatever raised it (a server gone since the search, or one that refuses
+    a request): the figures stay in the run folder."""
     if not cfg.tracking.mlflow:
         return
     try:
@@ -232,3 +233,7 @@ def record_test_figures(cfg: ExperimentConfig, rows: list[Mapping[str, Any]], ec
             trials.test_figures(row["trial_id"], row)
     except LeuktuneError as err:
         echo(f"[leuktune] WARNING: test figures not sent to MLflow: {err}")
+    except Exception as err:  # noqa: BLE001 - MLflow's errors vary by server and transport: a warning too
+        first = str(err).splitlines()[0][:300] if str(err) else ""
+        echo(f"[leuktune] WARNING: test figures not sent to MLflow {cfg.tracking.mlflow} ({type(err).__name__}: "
+             f"{first}); they are in the run folder's test.parquet")

@@ -6,6 +6,7 @@ test_loop.py; the whole path through Ray is in test_search_e2e.py."""
 from __future__ import annotations
 
 import json
+import re
 import math
 
 import numpy as np
@@ -172,3 +173,56 @@ def test_the_trial_model_is_the_average_of_its_folds_out_of_fold_on_validation(t
     spec = json.loads((tmp_path / "export" / "preprocessing.json").read_text())
     assert onnx.is_file() and len(spec["model"]["members"]) == 3 and spec["max_difference"] < 1e-4
     assert spec["temperature"] == model.temperature == 1.0  # not calibrated until the final evaluation
+
+
+def test_a_fold_whose_checkpoint_write_fails_leaves_no_checkpoint_that_cannot_load(tmp_path, monkeypatch):
+    cfg, data = _cv(epochs=4, lr=0.01), _data()
+    real = checkpoint.write_state
+    calls = {"n": 0}
+
+    def full_disk(folder, state):
+        calls["n"] += 1
+        if calls["n"] == 3 + 2:  # epoch 1's three folds, then epoch 2: fold 1, fold 2
+            raise OSError(28, "No space left on device (simulated)")
+        return real(folder, state)
+
+    monkeypatch.setattr("leuktune.training.checkpoint.write_state", full_disk)
+    killed = FakeSession(tmp_path / "killed")
+    run_folds(cfg, data, killed)
+    second = killed.reports[1]
+    # epoch 2 is reported without a checkpoint, saying which fold's write failed and why
+    assert second.epoch == 2 and 2 not in killed.checkpoints
+    assert "fold 2 of 3" in second.checkpoint_error and "No space left" in second.checkpoint_error
+    # every checkpoint the trial recorded holds all its folds, each loadable, at the trial's epoch
+    for epoch, folder in killed.checkpoints.items():
+        assert checkpoint.folds_of(folder) == 3
+        for f in range(3):
+            assert checkpoint.load(checkpoint.fold_location(folder, f))["epoch"] == epoch
+    # resumed from the last checkpoint before the failure (epoch 1): every fold goes on in step
+    monkeypatch.setattr("leuktune.training.checkpoint.write_state", real)
+    again = FakeSession(tmp_path / "again", resume_from=killed.checkpoints[1])
+    run_folds(cfg, data, again)
+    assert [r.epoch for r in again.reports] == [2, 3, 4] and all(r.resumed_from_epoch == 1 for r in again.reports)
+    assert all(m["epoch"] == 4 for m in _fold_metrics(again.checkpoints[4]))
+
+
+@pytest.mark.parametrize("patients_per_class", [3, 4, 6])  # 1, 2 and 4 patients of each class to deal
+def test_the_fold_count_a_refusal_suggests_is_accepted(patients_per_class):
+    data = _with_patients(patients_per_class=patients_per_class, test_patients=2)
+    fewest = patients_per_class - 2
+    with pytest.raises(DataError) as refused:
+        folds.check_folds(data, fewest + 1)
+    suggested = re.search(r"search.cv to at most (\d+)", str(refused.value))
+    if fewest < 2:  # no fold count is possible: none is suggested
+        assert suggested is None and "search.cv off" in str(refused.value)
+        assert folds.resolve("auto", data) is None
+    else:
+        folds.check_folds(data, int(suggested.group(1)))  # accepted
+        assert len(folds.cv_folds(data, int(suggested.group(1)), seed=0)) == fewest
+
+
+def test_auto_never_chooses_a_fold_count_the_check_refuses():
+    data = _with_patients(patients_per_class=6, test_patients=2)
+    # a class with no patient in the training and validation splits: nothing to deal into folds
+    data = CachedDataset(**{**data.__dict__, "class_names": ("ALL", "healthy", "CLL")})
+    assert folds.resolve("auto", data) is None

@@ -40,17 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     from leuktune.runfolder import RunFolder
     from leuktune.study import readable
 
-    place = readable(RunFolder.existing(args.run))
-    storage = place.storage_object(create=False)
-    server = wsgiref.simple_server.make_server(args.host, args.port, optuna_dashboard.wsgi(storage),
-                                               handler_class=_QuietHandler)
-    study_id = storage.get_study_id_from_name(place.name)
-    print(f"[leuktune] optuna-dashboard of study {place.name!r} ({place.shown()}) at "
-          f"http://{args.host}:{server.server_port}/dashboard/studies/{study_id} ; Ctrl-C stops it", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    with readable(RunFolder.existing(args.run)) as place:  # a bucket run's copy: deleted when the server stops
+        storage = place.storage_object(create=False)
+        server = wsgiref.simple_server.make_server(args.host, args.port, optuna_dashboard.wsgi(storage),
+                                                   handler_class=_QuietHandler)
+        study_id = storage.get_study_id_from_name(place.name)
+        print(f"[leuktune] optuna-dashboard of study {place.name!r} ({place.shown()}) at "
+              f"http://{args.host}:{server.server_port}/dashboard/studies/{study_id} ; Ctrl-C stops it", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+            storage.engine.dispose()
     return 0

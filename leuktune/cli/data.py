@@ -2,7 +2,8 @@
 
 Counts per class and split, groups (patients), bad files, exact and near duplicates;
 exits 2 on a problem that would stop a search. The decoded images are cached, so the
-search that follows decodes nothing.
+search that follows decodes nothing. Nothing is written into the run folder; ``--out DIR``
+writes the check's tables there (split.parquet, rejected.parquet, near_duplicates.parquet).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ examples:
   python -m leuktune.data                                   # the built-in synthetic set
   python -m leuktune.data --config experiments/default.yaml
   python -m leuktune.data --set data.source=cnmc --set data.root=/data/C-NMC_Leukemia --set name=cnmc
+  python -m leuktune.data --config experiments/cnmc.yaml --out checked/   # and its tables, as Parquet
 """
 
 
@@ -26,10 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", metavar="FILE", help="experiment YAML (default: the built-in experiment)")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                         help="override one config key (repeatable)")
+    parser.add_argument("--out", metavar="DIR", help="write the split, rejected and near-duplicate tables "
+                        "(Parquet) into this folder, local or a URI")
     args = parser.parse_args(argv)
 
     # imported after the arguments are parsed: --help answers at once, without torch or Ray
     from leuktune.data.check import check_data
 
-    print(check_data(args.config, args.overrides))
+    print(check_data(args.config, args.overrides, out=args.out))
     return 0

@@ -40,30 +40,38 @@ def _groups(data: CachedDataset) -> np.ndarray:
     return data.groups if data.groups is not None else np.arange(len(data.labels))
 
 
-def check_folds(data: CachedDataset, k: int) -> None:
-    """A DataError, naming the class and its count, when a class has fewer groups than folds:
-    some fold would have none of it to validate on."""
+def groups_per_class(data: CachedDataset) -> dict[str, int]:
+    """How many groups of each class the training and validation splits hold (what folds are dealt from)."""
     rows = pooled(data)
     groups, labels = _groups(data)[rows], data.labels[rows]
-    counts = {name: len(np.unique(groups[labels == c])) for c, name in enumerate(data.class_names)}
+    return {name: len(np.unique(groups[labels == c])) for c, name in enumerate(data.class_names)}
+
+
+def check_folds(data: CachedDataset, k: int) -> None:
+    """A DataError, naming the class and its count, when a class has fewer groups than folds:
+    some fold would have none of it to validate on. It suggests the most folds the data allows
+    (at least 2), or none when a class has fewer than 2 groups."""
+    counts = groups_per_class(data)
     short = {name: n for name, n in counts.items() if n < k}
     if short:
         name, n = min(short.items(), key=lambda item: item[1])
+        fewest = min(counts.values())
+        instead = (f"set search.cv to at most {fewest}, or off" if fewest >= 2 else
+                   "no number of folds can hold it (at least 2 are needed): set search.cv off")
         raise DataError(f"search.cv {k}: class {name!r} has {n} group(s) (patients, or images where the data names "
                         f"none) in the training and validation splits, fewer than the {k} folds, each of which must "
-                        f"hold some of it; set search.cv to at most {max(2, min(counts.values()))}, or off")
+                        f"hold some of it; {instead}")
 
 
 def resolve(cv: int | str | None, data: CachedDataset) -> int | None:
     """``search.cv`` as a number of folds, or None: ``auto`` is ``AUTO_FOLDS`` below ``AUTO_BELOW``
-    training and validation images (fewer where a class has fewer groups), else off."""
+    training and validation images (fewer where a class has fewer groups, as ``check_folds``
+    counts them), else off."""
     if cv != "auto":
         return cv
-    rows = pooled(data)
-    if len(rows) >= AUTO_BELOW:
+    if len(pooled(data)) >= AUTO_BELOW:
         return None
-    groups, labels = _groups(data)[rows], data.labels[rows]
-    fewest = min(len(np.unique(groups[labels == c])) for c in np.unique(labels))
+    fewest = min(groups_per_class(data).values())
     return min(AUTO_FOLDS, fewest) if fewest >= 2 else None
 
 

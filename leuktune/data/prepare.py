@@ -24,6 +24,9 @@ from leuktune.data.split import SPLITS, assign_splits
 from leuktune.runfolder import RunFolder
 
 
+SHOWN = 20  # bad files a report lists by name; the rest are counted
+
+
 @dataclass
 class DataReport:
     """What a researcher should know about the data before trusting a result
@@ -37,6 +40,8 @@ class DataReport:
     straddling_groups: list[str] = field(default_factory=list)  # only possible in predefined splits
     joined_images: int = 0  # images that joined a near-duplicate's group before the split
     refused_groups: list[tuple[str, int]] = field(default_factory=list)  # joins that would have grown too big
+    split: pd.DataFrame | None = None  # the usable files: path, label, group, split
+    stored_in: str | None = None  # where its tables were written ("the run folder", a check's --out), None: nowhere
 
     @property
     def classes(self) -> list[str]:
@@ -49,7 +54,10 @@ class DataReport:
     def lines(self) -> list[str]:
         out = [f"{self.images} images, {len(self.counts)} classes, {self.groups} groups", self.counts.to_string()]
         if len(self.rejected):
-            out.append(f"{len(self.rejected)} bad file(s) left out (listed in {runfolder.REJECTED})")
+            out.append(f"{len(self.rejected)} bad file(s) left out{self._listed_in(runfolder.REJECTED)}:")
+            out += [f"  {r.path}: {r.error}" for r in self.rejected.sort_values("path").head(SHOWN).itertuples()]
+            if len(self.rejected) > SHOWN:
+                out.append(f"  ... and {len(self.rejected) - SHOWN} more")
         if self.duplicate_images:
             out.append(f"{self.duplicate_images} images are exact duplicates of another; each set kept in one split")
         if self.joined_images:
@@ -63,11 +71,15 @@ class DataReport:
             out.append(f"WARNING: the dataset's own split puts {len(self.straddling_groups)} group(s) in two "
                        f"splits, e.g. {self.straddling_groups[:3]}: its test scores are inflated")
         if len(self.near_duplicates):
-            out.append(f"WARNING: {len(self.near_duplicates)} near-duplicate image pair(s) across splits "
-                       f"(listed in {runfolder.NEAR_DUPLICATES}), e.g.:")
+            out.append(f"WARNING: {len(self.near_duplicates)} near-duplicate image pair(s) across splits"
+                       f"{self._listed_in(runfolder.NEAR_DUPLICATES)}, e.g.:")
             out += [f"  {r.path_a} ({r.split_a}) ~ {r.path_b} ({r.split_b}), distance {r.distance}"
                     for r in self.near_duplicates.head(10).itertuples()]
         return out
+
+    def _listed_in(self, table: str) -> str:
+        """Where a table of the report is, named only when it was written."""
+        return f" (listed in {table} in {self.stored_in})" if self.stored_in else ""
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -76,7 +88,8 @@ class DataReport:
 def _bad_files_message(bad: pd.DataFrame) -> str:
     listed = "; ".join(f"{r.path}: {r.error}" for r in bad.itertuples())
     return (f"{len(bad)} file(s) cannot be used: {listed}. Fix or remove them, or set "
-            f"data.on_bad_image: skip to leave them out (they are then listed in {runfolder.REJECTED}).")
+            f"data.on_bad_image: skip to leave them out (a search then lists them in its run folder's "
+            f"{runfolder.REJECTED}).")
 
 
 def _split(manifest: pd.DataFrame, cfg: ExperimentConfig, folder: RunFolder, record: bool) -> pd.DataFrame:
@@ -155,6 +168,6 @@ def prepare(cfg: ExperimentConfig, progress=print, *, folder: RunFolder | None =
     report = DataReport(counts=counts, groups=split["group"].nunique(), rejected=rejected,
                         duplicate_images=int(info["content_hash"].duplicated(keep=False).sum()),
                         near_duplicates=near, straddling_groups=straddling, joined_images=joined,
-                        refused_groups=refused)
+                        refused_groups=refused, split=split, stored_in="the run folder" if record else None)
     pixels = scanned.pixels if len(keep) == len(scanned.pixels) else scanned.pixels[keep]
     return cache.dataset(split, pixels, class_names, normalizer.pixels if normalizer else None), report

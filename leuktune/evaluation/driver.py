@@ -71,9 +71,9 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
     scored, figures, predictions = final_evaluation(cfg, chosen, data, split, echo, device)
     tested = [figures.to_row() for figures in scored]
     _store(folder, runfolder.TEST, tested, chosen["trial_id"], leaderboard.TEST)
-    tracking.record_test_figures(cfg, tested, echo)
     _store(folder, runfolder.EVALUATION, figures, chosen["trial_id"])
     _store(folder, runfolder.PREDICTIONS, pd.concat(predictions, ignore_index=True), chosen["trial_id"])
+    tracking.record_test_figures(cfg, tested, echo)  # once the tables are written: a tracker is a follower
     if trial is None:
         tested = leaderboard.tests(folder)
         temperatures = dict(zip(tested["trial_id"], tested["temperature"]))

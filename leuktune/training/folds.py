@@ -9,7 +9,9 @@ whose mean is best as ``train.keep`` says. Its checkpoint is a folder of the fol
 checkpoints (``fold_0/`` ...), all at that epoch, with a ``meta.json`` of its own: ``load_model``
 serves the K models as one (their average, ``leuktune.trained.FoldModel``). A trial killed and
 restarted resumes every fold from its part of the last checkpoint; a fold that fails fails the
-trial, naming the fold.
+trial, naming the fold. A fold whose checkpoint could not be written leaves the epoch without a
+checkpoint (``checkpoint_error`` names the fold), as a trial's failed write does: a trial's
+checkpoint always holds every fold, so a resume keeps the folds in step.
 
 The folds run one after another: a cross-validated search is for small sets, where a fold's
 epoch takes seconds and a cluster's parallelism is better spent on concurrent trials.
@@ -67,6 +69,7 @@ class FoldSession:
         self._resume = part if part is not None and (part / checkpoint.FILE).exists() else None
         self.staging: Path | None = None
         self.last: EpochReport | None = None
+        self.stored = False  # this epoch's checkpoint of the fold is in ``staging``
 
     def node(self) -> dict[str, str]:
         return self._session.node()
@@ -78,9 +81,14 @@ class FoldSession:
         return self._session.wrap(model)
 
     def report(self, result: dict, folder: str | None) -> None:
-        self.last = EpochReport.from_result(result)
-        if folder is not None and self.staging is not None:
+        self.last, self.stored = EpochReport.from_result(result), False
+        if folder is None or self.staging is None:
+            return
+        try:
             shutil.copytree(folder, self.staging / checkpoint.FOLD.format(self.fold), dirs_exist_ok=True)
+            self.stored = True
+        except OSError as err:  # a full disk, say: the trial's epoch goes without a checkpoint
+            self.last = dataclasses.replace(self.last, checkpoint_error=f"{type(err).__name__}: {err}")
 
 
 def fold_config(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -116,6 +124,11 @@ def run_folds(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: 
             report, verdict = combined(cfg, trials[0], [s.last for s in sessions], best, reported, resumed_from,
                                        phases)
             due = verdict.checkpoint_due and not report.diverged
+            unwritten = _unwritten(sessions) if due else None
+            if unwritten:
+                due, report = False, dataclasses.replace(report, checkpoint_error=unwritten)
+                print(f"[leuktune] WARNING: the checkpoint of epoch {epoch} could not be written ({unwritten}); "
+                      f"the trial goes on, resumable from its last checkpoint", flush=True)
             if due:
                 checkpoint.write_meta(staging, {"epoch": epoch, "best": dataclasses.asdict(best),
                                                 "metrics": report.to_result(), "folds": k})
@@ -123,6 +136,14 @@ def run_folds(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: 
             reported = epoch
             if verdict.finished:
                 return
+
+
+def _unwritten(sessions: list[FoldSession]) -> str | None:
+    """Why the trial's checkpoint of this epoch would miss a fold's part (None: every fold's is there)."""
+    k = len(sessions)
+    missing = [f"fold {s.fold + 1} of {k}: {s.last.checkpoint_error or 'no checkpoint reported'}"
+               for s in sessions if not s.stored]
+    return "; ".join(missing) or None
 
 
 def _fold(fold: int, k: int, work):

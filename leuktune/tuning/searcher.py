@@ -192,7 +192,7 @@ def with_grid_size(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def make_searcher(cfg: ExperimentConfig, place: StudyPlace | None = None) -> LeuktuneSearch:
-    """The search's searcher, its study at ``place`` (made by leuktune.tuning.study_setup.prepare), or in memory."""
+    """The search's searcher, its study at ``place`` (made by leuktune.tuning.studies.prepare), or in memory."""
     settings = cfg.search.searcher.optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # leuktune prints its own line per trial
     # multivariate, group and constant_liar are chosen on purpose; Optuna calls them experimental.

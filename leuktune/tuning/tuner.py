@@ -8,7 +8,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
-from leuktune import runfolder
+from leuktune import internals, runfolder
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import echo
 from leuktune.study import StudyPlace
@@ -22,7 +22,8 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, e
                 callbacks: tuple = (), resume: bool = False, study: StudyPlace | None = None,
                 followers: list | None = None) -> tune.Tuner:
     """The search's Tuner, or with ``resume`` the interrupted one restored from the run folder
-    (its searcher, scheduler, callbacks and trials as they were; its study reopened where it is).
+    (its searcher, scheduler and trials as they were; its study reopened where it is; this call's
+    ``echo``, ``callbacks`` and ``followers``).
     ``cfg`` must have an absolute storage path (RunFolder.resolved); ``study``: where the searcher
     keeps its study (leuktune.tuning.studies.prepare), None: in memory; ``followers``: trackers
     (leuktune.tracking.followers)."""
@@ -35,8 +36,13 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, e
                  if asha else FIFOScheduler())
     trainable = trainer.tune_trainable(trainer.run_trial, cfg, experiment=cfg, data=data.shared(), folder=folder)
     if resume:
-        return tune.Tuner.restore(folder.tune, trainable, resume_unfinished=True, resume_errored=False,
-                                  restart_errored=False, storage_filesystem=folder.fs)
+        tuner = tune.Tuner.restore(folder.tune, trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False, storage_filesystem=folder.fs)
+        # the restored searcher (its study reopened) with this caller's echo, callbacks and followers,
+        # not those pickled with the interrupted search
+        tune_config, run_config = internals.restored_tuner_configs(tuner)
+        run_config.callbacks = _callbacks(cfg, folder, data, echo, tune_config.search_alg, followers, callbacks)
+        return tuner
     searcher = make_searcher(cfg, study)
     return tune.Tuner(
         trainable,
@@ -47,6 +53,12 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, e
         ),
         run_config=trainer.tune_run_config(
             cfg, folder, runfolder.TUNE, verbose=1,
-            callbacks=[LeaderboardCallback(cfg, folder, data.fingerprint, echo=echo, study_notes=searcher.note,
-                                           followers=followers), *callbacks]),
+            callbacks=_callbacks(cfg, folder, data, echo, searcher, followers, callbacks)),
     )
+
+
+def _callbacks(cfg: ExperimentConfig, folder: RunFolder, data: CachedDataset, echo, searcher, followers: list | None,
+               callbacks: tuple) -> list:
+    """The search's Tune callbacks: its stage tables and followers, then the caller's."""
+    return [LeaderboardCallback(cfg, folder, data.fingerprint, echo=echo, study_notes=searcher.note,
+                                followers=followers), *callbacks]
