@@ -86,7 +86,7 @@ class TrialFacts:
     frozen_features: str | None = None
     feature_views: int = 0  # the flips and quarter turns cached per image
     feature_views_computed: int = 0  # those this trial computed: its passes of the backbone over the data
-    # the pretrained weights its backbone loaded (leuktune.models.weights.describe): a file's name and the
+    # the pretrained weights its backbone loaded (leuktune.models.provenance): a file's name and the
     # start of its sha256, a Hub id, or "none (random init)"
     backbone_weights: str | None = None
 
