@@ -178,9 +178,12 @@ def test_predict_and_export_of_an_ensemble_are_the_weighted_average_of_its_membe
 
 
 @pytest.fixture(scope="module")
-def cross_validated(run):
-    """The run with its best trial cross-validated on 3 folds: (folder, best trial, leaderboard)."""
-    folder, board = run
+def cross_validated(run, tmp_path_factory):
+    """A copy of the run with its best trial cross-validated on 3 folds: (folder, best trial, leaderboard).
+    A copy of its own: evaluating the trial again refits its temperature, which other tests compare."""
+    original, board = run
+    folder = tmp_path_factory.mktemp("cross-validated") / "moved-run"
+    shutil.copytree(original, folder)
     best = _trials(board)["trial_id"].iloc[0]
     return folder, best, leuktune.evaluate(folder, trial=best, cv=3, echo=lambda message: None)
 
@@ -202,7 +205,8 @@ def test_cross_validation_retrains_on_group_disjoint_folds(cross_validated):
 
 
 def test_the_report_shows_every_figure_as_png(run, cross_validated, tmp_path):
-    folder, board = run
+    _, board = run
+    folder = cross_validated[0]  # the run with its cross-validation
     html = write_report([folder], tmp_path / "report", echo=lambda message: None).read_text()
     images = re.findall(r"src='data:image/png;base64,([^']+)'", html)
     assert len(images) >= 8 and "<img" in html and html.count("<img") == len(images)
