@@ -1,6 +1,7 @@
 """A search whose driver is killed resumes with every trial exactly once; one search per folder."""
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -45,10 +46,24 @@ def test_a_search_killed_after_its_first_trial_resumes_with_every_trial_once(tmp
         except FileNotFoundError:
             return 0
 
+    def saved_with_a_checkpoint(trial_id: str) -> bool:
+        """Tune's saved experiment state names a checkpoint of the trial: what --resume restores it
+        from. Killed before Tune saved it, the trial starts again from scratch (every epoch still once,
+        but nothing resumed: seen once in a full run)."""
+        for state in (run / "tune").glob("experiment_state-*.json"):
+            try:
+                entries = json.loads(state.read_text())["trial_data"]
+            except (OSError, ValueError, KeyError):  # being written
+                continue
+            if any(f'"trial_id": "{trial_id}"' in str(e) and "checkpoint_0" in str(e) for e in entries):
+                return True
+        return False
+
     def midway() -> bool:
-        """A trial has finished, and another has stored two epochs (so its checkpoint is recorded)."""
+        """A trial has finished, and another has stored two epochs and Tune has saved its checkpoint."""
         parts = list((run / "history").glob("*.parquet"))
-        return (run / "leaderboard.parquet").exists() and any(epochs_stored(p) >= 2 for p in parts)
+        return (run / "leaderboard.parquet").exists() and any(
+            epochs_stored(p) >= 2 and saved_with_a_checkpoint(p.stem) for p in parts)
 
     while not midway():
         assert driver.poll() is None and time.monotonic() < deadline, "the search ended before it was midway"
