@@ -6,8 +6,8 @@ own table (the search's ``trials.parquet`` and ``history.parquet``; the final ev
 ``cv.parquet``; ``external/``), the ``leaderboard.parquet`` derived from them (leuktune.leaderboard),
 ``rejected.parquet`` and ``near_duplicates.parquet`` when there are any, the search's Optuna study
 ``study.db`` (leuktune.study), TensorBoard's event files under ``tensorboard/`` when asked for, Ray Tune's state and the
-trials' checkpoints under ``tune/`` (and ``trials/`` for Ray Train launched trials), and the report
-under ``report/``. ``storage.path`` is a local folder or a URI (leuktune.uris). Decoded images,
+trials' checkpoints under ``tune/`` (and ``trials/`` for Ray Train launched trials), models adapted
+to other labs under ``adapted/`` (leuktune.adapting), and the report under ``report/``. ``storage.path`` is a local folder or a URI (leuktune.uris). Decoded images,
 frozen backbones' features and the built-in data set stay on this machine's disk (``data.cache_dir``).
 
 The names (layout.py), the folder and its path rules (folder.py), reading and writing its files
@@ -16,12 +16,13 @@ The names (layout.py), the folder and its path rules (folder.py), reading and wr
 """
 
 from leuktune.runfolder.folder import RunFolder, RunFolderError
-from leuktune.runfolder.layout import (CONFIG, CV, ENSEMBLE, EVALUATION, EXPORT, EXTERNAL, HISTORY, LEADERBOARD, LOCK,
+from leuktune.runfolder.layout import (ADAPTED, CONFIG, CV, ENSEMBLE, EVALUATION, EXPORT, EXTERNAL, HISTORY, LEADERBOARD, LOCK,
                                        NEAR_DUPLICATES, PREDICTIONS, REJECTED, REPORT, SPLIT, STUDY, TENSORBOARD, TEST,
-                                       TRIALS, TRIALS_TABLE, TUNE, external, history_part)
+                                       TRIALS, TRIALS_TABLE, TUNE, adapted, external,
+                                       history_part)
 
 __all__ = [
-    "RunFolder", "RunFolderError", "external", "history_part",
+    "RunFolder", "RunFolderError", "adapted", "external", "history_part", "ADAPTED",
     "CONFIG", "SPLIT", "LEADERBOARD", "TRIALS_TABLE", "TEST", "ENSEMBLE", "EXTERNAL", "HISTORY", "STUDY", "TENSORBOARD",
     "REJECTED", "NEAR_DUPLICATES", "LOCK", "EVALUATION", "PREDICTIONS", "CV", "TUNE", "TRIALS", "REPORT", "EXPORT",
 ]

@@ -31,11 +31,22 @@ TUNE = "tune"  # Ray Tune's run: the searcher's state and the trials' folders (c
 TRIALS = "trials"  # Ray Train launched trials' runs, one per trial id
 REPORT = "report"
 EXPORT = "export"
+ADAPTED = "adapted"  # models adapted to other labs: <name>/curve.parquet, <name>/<per_class>/<model>/
 
 
 def external(name: str, part: str | None = None) -> str:
     """An external test set's table in the run folder: its metrics, or ``part`` (predictions, near_training)."""
     return f"{EXTERNAL}/{name}{'.' + part if part else ''}.parquet"
+
+
+def adapted(name: str, per_class: int | None = None, part: str | None = None) -> str:
+    """A lab's adaptations in the run folder (``Run.adapt``): its folder, one ``per_class``'s, or a
+    ``part`` of either (``curve.parquet``, ``cells.parquet``, a model's folder).
+
+    >>> adapted("lab-b", 10, "ensemble")
+    'adapted/lab-b/10/ensemble'
+    """
+    return "/".join([ADAPTED, name, *([str(per_class)] if per_class is not None else []), *([part] if part else [])])
 
 
 def history_part(trial_id: str) -> str:

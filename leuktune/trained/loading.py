@@ -2,7 +2,8 @@
 
 Each kind is registered with how its own record is recognised (timm's registry is the model):
 an ensemble by its record (``ensemble.json``), a cross-validated trial by its checkpoint's
-``meta.json`` naming folds, a network by its ``checkpoint.pt``. ``load`` tries them in order, and
+``meta.json`` naming folds, a model adapted to a new lab by its ``adapted.json``, a network by its
+``checkpoint.pt``. ``load`` tries them in order, and
 a composite loads each member with ``load`` again, so an ensemble of fold models (or whatever a
 later kind holds) needs nothing new here or in the code that uses it.
 
@@ -24,6 +25,7 @@ from leuktune import leaderboard, runfolder, uris
 from leuktune.leaderboard import ENSEMBLE_ID
 from leuktune.results import EnsembleRecord
 from leuktune.runfolder import RunFolder, RunFolderError
+from leuktune.trained import adapted
 from leuktune.trained.base import Trained
 from leuktune.trained.composite import EnsembleModel, FoldModel
 from leuktune.trained.network import load_network
@@ -115,6 +117,18 @@ def _ensemble(location: str, *, device: Device, run: RunFolder | None, temperatu
     if temperature is not None:
         record.temperature = temperature
     return EnsembleModel(members, record, run.uri())
+
+
+@register("adapted", holds=adapted.holds)
+def _adapted(location: str, *, device: Device, run: RunFolder | None, temperature: float | None) -> Trained:
+    run = run or RunFolder.enclosing(location)
+    if run is None:
+        raise checkpoint.CheckpointError(f"{location}: an adapted model is read inside its run folder "
+                                         "(adapted/<name>/<per_class>/<model>), where its source is")
+    record = adapted.read_record(location)
+    # the source as the run holds it now (its fitted temperatures), then the adapted tensors put in
+    source = load(run.located(record.source), device=device, run=run)
+    return adapted.assemble(source, record, location, temperature=temperature)
 
 
 def load_ensemble(run: RunFolder, *, device: Device = None) -> EnsembleModel:
