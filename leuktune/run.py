@@ -15,7 +15,7 @@ this machine's cache of decoded images). Reads (``leaderboard``, ``history``, ``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -96,20 +96,41 @@ class Run:
 
         return load(self.folder)
 
-    def model(self, *, trial: str | None = None, device: str | None = None):
+    def model(self, *, trial: str | None = None, device: str | None = None, adapted: str | None = None,
+              per_class: int | None = None):
         """The trained model of a trial (default: the best with a checkpoint; ``trial="ensemble"``:
-        the weighted ensemble of the best trials), with ``predict``, ``evaluate`` and ``probabilities``.
+        the weighted ensemble of the best trials), with ``predict``, ``evaluate`` and ``probabilities``;
+        with ``adapted``, that model adapted to the lab of that name (``adapt``) with ``per_class``
+        labelled cells a class (default: the most it was adapted with).
 
         >>> model = Run.open("runs/synthetic-default").model()  # doctest: +SKIP
         >>> model.evaluate("test")["test_balanced_accuracy"]  # doctest: +SKIP
         0.98
+        >>> Run.open("runs/synthetic-default").model(adapted="lab-b", per_class=10)  # doctest: +SKIP
         """
         # torch only when a model is loaded
-        from leuktune.trained import load_ensemble, load_model, trial_row
+        from leuktune.trained import load, load_ensemble, load_model, trial_row
 
+        if adapted is not None:
+            # the adapted models' layout only when one is asked for
+            from leuktune.adapting.store import location
+
+            return load(location(self.folder, adapted, per_class, trial), device=device, run=self.folder)
         if trial == ENSEMBLE_ID:
             return load_ensemble(self.folder, device=device)
         return load_model(trial_row(self.folder, trial), device=device)
+
+    def adapted(self) -> pd.DataFrame:
+        """The labs the run's models were adapted to (``adapt``): each lab's curve, a row per labelled
+        cells a class (0: unadapted) and model, its balanced accuracy and macro F1 on the lab's held-out
+        cells with 95% intervals; empty before the first.
+
+        >>> Run.open("runs/synthetic-default").adapted()  # doctest: +SKIP
+        """
+        # the adapted models' layout only when they are read
+        from leuktune.adapting.store import curves
+
+        return curves(self.folder)
 
     def external(self) -> pd.DataFrame:
         """The external sets the run was scored on (``evaluate(external=...)``): a row per set and
@@ -123,14 +144,15 @@ class Run:
 
         return results(self.folder, self.leaderboard())
 
-    def predict(self, images: Any, *, trial: str | None = None, tta: bool = False,
-                device: str | None = None) -> pd.DataFrame:
+    def predict(self, images: Any, *, trial: str | None = None, tta: bool = False, device: str | None = None,
+                adapted: str | None = None, per_class: int | None = None) -> pd.DataFrame:
         """Class and calibrated probabilities for images (file paths, PIL images or arrays; one or a
-        list) by a trial's model (default: the best; ``trial="ensemble"``: the ensemble).
+        list) by a trial's model (default: the best; ``trial="ensemble"``: the ensemble), or that
+        model adapted to a lab (``adapted``, ``per_class``: as ``model`` takes them).
 
         >>> Run.open("runs/synthetic-default").predict(["cells/a.png", "cells/b.bmp"])  # doctest: +SKIP
         """
-        return self.model(trial=trial, device=device).predict(images, tta=tta)
+        return self.model(trial=trial, device=device, adapted=adapted, per_class=per_class).predict(images, tta=tta)
 
     # -- stages: each writes its own files into this run
 
@@ -160,6 +182,34 @@ class Run:
 
         return evaluate(self.folder, top=top, cv=cv, trial=trial, external=external, device=device, echo=echo)
 
+    def adapt(self, labelled, *, per_class: int | Sequence[int] = 10, unlabelled: str | Path | None = None,
+              trial: str | None = None, name: str | None = None, seed: int = 0, steps: Sequence[str] | None = None,
+              device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
+        """Adapt the best trial (or ``trial``) and the ensemble to a new lab with ``per_class`` of its
+        labelled cells a class (a number or several), and measure them on the lab's other cells.
+
+        ``labelled``: the lab's cells with the run's class names (a class folder, bucket prefix, CSV
+        manifest, or an ``ExternalSet`` mapping its names onto the run's); a class the model does not
+        know is refused by name, and so is a class with fewer than ``per_class + 5`` cells.
+        ``per_class`` cells of each class are drawn (whole patients, ``seed``); the rest are the lab's
+        test, never used to fit or choose anything. ``unlabelled``: a folder of more of the lab's
+        images, for the steps that read no label. ``steps`` (default ``leuktune.adapting.DEFAULT_STEPS``)
+        are chosen from by cross-validation on the labelled cells. Each adapted model is written once
+        under ``adapted/<name>/<per_class>/`` (``name``: default the set's), loaded with
+        ``model(adapted=name, per_class=...)``; the run's own models are never changed. Returns the
+        curve (also ``adapted/<name>/curve.parquet``; ``adapted()`` reads every lab's).
+
+        >>> run = Run.open("runs/synthetic-default")  # doctest: +SKIP
+        >>> run.adapt("/data/lab-b", per_class=[5, 10, 20])  # doctest: +SKIP
+        >>> run.adapt(leuktune.ExternalSet("/data/lab-c", classes={"Lymphocytes": "lymphocyte"}), name="lab-c")  # doctest: +SKIP
+        """
+        # torch, Ray and the adapting steps only when a run is adapted
+        from leuktune.adapting import Plan, adapt_run
+
+        plan = Plan() if steps is None else Plan(steps=tuple(steps))
+        return adapt_run(self.folder, labelled, per_class=per_class, unlabelled=unlabelled, trial=trial, name=name,
+                         seed=seed, plan=plan, device=device, echo=echo)
+
     def report(self, *, out: str | Path | None = None, compare: tuple[str | Path | RunFolder, ...] = (),
                echo: Callable[[str], None] = print) -> Path:
         """Markdown and self-contained HTML of the run (and of the ``compare`` runs merged into it):
@@ -174,11 +224,13 @@ class Run:
 
         return write_report([self.folder, *compare], out, echo)
 
-    def export(self, *, trial: str | None = None, format: str = "onnx", out: str | Path | None = None) -> Path:
+    def export(self, *, trial: str | None = None, format: str = "onnx", out: str | Path | None = None,
+               adapted: str | None = None, per_class: int | None = None) -> Path:
         """A trial's model (default: the best; ``trial="ensemble"``: one graph averaging the
-        ensemble) as ONNX or TorchScript, with its ``preprocessing.json``, checked against PyTorch
-        on the run's test images. Written to ``out`` (default: the run's ``export/<trial>``; a run
-        in a bucket: ``./export-<trial>``). Returns the model file.
+        ensemble; ``adapted``, ``per_class``: that model adapted to a lab, as ``model`` takes them) as
+        ONNX or TorchScript, with its ``preprocessing.json``, checked against PyTorch on the run's test
+        images. Written to ``out`` (default: the run's ``export/<trial>``, ``export/<trial>-<lab>-<per
+        class>`` for an adapted model; a run in a bucket: ``./export-...``). Returns the model file.
 
         >>> Run.open("runs/synthetic-default").export(format="onnx")  # doctest: +SKIP
         """
@@ -186,8 +238,13 @@ class Run:
         from leuktune.exporting import default_out, export
         from leuktune.trained import trial_row
 
-        trial = trial or trial_row(self.folder, None)["trial_id"]
-        return export(self.model(trial=trial, device="cpu"), out or default_out(self.folder, trial), format)
+        if adapted is None:
+            trial = trial or trial_row(self.folder, None)["trial_id"]
+            model, label = self.model(trial=trial, device="cpu"), trial
+        else:
+            model = self.model(trial=trial, device="cpu", adapted=adapted, per_class=per_class)
+            label = f"{model.record.source_id}-{adapted}-{model.record.per_class}"
+        return export(model, out or default_out(self.folder, label), format)
 
 
 def evaluate(run: str | Path, *, top: int | None = None, cv: int | None = None, trial: str | None = None,

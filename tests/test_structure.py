@@ -43,7 +43,7 @@ def _modules() -> list[tuple[str, Path]]:
 # What the modules that python -m runs count as: one part, above every other (each only starts a command line).
 STARTERS = "starters"
 # Every command line, as `leuktune <command>` and `python -m leuktune.<command>` both run it.
-COMMAND_LINES = ("search", "evaluate", "predict", "export", "report", "data", "bench", "dashboard")
+COMMAND_LINES = ("search", "evaluate", "predict", "export", "report", "data", "bench", "dashboard", "adapt")
 
 
 @functools.cache
@@ -88,7 +88,7 @@ LAYERS = [
     {"training"},
     {"trained"},
     {"evaluation", "exporting"},
-    {"tuning", "report"},
+    {"tuning", "report", "adapting"},
     {"run"},
     {"bench"},
     {"cli"},  # every command line

@@ -23,6 +23,7 @@ COMMANDS = {
     "evaluate": "score a run's best trials and their ensemble on the test split or another lab's set",
     "predict": "classify new images with a run's model",
     "export": "a run's model as ONNX or TorchScript, checked against PyTorch",
+    "adapt": "a run's model adapted to a new lab with a few of its labelled cells, and the curve",
     "dashboard": "optuna-dashboard on a run's study, while it searches or after",
     "bench": "benchmarks whose figures go into notes (throughput, trial overhead, ...)",
 }

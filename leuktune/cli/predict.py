@@ -19,6 +19,9 @@ examples:
 
   # one trial, a few files, to Parquet (averaging over flips too)
   python -m leuktune.predict --run runs/cnmc-binary --trial 3f2a9c1e a.bmp b.bmp --out p.parquet --tta
+
+  # the best trial adapted to another lab (python -m leuktune.adapt), with 10 labelled cells a class
+  python -m leuktune.predict --run runs/cnmc-binary --adapted lab-b --per-class 10 /data/lab-b-new
 """
 
 
@@ -41,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDER")
     parser.add_argument("--run", required=True, help="the run folder (<storage.path>/<name>), local or a URI")
+    parser.add_argument("--adapted", metavar="NAME", help="the model adapted to this lab (python -m leuktune.adapt)")
+    parser.add_argument("--per-class", type=int, metavar="N", help="with --adapted: the one adapted with N labelled "
+                        "cells a class (default: the most)")
     parser.add_argument("--trial", help="the trial id, or ensemble (the weighted ensemble of the best trials); "
                         "default: the run's best trial")
     parser.add_argument("--out", help="a .csv or .parquet file (default: CSV on standard output)")
@@ -55,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     files = image_files(args.images)
     if not files:
         raise DataError(f"no image files in {', '.join(args.images)}")
-    model = Run.open(args.run).model(trial=args.trial, device=args.device)
+    model = Run.open(args.run).model(trial=args.trial, device=args.device, adapted=args.adapted,
+                                     per_class=args.per_class)
     table = model.predict(files, tta=args.tta)
     if args.out is None:
         table.to_csv(sys.stdout, index=False)
