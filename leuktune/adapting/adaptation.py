@@ -31,7 +31,8 @@ class Lab:
         unlabelled ones (a seeded draw)."""
         extra = self.unlabelled
         if len(extra) > most_unlabelled:
-            extra = extra.subset(np.sort(np.random.default_rng(seed).choice(len(extra), most_unlabelled, replace=False)))
+            drawn = np.random.default_rng(seed).choice(len(extra), most_unlabelled, replace=False)
+            extra = extra.subset(np.sort(drawn))
         return self.labelled + extra
 
 

@@ -18,7 +18,8 @@ COLUMNS = ["set", "per_class", "model", "role", "steps", "labelled", "unlabelled
            "cv_balanced_accuracy", "home_test_balanced_accuracy", "seconds", "location"]
 
 
-def figures(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray, *, resamples: int, seed: int) -> dict[str, float]:
+def figures(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray, *, resamples: int,
+            seed: int) -> dict[str, float]:
     """Each figure of ``FIGURES`` with its 95% interval (``<figure>_low``, ``_high``)."""
     scores = classification_metrics(labels, probs)
     ci = intervals(labels, probs, groups, resamples=resamples, seed=seed)

@@ -1,30 +1,21 @@
 """Benchmarks whose figures go into issue notes; timings live here, never in tests.
 
-Each benchmark is one entry of ``BENCHES``: what it measures, examples that run as written, a
-function that adds its options and one that runs it (its modules imported only then: some
-import Ray, some torch). A benchmark that returns a dict has it printed one ``key: value`` a line.
+Each benchmark is one entry of ``BENCHES`` (a ``Bench``, bench_options.py; adapting's in
+bench_adapt.py): what it measures, examples that run as written, a function that adds its options
+and one that runs it (its modules imported only then: some import Ray, some torch). A benchmark
+that returns a dict has it printed one ``key: value`` a line.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from leuktune.bench.strategies import EXTERNAL_VARIANTS, SELECTION_VARIANTS, STRATEGIES, VARIANTS
+from leuktune.cli.bench_adapt import ADAPT, ADAPT_COST
+from leuktune.cli.bench_options import Bench, has_tabulate, launcher, overrides, searches
 from leuktune.errors import command
-
-
-@dataclass(frozen=True)
-class Bench:
-    """One benchmark of the command line (``python -m leuktune.bench <name>``)."""
-
-    summary: str  # what it measures: its line in the list, and its --help
-    examples: tuple[str, ...]  # its arguments in commands that run as written ("" for none)
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], dict | None]
 
 
 def _models_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +33,7 @@ def _models(args: argparse.Namespace) -> None:
 
     table = pd.DataFrame(bench_models(args.backbones or NAMED_BACKBONES, args.image_size, args.batch, args.steps))
     print(f"\nCPU, {torch.get_num_threads()} threads, batch {args.batch}, {args.image_size}px\n")
-    print(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False))
+    print(table.to_markdown(index=False) if has_tabulate() else table.to_string(index=False))
 
 
 def _cache_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +73,7 @@ def _throughput_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="CPU threads for both loops (= the trainer's cpus_per_worker)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model in both loops")
-    _launcher(parser, "how leuktune's trial starts (resources.launcher)")
+    launcher(parser, "how leuktune's trial starts (resources.launcher)")
 
 
 def _throughput(args: argparse.Namespace) -> dict:
@@ -96,9 +87,9 @@ def _overhead_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=8, help="trials in each search")
     parser.add_argument("--concurrent", type=int, default=2, help="trials at a time")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per trial")
-    _launcher(parser, "how each trial starts its loop (resources.launcher)")
+    launcher(parser, "how each trial starts its loop (resources.launcher)")
     parser.add_argument("--workdir", default="runs/bench-overhead", help="where the runs are written")
-    _overrides(parser, "override the built-in experiment (repeatable)")
+    overrides(parser, "override the built-in experiment (repeatable)")
 
 
 def _overhead(args: argparse.Namespace) -> None:
@@ -115,7 +106,7 @@ def _occupancy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="epochs per trial")
     parser.add_argument("--trials-per-gpu", type=int, default=4, help="trials sharing one GPU")
     parser.add_argument("--workdir", default="runs/bench-occupancy", help="where images and runs are written")
-    _overrides(parser, "override the search (repeatable), e.g. --set resources.launcher=train")
+    overrides(parser, "override the search (repeatable), e.g. --set resources.launcher=train")
 
 
 def _occupancy(args: argparse.Namespace) -> dict:
@@ -128,7 +119,7 @@ def _occupancy(args: argparse.Namespace) -> dict:
 def _searchers_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES),
                         help="searchers to compare (the first without +asha is the budget of reference)")
-    _searches(parser, 30, "runs/bench-searchers")
+    searches(parser, 30, "runs/bench-searchers")
 
 
 def _searchers(args: argparse.Namespace) -> None:
@@ -140,7 +131,7 @@ def _searchers(args: argparse.Namespace) -> None:
 def _signal_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"), dest="variants",
                         help=f"a name and its settings (repeatable); default: {VARIANTS}")
-    _searches(parser, 16, "runs/bench-signal")
+    searches(parser, 16, "runs/bench-signal")
 
 
 def _signal(args: argparse.Namespace) -> None:
@@ -152,7 +143,7 @@ def _signal(args: argparse.Namespace) -> None:
 
 def _external_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", nargs="+", default=list(EXTERNAL_VARIANTS), choices=list(EXTERNAL_VARIANTS))
-    _searches(parser, 4, "runs/bench-external", seeds=False)
+    searches(parser, 4, "runs/bench-external", seeds=False)
 
 
 def _external(args: argparse.Namespace) -> None:
@@ -168,7 +159,7 @@ def _features_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the sampler's and the trials' seed, both runs")
     parser.add_argument("--caches", nargs="+", default=["auto", "off"], choices=["auto", "off"],
                         help="model.feature_cache of the runs")
-    _searches(parser, 16, "runs/bench-features", seeds=False)
+    searches(parser, 16, "runs/bench-features", seeds=False)
 
 
 def _features(args: argparse.Namespace) -> None:
@@ -182,30 +173,13 @@ def _selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sets", nargs="+", default=["builtin"],
                         help="builtin, a class folder or a manifest (path, label[, group]); each searched alike")
     parser.add_argument("--variants", nargs="+", default=list(SELECTION_VARIANTS), choices=list(SELECTION_VARIANTS))
-    _searches(parser, 6, "runs/bench-selection")
+    searches(parser, 6, "runs/bench-selection")
 
 
 def _selection(args: argparse.Namespace) -> None:
     from leuktune.bench.selection import bench_selection  # each benchmark's modules only when it runs
 
     bench_selection(args.sets, args.variants, args.trials, args.seeds, args.workdir, args.overrides)
-
-
-def _launcher(parser: argparse.ArgumentParser, text: str) -> None:
-    parser.add_argument("--launcher", default="auto", choices=["auto", "tune", "train"], help=text)
-
-
-def _overrides(parser: argparse.ArgumentParser, text: str) -> None:
-    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides", help=text)
-
-
-def _searches(parser: argparse.ArgumentParser, trials: int, workdir: str, seeds: bool = True) -> None:
-    """The options every benchmark made of whole searches shares."""
-    parser.add_argument("--trials", type=int, default=trials, help="trials per search")
-    if seeds:
-        parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds, one search each")
-    parser.add_argument("--workdir", default=workdir, help="where the runs are written")
-    _overrides(parser, "override the built-in experiment (repeatable)")
 
 
 # name -> the benchmark; the list of `python -m leuktune.bench --help` in this order
@@ -256,6 +230,8 @@ BENCHES = {
                        "(class folders, or CSV/Parquet manifests with path, label, group)",
                        ("--sets builtin --trials 4 --seeds 0", "--sets builtin /data/wbc /data/rbc.csv --seeds 0 1 2"),
                        _selection_arguments, _selection),
+    "adapt": ADAPT,
+    "adapt-cost": ADAPT_COST,
 }
 
 
@@ -282,11 +258,3 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in (BENCHES[args.what].run(args) or {}).items():
         print(f"{key}: {value}")
     return 0
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401 - pandas' to_markdown needs it; a plain table without
-        return True
-    except ImportError:
-        return False

@@ -8,6 +8,8 @@ from typing import Callable
 import pandas as pd
 
 from leuktune import runfolder
+from leuktune.adapting.store import curves
+from leuktune.report.adapted import adapted_section
 from leuktune.report.cells import with_interval
 from leuktune.report.collect import Inputs, collect
 from leuktune.report.context import cost_section, data_section
@@ -54,7 +56,8 @@ def write_report(runs: list, out: str | Path | None = None, echo: Callable[[str]
         f"Experiment(s) {names}: {len(inp.trials)} trials ({statuses}), ranked by {inp.metric} "
         f"({inp.config.search.mode}). The test split is read only by the final evaluation.", top_table(inp))
     sections = [overview, search_section(inp, out), test_section(inp, out, echo),
-                *filter(None, [ensemble_section(inp, out), external_section(inp), cv_section(inp)]),
+                *filter(None, [ensemble_section(inp, out), external_section(inp),
+                               adapted_section(curves(inp.folders[0]), out), cv_section(inp)]),
                 cost_section(inp), data_section(inp, out)]
     title = f"leuktune report: {names}"
     (out / "report.md").write_text(markdown(title, sections, out))

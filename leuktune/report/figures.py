@@ -117,3 +117,23 @@ def class_counts(counts: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("images")
     ax.set_title("images per class and split")
     return save(fig, path)
+
+
+def adaptation_curve(curve: pd.DataFrame, lab: str, path: Path) -> Path:
+    """Balanced accuracy on a lab's held-out cells (95% interval) against labelled cells a class, a line
+    per model, each model's home test figure as a dashed line of its colour."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (model, rows), colour in zip(curve.groupby("model", sort=False), colours):
+        rows = rows.sort_values("per_class")
+        errors = [rows["balanced_accuracy"] - rows["balanced_accuracy_low"],
+                  rows["balanced_accuracy_high"] - rows["balanced_accuracy"]]
+        ax.errorbar(rows["per_class"], rows["balanced_accuracy"], yerr=errors, marker="o", capsize=3, color=colour,
+                    label=f"{model} ({rows['role'].iloc[0]})")
+        home = rows["home_test_balanced_accuracy"].iloc[0]
+        if home == home:
+            ax.axhline(home, color=colour, linestyle="--", linewidth=1, label=f"{model} at home (test split)")
+    ax.set(xlabel="labelled cells a class (0: unadapted)", ylabel="balanced accuracy", ylim=(0, 1.02),
+           title=f"adapted to {lab}: its held-out cells")
+    ax.legend(fontsize=8)
+    return save(fig, path)

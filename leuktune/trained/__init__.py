@@ -8,5 +8,6 @@ from leuktune.trained.composite import Composite, EnsembleModel, FoldModel, comb
 from leuktune.trained.loading import KINDS, load, load_ensemble, load_model, register, trial_row
 from leuktune.trained.network import TrainedModel, load_network
 
-__all__ = ["AdaptedModel", "AdaptedRecord", "Trained", "Composite", "EnsembleModel", "FoldModel", "combine", "KINDS", "load", "load_ensemble",
+__all__ = ["AdaptedModel", "AdaptedRecord",
+           "Trained", "Composite", "EnsembleModel", "FoldModel", "combine", "KINDS", "load", "load_ensemble",
            "load_model", "register", "trial_row", "TrainedModel", "load_network"]
