@@ -141,14 +141,14 @@ def test_a_killed_cross_validated_trial_resumes_each_fold_from_its_own_checkpoin
     for resumed, straight in zip(again.reports, whole.reports[2:]):
         assert resumed.train_loss == pytest.approx(straight.train_loss, rel=1e-5)
         assert resumed.val["loss"] == pytest.approx(straight.val["loss"], rel=1e-5)
-    assert again.reports[-1].best_epoch == whole.reports[-1].best_epoch
+    assert again.reports[-1].kept_epoch == whole.reports[-1].kept_epoch
 
 
 def test_the_trial_model_is_the_average_of_its_folds_out_of_fold_on_validation(tmp_path):
     data = _data()
     session = FakeSession(tmp_path / "trial")
     run_folds(_cv(epochs=2, lr=0.01), data, session)
-    folder = session.checkpoints[session.reports[-1].best_epoch]
+    folder = session.checkpoints[session.reports[-1].kept_epoch]
     model = load_model(folder, device="cpu")
     assert isinstance(model, FoldModel) and len(model.members) == 3
     members = [load_model(folder / checkpoint.FOLD.format(f), device="cpu") for f in range(3)]
