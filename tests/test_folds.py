@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import re
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from leuktune.data import folds
@@ -144,11 +146,19 @@ def test_a_killed_cross_validated_trial_resumes_each_fold_from_its_own_checkpoin
     assert again.reports[-1].kept_epoch == whole.reports[-1].kept_epoch
 
 
-def test_the_trial_model_is_the_average_of_its_folds_out_of_fold_on_validation(tmp_path):
-    data = _data()
-    session = FakeSession(tmp_path / "trial")
+@pytest.fixture(scope="module")
+def fold_trial(tmp_path_factory) -> tuple[CachedDataset, Path]:
+    """A cross-validated trial of 3 folds trained for 2 epochs through the loop: (its data, its kept
+    checkpoint's folder). Read, never written into."""
+    threads = torch.get_num_threads()  # the loop sets its own (the autouse fixture is per test)
+    data, session = _data(), FakeSession(tmp_path_factory.mktemp("fold-trial"))
     run_folds(_cv(epochs=2, lr=0.01), data, session)
-    folder = session.checkpoints[session.reports[-1].kept_epoch]
+    torch.set_num_threads(threads)
+    return data, session.checkpoints[session.reports[-1].kept_epoch]
+
+
+def test_the_trial_model_is_the_average_of_its_folds_out_of_fold_on_validation(fold_trial, tmp_path):
+    data, folder = fold_trial
     model = load_model(folder, device="cpu")
     assert isinstance(model, FoldModel) and len(model.members) == 3
     members = [load_model(folder / checkpoint.FOLD.format(f), device="cpu") for f in range(3)]
@@ -173,6 +183,20 @@ def test_the_trial_model_is_the_average_of_its_folds_out_of_fold_on_validation(t
     spec = json.loads((tmp_path / "export" / "preprocessing.json").read_text())
     assert onnx.is_file() and len(spec["model"]["members"]) == 3 and spec["max_difference"] < 1e-4
     assert spec["temperature"] == model.temperature == 1.0  # not calibrated until the final evaluation
+
+
+def test_a_fold_model_is_recognised_and_loaded_from_one_read_of_its_meta(fold_trial, monkeypatch):
+    _, folder = fold_trial
+    reads, real = [], checkpoint._read
+
+    def counted(location, name=checkpoint.FILE):
+        reads.append((str(location).rstrip("/"), name))
+        return real(location, name)
+
+    monkeypatch.setattr(checkpoint, "_read", counted)
+    model = load_model(folder, device="cpu")
+    assert isinstance(model, FoldModel) and len(model.members) == 3
+    assert reads.count((str(folder), checkpoint.META)) == 1  # the trial's meta.json; each fold reads its own
 
 
 def test_a_fold_whose_checkpoint_write_fails_leaves_no_checkpoint_that_cannot_load(tmp_path, monkeypatch):
