@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,9 @@ from leuktune.data import folds
 from leuktune.data.cache import SPLITS, CachedDataset
 from leuktune.data.files import DataError
 from leuktune.data.prepare import prepare
+from leuktune.evaluation.ensemble import build_ensemble
 from leuktune.exporting import export
+from leuktune.runfolder import RunFolder
 from leuktune.tuning.driver import with_folds
 from leuktune.training import checkpoint
 from leuktune.training import epoch as epoch_module
@@ -197,6 +200,23 @@ def test_a_fold_model_is_recognised_and_loaded_from_one_read_of_its_meta(fold_tr
     model = load_model(folder, device="cpu")
     assert isinstance(model, FoldModel) and len(model.members) == 3
     assert reads.count((str(folder), checkpoint.META)) == 1  # the trial's meta.json; each fold reads its own
+
+
+def test_an_ensemble_built_of_models_leaves_their_temperatures_as_they_were(fold_trial, tmp_path):
+    data, kept = fold_trial
+    run = RunFolder.at(tmp_path / "run")
+    shutil.copytree(kept, tmp_path / "run" / "tune" / "t0" / "checkpoint_000001")
+    trial = load_model(tmp_path / "run" / "tune" / "t0" / "checkpoint_000001", device="cpu")
+    models = [trial, trial.members[0]]  # a fold model and a network
+    before = [m.temperature for m in models]
+    candidates = pd.DataFrame({"trial_id": ["folds", "fold-1"]})
+    ensemble = build_ensemble(_cfg(), candidates, models, data, run, temperatures={"folds": 0.7})
+    assert [m.temperature for m in models] == before == [1.0, 1.0]  # the caller's models are untouched
+    # the ensemble's members are calibrated as it selected them: the temperature given, or one fitted
+    assert [m.temperature for m in ensemble.members] == ensemble.record.temperatures
+    fitted = dict(zip(ensemble.record.members, ensemble.record.temperatures))
+    if "folds" in fitted:
+        assert fitted["folds"] == 0.7
 
 
 def test_a_fold_whose_checkpoint_write_fails_leaves_no_checkpoint_that_cannot_load(tmp_path, monkeypatch):
