@@ -75,12 +75,12 @@ def test_the_test_split_is_read_once_for_the_top_trials_with_intervals(searched)
         assert np.array(row.test_confusion_matrix.tolist()).sum() == row.test_images
 
 
-def test_each_trials_best_epoch_is_on_disk_as_its_row_says(searched):
+def test_each_trials_kept_epoch_is_on_disk_as_its_row_says(searched):
     run, board, _ = searched
     for row in board.itertuples():
         assert not row.checkpoint.startswith("/")  # the file keeps it relative to the run folder
         state = checkpoint.load(run / row.checkpoint)
-        assert state["class_names"] == ("ALL", "CLL", "healthy") and state["epoch"] == row.best_epoch
+        assert state["class_names"] == ("ALL", "CLL", "healthy") and state["epoch"] == row.kept_epoch
         matrix = np.array(row.val_confusion_matrix.tolist())
         assert matrix.shape == (3, 3) and matrix.trace() / matrix.sum() == pytest.approx(row.val_accuracy)
 
@@ -197,7 +197,7 @@ def test_asha_and_the_history_count_validated_epochs(tmp_path, ray_runtime):
     stopped, completed = board[board["status"] == "stopped_early"], board[board["status"] == "completed"]
     assert len(stopped) >= 1 and len(completed) >= 1 and len(stopped) + len(completed) == 4
     assert (stopped["stopped_by"] == "asha").all() and (stopped["epochs_run"] == 2).all()
-    assert (completed["epochs_run"] == 4).all() and set(board["best_epoch"]) <= {2, 4}
+    assert (completed["epochs_run"] == 4).all() and set(board["kept_epoch"]) <= {2, 4}
     history = pd.read_parquet(tmp_path / "runs" / "every-2" / "history.parquet")
     assert set(history["epoch"]) == {2, 4} and (history["validation"] == history["epoch"] // 2).all()
     assert history["checkpoint_error"].isna().all()

@@ -166,7 +166,7 @@ def test_two_worker_ddp_trial_reports_the_same_metrics_as_one_worker(tiny_data):
         assert history["epoch"].tolist() == [1, 2]
     # Ray Train keeps the DDP trial's checkpoints apart (trials/<id>/); the leaderboard finds its best
     assert "/trials/" in two["checkpoint_uri"] and "/tune/" in one["checkpoint_uri"]
-    reported = two_history.set_index("epoch").loc[two["best_epoch"]]
+    reported = two_history.set_index("epoch").loc[two["kept_epoch"]]
     val = load_model(two, device="cpu").evaluate("val", data=data)
     assert val["val_balanced_accuracy"] == pytest.approx(reported["val_balanced_accuracy"], rel=1e-4)
 
@@ -175,9 +175,9 @@ def test_two_worker_ddp_trial_reports_the_same_metrics_as_one_worker(tiny_data):
 def test_best_checkpoint_evaluates_to_the_reported_metrics(tiny_data):
     cfg, data = tiny_data
     row, history, _ = _fit(_trial(cfg, "evaluated", epochs=3), data)
-    reported = history.set_index("epoch").loc[row["best_epoch"]]
+    reported = history.set_index("epoch").loc[row["kept_epoch"]]
     model = load_model(row, device="cpu")
-    assert model.classes == data.class_names and model.epoch == row["best_epoch"]
+    assert model.classes == data.class_names and model.epoch == row["kept_epoch"]
     state = checkpoint.load(row["checkpoint_uri"])
     assert set(state) >= {"optimizer", "scheduler", "scaler"}
     val = model.evaluate("val", data=data)
