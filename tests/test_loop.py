@@ -6,9 +6,11 @@ sessions behave the same is shown through Ray in test_trainer.py (slow)."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -187,6 +189,23 @@ def test_the_loop_reports_every_epoch_and_checkpoints_its_bests(tmp_path):
     assert reports[-1].kept_epoch == best.epoch
     assert reports[-1].kept_value == pytest.approx(best.val["balanced_accuracy"])
     assert TrialStatus.of(reports[-1], epochs=3, error=None) == (TrialStatus.COMPLETED, None)
+
+
+def test_a_trial_imports_and_validates_without_scikit_learn(tmp_path, monkeypatch):
+    """scikit-learn costs every trial process about a second of its start (issue 37): neither the
+    modules a trial process imports nor its validation need it (search.cv's folds and a probe head
+    import it where they use it)."""
+    for name in ["sklearn", *(m for m in sys.modules if m.startswith("sklearn."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # any import of scikit-learn now fails
+    for name in ("leuktune.training.trainer", "leuktune.training.folds", "leuktune.data.folds"):
+        if name in sys.modules:  # imported again below; the modules other tests hold come back after
+            package, _, child = name.rpartition(".")
+            monkeypatch.setattr(sys.modules[package], child, sys.modules[name])
+            monkeypatch.delitem(sys.modules, name)
+    importlib.import_module("leuktune.training.trainer")  # what a trial process imports for its trainable
+    session = FakeSession(tmp_path)
+    run_loop(_cfg(epochs=1, lr=0.01), _data(), session)
+    assert 0 <= session.reports[-1].val["balanced_accuracy"] <= 1 and session.reports[-1].val_se
 
 
 def test_by_default_a_trial_keeps_and_reports_the_epoch_it_ended_on(tmp_path):

@@ -19,12 +19,11 @@ import logging
 import math
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from leuktune import internals
@@ -35,6 +34,9 @@ from leuktune.training import checkpoint
 from leuktune.training.folds import run_folds
 from leuktune.training.loop import run_loop, train_loop_per_worker
 from leuktune.training.session import TuneSession
+
+if TYPE_CHECKING:  # Ray Train's torch trainer only where a trial runs one (make_trainer)
+    from ray.train.torch import TorchTrainer
 
 # Ray Train's controller polls its workers every 2 s by default, which adds 2-4 s to the
 # end of every run and delays each report; the preemption watcher is one more process per
@@ -160,6 +162,10 @@ def find_checkpoint(cfg: ExperimentConfig, folder, trial_path: str, trial_id: st
 def make_trainer(cfg: ExperimentConfig, data: CachedDataset, folder, name: str,
                  callbacks: list | None = None, launched_at: float | None = None) -> TorchTrainer:
     """A ``TorchTrainer`` for one trial of a concrete ``cfg``, storing under the run folder's ``trials``."""
+    # only for the train launcher: every trial process imports this module, and the tune launcher's
+    # would pay a tenth of a second of its start for it
+    from ray.train.torch import TorchTrainer
+
     res = cfg.resources
     resources = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
     return TorchTrainer(
