@@ -16,9 +16,9 @@ The public API (each name is imported on first use, so ``import leuktune`` stays
 - ``load_model(checkpoint, *, device=None, trial=None)``: a trained model (a checkpoint folder, a leaderboard row, or a
   run folder's best trial; ``trial="ensemble"``: the weighted ensemble of its best trials):
   ``.predict(images)``, ``.evaluate(split)``.
-- ``evaluate(run, *, top=None, cv=None, external=None)``: ``Run.open(run).evaluate(...)``, the best
-  trials scored once on the test split; ``external=ExternalSet(root, source, classes)`` (or a
-  folder): on another dataset.
+- ``evaluate(run, *, top=None, refit_folds=None, external=None)``: ``Run.open(run).evaluate(...)``, the
+  best trials scored once on the test split (``refit_folds=K``: and retrained on K folds);
+  ``external=ExternalSet(root, source, classes)`` (or a folder): on another dataset.
 """
 
 import importlib

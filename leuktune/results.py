@@ -12,7 +12,7 @@ and ``tests/test_structure.py`` fails until it has a leaderboard or history colu
 in ``NOT_STORED`` with the reason.
 
 >>> from leuktune.results import EpochReport, TrialStatus
->>> report = EpochReport(epoch=2, train_loss=0.4, val={"accuracy": 0.9}, finished=True, best_value=0.9)
+>>> report = EpochReport(epoch=2, train_loss=0.4, val={"accuracy": 0.9}, finished=True, kept_value=0.9)
 >>> result = report.to_result()
 >>> result["val_accuracy"], result["finished"]
 (0.9, True)
@@ -122,9 +122,11 @@ class EpochReport:
     diverged: bool = False
     early_stopped: bool = False  # by train.patience
     finished: bool = False  # the trial ends with this epoch: its last, patience, or diverged
-    best_value: float = NAN  # the search metric's best so far (NaN before the first scored epoch)
-    best_epoch: int = 0
-    improved_epoch: int = 0  # this epoch when it is a new best, else 0 (Ray keeps the largest's checkpoint)
+    # the epoch the trial keeps so far (train.keep: its best, or its last) and its search metric
+    # (NaN before the first scored epoch)
+    kept_value: float = NAN
+    kept_epoch: int = 0
+    newly_kept_epoch: int = 0  # this epoch when it became the kept one, else 0 (Ray keeps the largest's checkpoint)
     resumed_from_epoch: int = 0  # the checkpoint's epoch this run of the trial resumed from
     checkpoint_error: str | None = None  # a checkpoint due this epoch could not be written: why
     facts: TrialFacts | None = None
@@ -180,7 +182,7 @@ NOT_STORED = {
     "val_images": "the size of the validation split, which split.parquet holds",
     "early_stopped": "the leaderboard's status and stopped_by say it (patience)",
     "finished": "for the searcher: a trial that ended vs one the scheduler cut short",
-    "best_value": "for the searcher: the value Optuna is told when a trial completes",
+    "kept_value": "for the searcher: the value Optuna is told when a trial completes",
     "launched_at": "for bench trial-overhead (start-up cost)",
     "loop_started_at": "for bench trial-overhead (start-up cost)",
     "time_*_s": "for bench trial-overhead (each phase's share of a trial)",
@@ -215,7 +217,7 @@ class EnsembleRecord:
 @dataclass(frozen=True, kw_only=True)
 class TrialRecord:
     """The search's record of a trial when it ended (a row of ``trials.parquet``): how it ended,
-    what was drawn, its kept epoch (``best``: the last that improved) and its last, what it cost
+    what was drawn, its kept epoch (``kept``: the last that became the kept one) and its last, what it cost
     and where its checkpoint is (relative to the run folder)."""
 
     experiment: str
@@ -223,7 +225,7 @@ class TrialRecord:
     status: TrialStatus
     stopped_by: str | None
     drawn: Mapping[str, Any]  # each searched hyperparameter's value
-    best: EpochReport | None
+    kept: EpochReport | None
     last: EpochReport | None
     train_seconds: float
     cpu_seconds: float
@@ -237,17 +239,17 @@ class TrialRecord:
     error_file: str | None = None
 
     def to_row(self) -> dict[str, Any]:
-        best, last = self.best, self.last
+        kept, last = self.kept, self.last
         facts = last.facts if last else None
         return {
             "experiment": self.experiment, "trial_id": self.trial_id, "status": self.status.value, **self.drawn,
-            "best_epoch": best.epoch if best else None, "epochs_run": last.epoch if last else 0,
+            "kept_epoch": kept.epoch if kept else None, "epochs_run": last.epoch if last else 0,
             "stopped_by": self.stopped_by,
-            **{f"val_{m}": best.val.get(m) if best else None for m in METRICS},
-            **{f"val_{m}_se": best.val_se.get(m) if best else None for m in METRICS},
-            "val_folds": best.val_folds if best and best.val_folds else None,
-            **{f"val_{m}_fold_std": best.val_fold_std.get(m) if best else None for m in METRICS},
-            "val_confusion_matrix": best.val_confusion_matrix if best else None,
+            **{f"val_{m}": kept.val.get(m) if kept else None for m in METRICS},
+            **{f"val_{m}_se": kept.val_se.get(m) if kept else None for m in METRICS},
+            "val_folds": kept.val_folds if kept and kept.val_folds else None,
+            **{f"val_{m}_fold_std": kept.val_fold_std.get(m) if kept else None for m in METRICS},
+            "val_confusion_matrix": kept.val_confusion_matrix if kept else None,
             **{k: getattr(facts, k) if facts else None for k in FACTS},
             "inference_ms": last.inference_ms if last else None,
             "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds, "gpu_seconds": self.gpu_seconds,

@@ -19,8 +19,8 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from leuktune import leaderboard, runfolder
-from leuktune.config import ExperimentConfig
+from leuktune import leaderboard
+from leuktune.config import ConfigError, ExperimentConfig
 from leuktune.leaderboard import ENSEMBLE_ID
 from leuktune.runfolder import RunFolder
 
@@ -77,8 +77,7 @@ class Run:
 
         >>> Run.open("runs/synthetic-default").history().groupby("trial_id")["val_loss"].min()  # doctest: +SKIP
         """
-        folder = self.folder
-        return folder.read_frame(runfolder.HISTORY) if folder.exists(runfolder.HISTORY) else pd.DataFrame()
+        return leaderboard.history(self.folder)
 
     def study(self):
         """The search's Optuna study (``optuna.Study``), read from where the run keeps it (its
@@ -156,31 +155,36 @@ class Run:
 
     # -- stages: each writes its own files into this run
 
-    def evaluate(self, *, top: int | None = None, cv: int | None = None, trial: str | None = None,
-                 external=None, device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
-        """Score the best trials on the test split, once, and optionally cross-validate them.
+    def evaluate(self, *, top: int | None = None, refit_folds: int | None = None, trial: str | None = None,
+                 external=None, device: str | None = None, echo: Callable[[str], None] = print,
+                 cv: int | None = None) -> pd.DataFrame:
+        """Score the best trials on the test split, once, and optionally retrain them on folds.
 
         ``top`` trials by the search metric (default ``evaluate.top_k`` of the run's config) get
         the test figures (``test.parquet``: metrics, confusion matrix, 95% bootstrap intervals,
         calibration error before and after the temperature fitted on the validation split, which
         ``predict`` uses); ``trial`` picks one trial instead; the run's ensemble is selected and
-        scored too (``ensemble.json``). ``cv=K`` retrains each chosen configuration on K
-        group-disjoint folds (``cv.parquet``). Returns the leaderboard, best first.
+        scored too (``ensemble.json``). ``refit_folds=K`` retrains each chosen configuration on K
+        group-disjoint folds, each image held out once (``refit_folds.parquet``, the leaderboard's
+        ``refit_*`` columns): an estimate for small sets, not ``search.cv``, which chooses trials by
+        folds. ``cv=K``, its earlier name, is read as ``refit_folds`` with a warning line. Returns
+        the leaderboard, best first.
 
         ``external`` (a folder, an ``ExternalSet``, or a list of them) scores other datasets with
         the trials already evaluated and the ensemble, instead of the test split (which is
         evaluated first if no trial has been): ``external/<name>.parquet`` and
-        ``.predictions.parquet``, which ``external()`` reads back (``cv`` and ``trial`` do not
-        apply to them).
+        ``.predictions.parquet``, which ``external()`` reads back (``refit_folds`` and ``trial`` do
+        not apply to them).
 
         >>> run = Run.open("runs/allidb2")  # doctest: +SKIP
-        >>> board = run.evaluate(top=2, cv=5)  # doctest: +SKIP
+        >>> board = run.evaluate(top=2, refit_folds=5)  # doctest: +SKIP
         >>> run.evaluate(external=leuktune.ExternalSet("/data/lab-b", classes={"blast": "ALL"}))  # doctest: +SKIP
         """
         # torch and Ray only when a verb needs them: opening a run and reading its tables is quick
         from leuktune.evaluation.driver import evaluate
 
-        return evaluate(self.folder, top=top, cv=cv, trial=trial, external=external, device=device, echo=echo)
+        return evaluate(self.folder, top=top, refit_folds=_refit_folds(refit_folds, cv, echo), trial=trial,
+                        external=external, device=device, echo=echo)
 
     def adapt(self, labelled, *, per_class: int | Sequence[int] = 10, unlabelled: str | Path | None = None,
               trial: str | None = None, name: str | None = None, seed: int = 0, steps: Sequence[str] | None = None,
@@ -247,10 +251,24 @@ class Run:
         return export(model, out or default_out(self.folder, label), format)
 
 
-def evaluate(run: str | Path, *, top: int | None = None, cv: int | None = None, trial: str | None = None,
-             external=None, device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
+def _refit_folds(refit_folds: int | None, cv: int | None, echo: Callable[[str], None]) -> int | None:
+    """``refit_folds``, or ``cv`` (its earlier name) with one warning line."""
+    if cv is None:
+        return refit_folds
+    echo(f"[leuktune] WARNING: evaluate(cv={cv}) is now evaluate(refit_folds={cv}) (retraining the chosen trials on "
+         "folds; search.cv is the folds that choose them); read as refit_folds")
+    if refit_folds is not None and refit_folds != cv:
+        raise ConfigError(f"evaluate: cv={cv} (the earlier name of refit_folds) and refit_folds={refit_folds} differ; "
+                          "give refit_folds only")
+    return cv
+
+
+def evaluate(run: str | Path, *, top: int | None = None, refit_folds: int | None = None, trial: str | None = None,
+             external=None, device: str | None = None, echo: Callable[[str], None] = print,
+             cv: int | None = None) -> pd.DataFrame:
     """``leuktune.evaluate(run, ...)``: ``Run.open(run).evaluate(...)`` (see ``Run.evaluate``).
 
-    >>> board = leuktune.evaluate("runs/allidb2", top=2, cv=5)  # doctest: +SKIP
+    >>> board = leuktune.evaluate("runs/allidb2", top=2, refit_folds=5)  # doctest: +SKIP
     """
-    return Run.open(run).evaluate(top=top, cv=cv, trial=trial, external=external, device=device, echo=echo)
+    return Run.open(run).evaluate(top=top, refit_folds=refit_folds, trial=trial, external=external, device=device,
+                                  echo=echo, cv=cv)

@@ -6,7 +6,8 @@ A bucket cannot hold a live SQLite file, so a bucket run's study is kept on the 
 (``RunFolder.study_file``, under ``RunFolder.on_this_disk``) and copied into the run folder after
 each change of its trials (``publish``); ``--resume`` on a new head starts from that copy (``fetch``). ``search.study.storage``
 names any SQLAlchemy URL instead (PostgreSQL for a lab's shared server); the run's ``config.yaml``
-records it.
+records it. This module says where a study is and reads a run's study back (``Run.study``,
+the dashboard); setting one up for a search is leuktune.tuning.study_setup's.
 
 >>> place = StudyPlace(RunFolder.at("/tmp/runs/cnmc"), storage=None, name="cnmc")
 >>> place.url()

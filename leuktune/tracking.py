@@ -126,8 +126,8 @@ class MLflowTrials:
         self.client.set_tag(run_id, "leuktune.status", record.status.value)
         if record.checkpoint:
             self.client.set_tag(run_id, "leuktune.checkpoint", record.checkpoint)
-        if record.best:
-            self.client.log_metric(run_id, "best_epoch", record.best.epoch)
+        if record.kept:
+            self.client.log_metric(run_id, "kept_epoch", record.kept.epoch)
         self.client.set_terminated(run_id, status=MLFLOW_STATUS[record.status])
 
     def test_figures(self, trial_id: str, figures: Mapping[str, Any]) -> None:

@@ -95,10 +95,11 @@ class Node:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 5) -> None:
+        """SIGTERM, ``grace`` seconds to end, then SIGKILL: the group and what names its folder."""
         self.terminate()
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             pass
         with contextlib.suppress(ProcessLookupError):
@@ -166,19 +167,35 @@ class Cluster:
             assert time.monotonic() < deadline, f"{count} worker node(s) did not join"
             time.sleep(1)
 
-    def job(self, *args: str, cwd: Path, timeout: float = 900, working_dir: bool = True) -> subprocess.CompletedProcess:
+    def submit(self, *args: str, cwd: Path, working_dir: bool = True) -> subprocess.Popen:
         """``ray job submit`` of a command to this cluster, as README says (``--working-dir`` the
-        project, unless ``working_dir`` is False: then the job runs the installed leuktune)."""
+        project, unless ``working_dir`` is False: then the job runs the installed leuktune), started:
+        its client's process (what the job prints on its stdout; stderr apart)."""
         sent = ["--working-dir", str(cwd)] if working_dir else []
-        return subprocess.run([RAY, "job", "submit", "--address", self.dashboard, *sent, "--", *args], env=self.env,
-                              cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        return subprocess.Popen([RAY, "job", "submit", "--address", self.dashboard, *sent, "--", *args], env=self.env,
+                                cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def job(self, *args: str, cwd: Path, timeout: float = 900, working_dir: bool = True) -> subprocess.CompletedProcess:
+        """``submit``, then its end: what it printed and its exit status."""
+        return finished(self.submit(*args, cwd=cwd, working_dir=working_dir), timeout)
 
     def stop(self) -> None:
         nodes = [*self.workers, self.head]
         for node in nodes:  # told all at once: each takes up to seconds to end, and they end together
             node.terminate()
+        deadline = time.monotonic() + 5  # one grace for all: nothing of a test's cluster is kept
         for node in nodes:
-            node.stop()
+            node.stop(grace=max(0.0, deadline - time.monotonic()))
+
+
+def finished(process: subprocess.Popen, timeout: float = 900) -> subprocess.CompletedProcess:
+    """A started command's end (it is killed past ``timeout``): its output and exit status."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def start_head(num_cpus: int = 0, system_config: dict | None = None, env: dict | None = None,

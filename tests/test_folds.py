@@ -8,17 +8,22 @@ from __future__ import annotations
 import json
 import re
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from leuktune.data import folds
 from leuktune.data.cache import SPLITS, CachedDataset
 from leuktune.data.files import DataError
 from leuktune.data.prepare import prepare
+from leuktune.evaluation.ensemble import build_ensemble
 from leuktune.exporting import export
+from leuktune.runfolder import RunFolder
 from leuktune.tuning.driver import with_folds
 from leuktune.training import checkpoint
 from leuktune.training import epoch as epoch_module
@@ -141,14 +146,22 @@ def test_a_killed_cross_validated_trial_resumes_each_fold_from_its_own_checkpoin
     for resumed, straight in zip(again.reports, whole.reports[2:]):
         assert resumed.train_loss == pytest.approx(straight.train_loss, rel=1e-5)
         assert resumed.val["loss"] == pytest.approx(straight.val["loss"], rel=1e-5)
-    assert again.reports[-1].best_epoch == whole.reports[-1].best_epoch
+    assert again.reports[-1].kept_epoch == whole.reports[-1].kept_epoch
 
 
-def test_the_trial_model_is_the_average_of_its_folds_out_of_fold_on_validation(tmp_path):
-    data = _data()
-    session = FakeSession(tmp_path / "trial")
+@pytest.fixture(scope="module")
+def fold_trial(tmp_path_factory) -> tuple[CachedDataset, Path]:
+    """A cross-validated trial of 3 folds trained for 2 epochs through the loop: (its data, its kept
+    checkpoint's folder). Read, never written into."""
+    threads = torch.get_num_threads()  # the loop sets its own (the autouse fixture is per test)
+    data, session = _data(), FakeSession(tmp_path_factory.mktemp("fold-trial"))
     run_folds(_cv(epochs=2, lr=0.01), data, session)
-    folder = session.checkpoints[session.reports[-1].best_epoch]
+    torch.set_num_threads(threads)
+    return data, session.checkpoints[session.reports[-1].kept_epoch]
+
+
+def test_the_trial_model_is_the_average_of_its_folds_out_of_fold_on_validation(fold_trial, tmp_path):
+    data, folder = fold_trial
     model = load_model(folder, device="cpu")
     assert isinstance(model, FoldModel) and len(model.members) == 3
     members = [load_model(folder / checkpoint.FOLD.format(f), device="cpu") for f in range(3)]
@@ -173,6 +186,37 @@ def test_the_trial_model_is_the_average_of_its_folds_out_of_fold_on_validation(t
     spec = json.loads((tmp_path / "export" / "preprocessing.json").read_text())
     assert onnx.is_file() and len(spec["model"]["members"]) == 3 and spec["max_difference"] < 1e-4
     assert spec["temperature"] == model.temperature == 1.0  # not calibrated until the final evaluation
+
+
+def test_a_fold_model_is_recognised_and_loaded_from_one_read_of_its_meta(fold_trial, monkeypatch):
+    _, folder = fold_trial
+    reads, real = [], checkpoint._read
+
+    def counted(location, name=checkpoint.FILE):
+        reads.append((str(location).rstrip("/"), name))
+        return real(location, name)
+
+    monkeypatch.setattr(checkpoint, "_read", counted)
+    model = load_model(folder, device="cpu")
+    assert isinstance(model, FoldModel) and len(model.members) == 3
+    assert reads.count((str(folder), checkpoint.META)) == 1  # the trial's meta.json; each fold reads its own
+
+
+def test_an_ensemble_built_of_models_leaves_their_temperatures_as_they_were(fold_trial, tmp_path):
+    data, kept = fold_trial
+    run = RunFolder.at(tmp_path / "run")
+    shutil.copytree(kept, tmp_path / "run" / "tune" / "t0" / "checkpoint_000001")
+    trial = load_model(tmp_path / "run" / "tune" / "t0" / "checkpoint_000001", device="cpu")
+    models = [trial, trial.members[0]]  # a fold model and a network
+    before = [m.temperature for m in models]
+    candidates = pd.DataFrame({"trial_id": ["folds", "fold-1"]})
+    ensemble = build_ensemble(_cfg(), candidates, models, data, run, temperatures={"folds": 0.7})
+    assert [m.temperature for m in models] == before == [1.0, 1.0]  # the caller's models are untouched
+    # the ensemble's members are calibrated as it selected them: the temperature given, or one fitted
+    assert [m.temperature for m in ensemble.members] == ensemble.record.temperatures
+    fitted = dict(zip(ensemble.record.members, ensemble.record.temperatures))
+    if "folds" in fitted:
+        assert fitted["folds"] == 0.7
 
 
 def test_a_fold_whose_checkpoint_write_fails_leaves_no_checkpoint_that_cannot_load(tmp_path, monkeypatch):

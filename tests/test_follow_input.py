@@ -15,7 +15,7 @@ from leuktune import internals
 from leuktune.config import load
 from leuktune.runfolder import RunFolder
 from leuktune.study import StudyError
-from leuktune.tuning import studies
+from leuktune.tuning import study_setup
 from leuktune.tuning.searcher import make_searcher
 from leuktune.tuning.dryrun import dry_run
 
@@ -84,12 +84,12 @@ def test_a_pickled_searcher_reopens_its_study_where_it_is_and_catches_up_with_it
     cfg = RunFolder.resolved(load(None, [f"storage.path={tmp_path / 'runs'}", "search.num_samples=4"]))
     folder = RunFolder.of(cfg)
     folder.makedirs()
-    searcher = make_searcher(cfg, studies.prepare(cfg, folder, resume=False, echo=lambda line: None))
+    searcher = make_searcher(cfg, study_setup.prepare(cfg, folder, resume=False, echo=lambda line: None))
     searcher.suggest("a")
     searcher.suggest("b")
     saved = pickle.dumps(searcher)
     assert b"_ot_study" in saved and b"RDBStorage" not in saved  # the live study is not in the pickle
-    searcher.on_trial_complete("a", {"epoch": 2, "finished": True, "best_value": 0.75, "diverged": False})
+    searcher.on_trial_complete("a", {"epoch": 2, "finished": True, "kept_value": 0.75, "diverged": False})
     searcher.suggest("c")  # asked after the save: only the study knows it
 
     resumed = pickle.loads(saved)
@@ -97,11 +97,11 @@ def test_a_pickled_searcher_reopens_its_study_where_it_is_and_catches_up_with_it
     assert sorted(internals.optuna_trials(resumed)) == ["a", "b", "c"]
     assert internals.told_trials(resumed) == {"a"}  # its end is the study's; telling it again would fail
     resumed.on_trial_result("c", {"epoch": 1, "val_balanced_accuracy": 0.5})
-    resumed.on_trial_complete("b", {"epoch": 2, "finished": True, "best_value": 0.5, "diverged": False})
+    resumed.on_trial_complete("b", {"epoch": 2, "finished": True, "kept_value": 0.5, "diverged": False})
     states = {t.user_attrs["trial_id"]: t.state.name for t in study.get_trials()}
     assert states == {"a": "COMPLETE", "b": "COMPLETE", "c": "RUNNING"}
     assert study.get_trials()[2].intermediate_values == {1: 0.5}
-    studies.close_lost(studies.StudyPlace.of(cfg, folder))  # the search's end: c was never run
+    study_setup.close_lost(study_setup.StudyPlace.of(cfg, folder))  # the search's end: c was never run
     lost = study.get_trials()[2]
     assert lost.state.name == "FAIL" and "lost" in lost.user_attrs
 

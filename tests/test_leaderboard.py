@@ -7,6 +7,9 @@ import pytest
 
 import leuktune
 from leuktune import leaderboard
+from leuktune.cli.evaluate import main as evaluate_main
+from leuktune.metrics import METRICS
+from leuktune.report.collect import collect
 from leuktune.runfolder import RunFolder
 
 
@@ -92,3 +95,37 @@ def test_pareto_front_keeps_the_trials_nothing_beats_on_every_objective():
         "params": [25e6, 4e6, 10e6, 1e5, 1e3]})
     front = leaderboard.pareto_front(board, ["val_balanced_accuracy", "params"], ["max", "min"])
     assert board["trial_id"][front].tolist() == ["big-best", "small-good", "tiny-poor"]
+
+
+def test_a_run_folder_of_the_release_before_the_renames_opens_under_todays_names(tmp_path, capsys):
+    """Before: best_epoch (trials, leaderboard), improved_epoch (history), cv.parquet and its cv_* columns."""
+    folder = RunFolder(str(tmp_path), "old")
+    folder.write_text("config.yaml", "name: old\n")
+    trials = pd.DataFrame(rows("old", [0.3, 0.2], best_epoch=2, epochs_run=3))
+    folder.write_table("trials.parquet", trials)
+    history = pd.DataFrame([{"experiment": "old", "trial_id": "old0", "epoch": e, "val_loss": 0.4 - e / 10,
+                             "improved_epoch": e if e < 3 else 0} for e in (1, 2, 3)])
+    folder.write_table("history.parquet", history)
+    folder.write_table("cv.parquet", pd.DataFrame([{"trial_id": "old1", "fold": f, "folds": 2, "images": 10,
+                                                     **{m: 0.8 + f / 10 for m in METRICS}} for f in (0, 1)]))
+    run = leuktune.Run.open(tmp_path / "old")
+    board = run.leaderboard().set_index("trial_id")
+    assert board["kept_epoch"].tolist() == [2, 2] and "best_epoch" not in board
+    assert board.loc["old1", "refit_folds"] == 2 and board.loc["old1", "refit_balanced_accuracy_mean"] == pytest.approx(0.85)
+    assert pd.isna(board.loc["old0", "refit_folds"])
+    assert run.history()["newly_kept_epoch"].tolist() == [1, 2, 0]
+    assert collect([tmp_path / "old"]).refit_folds["fold"].tolist() == [0, 1]  # the report's table
+    # a search resumed into it adds today's rows beside the earlier ones, whose values keep their meaning
+    leaderboard.append(folder, "history.parquet", [{"experiment": "old", "trial_id": "old1", "epoch": 1,
+                                                    "newly_kept_epoch": 1}], leaderboard.HISTORY)
+    assert run.history()["newly_kept_epoch"].tolist() == [1, 2, 0, 1]
+    # an evaluation gives it today's file (the earlier one is left); evaluate(cv=K) is read with one warning line
+    lines = []
+    run.evaluate(cv=2, echo=lines.append)  # no trial has a checkpoint: nothing is retrained
+    assert [line for line in lines if "WARNING" in line] == [
+        "[leuktune] WARNING: evaluate(cv=2) is now evaluate(refit_folds=2) (retraining the chosen trials on folds; "
+        "search.cv is the folds that choose them); read as refit_folds"]
+    assert pd.read_parquet(tmp_path / "old" / "refit_folds.parquet").equals(pd.read_parquet(tmp_path / "old" / "cv.parquet"))
+    # the command line's --cv too
+    assert evaluate_main([str(tmp_path / "old"), "--cv", "2"]) == 0
+    assert capsys.readouterr().out.count("WARNING: --cv 2 is now --refit-folds 2") == 1

@@ -6,9 +6,11 @@ sessions behave the same is shown through Ray in test_trainer.py (slow)."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from leuktune.training import checkpoint
 from leuktune.training import loop
 from leuktune.training import trial as trial_setup
 from leuktune.training.loop import run_loop
-from leuktune.training.verdict import Best, judge
+from leuktune.training.verdict import Kept, judge
 
 
 class StoredCheckpoint:
@@ -90,29 +92,29 @@ def _cfg(**train):
 
 def test_the_verdict_on_an_epoch_follows_the_rules_of_train():
     train = _cfg(epochs=10, patience=3, checkpoint_every=4, keep="best").train
-    best = Best()
-    verdicts = [judge(train, best, epoch, epoch, epoch - 1, score, diverged=False, loss=loss)
+    kept = Kept()
+    verdicts = [judge(train, kept, epoch, epoch, epoch - 1, score, diverged=False, loss=loss)
                 for epoch, (score, loss) in enumerate([(0.5, 0.9), (0.7, 0.5), (0.6, 0.6), (0.7, 0.55), (0.65, 0.6)],
                                                       start=1)]
-    assert [v.improved for v in verdicts] == [True, True, False, False, False]
-    assert best.epoch == 2 and best.score == 0.7  # a tie with a higher loss is not a new best
+    assert [v.newly_kept for v in verdicts] == [True, True, False, False, False]
+    assert kept.epoch == 2 and kept.score == 0.7  # a tie with a higher loss is not a new best
     # three epochs without a new best end the trial at epoch 5
     assert [v.early_stopped for v in verdicts] == [v.finished for v in verdicts] == [False] * 4 + [True]
     # checkpoints: each new best, every 4th epoch (to resume from), the trial's end
     assert [v.checkpoint_due for v in verdicts] == [True, True, False, True, True]
     # the last epoch finishes a trial and is checkpointed; a diverged epoch is neither scored nor kept
-    assert judge(train, Best(0.9, 1, 1), 10, 10, 9, 0.1, diverged=False).finished
-    assert judge(train, Best(0.9, 1, 1), 10, 10, 9, 0.1, diverged=False).checkpoint_due
-    gone = judge(train, Best(), 3, 3, 2, math.nan, diverged=True)
-    assert gone.finished and not gone.checkpoint_due and not gone.improved and not gone.early_stopped
+    assert judge(train, Kept(0.9, 1, 1), 10, 10, 9, 0.1, diverged=False).finished
+    assert judge(train, Kept(0.9, 1, 1), 10, 10, 9, 0.1, diverged=False).checkpoint_due
+    gone = judge(train, Kept(), 3, 3, 2, math.nan, diverged=True)
+    assert gone.finished and not gone.checkpoint_due and not gone.newly_kept and not gone.early_stopped
 
 
-def _kept(keep: str, epochs: list[tuple[float, float, float]]) -> tuple[Best, list[bool]]:
-    """The kept epoch and each epoch's ``improved`` under ``train.keep``, for (score, loss, ece) per epoch."""
-    train, best = _cfg(epochs=len(epochs), keep=keep).train, Best()
-    improved = [judge(train, best, epoch, epoch, epoch - 1, score, diverged=False, loss=loss, ece=ece).improved
+def _kept(keep: str, epochs: list[tuple[float, float, float]]) -> tuple[Kept, list[bool]]:
+    """The kept epoch and each epoch's ``newly_kept`` under ``train.keep``, for (score, loss, ece) per epoch."""
+    train, kept = _cfg(epochs=len(epochs), keep=keep).train, Kept()
+    newly_kept = [judge(train, kept, epoch, epoch, epoch - 1, score, diverged=False, loss=loss, ece=ece).newly_kept
                 for epoch, (score, loss, ece) in enumerate(epochs, start=1)]
-    return best, improved
+    return kept, newly_kept
 
 
 # A small validation split: the metric moves in steps of one image, and trials reach the top step
@@ -122,45 +124,45 @@ TIED = [(0.90, 0.50, 0.10), (0.98, 0.40, 0.08), (0.96, 0.20, 0.04), (0.98, 0.30,
 
 
 def test_tied_epochs_are_ranked_by_loss_then_calibration_then_the_later_one():
-    best, improved = _kept("best", TIED)
+    kept, newly_kept = _kept("best", TIED)
     # 4: as high, lower loss; 5: same loss, lower ECE; 6: a full tie, later; 7: a higher loss loses
-    assert improved == [True, True, False, True, True, True, False]
-    assert (best.epoch, best.loss, best.ece) == (6, 0.30, 0.02)
+    assert newly_kept == [True, True, False, True, True, True, False]
+    assert (kept.epoch, kept.loss, kept.ece) == (6, 0.30, 0.02)
     # a higher metric wins whatever its loss
-    best, _ = _kept("best", [(0.9, 0.1, 0.1), (0.95, 0.9, 0.9)])
-    assert best.epoch == 2
+    kept, _ = _kept("best", [(0.9, 0.1, 0.1), (0.95, 0.9, 0.9)])
+    assert kept.epoch == 2
     # patience counts from the epoch that raised the metric (2), not from the ties won since
-    train, best = _cfg(epochs=len(TIED), patience=3, keep="best").train, Best()
-    stopped = [judge(train, best, epoch, epoch, epoch - 1, score, diverged=False, loss=loss, ece=ece).early_stopped
+    train, kept = _cfg(epochs=len(TIED), patience=3, keep="best").train, Kept()
+    stopped = [judge(train, kept, epoch, epoch, epoch - 1, score, diverged=False, loss=loss, ece=ece).early_stopped
                for epoch, (score, loss, ece) in enumerate(TIED[:5], start=1)]
-    assert stopped == [False] * 4 + [True] and best.epoch == 5
+    assert stopped == [False] * 4 + [True] and kept.epoch == 5
     # before: the first epoch to reach the top step, an undertrained one
-    best, improved = _kept("first_best", TIED)
-    assert best.epoch == 2 and improved == [True, True] + [False] * 5
+    kept, newly_kept = _kept("first_best", TIED)
+    assert kept.epoch == 2 and newly_kept == [True, True] + [False] * 5
 
 
 def test_keep_last_keeps_every_epoch_in_turn_and_patience_still_counts_from_the_peak():
-    best, improved = _kept("last", TIED)
-    assert improved == [True] * len(TIED) and best.epoch == len(TIED) and best.loss == 0.35
+    kept, newly_kept = _kept("last", TIED)
+    assert newly_kept == [True] * len(TIED) and kept.epoch == len(TIED) and kept.loss == 0.35
     # the metric last rose at epoch 2: three validations later patience ends the trial, keeping epoch 5
-    train, best = _cfg(epochs=len(TIED), patience=3, keep="last").train, Best()
-    stopped = [judge(train, best, epoch, epoch, epoch - 1, score, diverged=False, loss=loss, ece=ece).early_stopped
+    train, kept = _cfg(epochs=len(TIED), patience=3, keep="last").train, Kept()
+    stopped = [judge(train, kept, epoch, epoch, epoch - 1, score, diverged=False, loss=loss, ece=ece).early_stopped
                for epoch, (score, loss, ece) in enumerate(TIED[:5], start=1)]
-    assert stopped == [False] * 4 + [True] and best.epoch == 5 and best.peak == 0.98 and best.raised_at == 2
+    assert stopped == [False] * 4 + [True] and kept.epoch == 5 and kept.peak == 0.98 and kept.raised_at == 2
 
 
 def test_with_validation_every_few_epochs_patience_and_checkpoints_count_as_they_should():
     train = _cfg(epochs=20, patience=2, checkpoint_every=5, validate_every=3, keep="best").train
     assert [e for e in range(1, 21) if train.validated(e)] == [3, 6, 9, 12, 15, 18, 20] and train.validations == 7
-    best = Best()
+    kept = Kept()
     # validated epochs 3, 6, 9, 12: the best at 6 (validation 2); two validations later, patience ends it
     scores = {3: 0.5, 6: 0.8, 9: 0.7, 12: 0.75}
     verdicts, since = {}, 0
     for validation, epoch in enumerate(scores, start=1):
-        verdicts[epoch] = judge(train, best, epoch, validation, since, scores[epoch], diverged=False)
+        verdicts[epoch] = judge(train, kept, epoch, validation, since, scores[epoch], diverged=False)
         since = epoch
     assert [v.early_stopped for v in verdicts.values()] == [False, False, False, True]
-    assert best.epoch == 6 and best.validation == 2
+    assert kept.epoch == 6 and kept.validation == 2
     # checkpoint_every 5: at the first validated epoch past each multiple of 5 (6, also a best; then 12)
     assert [v.checkpoint_due for v in verdicts.values()] == [True, True, False, True]
 
@@ -178,23 +180,40 @@ def test_the_loop_reports_every_epoch_and_checkpoints_its_bests(tmp_path):
     assert reports[-1].facts.params > 0 and reports[-1].facts.node_id == "fake"
     assert set(reports[-1].phase_seconds) >= {"data", "build", "restore", "train", "validate", "report"}
     # a checkpoint for every new best and the last epoch, each holding its own epoch
-    kept = {r.epoch for r in reports if r.improved_epoch} | {3}
+    kept = {r.epoch for r in reports if r.newly_kept_epoch} | {3}
     assert set(session.checkpoints) == kept
     for epoch, folder in session.checkpoints.items():
         assert checkpoint.load(folder)["epoch"] == epoch
     # the best metric; among epochs that tie on it, the lowest validation loss
     best = max(reports, key=lambda r: (r.val["balanced_accuracy"], -r.val["loss"]))
-    assert reports[-1].best_epoch == best.epoch
-    assert reports[-1].best_value == pytest.approx(best.val["balanced_accuracy"])
+    assert reports[-1].kept_epoch == best.epoch
+    assert reports[-1].kept_value == pytest.approx(best.val["balanced_accuracy"])
     assert TrialStatus.of(reports[-1], epochs=3, error=None) == (TrialStatus.COMPLETED, None)
+
+
+def test_a_trial_imports_and_validates_without_scikit_learn(tmp_path, monkeypatch):
+    """scikit-learn costs every trial process about a second of its start (issue 37): neither the
+    modules a trial process imports nor its validation need it (search.cv's folds and a probe head
+    import it where they use it)."""
+    for name in ["sklearn", *(m for m in sys.modules if m.startswith("sklearn."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # any import of scikit-learn now fails
+    for name in ("leuktune.training.trainer", "leuktune.training.folds", "leuktune.data.folds"):
+        if name in sys.modules:  # imported again below; the modules other tests hold come back after
+            package, _, child = name.rpartition(".")
+            monkeypatch.setattr(sys.modules[package], child, sys.modules[name])
+            monkeypatch.delitem(sys.modules, name)
+    importlib.import_module("leuktune.training.trainer")  # what a trial process imports for its trainable
+    session = FakeSession(tmp_path)
+    run_loop(_cfg(epochs=1, lr=0.01), _data(), session)
+    assert 0 <= session.reports[-1].val["balanced_accuracy"] <= 1 and session.reports[-1].val_se
 
 
 def test_by_default_a_trial_keeps_and_reports_the_epoch_it_ended_on(tmp_path):
     session = FakeSession(tmp_path)
     run_loop(_cfg(epochs=3, lr=0.01, checkpoint_every=10), _data(), session)
     last = session.reports[-1]
-    assert [r.improved_epoch for r in session.reports] == [1, 2, 3] and set(session.checkpoints) == {1, 2, 3}
-    assert last.best_epoch == 3 and last.best_value == pytest.approx(last.val["balanced_accuracy"])
+    assert [r.newly_kept_epoch for r in session.reports] == [1, 2, 3] and set(session.checkpoints) == {1, 2, 3}
+    assert last.kept_epoch == 3 and last.kept_value == pytest.approx(last.val["balanced_accuracy"])
 
 
 def test_patience_ends_a_trial_whose_metric_stopped_moving(tmp_path):
@@ -204,7 +223,7 @@ def test_patience_ends_a_trial_whose_metric_stopped_moving(tmp_path):
     session = FakeSession(tmp_path)
     run_loop(cfg, _data(), session)
     last = session.reports[-1]
-    assert last.epoch == 2 and last.early_stopped and last.finished and session.reports[0].improved_epoch == 1
+    assert last.epoch == 2 and last.early_stopped and last.finished and session.reports[0].newly_kept_epoch == 1
     assert TrialStatus.of(last, epochs=6, error=None) == (TrialStatus.STOPPED_EARLY, "patience")
     assert 2 in session.checkpoints  # the trial's end is kept
 
@@ -224,7 +243,11 @@ def test_a_restarted_trial_resumes_where_its_checkpoint_left_off(tmp_path, ema):
     cfg, data = _cfg(epochs=4, lr=0.01, checkpoint_every=1, ema=ema), _data()
     whole = FakeSession(tmp_path / "whole")
     run_loop(cfg, data, whole)
-    # the same trial restarted from epoch 2's checkpoint: epochs 3 and 4 again, as they were
+    # the same trial restarted from epoch 2's checkpoint: epochs 3 and 4 again, as they were; its
+    # meta.json as the release before the renames wrote it ("best" for the kept epoch)
+    meta = whole.checkpoints[2] / checkpoint.META
+    written = json.loads(meta.read_text())
+    meta.write_text(json.dumps({"best" if key == "kept" else key: value for key, value in written.items()}))
     again = FakeSession(tmp_path / "again", resume_from=whole.checkpoints[2])
     run_loop(cfg, data, again)
     assert [r.epoch for r in again.reports] == [3, 4]
@@ -232,7 +255,7 @@ def test_a_restarted_trial_resumes_where_its_checkpoint_left_off(tmp_path, ema):
     for resumed, straight in zip(again.reports, whole.reports[2:]):
         assert resumed.train_loss == pytest.approx(straight.train_loss, rel=1e-5)
         assert resumed.val["loss"] == pytest.approx(straight.val["loss"], rel=1e-5)
-    assert again.reports[-1].best_epoch == whole.reports[-1].best_epoch
+    assert again.reports[-1].kept_epoch == whole.reports[-1].kept_epoch
 
 
 def test_validating_every_few_epochs_reports_those_epochs_and_the_last(tmp_path):
@@ -271,7 +294,7 @@ def test_the_checkpoint_is_written_during_validation_on_a_gpu_and_after_it_on_th
     assert session.reports[-1].phase_seconds["checkpoint_write"] > 0
     for epoch, folder in session.checkpoints.items():  # the weights of their own epoch, the verdict beside them
         state = checkpoint.load(folder)
-        assert state["epoch"] == epoch and state["best"]["epoch"] == session.reports[epoch - 1].best_epoch
+        assert state["epoch"] == epoch and state["kept"]["epoch"] == session.reports[epoch - 1].kept_epoch
 
 
 def test_a_checkpoint_that_cannot_be_written_is_reported_and_the_last_good_one_stays(tmp_path, monkeypatch):

@@ -45,6 +45,32 @@ def test_resampled_metrics_are_scikit_learns_on_the_resampled_rows():
                 assert fast[m][b] == pytest.approx(slow[m], abs=1e-9, nan_ok=True), (classes, b, m)
 
 
+def test_a_trials_validation_figures_are_scikit_learns_without_importing_it():
+    """A trial scores each validation in one vectorised pass with its standard errors
+    (scores_and_errors) and counts its confusion matrix itself, instead of importing scikit-learn
+    (a second of every trial process's start, issue 37): the same figures."""
+    from sklearn import metrics as skm
+
+    from leuktune.metrics import confusion_matrix, scores_and_errors, standard_errors
+
+    rng = np.random.default_rng(3)
+    for classes, absent in ((2, None), (4, None), (4, 2)):
+        y = rng.integers(0, classes, 90)
+        if absent is not None:
+            y[y == absent] = 0  # a class missing from the split: ROC-AUC undefined, balanced accuracy over the rest
+        logits = rng.normal(size=(90, classes)) + np.eye(classes)[y]
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        groups = np.arange(90) // 3
+        scores, errors = scores_and_errors(y, probs, groups)
+        expected = classification_metrics(y, probs)
+        assert scores.keys() == expected.keys()
+        for name, value in expected.items():
+            assert scores[name] == pytest.approx(value, abs=1e-9, nan_ok=True), (classes, absent, name)
+        assert errors == pytest.approx(standard_errors(y, probs, groups), nan_ok=True)
+        assert confusion_matrix(y, probs) == skm.confusion_matrix(y, probs.argmax(axis=1),
+                                                                  labels=np.arange(classes)).tolist()
+
+
 def test_calibration_error_is_the_reliability_tables_weighted_gap():
     from leuktune.metrics.calibration import expected_calibration_error, reliability
 

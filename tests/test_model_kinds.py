@@ -140,17 +140,23 @@ def test_a_checkpoint_is_the_same_model_however_its_path_is_written(runs, monkey
 
 
 def test_a_run_whose_search_table_says_checkpoint_uri_opens_with_its_models(runs, tmp_path):
-    """The release before this one kept the run-relative checkpoint in trials.parquet as ``checkpoint_uri``."""
+    """The releases before this one kept the run-relative checkpoint in trials.parquet as
+    ``checkpoint_uri``, and the kept epoch as ``best_epoch`` (``improved_epoch`` in history.parquet)."""
     folder = tmp_path / "run"
     shutil.copytree(runs["trials"], folder)
-    table = pd.read_parquet(folder / "trials.parquet").rename(columns={"checkpoint": "checkpoint_uri"})
+    today = pd.read_parquet(folder / "trials.parquet")
+    table = today.rename(columns={"checkpoint": "checkpoint_uri", "kept_epoch": "best_epoch"})
     table.to_parquet(folder / "trials.parquet", index=False)
+    history = pd.read_parquet(folder / "history.parquet")
+    history.rename(columns={"newly_kept_epoch": "improved_epoch"}).to_parquet(folder / "history.parquet", index=False)
     run = leuktune.Run.open(folder)
     board = run.leaderboard()
     trials = board[board["trial_id"] != "ensemble"]
     assert trials["checkpoint"].str.startswith("tune/").all()
+    assert trials.set_index("trial_id")["kept_epoch"].to_dict() == today.set_index("trial_id")["kept_epoch"].to_dict()
+    assert run.history()["newly_kept_epoch"].tolist() == history["newly_kept_epoch"].tolist()
     assert all(str(uri).startswith(str(folder)) for uri in trials["checkpoint_uri"])
     best = trials.iloc[0]
     assert run.model(device="cpu").temperature == pytest.approx(best["temperature"])  # found through the old column
     run.evaluate(top=1, device="cpu", echo=lambda message: None)  # a stage writes today's names
-    assert "checkpoint" in pd.read_parquet(folder / "leaderboard.parquet").columns
+    assert {"checkpoint", "kept_epoch"} <= set(pd.read_parquet(folder / "leaderboard.parquet").columns)

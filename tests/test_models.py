@@ -178,7 +178,7 @@ def test_a_checkpoint_that_carries_pickled_objects_is_refused(tmp_path):
                                     "class_names": ("a", "b"), "normalization": {"mean": np.array([0.5, 0.5, 0.5])},
                                     "experiment": {}})
     # what is known once the epoch is judged goes beside it, and reads back as one state
-    checkpoint.write_meta(folder, {"epoch": 3, "best": {"score": 0.5, "epoch": 2}, "metrics": {"loss": np.float32(0.25)}})
+    checkpoint.write_meta(folder, {"epoch": 3, "kept": {"score": 0.5, "epoch": 2}, "metrics": {"loss": np.float32(0.25)}})
     state = checkpoint.load(folder)
     assert state["epoch"] == 3 and state["normalization"]["mean"] == [0.5, 0.5, 0.5]
-    assert state["best"] == {"score": 0.5, "epoch": 2} and state["metrics"] == {"loss": 0.25}
+    assert state["kept"] == {"score": 0.5, "epoch": 2} and state["metrics"] == {"loss": 0.25}

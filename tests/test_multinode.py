@@ -120,43 +120,6 @@ def test_a_search_of_a_folder_on_the_heads_disk(cloud):
     assert sum(p.stat().st_size for p in sent) < 5_000_000
 
 
-def test_a_search_of_images_in_a_bucket_then_evaluate_report_predict_from_the_bucket(cloud, monkeypatch):
-    cluster, uri, images, scratch = cloud
-    job = cluster.job(*search_args(uri("runs"), "bucket", "data.source=imagefolder", f"data.root={uri('cells')}",
-                                   f"data.cache_dir={scratch / 'cache-bucket'}"), cwd=REPO)
-    out = job.stdout + job.stderr
-    assert job.returncode == 0, out[-4000:]
-    assert "decoding 61 images across the cluster: the files are in a bucket" in out
-    decoded = next(line for line in out.splitlines() if "[leuktune] decoded 61 images" in line)
-    assert decoded.count("images,") == 2  # both worker nodes read their share from the bucket
-    board = read_run(uri, "bucket", "leaderboard.parquet")
-    assert len(board) == 2 and (board["status"] == "completed").all()
-    assert read_run(uri, "bucket", "rejected.parquet")["error"].str.contains("corrupt or truncated").all()
-
-    # The driver's machine reads the run from the bucket: final evaluation, report, predictions.
-    import leuktune
-    from leuktune.cli.predict import main as predict
-    from leuktune.cli.report import main as report
-
-    run = uri("runs/bucket")
-    evaluated = leuktune.evaluate(run, top=1, echo=lambda message: None)
-    trials = evaluated[evaluated["status"] != "ensemble"]
-    assert trials["test_balanced_accuracy"].notna().sum() == 1
-    # the ensemble of the two, written to the bucket and read back from it: the same test figure
-    ensemble = evaluated.set_index("trial_id").loc["ensemble"]
-    assert set(ensemble["members"]) <= set(trials["trial_id"]) and len(ensemble["members"]) >= 1
-    again = leuktune.Run.open(run).model(trial="ensemble").evaluate("test")
-    assert again["test_balanced_accuracy"] == pytest.approx(ensemble["test_balanced_accuracy"])
-    assert again["test_images"] == ensemble["test_images"]
-    assert report([run, "--out", str(scratch / "report")]) == 0
-    text = (scratch / "report" / "report.md").read_text()
-    assert "## What the search used" in text and "2 trials on 2 node(s)" in text
-    assert predict(["--run", run, uri("cells/CLL"), "--out", str(scratch / "p.csv")]) == 0
-    predictions = pd.read_csv(scratch / "p.csv")
-    assert len(predictions) == 20 and predictions["error"].isna().all()
-    assert predictions["input"].str.startswith("s3://").all()
-
-
 def test_a_folder_every_node_mounts_is_decoded_by_every_node(cloud):
     cluster, uri, images, scratch = cloud
     shared = Path(tempfile.mkdtemp(prefix="lk-nfs-", dir="/tmp"))  # outside the hidden folders: every node sees it
@@ -177,10 +140,12 @@ def test_a_folder_every_node_mounts_is_decoded_by_every_node(cloud):
 
 def test_a_data_root_or_run_folder_the_nodes_cannot_reach_is_one_error_before_any_trial(cloud):
     cluster, uri, images, scratch = cloud
-    nothing = cluster.job(*search_args(uri("runs"), "nothing", "data.source=imagefolder",
-                                       f"data.root={uri('no-such-folder')}"), cwd=REPO)
-    local = cluster.job(*search_args(str(scratch / "runs"), "local", "data.source=imagefolder",
-                                     f"data.root={uri('cells')}"), cwd=REPO)
+    # submitted together: each ends before any trial, most of its time the job's start
+    nothing = cluster.submit(*search_args(uri("runs"), "nothing", "data.source=imagefolder",
+                                          f"data.root={uri('no-such-folder')}"), cwd=REPO)
+    local = cluster.submit(*search_args(str(scratch / "runs"), "local", "data.source=imagefolder",
+                                        f"data.root={uri('cells')}"), cwd=REPO)
+    nothing, local = raynodes.finished(nothing), raynodes.finished(local)
     for job, message in ((nothing, "error: s3://testing:testing@lab/no-such-folder"),
                          (local, f"error: storage.path {scratch / 'runs'} is a folder of this machine that 2 of 2 "
                                  "other node(s) of the cluster do not see")):
@@ -190,7 +155,11 @@ def test_a_data_root_or_run_folder_the_nodes_cannot_reach_is_one_error_before_an
     assert "dataset folder not found (data.root)" in nothing.stdout + nothing.stderr
 
 
-def test_a_worker_node_lost_mid_trial(cloud, tmp_path_factory):
+def test_a_search_of_images_in_a_bucket_that_loses_a_worker_node_then_evaluate_report_predict_from_the_bucket(
+        cloud, tmp_path_factory):
+    """One search of the bucket's images serves both: a worker node is lost mid-trial (the trial
+    goes on on the other node from its checkpoint), then the driver's machine evaluates, reports and
+    predicts from the bucket."""
     cluster, uri, images, scratch = cloud
     epochs = 8
     submit = subprocess.Popen(
@@ -230,7 +199,7 @@ def test_a_worker_node_lost_mid_trial(cloud, tmp_path_factory):
             gone = cluster.workers[lost]
             cluster.workers[lost] = add_worker(cluster, lost, tmp_path_factory.getbasetemp())
             cluster.workers.pop()
-            gone.stop()
+            gone.stop(grace=0)  # its raylet is gone: nothing of it to end gracefully
             cluster.wait_for_workers(2)
     assert submit.returncode == 0, output[-4000:]
 
@@ -243,3 +212,32 @@ def test_a_worker_node_lost_mid_trial(cloud, tmp_path_factory):
     after = mine[mine["resumed_from_epoch"] > 0]
     assert len(after) and after["resumed_from_epoch"].min() >= epochs_seen
     assert {where.get(n) for n in after["node_id"]} == {"worker1" if victim == "worker0" else "worker0"}
+
+    # read from the bucket by every node
+    assert "decoding 61 images across the cluster: the files are in a bucket" in output
+    decoded = next(line for line in output.splitlines() if "[leuktune] decoded 61 images" in line)
+    assert decoded.count("images,") == 2  # both worker nodes read their share from the bucket
+    assert read_run(uri, "lost", "rejected.parquet")["error"].str.contains("corrupt or truncated").all()
+
+    # The driver's machine reads the run from the bucket: final evaluation, report, predictions.
+    import leuktune
+    from leuktune.cli.predict import main as predict
+    from leuktune.cli.report import main as report
+
+    run = uri("runs/lost")
+    evaluated = leuktune.evaluate(run, top=1, echo=lambda message: None)
+    trials = evaluated[evaluated["status"] != "ensemble"]
+    assert trials["test_balanced_accuracy"].notna().sum() == 1
+    # the ensemble of the two, written to the bucket and read back from it: the same test figure
+    ensemble = evaluated.set_index("trial_id").loc["ensemble"]
+    assert set(ensemble["members"]) <= set(trials["trial_id"]) and len(ensemble["members"]) >= 1
+    again = leuktune.Run.open(run).model(trial="ensemble").evaluate("test")
+    assert again["test_balanced_accuracy"] == pytest.approx(ensemble["test_balanced_accuracy"])
+    assert again["test_images"] == ensemble["test_images"]
+    assert report([run, "--out", str(scratch / "report")]) == 0
+    text = (scratch / "report" / "report.md").read_text()
+    assert "## What the search used" in text and "2 trials on 2 node(s)" in text
+    assert predict(["--run", run, uri("cells/CLL"), "--out", str(scratch / "p.csv")]) == 0
+    predictions = pd.read_csv(scratch / "p.csv")
+    assert len(predictions) == 20 and predictions["error"].isna().all()
+    assert predictions["input"].str.startswith("s3://").all()

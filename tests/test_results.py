@@ -1,12 +1,10 @@
-"""After a search: the final evaluation, cross-validation, the report, predict and export."""
+"""After a search: the final evaluation, the chosen trial retrained on folds, the report, predict and export."""
 
 import base64
 import io
 import json
 import shutil
 import re
-import subprocess
-import sys
 
 import numpy as np
 import onnxruntime
@@ -20,7 +18,7 @@ from leuktune import leaderboard
 from leuktune.data import synthetic
 from conftest import tiny_overrides
 from leuktune.metrics.calibration import rescale
-from leuktune.evaluation.cv import fold_datasets
+from leuktune.evaluation.refit_folds import fold_datasets
 from leuktune.evaluation.ensemble import ensemble_evaluation
 from leuktune.evaluation.final import evaluable
 from leuktune.runfolder import RunFolder
@@ -178,22 +176,22 @@ def test_predict_and_export_of_an_ensemble_are_the_weighted_average_of_its_membe
 
 
 @pytest.fixture(scope="module")
-def cross_validated(run, tmp_path_factory):
-    """A copy of the run with its best trial cross-validated on 3 folds: (folder, best trial, leaderboard).
+def refitted(run, tmp_path_factory):
+    """A copy of the run with its best trial retrained on 3 folds: (folder, best trial, leaderboard).
     A copy of its own: evaluating the trial again refits its temperature, which other tests compare."""
     original, board = run
-    folder = tmp_path_factory.mktemp("cross-validated") / "moved-run"
+    folder = tmp_path_factory.mktemp("refitted") / "moved-run"
     shutil.copytree(original, folder)
     best = _trials(board)["trial_id"].iloc[0]
-    return folder, best, leuktune.evaluate(folder, trial=best, cv=3, echo=lambda message: None)
+    return folder, best, leuktune.evaluate(folder, trial=best, refit_folds=3, echo=lambda message: None)
 
 
-def test_cross_validation_retrains_on_group_disjoint_folds(cross_validated):
-    folder, best, updated = cross_validated
+def test_refit_folds_retrains_on_group_disjoint_folds(refitted):
+    folder, best, updated = refitted
     row = updated.set_index("trial_id").loc[best]
-    per_fold = pd.read_parquet(folder / "cv.parquet")
-    assert row["cv_folds"] == 3 and per_fold["fold"].tolist() == [0, 1, 2]
-    assert row["cv_balanced_accuracy_mean"] == pytest.approx(per_fold["balanced_accuracy"].mean())
+    per_fold = pd.read_parquet(folder / "refit_folds.parquet")
+    assert row["refit_folds"] == 3 and per_fold["fold"].tolist() == [0, 1, 2]
+    assert row["refit_balanced_accuracy_mean"] == pytest.approx(per_fold["balanced_accuracy"].mean())
     assert per_fold["images"].sum() == 60  # every image held out once
     model = leuktune.load_model(folder)
     split = pd.read_parquet(folder / "split.parquet")
@@ -204,9 +202,9 @@ def test_cross_validation_retrains_on_group_disjoint_folds(cross_validated):
         assert split.assign(s=d.splits).groupby("group")["s"].nunique().max() == 1
 
 
-def test_the_report_shows_every_figure_as_png(run, cross_validated, tmp_path):
+def test_the_report_shows_every_figure_as_png(run, refitted, tmp_path):
     _, board = run
-    folder = cross_validated[0]  # the run with its cross-validation
+    folder = refitted[0]  # the run with its trial retrained on folds
     html = write_report([folder], tmp_path / "report", echo=lambda message: None).read_text()
     images = re.findall(r"src='data:image/png;base64,([^']+)'", html)
     assert len(images) >= 8 and "<img" in html and html.count("<img") == len(images)
@@ -217,7 +215,7 @@ def test_the_report_shows_every_figure_as_png(run, cross_validated, tmp_path):
         with Image.open(tmp_path / "report" / name) as image:
             assert image.format == "PNG"
     for text in ("best_by_backbone.png", "Hyperparameter importance", "Class activation maps",
-                 "reliability.png", "Cross-validation", "3 classes", "Flip test-time augmentation"):
+                 "reliability.png", "Retrained on folds", "3 classes", "Flip test-time augmentation"):
         assert text in md or text in html, text
     assert _trials(board)["trial_id"].iloc[0] in md
     assert "The ensemble of the best trials" in md and "ensemble_confusion.png" in md
@@ -254,9 +252,9 @@ def test_the_report_of_a_single_trial_and_of_merged_runs(run, tmp_path, ray_runt
     single = leuktune.search(overrides=tiny_overrides(tmp_path / "runs") + [
         "name=single", "search.num_samples=1", "train.epochs=1", "evaluate.top_k=0"], echo=lambda message: None)
     assert len(single) == 1
-    proc = subprocess.run([sys.executable, "-m", "leuktune.report", str(tmp_path / "runs" / "single")],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    from leuktune.cli.report import main as report  # the command line's function (its start: test_structure)
+
+    assert report([str(tmp_path / "runs" / "single")]) == 0
     text = (tmp_path / "runs" / "single" / "report" / "report.md").read_text()
     assert "Hyperparameter importance not shown: 1 finished trial(s)" in text and "python -m leuktune.evaluate" in text
     merged = write_report([folder, tmp_path / "runs" / "single"], tmp_path / "merged", echo=lambda m: None)

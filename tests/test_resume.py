@@ -1,5 +1,10 @@
-"""A search whose driver is killed resumes with every trial exactly once; one search per folder."""
+"""A search whose driver is killed resumes with every trial exactly once; one search per folder.
 
+One search serves every check: the refusals (no search to resume, a second live search, a
+search started again without --resume) come before any Ray work, so they run through the command
+line's own function in this process while the searching driver is a process of its own."""
+
+import contextlib
 import io
 import json
 import os
@@ -11,6 +16,7 @@ import time
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 import leuktune
 
@@ -31,8 +37,21 @@ def cli(tmp_path, *extra):
     return [sys.executable, "-m", "leuktune.search", *args, *extra]
 
 
+def refused(tmp_path, *extra) -> tuple[int, str]:
+    """The search command line in this process, which must refuse before any work: (status, stderr)."""
+    from leuktune.cli.search import main
+
+    said, ray_before = io.StringIO(), ray.is_initialized()
+    with contextlib.redirect_stderr(said), contextlib.chdir(tmp_path):
+        status = main(cli(tmp_path, *extra)[3:])
+    assert ray.is_initialized() == ray_before  # refused before Ray
+    return status, said.getvalue()
+
+
 def test_a_search_killed_after_its_first_trial_resumes_with_every_trial_once(tmp_path):
     run = tmp_path / "runs" / "tiny"
+    status, said = refused(tmp_path, "--resume")
+    assert status == 1 and "no search to resume here; start one with" in said
     driver = subprocess.Popen(cli(tmp_path), cwd=tmp_path, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
@@ -65,6 +84,12 @@ def test_a_search_killed_after_its_first_trial_resumes_with_every_trial_once(tmp
         return (run / "leaderboard.parquet").exists() and any(
             epochs_stored(p) >= 2 and saved_with_a_checkpoint(p.stem) for p in parts)
 
+    while not (run / "search.lock").exists():
+        assert driver.poll() is None and time.monotonic() < deadline, "the search ended before it took its lock"
+        time.sleep(0.2)
+    # A second search of the same folder while the first lives is refused, naming the first.
+    status, said = refused(tmp_path)
+    assert status == 1 and "is in use by a live search (pid" in said
     while not midway():
         assert driver.poll() is None and time.monotonic() < deadline, "the search ended before it was midway"
         time.sleep(0.2)
@@ -78,8 +103,8 @@ def test_a_search_killed_after_its_first_trial_resumes_with_every_trial_once(tmp
     assert ended_before
 
     # Starting it again without --resume is refused: the folder holds a search.
-    again = subprocess.run(cli(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 1 and "already holds a search; --resume" in again.stderr
+    status, said = refused(tmp_path)
+    assert status == 1 and "already holds a search; --resume" in said
     resumed = subprocess.run(cli(tmp_path, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
@@ -108,21 +133,3 @@ def test_a_search_killed_after_its_first_trial_resumes_with_every_trial_once(tmp
     for t in ran:  # each epoch's value once, the epochs of a trial resumed midway included
         assert sorted(t.intermediate_values) == list(range(1, EPOCHS + 1)), t.number
         assert t.user_attrs["checkpoint"] == checkpoints[t.user_attrs["trial_id"]].removeprefix(f"{run}/")
-
-
-def test_resume_without_a_search_and_a_second_live_search_are_refused(tmp_path):
-    nothing = subprocess.run(cli(tmp_path, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert nothing.returncode == 1 and "no search to resume here; start one with" in nothing.stderr
-    first = subprocess.Popen(cli(tmp_path), cwd=tmp_path, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        lock = tmp_path / "runs" / "tiny" / "search.lock"
-        deadline = time.monotonic() + 300
-        while not lock.exists():
-            assert first.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-        second = subprocess.run(cli(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert second.returncode == 1 and "is in use by a live search (pid" in second.stderr
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()

@@ -42,8 +42,18 @@ def cluster_file():
         path.write_bytes(before)
 
 
-def run(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
+def start(*args: str, env: dict | None = None, cwd=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=cwd)
+
+
+def ended(*started: subprocess.Popen) -> list[subprocess.CompletedProcess]:
+    """Commands started together (most of each one's time is its start: imports, Ray), once all end."""
+    results = []
+    for process in started:
+        stdout, stderr = process.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return results
 
 
 def test_a_dead_recorded_cluster_is_ignored_and_a_live_one_is_used(cluster_file, monkeypatch):
@@ -70,12 +80,14 @@ def test_with_a_dead_cluster_recorded_a_search_and_a_benchmark_start_their_own_r
     dead = cluster_file(f"127.0.0.1:{closed_port()}")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     overrides = tiny_overrides(tmp_path / "runs") + ["search.num_samples=1", "train.epochs=1", "evaluate.top_k=0"]
-    searched = run("leuktune.search", *[a for o in overrides for a in ("--set", o)], env=env, cwd=tmp_path)
+    # each starts a Ray of its own: the two at once
+    searched, bench = ended(
+        start("leuktune.search", *[a for o in overrides for a in ("--set", o)], env=env, cwd=tmp_path),
+        start("leuktune.bench", "cache", "--images", "24", "--source-size", "32", "--image-size", "16",
+              "--workdir", str(tmp_path / "bench"), env=env, cwd=tmp_path))
     assert searched.returncode == 0, searched.stderr[-3000:]
     assert f"names a Ray cluster at {dead} that does not answer" in searched.stdout
     assert "Failed to connect to GCS" not in searched.stdout + searched.stderr
-    bench = run("leuktune.bench", "cache", "--images", "24", "--source-size", "32", "--image-size", "16",
-                "--workdir", str(tmp_path / "bench"), env=env, cwd=tmp_path)
     assert bench.returncode == 0, bench.stderr[-3000:]
     assert f"names a Ray cluster at {dead} that does not answer" in bench.stdout
 
@@ -84,8 +96,8 @@ def test_with_a_dead_cluster_recorded_a_search_and_a_benchmark_start_their_own_r
 def test_an_explicit_address_that_does_not_answer_is_one_error_naming_it(tmp_path):
     dead = f"127.0.0.1:{closed_port()}"
     overrides = [a for o in tiny_overrides(tmp_path / "runs") for a in ("--set", o)]
-    searched = run("leuktune.search", "--address", dead, *overrides, cwd=tmp_path)
-    checked = run("leuktune.data", *overrides, env={**os.environ, "RAY_ADDRESS": dead}, cwd=tmp_path)
+    searched, checked = ended(start("leuktune.search", "--address", dead, *overrides, cwd=tmp_path),
+                              start("leuktune.data", *overrides, env={**os.environ, "RAY_ADDRESS": dead}, cwd=tmp_path))
     for result in (searched, checked):
         assert result.returncode == 2
         assert result.stderr.strip().splitlines()[-1].startswith(f"error: the Ray cluster at {dead} (--address or "

@@ -75,12 +75,12 @@ def test_the_test_split_is_read_once_for_the_top_trials_with_intervals(searched)
         assert np.array(row.test_confusion_matrix.tolist()).sum() == row.test_images
 
 
-def test_each_trials_best_epoch_is_on_disk_as_its_row_says(searched):
+def test_each_trials_kept_epoch_is_on_disk_as_its_row_says(searched):
     run, board, _ = searched
     for row in board.itertuples():
         assert not row.checkpoint.startswith("/")  # the file keeps it relative to the run folder
         state = checkpoint.load(run / row.checkpoint)
-        assert state["class_names"] == ("ALL", "CLL", "healthy") and state["epoch"] == row.best_epoch
+        assert state["class_names"] == ("ALL", "CLL", "healthy") and state["epoch"] == row.kept_epoch
         matrix = np.array(row.val_confusion_matrix.tolist())
         assert matrix.shape == (3, 3) and matrix.trace() / matrix.sum() == pytest.approx(row.val_accuracy)
 
@@ -173,19 +173,6 @@ def test_readers_of_every_kind_open_both_tables(conditional_front):
         == (board["head"] == "mlp").sum()
 
 
-def test_a_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path, ray_runtime):
-    overrides = tiny_overrides(tmp_path / "runs") + [
-        "name=diverging", "model.backbone=test_resnet", "train.epochs=2", "search.num_samples=3",
-        "search.max_concurrent=1", "search.scheduler.asha=null", "search.searcher.optuna.sampler=grid",
-        "train.lr={choice: [0.005, 1.0e+30, 0.003]}", "train.grad_clip=0"]
-    board = leuktune.search(overrides=overrides, echo=lambda message: None).set_index("lr")
-    assert board.loc[1e30, "status"] == "diverged" and board.loc[1e30, "epochs_run"] == 1
-    assert pd.isna(board.loc[1e30, "checkpoint_uri"]) and pd.isna(board.loc[1e30, "val_accuracy"])
-    assert (board.drop(1e30)["status"] == "completed").all()  # the trials after it ran as usual
-    states = {t.params["lr"]: t.state.name for t in optuna_study(tmp_path / "runs" / "diverging").trials}
-    assert states == {0.005: "COMPLETE", 1e30: "FAIL", 0.003: "COMPLETE"}
-
-
 def test_asha_and_the_history_count_validated_epochs(tmp_path, ray_runtime):
     # Validation every 2 epochs of 4: ASHA's first rung is the first validation (epoch 2), and
     # only validated epochs are reported, stored and numbered in the history.
@@ -197,7 +184,7 @@ def test_asha_and_the_history_count_validated_epochs(tmp_path, ray_runtime):
     stopped, completed = board[board["status"] == "stopped_early"], board[board["status"] == "completed"]
     assert len(stopped) >= 1 and len(completed) >= 1 and len(stopped) + len(completed) == 4
     assert (stopped["stopped_by"] == "asha").all() and (stopped["epochs_run"] == 2).all()
-    assert (completed["epochs_run"] == 4).all() and set(board["best_epoch"]) <= {2, 4}
+    assert (completed["epochs_run"] == 4).all() and set(board["kept_epoch"]) <= {2, 4}
     history = pd.read_parquet(tmp_path / "runs" / "every-2" / "history.parquet")
     assert set(history["epoch"]) == {2, 4} and (history["validation"] == history["epoch"] // 2).all()
     assert history["checkpoint_error"].isna().all()
@@ -218,9 +205,11 @@ def test_a_failing_trial_is_a_leaderboard_row_that_says_why(tmp_path, ray_runtim
     assert row["error_file"].endswith("error.txt") and "WeightsError" in open(row["error_file"]).read()
 
 
-def test_storage_failures_are_reported_and_nothing_is_lost_or_doubled(tmp_path, ray_runtime, monkeypatch):
-    # The first write of each of the run's tables fails, as a full disk or a lost bucket would:
-    # a trial's epoch file, the history (trial 1 ends), the leaderboard (trial 2 ends).
+def test_a_diverging_trial_and_storage_failures_are_recorded_and_the_search_goes_on(tmp_path, ray_runtime,
+                                                                                    monkeypatch):
+    # One search of three trials, one after another, for two kinds of trouble: a learning rate that
+    # diverges, and the first write of each of the run's tables failing, as a full disk or a lost
+    # bucket would (a trial's epoch file, the history when a trial ends, the leaderboard).
     real_write, failed = RunFolder.write_table, set()
 
     def flaky(folder, name, table):
@@ -233,16 +222,25 @@ def test_storage_failures_are_reported_and_nothing_is_lost_or_doubled(tmp_path, 
     monkeypatch.setattr(RunFolder, "write_table", flaky)
     said = []
     overrides = tiny_overrides(tmp_path / "runs") + [
-        "name=flaky", "model.backbone=test_resnet", "search.num_samples=3", "search.max_concurrent=1",
-        "search.scheduler.asha=null", "evaluate.top_k=0"]
+        "name=troubled", "model.backbone=test_resnet", "train.epochs=2", "search.num_samples=3",
+        "search.max_concurrent=1", "search.scheduler.asha=null", "search.searcher.optuna.sampler=grid",
+        "train.lr={choice: [0.005, 1.0e+30, 0.003]}", "train.grad_clip=0", "evaluate.top_k=0"]
     board = leuktune.search(overrides=overrides, echo=said.append)
+    # the diverging trial is a row that says so, and the trials after it ran as usual
+    by_lr = board.set_index("lr")
+    assert by_lr.loc[1e30, "status"] == "diverged" and by_lr.loc[1e30, "epochs_run"] == 1
+    assert pd.isna(by_lr.loc[1e30, "checkpoint_uri"]) and pd.isna(by_lr.loc[1e30, "val_accuracy"])
+    assert (by_lr.drop(1e30)["status"] == "completed").all()
+    states = {t.params["lr"]: t.state.name for t in optuna_study(tmp_path / "runs" / "troubled").trials}
+    assert states == {0.005: "COMPLETE", 1e30: "FAIL", 0.003: "COMPLETE"}
+    # each failed write was said once, and nothing was lost or doubled
     assert failed == {"epochs", "history.parquet", "leaderboard.parquet"}
     assert sum("WARNING: could not" in line for line in said) == 3
     assert sorted(board["trial_id"]) == sorted(set(board["trial_id"])) and len(board) == 3
-    history = pd.read_parquet(tmp_path / "runs" / "flaky" / "history.parquet")
+    history = pd.read_parquet(tmp_path / "runs" / "troubled" / "history.parquet")
     assert sorted(zip(history["trial_id"], history["epoch"])) == sorted(
-        (t, e) for t in board["trial_id"] for e in (1, 2))  # every epoch of every trial, once
-    assert not list((tmp_path / "runs" / "flaky" / "history").glob("*.parquet"))  # no epoch file left
+        (t, e) for t, n in zip(board["trial_id"], board["epochs_run"]) for e in range(1, n + 1))  # every epoch once
+    assert not list((tmp_path / "runs" / "troubled" / "history").glob("*.parquet"))  # no epoch file left
 
 
 def test_a_multi_objective_search_marks_its_pareto_front(conditional_front):

@@ -94,7 +94,7 @@ def test_samplers_model_the_space_after_their_startup_trials(sampler):
     for i in range(5):  # past the start-up trials the sampler's own model proposes (no exception, in range)
         params = searcher.suggest(f"t{i}")
         assert 1e-4 <= params["lr"] <= 1e-2
-        searcher.on_trial_complete(f"t{i}", {"epoch": 2, "finished": True, "best_value": 0.5 + params["lr"] * 10,
+        searcher.on_trial_complete(f"t{i}", {"epoch": 2, "finished": True, "kept_value": 0.5 + params["lr"] * 10,
                                              "val_balanced_accuracy": 0.5, "diverged": False})
     assert len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == 5
 

@@ -8,7 +8,7 @@ import optuna
 import leuktune
 from conftest import s3_server, tiny_overrides
 from leuktune.runfolder import RunFolder
-from leuktune.tuning import studies
+from leuktune.tuning import study_setup
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def test_a_search_keeps_its_run_folder_in_the_bucket(bucket, tmp_path, ray_runti
     assert sorted(t.user_attrs["trial_id"] for t in study.trials) == sorted(board["trial_id"])
     assert {t.state.name for t in study.trials} == {"COMPLETE"} and not run.study_file.exists()  # a read writes nothing
     # --resume on a new head starts from the bucket's copy
-    studies.prepare(run.config(), run, resume=True, echo=lambda message: None)
+    study_setup.prepare(run.config(), run, resume=True, echo=lambda message: None)
     resumed = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run.study_file}")
     assert [t.number for t in resumed.trials] == [t.number for t in study.trials] and driver_copy
     # TensorBoard's event files of each trial, copied up as they were written

@@ -398,7 +398,7 @@ def test_each_command_line_reports_leuktunes_errors_and_lets_a_bug_be_a_tracebac
 def test_each_stages_record_fills_exactly_its_tables_columns():
     report = _full_report()
     record = TrialRecord(experiment="e", trial_id="t", status=TrialStatus.COMPLETED, stopped_by=None,
-                         drawn={"lr": 0.1}, best=report, last=report, train_seconds=1.0, cpu_seconds=1.0,
+                         drawn={"lr": 0.1}, kept=report, last=report, train_seconds=1.0, cpu_seconds=1.0,
                          gpu_seconds=0.0, checkpoint="tune/t/checkpoint_000001", started_at=None, finished_at="now",
                          leuktune_version="0", data_fingerprint="f")
     # the tie columns and the Pareto front are the search's, computed over every trial as each ends
@@ -410,7 +410,7 @@ def test_each_stages_record_fills_exactly_its_tables_columns():
     assert set(figures.to_row()) == set(leaderboard.TEST.names)
     # the derived leaderboard holds every column of the stages' tables, and nothing else
     stages = {*leaderboard.trials_schema(["lr"]).names, *leaderboard.TEST.names,
-              *(name for name, _ in (*leaderboard.ENSEMBLE_COLUMNS, *leaderboard.CV_COLUMNS))}
+              *(name for name, _ in (*leaderboard.ENSEMBLE_COLUMNS, *leaderboard.REFIT_COLUMNS))}
     assert stages == set(leaderboard.schema(["lr"]).names)
 
 

@@ -102,7 +102,7 @@ def test_a_failed_trial_and_a_trial_without_predictions_are_judged_apart():
 def test_the_kept_checkpoint_keeps_its_validation_predictions_and_they_give_its_scores(tmp_path):
     session = FakeSession(tmp_path)
     run_loop(_cfg(epochs=2, lr=0.01, keep="best"), _data(), session)
-    kept = [r for r in session.reports if r.improved_epoch][-1]
+    kept = [r for r in session.reports if r.newly_kept_epoch][-1]
     folds = checkpoint.read_val_predictions(str(session.checkpoints[kept.epoch]))
     assert len(folds) == 1 and folds[0].probs.dtype == np.float16 and len(folds[0].rows) == 16
     scores = classification_metrics(folds[0].labels, folds[0].probs.astype(np.float64))

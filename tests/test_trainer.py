@@ -145,7 +145,7 @@ def _fit(cfg, data, callbacks=()):
 
 
 @pytest.mark.slow
-def test_two_worker_ddp_trial_reports_the_same_metrics_as_one_worker(tiny_data):
+def test_two_worker_ddp_trial_reports_the_same_metrics_as_one_worker_and_checkpoints_evaluate_to_them(tiny_data):
     cfg, data = tiny_data
     one, one_history, one_last = _fit(_trial(cfg, "one-worker"), data)
     # The two-worker trial (Ray Train, DDP over gloo) also takes the other road through the loop:
@@ -164,21 +164,11 @@ def test_two_worker_ddp_trial_reports_the_same_metrics_as_one_worker(tiny_data):
             assert np.isfinite(last[f"val_{m}"]) or m == "roc_auc"
         assert (history["train_loss"] > 0).all() and (history["train_images_per_s"] > 0).all()
         assert history["epoch"].tolist() == [1, 2]
-    # Ray Train keeps the DDP trial's checkpoints apart (trials/<id>/); the leaderboard finds its best
-    assert "/trials/" in two["checkpoint_uri"] and "/tune/" in one["checkpoint_uri"]
-    reported = two_history.set_index("epoch").loc[two["best_epoch"]]
-    val = load_model(two, device="cpu").evaluate("val", data=data)
-    assert val["val_balanced_accuracy"] == pytest.approx(reported["val_balanced_accuracy"], rel=1e-4)
-
-
-@pytest.mark.slow
-def test_best_checkpoint_evaluates_to_the_reported_metrics(tiny_data):
-    cfg, data = tiny_data
-    row, history, _ = _fit(_trial(cfg, "evaluated", epochs=3), data)
-    reported = history.set_index("epoch").loc[row["best_epoch"]]
-    model = load_model(row, device="cpu")
-    assert model.classes == data.class_names and model.epoch == row["best_epoch"]
-    state = checkpoint.load(row["checkpoint_uri"])
+    # The one-worker trial's kept checkpoint evaluates to what it reported, on validation and test
+    reported = one_history.set_index("epoch").loc[one["kept_epoch"]]
+    model = load_model(one, device="cpu")
+    assert model.classes == data.class_names and model.epoch == one["kept_epoch"]
+    state = checkpoint.load(one["checkpoint_uri"])
     assert set(state) >= {"optimizer", "scheduler", "scaler"}
     val = model.evaluate("val", data=data)
     for m in METRICS:
@@ -190,6 +180,11 @@ def test_best_checkpoint_evaluates_to_the_reported_metrics(tiny_data):
         load_model(f"{RunFolder.of(cfg).storage}/nowhere")
     with pytest.raises(checkpoint.CheckpointError, match="fingerprint"):  # another split of the data
         model.evaluate("test", data=dataclasses.replace(data, fingerprint="0" * 16))
+    # Ray Train keeps the DDP trial's checkpoints apart (trials/<id>/); the leaderboard finds its best
+    assert "/trials/" in two["checkpoint_uri"] and "/tune/" in one["checkpoint_uri"]
+    reported = two_history.set_index("epoch").loc[two["kept_epoch"]]
+    val = load_model(two, device="cpu").evaluate("val", data=data)
+    assert val["val_balanced_accuracy"] == pytest.approx(reported["val_balanced_accuracy"], rel=1e-4)
 
 
 class _KillAfterEpoch(tune.Callback):
@@ -235,15 +230,19 @@ def test_a_trial_killed_mid_way_resumes_from_its_checkpoint(tiny_data, tmp_path,
 
 
 @pytest.mark.slow
-def test_patience_stops_a_trial_that_stopped_improving(tiny_data):
+def test_patience_stops_a_trial_that_stopped_improving_and_a_compiled_model_checkpoints_the_plain_network(tiny_data):
     cfg, data = tiny_data
     # A frozen backbone (its BatchNorm statistics too) and an lr too small to move the head:
-    # the predictions, hence the metric, stay what they were after the first epoch.
-    trial = _trial(cfg, "patient", epochs=6, patience=1, lr=1e-9)
+    # the predictions, hence the metric, stay what they were after the first epoch. The network is
+    # compiled (torch.compile): one trial for two flags that do not meet.
+    trial = _trial(cfg, "patient", epochs=6, patience=1, lr=1e-9, compile=True)
     trial = trial.model_copy(update={"model": trial.model.model_copy(update={"unfreeze_depth": 0})})
     row, history, last = _fit(trial, data)
     assert last["early_stopped"] is True and row["epochs_run"] == 2
     assert row["status"] == "stopped_early" and row["stopped_by"] == "patience"
+    assert np.isfinite(history["train_loss"]).all()
+    # the checkpoint holds the classifier's own weights, loadable without torch.compile
+    assert load_model(row, device="cpu").evaluate("val", data=data)["val_images"] == len(data.indices("val"))
 
 
 @pytest.mark.slow
@@ -260,12 +259,3 @@ def test_auto_concurrency_packs_trials_into_the_cluster(ray_runtime):
     # may), and a warning that says why
     assert concurrent_trials(load(None, ["resources.gpus_per_worker=0.25"]), messages.append) == 4
     assert "0.25 GPU a trial, the cluster has 0" in messages[-1]
-
-
-@pytest.mark.slow
-def test_a_compiled_model_trains_and_checkpoints_the_plain_network(tiny_data):
-    cfg, data = tiny_data
-    row, history, _ = _fit(_trial(cfg, "compiled", epochs=1, compile=True), data)
-    assert row["status"] == "completed" and np.isfinite(history["train_loss"]).all()
-    # the checkpoint holds the classifier's own weights, loadable without torch.compile
-    assert load_model(row, device="cpu").evaluate("val", data=data)["val_images"] == len(data.indices("val"))

@@ -42,7 +42,7 @@ def pick(run: Path) -> dict:
     top = trials.iloc[0]
     tied = int(trials["tied_with_top"].eq(True).sum()) if "tied_with_top" in trials else 0
     return {"test balanced accuracy": top["test_balanced_accuracy"], "val": top["val_balanced_accuracy"],
-            "kept epoch": int(top["best_epoch"]), "tied with top": tied, "trials": len(trials),
+            "kept epoch": int(top["kept_epoch"]), "tied with top": tied, "trials": len(trials),
             "trial-seconds": float(trials["train_seconds"].sum())}
 
 

@@ -12,7 +12,7 @@ examples:
   python -m leuktune.evaluate runs/synthetic-default
 
   # the best 2, and each retrained on 5 group-disjoint folds (small sets such as ALL-IDB2)
-  python -m leuktune.evaluate runs/allidb2 --top 2 --cv 5
+  python -m leuktune.evaluate runs/allidb2 --top 2 --refit-folds 5
 
   # one trial, a run folder in a bucket
   python -m leuktune.evaluate s3://my-bucket/leuktune/cnmc-binary --trial 3f2a9c1e
@@ -26,12 +26,15 @@ examples:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leuktune.evaluate", epilog=EXAMPLES,
                                      description="Score a search's best trials on the test split (95% bootstrap "
-                                     "intervals, calibration) and optionally cross-validate them.",
+                                     "intervals, calibration) and optionally retrain them on folds.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="the run folder (<storage.path>/<name>), local or a URI")
     parser.add_argument("--top", type=int, help="how many of the best trials (default: evaluate.top_k of the run)")
     parser.add_argument("--trial", help="evaluate this trial id instead")
-    parser.add_argument("--cv", type=int, metavar="K", help="also retrain on K group-disjoint folds")
+    parser.add_argument("--refit-folds", type=int, metavar="K",
+                        help="also retrain each chosen trial on K group-disjoint folds, each image held out once "
+                        "(refit_folds.parquet; not search.cv, whose folds choose the trials)")
+    parser.add_argument("--cv", type=int, metavar="K", help=argparse.SUPPRESS)  # --refit-folds's earlier name
     parser.add_argument("--external", action="append", metavar="ROOT",
                         help="score another dataset (a folder, bucket prefix or CSV; repeatable) with the evaluated "
                         "trials and the ensemble, instead of the test split")
@@ -41,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="the external sets' class names mapped to the run's (default: matched by name)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     args = parser.parse_args(argv)
+    refit_folds = args.refit_folds
+    if args.cv is not None:
+        print(f"[leuktune] WARNING: --cv {args.cv} is now --refit-folds {args.cv} (retraining the chosen trials on "
+              "folds; search.cv is the folds that choose them); read as --refit-folds", flush=True)
+        refit_folds = args.cv if refit_folds is None else refit_folds
     # imported after the arguments are parsed: --help answers at once, without torch or Ray
     from leuktune.run import Run
 
@@ -56,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         print(table[table["set"].isin([s.label for s in sets])].to_string(index=False,
                                                                           float_format=lambda v: f"{v:.4g}"))
         return 0
-    board = run.evaluate(top=args.top, cv=args.cv, trial=args.trial, device=args.device)
+    board = run.evaluate(top=args.top, refit_folds=refit_folds, trial=args.trial, device=args.device)
     shown = [c for c in ("trial_id", "status", "val_balanced_accuracy", "test_balanced_accuracy",
                          "test_balanced_accuracy_low", "test_balanced_accuracy_high", "test_ece",
-                         "test_ece_calibrated", "cv_folds", "cv_balanced_accuracy_mean",
-                         "cv_balanced_accuracy_std") if c in board and board[c].notna().any()]
+                         "test_ece_calibrated", "refit_folds", "refit_balanced_accuracy_mean",
+                         "refit_balanced_accuracy_std") if c in board and board[c].notna().any()]
     print(board[shown].head(10).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     cfg = load(args.config, args.overrides)
     board = search(cfg, address=args.address, resume=args.resume)
-    shown = ["trial_id", "status", *cfg.searched(), "best_epoch", "epochs_run",
+    shown = ["trial_id", "status", *cfg.searched(), "kept_epoch", "epochs_run",
              "val_balanced_accuracy", "val_accuracy", "val_f1_weighted", cfg.search.metric]
     shown = list(dict.fromkeys(c for c in shown if c in board.columns))
     print(f"\n[leuktune] leaderboard: {', '.join(board.attrs['paths'])}  ({len(leaderboard.trial_rows(board))} trials, "

@@ -74,7 +74,7 @@ class StudyConfig(Strict):
 
 
 class SearchConfig(Strict):
-    # The metric the search optimises: ASHA judges it, each trial keeps its best epoch by it (train.keep),
+    # The metric the search optimises: ASHA judges it, each trial keeps an epoch by it (train.keep),
     # the leaderboard ranks by it.
     metric: SearchMetric = DEFAULT_METRIC
     # Which way is better; when left out, the metric's own direction (val_loss: min).

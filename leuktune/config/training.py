@@ -168,7 +168,7 @@ class TrainConfig(Strict):
     # that kept their best epochs, each time, and never worse than one default trial.
     keep: Literal["last", "best", "first_best"] = "last"
     # A resumable checkpoint every N epochs (at the first validated epoch from there), at every
-    # new best and at the last epoch.
+    # newly kept epoch and at the last epoch.
     checkpoint_every: int = Field(1, ge=1)
     # torch.compile the model: faster epochs once compiled, but compiling takes about a
     # minute per trial, more than a short trial gains.

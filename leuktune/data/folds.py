@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 from leuktune.data.cache import SPLITS, CachedDataset
 from leuktune.data.files import DataError
@@ -88,6 +87,10 @@ def cv_folds(data: CachedDataset, k: int, seed: int) -> list[CachedDataset]:
     >>> [int((f.splits == 1).sum()) for f in folds]  # each fold validates on 4 images, 2 patients
     [4, 4, 4, 4, 4]
     """
+    # scikit-learn only where folds are dealt: every trial process imports this module (training.folds),
+    # and the import costs a second of its start where search.cv is off
+    from sklearn.model_selection import StratifiedGroupKFold
+
     check_folds(data, k)
     rows = pooled(data)
     dealer = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)

@@ -1,5 +1,5 @@
 """A search's final, honest figures, stage by stage: the test split (``final``), the ensemble
-(``ensemble``), cross-validation (``cv``) and other labs' sets (``external``). Each writes its own
+(``ensemble``), the chosen trials retrained on folds (``refit_folds``) and other labs' sets (``external``). Each writes its own
 table into the run folder once; the leaderboard is derived from them afterwards. ``leuktune.Run``'s
 ``evaluate`` and ``python -m leuktune.evaluate`` call ``evaluate``."""
 
@@ -13,26 +13,27 @@ import pandas as pd
 from leuktune import leaderboard, runfolder, tracking
 from leuktune.config import ConfigError
 from leuktune.data.prepare import prepare
-from leuktune.evaluation import cv as crossval
+from leuktune.evaluation.refit_folds import refit_on_folds
 from leuktune.evaluation.ensemble import ensemble_evaluation
 from leuktune.evaluation.final import evaluable, final_evaluation
 from leuktune.runfolder.lock import SearchLock
 from leuktune.leaderboard import ENSEMBLE_ID
 
 
-def evaluate(folder, *, top: int | None = None, cv: int | None = None, trial: str | None = None,
+def evaluate(folder, *, top: int | None = None, refit_folds: int | None = None, trial: str | None = None,
              external=None, device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
-    """Score the run's best trials on its test split, once, and optionally cross-validate them;
+    """Score the run's best trials on its test split, once, and optionally retrain them on folds;
     or, with ``external`` (a folder, an ``ExternalSet``, or a list of them), score other datasets
     with the trials already evaluated and the ensemble (the test split is evaluated first if no
     trial has been). ``folder`` is the run's ``RunFolder`` where it is now. Returns the
     leaderboard, best first. See ``leuktune.Run.evaluate``."""
     with SearchLock(folder):  # not while a search writes the same run
         if external is None:
-            return evaluate_run(folder, top=top, cv=cv, trial=trial, device=device, echo=echo)
-        if cv is not None or trial is not None:
+            return evaluate_run(folder, top=top, refit_folds=refit_folds, trial=trial, device=device, echo=echo)
+        if refit_folds is not None or trial is not None:
             raise ConfigError("external sets are scored with the trials the final evaluation scored and the "
-                              "ensemble: cv and trial do not apply to them (evaluate the run first, then --external)")
+                              "ensemble: refit_folds and trial do not apply to them (evaluate the run first, "
+                              "then --external)")
         # the external path's modules only when it is taken
         from leuktune.evaluation.external import ExternalSet, external_evaluation
 
@@ -45,7 +46,7 @@ def evaluate(folder, *, top: int | None = None, cv: int | None = None, trial: st
         return board
 
 
-def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial: str | None = None,
+def evaluate_run(folder, *, top: int | None = None, refit_folds: int | None = None, trial: str | None = None,
                  device: str | None = None, data=None, echo: Callable[[str], None] = print) -> pd.DataFrame:
     """``evaluate`` on the test split, for a folder this process already holds (the search calls it
     when it ends, with the ``data`` its trials ran on; otherwise the run's data is read back)."""
@@ -83,11 +84,11 @@ def evaluate_run(folder, *, top: int | None = None, cv: int | None = None, trial
             _store(folder, runfolder.TEST, [scored.to_row()], [ENSEMBLE_ID], leaderboard.TEST)
             _store(folder, runfolder.EVALUATION, figures, [ENSEMBLE_ID])
             _store(folder, runfolder.PREDICTIONS, predicted, [ENSEMBLE_ID])
-    if cv:
+    if refit_folds:
         shared = data.shared()  # into Ray's object store once, for every fold of every trial
-        per_fold = pd.concat([crossval.cross_validate(cfg, row, shared, split, cv, folder, echo, device)
+        per_fold = pd.concat([refit_on_folds(cfg, row, shared, split, refit_folds, folder, echo, device)
                               for _, row in chosen.iterrows()], ignore_index=True)
-        _store(folder, runfolder.CV, per_fold, chosen["trial_id"])
+        _store(folder, runfolder.REFIT_FOLDS, per_fold, chosen["trial_id"])
     leaderboard.write(folder)
     return leaderboard.load(folder.uri())
 

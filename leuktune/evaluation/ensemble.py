@@ -33,7 +33,7 @@ from leuktune.metrics import classification_metrics
 from leuktune.metrics.calibration import fit_temperature, rescale
 from leuktune.results import EnsembleRecord, TestFigures
 from leuktune.leaderboard import ENSEMBLE_ID
-from leuktune.trained import EnsembleModel, combine, load_model
+from leuktune.trained import EnsembleModel, Trained, combine, load_model
 
 ROUNDS = 25  # additions with replacement (AutoGluon's default): weights in steps of 1/25
 
@@ -65,19 +65,21 @@ def select(member_probs: list[np.ndarray], labels: np.ndarray, metric: str, roun
     return best_weights
 
 
-def build_ensemble(cfg: ExperimentConfig, candidates: pd.DataFrame, data: CachedDataset, folder,
-                   temperatures: dict[str, float], device=None) -> EnsembleModel:
-    """Select the ensemble of ``candidates`` (ranked leaderboard rows with checkpoints) on the
-    validation split, calibrate it there, and write ``ensemble.json`` (checkpoints relative to the
-    run). ``temperatures``: the final evaluation's, by trial id. Reads no test image."""
-    members = [load_model(row, device=device) for _, row in candidates.iterrows()]
+def build_ensemble(cfg: ExperimentConfig, candidates: pd.DataFrame, models: list[Trained], data: CachedDataset,
+                   folder, temperatures: dict[str, float]) -> EnsembleModel:
+    """Select the ensemble of ``candidates`` (ranked leaderboard rows with checkpoints) and their
+    ``models`` on the validation split, calibrate it there, and write ``ensemble.json``
+    (checkpoints relative to the run). ``temperatures``: the final evaluation's, by trial id. Reads
+    no test image. The models given keep their own temperatures: the ensemble's members are
+    copies calibrated as it selected them."""
     val_labels = data.labels[data.indices("val")]
-    calibrated = []
-    for trial_id, member in zip(candidates["trial_id"], members):
-        probs = member.split_probabilities(data, "val")
+    members, calibrated = [], []
+    for trial_id, model in zip(candidates["trial_id"], models):
+        probs = model.split_probabilities(data, "val")
         fitted = temperatures.get(trial_id)
-        member.temperature = fitted if fitted is not None and np.isfinite(fitted) else fit_temperature(probs, val_labels)
-        calibrated.append(rescale(probs, member.temperature))
+        temperature = fitted if fitted is not None and np.isfinite(fitted) else fit_temperature(probs, val_labels)
+        members.append(model.with_temperature(temperature))
+        calibrated.append(rescale(probs, temperature))
     weights = select(calibrated, val_labels, cfg.search.metric)
     kept = [i for i, w in enumerate(weights) if w > 0]
     averaged = combine([calibrated[i] for i in kept], [weights[i] for i in kept])
@@ -103,7 +105,8 @@ def ensemble_evaluation(cfg: ExperimentConfig, evaluable: pd.DataFrame, data: Ca
         if count >= 2:
             echo(f"[leuktune] no ensemble: {len(candidates)} trial(s) with a checkpoint, it needs 2")
         return None
-    ensemble = build_ensemble(cfg, candidates, data, folder, temperatures, device)
+    models = [load_model(row, device=device) for _, row in candidates.iterrows()]
+    ensemble = build_ensemble(cfg, candidates, models, data, folder, temperatures)
     record = ensemble.record
     test_rows = data.indices("test")
     labels, groups = data.labels[test_rows], split["group"].to_numpy()[test_rows]

@@ -62,7 +62,7 @@ def line(scored: TestFigures) -> str:
 
 def evaluate_trial(row: pd.Series, data: CachedDataset, groups: np.ndarray, cfg: ExperimentConfig,
                    device=None) -> tuple[dict, list[dict], pd.DataFrame, str]:
-    """(TestFigures, evaluation rows, test predictions, patient-level line) of one trial's best checkpoint."""
+    """(TestFigures, evaluation rows, test predictions, patient-level line) of one trial's kept checkpoint."""
     model = load_model(row, device=device)
     settings = cfg.evaluate
     test_rows, val_rows = data.indices("test"), data.indices("val")

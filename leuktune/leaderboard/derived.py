@@ -1,6 +1,7 @@
 """The leaderboard derived from the stages' tables: each stage writes its own table and then
 the derived leaderboard (``write``); ``load`` derives it afresh and writes nothing. A run written
-before each stage had its own table is read through the same readers (its one leaderboard, split).
+before each stage had its own table is read through the same readers (its one leaderboard, split),
+and every table an earlier release wrote is read with its columns and files under today's names.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from leuktune import metrics, runfolder, uris
 from leuktune.config.search import DEFAULT_METRIC
 from leuktune.errors import LeuktuneError
 from leuktune.leaderboard.ranking import ranked
-from leuktune.leaderboard.schemas import (ENSEMBLE_ID, ID_COLUMNS, RESULT_COLUMNS, SEARCH_COLUMNS, TEST,
+from leuktune.leaderboard.schemas import (ENSEMBLE_ID, ID_COLUMNS, RENAMED, RESULT_COLUMNS, SEARCH_COLUMNS, TEST,
                                           schema, searched_hyperparameters)
 from leuktune.leaderboard.tables import table
 from leuktune.metrics import METRICS
@@ -41,13 +42,18 @@ def earlier_release(folder: RunFolder) -> pd.DataFrame | None:
     return renamed(folder.read_frame(runfolder.LEADERBOARD))
 
 
-# earlier releases' names of columns the tables keep -> today's
-RENAMED = {"checkpoint_uri": "checkpoint"}  # it held a path relative to the run, not a URI
-
-
 def renamed(table: pd.DataFrame) -> pd.DataFrame:
-    """A table an earlier release wrote, its columns under today's names."""
-    return table.rename(columns={old: new for old, new in RENAMED.items() if new not in table})
+    """A table an earlier release wrote, its columns under today's names (``RENAMED``)."""
+    return table.rename(columns={old: new for old, new in RENAMED.items() if old in table and new not in table})
+
+
+def read_renamed(folder: RunFolder, name: str) -> pd.DataFrame:
+    """One of the run's tables (today's file name, else the one an earlier release gave it), its
+    columns under today's names; empty when the run has neither."""
+    for stored in (name, *(old for old, new in runfolder.RENAMED_FILES.items() if new == name)):
+        if folder.exists(stored):
+            return renamed(folder.read_frame(stored))
+    return pd.DataFrame()
 
 
 def searched_part(old: pd.DataFrame) -> pd.DataFrame:
@@ -70,7 +76,7 @@ def trials(folder: RunFolder) -> pd.DataFrame:
     """The search's table: a row per trial that ended, in the order they ended (checkpoints
     relative to the run); empty before the first."""
     if folder.exists(runfolder.TRIALS_TABLE):
-        return renamed(folder.read_frame(runfolder.TRIALS_TABLE))
+        return read_renamed(folder, runfolder.TRIALS_TABLE)
     old = earlier_release(folder)
     return pd.DataFrame() if old is None else searched_part(old)
 
@@ -99,15 +105,27 @@ def ensemble(folder: RunFolder) -> EnsembleRecord | None:
     return EnsembleRecord.from_json(folder.read_text(runfolder.ENSEMBLE))
 
 
-def cv_summary(per_fold: pd.DataFrame) -> dict:
-    """The leaderboard's cv_* columns of one trial's folds: how many, each metric's mean and standard deviation."""
-    return {"cv_folds": len(per_fold), **{f"cv_{m}_{stat}": float(getattr(per_fold[m], stat)())
-                                           for m in METRICS for stat in ("mean", "std")}}
+def history(folder: RunFolder) -> pd.DataFrame:
+    """The search's table of epochs (``history.parquet``): a row per trial and validated epoch;
+    empty before the first trial ends."""
+    return read_renamed(folder, runfolder.HISTORY)
+
+
+def refit_folds(folder: RunFolder) -> pd.DataFrame:
+    """The chosen trials retrained on folds (``refit_folds.parquet``; ``cv.parquet`` of an earlier
+    release): a row per trial and fold with its test metrics; empty before the first."""
+    return read_renamed(folder, runfolder.REFIT_FOLDS)
+
+
+def refit_summary(per_fold: pd.DataFrame) -> dict:
+    """The leaderboard's refit_* columns of one trial's folds: how many, each metric's mean and standard deviation."""
+    return {"refit_folds": len(per_fold), **{f"refit_{m}_{stat}": float(getattr(per_fold[m], stat)())
+                                              for m in METRICS for stat in ("mean", "std")}}
 
 
 def derive(folder: RunFolder) -> pd.DataFrame:
     """The leaderboard (today's columns, unranked) from the stages' tables: the search's trials,
-    their test figures, their cross-validation, and the ensemble's row. Reads only."""
+    their test figures, their retraining on folds, and the ensemble's row. Reads only."""
     board = trials(folder)
     if board.empty:
         return board
@@ -126,9 +144,9 @@ def derive(folder: RunFolder) -> pd.DataFrame:
     if len(scored):
         board = board.drop(columns=[c for c in TEST.names if c != "trial_id" and c in board])
         board = board.merge(scored, on="trial_id", how="left")
-    if folder.exists(runfolder.CV):
-        folds = folder.read_frame(runfolder.CV)
-        summary = pd.DataFrame([{"trial_id": t, **cv_summary(f)} for t, f in folds.groupby("trial_id", sort=False)])
+    folds = refit_folds(folder)
+    if len(folds):
+        summary = pd.DataFrame([{"trial_id": t, **refit_summary(f)} for t, f in folds.groupby("trial_id", sort=False)])
         board = board.drop(columns=[c for c in summary.columns if c != "trial_id" and c in board])
         board = board.merge(summary, on="trial_id", how="left")
     return board.reindex(columns=[*(name for name, _ in ID_COLUMNS), *searched_hyperparameters(board.columns),

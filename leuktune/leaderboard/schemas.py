@@ -1,7 +1,8 @@
 """The columns of every table of a run, typed: the search's ``trials.parquet`` (a row per trial)
 and ``history.parquet`` (a row per trial-epoch), the final evaluation's ``test.parquet`` (a row per
 model scored), and the ``leaderboard.parquet`` derived from them with the ensemble's record and the
-cross-validation (a row per trial, and one for the ensemble).
+chosen trials retrained on folds (a row per trial, and one for the ensemble). ``RENAMED``: the
+columns an earlier release named otherwise, read under today's names.
 
 Every column has one Arrow type whatever values a search draws: a hyperparameter's type
 comes from its field in the schema (``unfreeze_depth``, an integer or "all", is always text).
@@ -39,11 +40,13 @@ TEST_COLUMNS = [
 TEST = pa.schema([("trial_id", pa.string()), *TEST_COLUMNS])
 # the ensemble's row only (from ensemble.json): the trials it averages and their weights
 ENSEMBLE_COLUMNS = [("members", pa.list_(pa.string())), ("weights", pa.list_(pa.float64()))]
-# cross-validation (python -m leuktune.evaluate RUN --cv K): from cv.parquet's folds, mean and standard deviation
-CV_COLUMNS = [("cv_folds", pa.int64()), *((f"cv_{m}_{stat}", pa.float64()) for m in METRICS for stat in ("mean", "std"))]
+# a chosen trial retrained on K group-disjoint folds (python -m leuktune.evaluate RUN --refit-folds K): from
+# refit_folds.parquet's folds, how many, each metric's mean and standard deviation over them
+REFIT_COLUMNS = [("refit_folds", pa.int64()),
+                 *((f"refit_{m}_{stat}", pa.float64()) for m in METRICS for stat in ("mean", "std"))]
 # the search's (``trials.parquet``): a row per trial, as the search recorded it when the trial ended
 SEARCH_COLUMNS = [
-    ("best_epoch", pa.int64()), ("epochs_run", pa.int64()), ("stopped_by", pa.string()),
+    ("kept_epoch", pa.int64()), ("epochs_run", pa.int64()), ("stopped_by", pa.string()),
     *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
     # each val metric's bootstrap standard error on the validation split (patients resampled where
     # the data names them), and whether the validation split can tell the trial from the top
@@ -72,11 +75,11 @@ SEARCH_COLUMNS = [
 _SEARCH = dict(SEARCH_COLUMNS)
 # The leaderboard's columns after the hyperparameters, in the order an earlier release wrote them.
 RESULT_COLUMNS = [
-    *((name, _SEARCH[name]) for name in ("best_epoch", "epochs_run", "stopped_by")),
+    *((name, _SEARCH[name]) for name in ("kept_epoch", "epochs_run", "stopped_by")),
     *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
     *((f"val_{m}_se", pa.float64()) for m in METRICS), *TIE_COLUMNS,
     ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
-    *TEST_COLUMNS, *ENSEMBLE_COLUMNS, *CV_COLUMNS,
+    *TEST_COLUMNS, *ENSEMBLE_COLUMNS, *REFIT_COLUMNS,
     *SEARCH_COLUMNS[SEARCH_COLUMNS.index(("params", pa.int64())):],
 ]
 # The ensemble's id wherever models are named (its leaderboard row's trial_id and status, test.parquet,
@@ -85,7 +88,7 @@ ENSEMBLE_ID = "ensemble"
 HISTORY_COLUMNS = [
     ("experiment", pa.string()), ("trial_id", pa.string()), ("epoch", pa.int64()),
     ("train_loss", pa.float64()), ("train_images_per_s", pa.float64()), ("epoch_seconds", pa.float64()),
-    ("lr", pa.float64()), ("resumed_from_epoch", pa.int64()), ("improved_epoch", pa.int64()),
+    ("lr", pa.float64()), ("resumed_from_epoch", pa.int64()), ("newly_kept_epoch", pa.int64()),
     ("inference_ms", pa.float64()), *((f"val_{m}", pa.float64()) for m in METRICS),
     *((f"val_{m}_se", pa.float64()) for m in METRICS), ("val_folds", pa.int64()),
     *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
@@ -95,6 +98,17 @@ HISTORY_COLUMNS = [
     ("validation", pa.int64()), ("checkpoint_error", pa.string()),
 ]
 HISTORY = pa.schema(HISTORY_COLUMNS)
+
+# Earlier releases' names of columns -> today's, for every table read (leaderboard.renamed) and every
+# table added to (leaderboard.conformed): a run folder of an earlier release opens, and resumes, as it is.
+RENAMED = {
+    "checkpoint_uri": "checkpoint",  # it held a path relative to the run, not a URI
+    # the epoch a trial keeps (train.keep: under keep: last, the last, not the best)
+    "best_epoch": "kept_epoch", "best_value": "kept_value", "improved_epoch": "newly_kept_epoch",
+    # a chosen trial retrained on folds (evaluate --cv), not the folds of search.cv that choose it
+    "cv_folds": "refit_folds",
+    **{f"cv_{m}_{stat}": f"refit_{m}_{stat}" for m in METRICS for stat in ("mean", "std")},
+}
 
 
 def arrow_type(value_type: Any) -> pa.DataType:

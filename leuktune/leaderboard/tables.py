@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from leuktune.leaderboard.schemas import CONFUSION
+from leuktune.leaderboard.schemas import CONFUSION, RENAMED
 from leuktune.runfolder import RunFolder
 
 
@@ -37,9 +37,11 @@ def table(rows: Iterable[dict[str, Any]], columns: pa.Schema) -> pa.Table:
 
 def conformed(old: pa.Table, columns: pa.Schema) -> pa.Table:
     """A table written by an earlier leuktune in today's columns: one this version added (e.g.
-    ``val_ece``) is null in its rows, so a run started before an upgrade resumes after it (a
-    column this version no longer writes is left out)."""
-    return pa.table({f.name: old[f.name].cast(f.type) if f.name in old.column_names
+    ``val_ece``) is null in its rows, one it renamed (``RENAMED``) is read under its old name, so a
+    run started before an upgrade resumes after it (a column this version no longer writes is left out)."""
+    earlier = {new: old_name for old_name, new in RENAMED.items() if old_name in old.column_names}
+    stored = {f.name: f.name if f.name in old.column_names else earlier.get(f.name) for f in columns}
+    return pa.table({f.name: old[stored[f.name]].cast(f.type) if stored[f.name]
                      else pa.nulls(old.num_rows, f.type) for f in columns}, schema=columns)
 
 

@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from leuktune.metrics.table import TABLE, Scored, sklearn_metrics
+from leuktune.metrics.table import TABLE, Scored
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, prefix: str = "") -> dict[str, float]:
@@ -38,9 +38,15 @@ def score(name: str, y_true: np.ndarray, probs: np.ndarray) -> float:
 
 def confusion_matrix(y_true: np.ndarray, probs: np.ndarray) -> list[list[int]]:
     """Rows = true class, columns = predicted class, in class-id order; plain lists so the
-    matrix travels through Ray reports and into Parquet as a nested list column."""
+    matrix travels through Ray reports and into Parquet as a nested list column. Counted here,
+    not by scikit-learn: every trial's validation asks for it (see ``scores_and_errors``).
+
+    >>> confusion_matrix(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]))
+    [[1, 0], [1, 1]]
+    """
     scored = Scored(np.asarray(y_true), np.asarray(probs))
-    return sklearn_metrics().confusion_matrix(scored.y_true, scored.y_pred, labels=scored.labels).tolist()
+    k = scored.probs.shape[1]
+    return np.bincount(scored.y_true.astype(np.int64) * k + scored.y_pred, minlength=k * k).reshape(k, k).tolist()
 
 
 def split_scores(y_true: np.ndarray, probs: np.ndarray, split: str) -> dict:

@@ -22,7 +22,7 @@ class Inputs:
     history: pd.DataFrame
     evaluation: pd.DataFrame
     predictions: pd.DataFrame
-    cv: pd.DataFrame
+    refit_folds: pd.DataFrame  # the chosen trials retrained on folds (evaluate --refit-folds), a row per fold
     split: pd.DataFrame
     rejected: pd.DataFrame
     near_duplicates: pd.DataFrame
@@ -49,7 +49,8 @@ class Inputs:
 
 
 def _table(folders: list[RunFolder], name: str) -> pd.DataFrame:
-    frames = [f.read_frame(name) for f in folders if f.exists(name)]
+    """One table of every run, merged (read under today's names, whichever release wrote it)."""
+    frames = [frame for frame in (leaderboard.read_renamed(f, name) for f in folders) if len(frame)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -59,6 +60,6 @@ def collect(runs: list[str | Path | RunFolder]) -> Inputs:
     first = folders[0]
     config = first.saved_config() if first.exists(runfolder.CONFIG) else ExperimentConfig()
     return Inputs(folders, config, board, _table(folders, runfolder.HISTORY), _table(folders, runfolder.EVALUATION),
-                  _table(folders, runfolder.PREDICTIONS), _table(folders, runfolder.CV), _table([first], runfolder.SPLIT),
+                  _table(folders, runfolder.PREDICTIONS), _table(folders, runfolder.REFIT_FOLDS), _table([first], runfolder.SPLIT),
                   _table([first], runfolder.REJECTED), _table([first], runfolder.NEAR_DUPLICATES),
                   leaderboard.external_metrics(first))

@@ -138,13 +138,15 @@ def patient_level(inp: Inputs, evaluation: pd.DataFrame) -> list:
     return [f"No patient-level figures: {reason}."] if reason else []
 
 
-def cv_section(inp: Inputs) -> Section | None:
-    if inp.cv.empty:
+def refit_section(inp: Inputs) -> Section | None:
+    """The chosen trials retrained on folds (evaluate --refit-folds K), when they were."""
+    if inp.refit_folds.empty:
         return None
     keep = ["balanced_accuracy", "accuracy", "f1_macro", "roc_auc"]
-    # The means and spreads are the leaderboard's cv_* columns (leuktune.leaderboard.cv_summary).
-    columns = {f"cv_{m}_{stat}": f"{m} {stat}" for m in keep for stat in ("mean", "std")}
-    summary = inp.board.loc[inp.board["cv_folds"].notna(), ["trial_id", *columns]].rename(columns=columns)
-    return Section("Cross-validation").add(
-        f"{int(inp.cv['folds'].iloc[0])} group-disjoint folds, every image held out once:",
-        summary.round(4), inp.cv[["trial_id", "fold", "images", *keep]].round(4))
+    # The means and spreads are the leaderboard's refit_* columns (leuktune.leaderboard.refit_summary).
+    columns = {f"refit_{m}_{stat}": f"{m} {stat}" for m in keep for stat in ("mean", "std")}
+    summary = inp.board.loc[inp.board["refit_folds"].notna(), ["trial_id", *columns]].rename(columns=columns)
+    return Section("Retrained on folds").add(
+        f"Each chosen trial's configuration retrained on {int(inp.refit_folds['folds'].iloc[0])} group-disjoint "
+        "folds, every image held out once:",
+        summary.round(4), inp.refit_folds[["trial_id", "fold", "images", *keep]].round(4))

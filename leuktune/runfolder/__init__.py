@@ -3,7 +3,7 @@
 ``<storage.path>/<name>/`` holds the resolved ``config.yaml``, ``split.parquet``, each stage's
 own table (the search's ``trials.parquet`` and ``history.parquet``; the final evaluation's
 ``test.parquet``, ``evaluation.parquet``, ``test_predictions.parquet``, ``ensemble.json`` and
-``cv.parquet``; ``external/``), the ``leaderboard.parquet`` derived from them (leuktune.leaderboard),
+``refit_folds.parquet``; ``external/``), the ``leaderboard.parquet`` derived from them (leuktune.leaderboard),
 ``rejected.parquet`` and ``near_duplicates.parquet`` when there are any, the search's Optuna study
 ``study.db`` (leuktune.study), TensorBoard's event files under ``tensorboard/`` when asked for, Ray Tune's state and the
 trials' checkpoints under ``tune/`` (and ``trials/`` for Ray Train launched trials), models adapted
@@ -16,13 +16,14 @@ The names (layout.py), the folder and its path rules (folder.py), reading and wr
 """
 
 from leuktune.runfolder.folder import RunFolder, RunFolderError
-from leuktune.runfolder.layout import (ADAPTED, CONFIG, CV, ENSEMBLE, EVALUATION, EXPORT, EXTERNAL, HISTORY, LEADERBOARD, LOCK,
-                                       NEAR_DUPLICATES, PREDICTIONS, REJECTED, REPORT, SPLIT, STUDY, TENSORBOARD, TEST,
-                                       TRIALS, TRIALS_TABLE, TUNE, adapted, external,
+from leuktune.runfolder.layout import (ADAPTED, CONFIG, ENSEMBLE, EVALUATION, EXPORT, EXTERNAL, HISTORY, LEADERBOARD,
+                                       LOCK, NEAR_DUPLICATES, PREDICTIONS, REFIT_FOLDS, REJECTED, RENAMED_FILES, REPORT,
+                                       SPLIT, STUDY, TENSORBOARD, TEST, TRIALS, TRIALS_TABLE, TUNE, adapted, external,
                                        history_part)
 
 __all__ = [
     "RunFolder", "RunFolderError", "adapted", "external", "history_part", "ADAPTED",
     "CONFIG", "SPLIT", "LEADERBOARD", "TRIALS_TABLE", "TEST", "ENSEMBLE", "EXTERNAL", "HISTORY", "STUDY", "TENSORBOARD",
-    "REJECTED", "NEAR_DUPLICATES", "LOCK", "EVALUATION", "PREDICTIONS", "CV", "TUNE", "TRIALS", "REPORT", "EXPORT",
+    "REJECTED", "NEAR_DUPLICATES", "LOCK", "EVALUATION", "PREDICTIONS", "REFIT_FOLDS", "TUNE", "TRIALS", "REPORT", "EXPORT",
+    "RENAMED_FILES",
 ]

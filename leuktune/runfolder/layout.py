@@ -26,12 +26,16 @@ LOCK = "search.lock"
 # the final evaluation's tables (leuktune.evaluate)
 EVALUATION = "evaluation.parquet"
 PREDICTIONS = "test_predictions.parquet"
-CV = "cv.parquet"
+# the chosen trials retrained on K group-disjoint folds (evaluate --refit-folds K): a row per trial and fold
+REFIT_FOLDS = "refit_folds.parquet"
 TUNE = "tune"  # Ray Tune's run: the searcher's state and the trials' folders (checkpoints)
 TRIALS = "trials"  # Ray Train launched trials' runs, one per trial id
 REPORT = "report"
 EXPORT = "export"
 ADAPTED = "adapted"  # models adapted to other labs: <name>/curve.parquet, <name>/<per_class>/<model>/
+# Earlier releases' names of files -> today's: a run folder of an earlier release is read under
+# them (leuktune.leaderboard.read_renamed), and an evaluation gives it today's (leuktune.leaderboard.migrate).
+RENAMED_FILES = {"cv.parquet": REFIT_FOLDS}  # "cv" was search.cv's word too, which chooses trials by folds
 
 
 def external(name: str, part: str | None = None) -> str:

@@ -79,20 +79,21 @@ def _read(location: str, name: str) -> bytes | None:
         return f.read()
 
 
-def holds(location: str) -> bool:
-    """Whether a location is an adapted model's folder (it holds ``adapted.json``)."""
+def recognised(location: str) -> AdaptedRecord | None:
+    """An adapted model's record, where a location is an adapted model's folder (it holds
+    ``adapted.json``); None elsewhere. Read once: the loader takes it from here."""
     try:
-        fs, folder = uris.resolve(location)
-        return fs.get_file_info(f"{folder.rstrip('/')}/{RECORD}").type == pafs.FileType.File
+        data = _read(location, RECORD)
     except (OSError, ValueError):
-        return False
+        return None
+    return None if data is None else AdaptedRecord.from_json(data.decode())
 
 
 def read_record(location: str) -> AdaptedRecord:
-    data = _read(location, RECORD)
-    if data is None:
+    record = recognised(location)
+    if record is None:
         raise checkpoint.CheckpointError(f"{location}: not an adapted model (no {RECORD})")
-    return AdaptedRecord.from_json(data.decode())
+    return record
 
 
 def read_tensors(location: str, name: str) -> dict[str, torch.Tensor]:

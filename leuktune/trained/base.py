@@ -23,6 +23,7 @@ The verbs a user calls, ``evaluate`` and ``predict``, are written once, here, on
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +59,13 @@ class Trained:
         """What this model is, as a JSON-ready dict: ``kind``, ``location``, ``temperature`` and, for a
         composite, its ``members`` (each described, with its ``name`` and ``weight``)."""
         raise NotImplementedError
+
+    def with_temperature(self, temperature: float) -> Trained:
+        """This model calibrated by ``temperature``, as a copy (its networks shared, not copied): the
+        model itself keeps its own, whoever else holds it."""
+        calibrated = copy.copy(self)
+        calibrated.temperature = float(temperature)
+        return calibrated
 
     def networks(self) -> list[Trained]:
         """The single networks this model is made of, first member first (itself for a network)."""

@@ -3,7 +3,8 @@
 Each kind is registered with how its own record is recognised (timm's registry is the model):
 an ensemble by its record (``ensemble.json``), a cross-validated trial by its checkpoint's
 ``meta.json`` naming folds, a model adapted to a new lab by its ``adapted.json``, a network by its
-``checkpoint.pt``. ``load`` tries them in order, and
+``checkpoint.pt``. What recognised a kind is handed to its loader (the number of folds, read once).
+``load`` tries them in order, and
 a composite loads each member with ``load`` again, so an ensemble of fold models (or whatever a
 later kind holds) needs nothing new here or in the code that uses it.
 
@@ -14,9 +15,10 @@ looked up in its run, the same way whether its path was typed absolute, relative
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 import torch
@@ -36,22 +38,23 @@ Device = str | torch.device | None
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of trained model: whether a location holds one (by its own record), and how to load it
-    (``temperature=None``: the one the run holding it fitted)."""
+    """A kind of trained model: what of its own record a location holds (falsy: not this kind), and
+    how to load it from there given that (``temperature=None``: the one the run holding it fitted)."""
 
     name: str
-    holds: Callable[[str], bool]
+    recognise: Callable[[str], Any]
     load: Callable[..., Trained]
 
 
 KINDS: list[Kind] = []
 
 
-def register(name: str, holds: Callable[[str], bool]):
+def register(name: str, recognise: Callable[[str], Any]):
     """Add a kind of trained model to ``load``'s table, tried before those registered earlier (the
-    network, registered first, takes any checkpoint folder left)."""
+    network, registered first, takes any checkpoint folder left). ``recognise(location)``: what of
+    the kind's record is there (falsy: none), handed to the loader as ``record``."""
     def add(load_kind: Callable[..., Trained]) -> Callable[..., Trained]:
-        KINDS.insert(0, Kind(name, holds, load_kind))
+        KINDS.insert(0, Kind(name, recognise, load_kind))
         return load_kind
     return add
 
@@ -71,8 +74,9 @@ def load(location: str | Path, *, device: Device = None, run: RunFolder | None =
     record), whatever its kind; ``run``: the run that holds it (default: found above it);
     ``temperature``: its calibration (default: what its run's final evaluation fitted, else 1.0)."""
     location = located(location)
-    kind = next(k for k in KINDS if k.holds(location))
-    return kind.load(location, device=device, run=run, temperature=temperature)
+    # the network kind, tried last, recognises every location
+    kind, record = next((kind, record) for kind in KINDS if (record := kind.recognise(location)))
+    return kind.load(location, record, device=device, run=run, temperature=temperature)
 
 
 def fitted_temperature(location: str, run: RunFolder | None) -> float:
@@ -90,42 +94,44 @@ def fitted_temperature(location: str, run: RunFolder | None) -> float:
     return float(checkpoint.read_calibration(location).get("temperature", 1.0))
 
 
-@register("network", holds=lambda location: True)
-def _network(location: str, *, device: Device, run: RunFolder | None, temperature: float | None) -> Trained:
+@register("network", recognise=lambda location: True)
+def _network(location: str, recognised: bool, *, device: Device, run: RunFolder | None,
+             temperature: float | None) -> Trained:
     run = run or RunFolder.enclosing(location)  # the run its row came from, else found above the checkpoint
     temperature = fitted_temperature(location, run) if temperature is None else temperature
     return load_network(location, device=device, run=run, temperature=temperature)
 
 
-@register("folds", holds=lambda location: checkpoint.folds_of(location) > 0)
-def _folds(location: str, *, device: Device, run: RunFolder | None, temperature: float | None) -> Trained:
+@register("folds", recognise=checkpoint.folds_of)  # how many folds its meta.json names (0: none)
+def _folds(location: str, folds: int, *, device: Device, run: RunFolder | None, temperature: float | None) -> Trained:
     run = run or RunFolder.enclosing(location)
     temperature = fitted_temperature(location, run) if temperature is None else temperature
     # the folds are calibrated together, as the trial: each member as it is (1.0)
     members = [load(checkpoint.fold_location(location, f), device=device, run=run, temperature=1.0)
-               for f in range(checkpoint.folds_of(location))]
+               for f in range(folds)]
     return FoldModel(members, location, temperature=temperature)
 
 
-@register("ensemble", holds=lambda location: uris.split_last(location)[1] == runfolder.ENSEMBLE)
-def _ensemble(location: str, *, device: Device, run: RunFolder | None, temperature: float | None) -> Trained:
+@register("ensemble", recognise=lambda location: uris.split_last(location)[1] == runfolder.ENSEMBLE)
+def _ensemble(location: str, recognised: bool, *, device: Device, run: RunFolder | None,
+              temperature: float | None) -> Trained:
     run = run or RunFolder.existing(uris.split_last(location)[0])
     record = EnsembleRecord.from_json(run.read_text(runfolder.ENSEMBLE))
     # each member with the temperature the ensemble was selected with, loaded as whatever it is
     members = [load(run.located(member), device=device, run=run, temperature=t)
                for member, t in zip(record.checkpoints, record.temperatures)]
-    if temperature is not None:
-        record.temperature = temperature
+    if temperature is not None:  # the record is frozen: a copy with this temperature
+        record = dataclasses.replace(record, temperature=temperature)
     return EnsembleModel(members, record, run.uri())
 
 
-@register("adapted", holds=adapted.holds)
-def _adapted(location: str, *, device: Device, run: RunFolder | None, temperature: float | None) -> Trained:
+@register("adapted", recognise=adapted.recognised)  # its adapted.json, read once
+def _adapted(location: str, record: adapted.AdaptedRecord, *, device: Device, run: RunFolder | None,
+             temperature: float | None) -> Trained:
     run = run or RunFolder.enclosing(location)
     if run is None:
         raise checkpoint.CheckpointError(f"{location}: an adapted model is read inside its run folder "
                                          "(adapted/<name>/<per_class>/<model>), where its source is")
-    record = adapted.read_record(location)
     # the source as the run holds it now (its fitted temperatures), then the adapted tensors put in
     source = load(run.located(record.source), device=device, run=run)
     return adapted.assemble(source, record, location, temperature=temperature)

@@ -3,10 +3,11 @@
 A checkpoint is a folder (a Ray ``Checkpoint``) holding ``checkpoint.pt``: the model,
 optimiser, scheduler and AMP scaler states, the epoch, the class names, the input
 normalisation and the trial's resolved configuration, so evaluation and prediction need
-nothing else; ``meta.json``: the epoch (the leaderboard finds a trial's best checkpoint by it
-without reading the weights), the best score so far and the epoch's metrics, which are known
-only after validation, while ``checkpoint.pt`` may already be written in the background
-(``load`` returns both as one state; older checkpoints hold the best in ``checkpoint.pt``). Nothing
+nothing else; ``meta.json``: the epoch (the leaderboard finds a trial's kept checkpoint by it
+without reading the weights), the kept epoch so far (``kept``; ``best`` in earlier releases) and
+the epoch's metrics, which are known only after validation, while ``checkpoint.pt`` may already be
+written in the background (``load`` returns both as one state; older checkpoints hold the kept
+epoch in ``checkpoint.pt``). Nothing
 writes into a checkpoint after its trial: the temperature the final evaluation fits is in the run's
 ``test.parquet`` (an earlier release wrote ``calibration.json`` here, which is still read). The
 folder may be local or in a bucket (a URI as the leaderboard's ``checkpoint_uri`` gives it).
@@ -182,7 +183,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu") -> dict[str, An
     except Exception as err:  # noqa: BLE001 - any other failure means the same to the user
         raise CheckpointError(f"{where}: not a readable leuktune checkpoint ({type(err).__name__}: {err})") from None
     meta = _read(where, META)
-    if meta:  # the best so far and the epoch's metrics, written once the epoch was judged
+    if meta:  # the kept epoch so far and the epoch's metrics, written once the epoch was judged
         for key, value in json.loads(meta).items():
             state.setdefault(key, value)
     missing = {"model", "epoch", "class_names", "normalization", "experiment"} - set(state)

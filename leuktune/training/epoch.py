@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from leuktune.leaderboard.ties import ValPredictions
-from leuktune.metrics import classification_metrics, confusion_matrix, standard_errors
+from leuktune.metrics import confusion_matrix, scores_and_errors
 from leuktune.training.balance import class_weights, epoch_order
 from leuktune.training.probabilities import class_probabilities
 from leuktune.training.session import average_over_workers_, gather, sum_over_workers
@@ -132,8 +132,8 @@ def validate(trial: Trial) -> Validation | None:
     if not np.isfinite(probs).all():
         return None
     rows = np.concatenate([data.indices("val")[r::world] for r in range(world)])  # as gather orders them
-    return Validation(classification_metrics(true, probs), standard_errors(true, probs, groups),
-                      confusion_matrix(true, probs), inference_ms, len(true),
+    scores, errors = scores_and_errors(true, probs, groups)
+    return Validation(scores, errors, confusion_matrix(true, probs), inference_ms, len(true),
                       ValPredictions.of(rows, true, groups, probs))
 
 

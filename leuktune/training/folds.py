@@ -40,7 +40,7 @@ from leuktune.training.loop import epochs
 from leuktune.training.phases import Phases
 from leuktune.training.session import checkpoint_folder
 from leuktune.training.trial import Trial, build
-from leuktune.training.verdict import Best, Verdict, judge
+from leuktune.training.verdict import Kept, Verdict, judge, kept_from
 
 class FoldError(LeuktuneError, RuntimeError):
     """A fold of a cross-validated trial failed; the message names the fold and the epoch."""
@@ -108,7 +108,7 @@ def run_folds(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: 
         sessions = [FoldSession(session, f, folder) for f in range(k)]
         trials = [_fold(f, k, lambda: build(fold_config(cfg), folds[f], sessions[f], phases))
                   for f in range(k)]
-        best = _resumed_best(folder)
+        kept = _resumed_kept(folder)
     steps = [epochs(trial) for trial in trials]
     resumed_from = reported = trials[0].state.epoch
     while True:
@@ -121,7 +121,7 @@ def run_folds(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: 
             epoch = stepped[0][0]
             if all(verdict is None for _, verdict in stepped):  # an epoch not validated
                 continue
-            report, verdict = combined(cfg, trials[0], [s.last for s in sessions], best, reported, resumed_from,
+            report, verdict = combined(cfg, trials[0], [s.last for s in sessions], kept, reported, resumed_from,
                                        phases)
             due = verdict.checkpoint_due and not report.diverged
             unwritten = _unwritten(sessions) if due else None
@@ -130,7 +130,7 @@ def run_folds(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: 
                 print(f"[leuktune] WARNING: the checkpoint of epoch {epoch} could not be written ({unwritten}); "
                       f"the trial goes on, resumable from its last checkpoint", flush=True)
             if due:
-                checkpoint.write_meta(staging, {"epoch": epoch, "best": dataclasses.asdict(best),
+                checkpoint.write_meta(staging, {"epoch": epoch, "kept": dataclasses.asdict(kept),
                                                 "metrics": report.to_result(), "folds": k})
             session.report(report.to_result(), staging if due else None)
             reported = epoch
@@ -154,20 +154,20 @@ def _fold(fold: int, k: int, work):
         raise FoldError(f"fold {fold + 1} of {k} failed: {type(err).__name__}: {err}") from err
 
 
-def _resumed_best(folder: str | None) -> Best:
-    """The trial's kept epoch so far, from the checkpoint it resumes from (a new Best without one)."""
+def _resumed_kept(folder: str | None) -> Kept:
+    """The trial's kept epoch so far, from the checkpoint it resumes from (a new Kept without one)."""
     meta = Path(folder) / checkpoint.META if folder else None
     if meta is None or not meta.exists():
-        return Best()
-    return Best(**json.loads(meta.read_text())["best"])
+        return Kept()
+    return kept_from(json.loads(meta.read_text()))
 
 
-def combined(cfg: ExperimentConfig, first: Trial, reports: list[EpochReport], best: Best, since: int,
+def combined(cfg: ExperimentConfig, first: Trial, reports: list[EpochReport], kept: Kept, since: int,
              resumed_from: int, phases: Phases) -> tuple[EpochReport, Verdict]:
     """The trial's report of an epoch from its folds' reports: each val metric's mean over folds,
     the mean's standard error (their standard deviation / sqrt(K)) and their standard deviation;
     the folds' confusion matrices summed (every training and validation image once, predicted by
-    the model that did not train on it). The mean is judged as a trial's score is (``best`` is
+    the model that did not train on it). The mean is judged as a trial's score is (``kept`` is
     updated). A fold that diverged makes the trial diverge."""
     k, epoch = len(reports), reports[0].epoch
     diverged = any(r.diverged for r in reports)
@@ -177,7 +177,7 @@ def combined(cfg: ExperimentConfig, first: Trial, reports: list[EpochReport], be
     spread = {} if diverged else {m: float(np.std(v, ddof=1)) for m, v in values.items()}
     score = sign * mean.get(cfg.search.metric.removeprefix("val_"), math.nan)
     validation = reports[0].validation
-    verdict = judge(cfg.train, best, epoch, validation, since, score, diverged,
+    verdict = judge(cfg.train, kept, epoch, validation, since, score, diverged,
                     loss=mean.get("loss", math.nan), ece=mean.get("ece", math.nan))
     matrices = [r.val_confusion_matrix for r in reports]
     report = EpochReport(
@@ -190,8 +190,8 @@ def combined(cfg: ExperimentConfig, first: Trial, reports: list[EpochReport], be
         val_images=sum(r.val_images for r in reports),
         inference_ms=float(np.mean([r.inference_ms for r in reports])),
         diverged=diverged, early_stopped=verdict.early_stopped, finished=verdict.finished,
-        best_value=sign * best.score if best.epoch else math.nan, best_epoch=best.epoch,
-        improved_epoch=epoch if verdict.improved else 0, resumed_from_epoch=resumed_from,
+        kept_value=sign * kept.score if kept.epoch else math.nan, kept_epoch=kept.epoch,
+        newly_kept_epoch=epoch if verdict.newly_kept else 0, resumed_from_epoch=resumed_from,
         facts=first.facts, launched_at=phases.launched_at, loop_started_at=phases.started_at,
         phase_seconds=phases.rounded())
     return report, verdict

@@ -42,9 +42,9 @@ def epoch_report(trial: Trial, epoch: int, trained: dict[str, float], validation
     sign = 1 if cfg.search.mode == "max" else -1
     scores = validation.scores if validation else {}
     score = sign * scores.get(cfg.search.metric.removeprefix("val_"), math.nan)
-    verdict = judge(cfg.train, trial.state.best, epoch, trial.state.validations, since, score, diverged,
+    verdict = judge(cfg.train, trial.state.kept, epoch, trial.state.validations, since, score, diverged,
                     loss=scores.get("loss", math.nan), ece=scores.get("ece", math.nan))
-    best = trial.state.best
+    kept = trial.state.kept
     report = EpochReport(
         epoch=epoch, train_loss=trained["train_loss"], train_images_per_s=trained["train_images_per_s"],
         lr=trained["lr"], epoch_seconds=seconds, validation=trial.state.validations, val=scores,
@@ -53,10 +53,10 @@ def epoch_report(trial: Trial, epoch: int, trained: dict[str, float], validation
         val_images=validation.images if validation else 0,
         inference_ms=validation.inference_ms if validation else math.nan,
         diverged=diverged, early_stopped=verdict.early_stopped, finished=verdict.finished,
-        best_value=sign * best.score if best.epoch else math.nan, best_epoch=best.epoch,
-        # Ray keeps the checkpoint with the largest value: the latest new best. Other
-        # checkpoints (every N epochs, for resuming) get 0, so a tie never evicts the best.
-        improved_epoch=epoch if verdict.improved else 0,
+        kept_value=sign * kept.score if kept.epoch else math.nan, kept_epoch=kept.epoch,
+        # Ray keeps the checkpoint with the largest value: the latest newly kept epoch. Other
+        # checkpoints (every N epochs, for resuming) get 0, so a tie never evicts the kept one.
+        newly_kept_epoch=epoch if verdict.newly_kept else 0,
         resumed_from_epoch=resumed_from,
         facts=trial.facts, launched_at=trial.phases.launched_at, loop_started_at=trial.phases.started_at,
         phase_seconds=trial.phases.rounded())
@@ -130,7 +130,7 @@ def validate_and_report(trial: Trial, epoch: int, trained: dict[str, float], sta
         due = rank0 and verdict.checkpoint_due
         error = _written(trial, writing, folder) if due or writing is not None else None
         if due and error is None:
-            checkpoint.write_meta(folder, {"epoch": epoch, "best": dataclasses.asdict(trial.state.best),
+            checkpoint.write_meta(folder, {"epoch": epoch, "kept": dataclasses.asdict(trial.state.kept),
                                            "metrics": report.to_result()})
             checkpoint.write_val_predictions(folder, validation.predictions)  # due: not diverged
         elif due:

@@ -19,12 +19,11 @@ import logging
 import math
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from leuktune import internals
@@ -35,6 +34,9 @@ from leuktune.training import checkpoint
 from leuktune.training.folds import run_folds
 from leuktune.training.loop import run_loop, train_loop_per_worker
 from leuktune.training.session import TuneSession
+
+if TYPE_CHECKING:  # Ray Train's torch trainer only where a trial runs one (make_trainer)
+    from ray.train.torch import TorchTrainer
 
 # Ray Train's controller polls its workers every 2 s by default, which adds 2-4 s to the
 # end of every run and delays each report; the preemption watcher is one more process per
@@ -89,14 +91,14 @@ def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
 
 
 # Keep the checkpoint of the epoch a trial keeps (train.keep; evaluation reads it): Ray keeps the
-# ones with the largest improved_epoch, and always the latest too, which a restarted trial resumes from. Two, not
+# ones with the largest newly_kept_epoch, and always the latest too, which a restarted trial resumes from. Two, not
 # one: Tune deletes a trial's older checkpoint as it registers a newer one, before its experiment state (which
 # names the latest) reaches storage; a driver killed in between left a state naming a deleted checkpoint, and
 # --resume failed that trial ("does not exist on storage anymore"; seen under load in tests/test_resume.py).
 # With two, a checkpoint outlives the next registration, which is when Tune forces the next save: the window
 # is narrowed (no deletion at a trial's second checkpoint, where the test kills), not closed (Ray's to close).
 # Ray Train's and Tune's CheckpointConfig are two classes that take these same settings.
-CHECKPOINTS = {"num_to_keep": 2, "checkpoint_score_attribute": "improved_epoch", "checkpoint_score_order": "max"}
+CHECKPOINTS = {"num_to_keep": 2, "checkpoint_score_attribute": "newly_kept_epoch", "checkpoint_score_order": "max"}
 
 
 def trial_failures(cfg: ExperimentConfig) -> int:
@@ -145,7 +147,7 @@ def train(cfg: ExperimentConfig, data: CachedDataset, folder) -> None:
 
 
 def find_checkpoint(cfg: ExperimentConfig, folder, trial_path: str, trial_id: str, epoch: int | None) -> str | None:
-    """The stored checkpoint of a trial's epoch (its best), found by the epoch in its meta.json;
+    """The stored checkpoint of a trial's epoch (its kept one), found by the epoch in its meta.json;
     as a path or URI of the run's storage. Tune's trial folder holds it for the tune launcher,
     the trial's TorchTrainer runs for the train launcher."""
     if not epoch:
@@ -160,6 +162,10 @@ def find_checkpoint(cfg: ExperimentConfig, folder, trial_path: str, trial_id: st
 def make_trainer(cfg: ExperimentConfig, data: CachedDataset, folder, name: str,
                  callbacks: list | None = None, launched_at: float | None = None) -> TorchTrainer:
     """A ``TorchTrainer`` for one trial of a concrete ``cfg``, storing under the run folder's ``trials``."""
+    # only for the train launcher: every trial process imports this module, and the tune launcher's
+    # would pay a tenth of a second of its start for it
+    from ray.train.torch import TorchTrainer
+
     res = cfg.resources
     resources = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
     return TorchTrainer(

@@ -23,7 +23,7 @@ from leuktune.training.balance import class_weights
 from leuktune.training.device import BatchSource, DeviceSetup
 from leuktune.training.optim import make_optimizer, make_scheduler
 from leuktune.training.phases import Phases
-from leuktune.training.verdict import Best
+from leuktune.training.verdict import Kept, kept_from
 
 
 @dataclass(kw_only=True)
@@ -38,7 +38,7 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    best: Best
+    kept: Kept  # the epoch the trial keeps so far (train.keep)
     epoch: int = 0  # the last epoch trained (0 before the first)
     validations: int = 0  # the validated epochs so far (ASHA's and patience's clock)
 
@@ -48,7 +48,7 @@ class TrainingState:
         return self.ema.module if self.ema is not None else self.network
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything but the best so far, which is known only once the epoch is validated (it
+        """Everything but the kept epoch so far, which is known only once the epoch is validated (it
         goes with the checkpoint's meta), while this may be written before."""
         # "model" is what a trained model loads (leuktune.load_model): the scored weights. With a
         # moving average the trained weights go under "network", for resuming.
@@ -69,9 +69,7 @@ class TrainingState:
         self.epoch = int(state["epoch"])
         # Checkpoints from before train.validate_every validated every epoch.
         self.validations = int(state.get("validations", self.epoch))
-        # Checkpoints from before validate_every, and from before ties were broken, lack the later fields.
-        best = {"validation": state["best"]["epoch"], **state["best"]}
-        self.best = Best(**{"peak": best["score"], "raised_at": best["validation"], **best})
+        self.kept = kept_from(state)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,7 +157,7 @@ def build(cfg: ExperimentConfig, data: CachedDataset, session, phases: Phases) -
             ema=(ModelEmaV3(network, decay=train.ema, use_warmup=True) if train.ema and not network.head.fitted
                  else None),
             optimizer=optimizer, scheduler=make_scheduler(optimizer, train, len(bounds)),
-            scaler=torch.amp.GradScaler(setup.device.type, enabled=setup.amp == torch.float16), best=Best())
+            scaler=torch.amp.GradScaler(setup.device.type, enabled=setup.amp == torch.float16), kept=Kept())
         weights = (torch.from_numpy(class_weights(data.labels[data.indices("train")], data.num_classes))
                    .to(setup.device) if train.class_balance == "weighted_loss" else None)
         inputs = images if plan is None else features

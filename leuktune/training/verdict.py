@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from leuktune.config import TrainConfig
 
 
 @dataclass
-class Best:
+class Kept:
     """The epoch a trial keeps so far (``train.keep``), with its search metric signed so that
     larger is better, and its validation loss and calibration error, which break ties."""
 
@@ -51,6 +52,15 @@ class Best:
         return better
 
 
+def kept_from(meta: Mapping[str, Any]) -> Kept:
+    """The kept epoch a checkpoint records (its meta's ``kept``; ``best`` before that was renamed),
+    a trial resumes from. Checkpoints from before validate_every, and from before ties were
+    broken, lack the later fields."""
+    record = meta["kept"] if "kept" in meta else meta["best"]
+    record = {"validation": record["epoch"], **record}
+    return Kept(**{"peak": record["score"], "raised_at": record["validation"], **record})
+
+
 def _rank_key(score: float, loss: float, ece: float) -> tuple[float, float, float]:
     """Larger is better: the score, then the lower loss, then the lower calibration error (unknown = worst)."""
     return score, -(math.inf if math.isnan(loss) else loss), -(math.inf if math.isnan(ece) else ece)
@@ -61,22 +71,22 @@ def _rank_key(score: float, loss: float, ece: float) -> tuple[float, float, floa
 class Verdict:
     """What an epoch's score means for the trial."""
 
-    improved: bool  # the epoch the trial keeps from now on (train.keep: a new best, or each epoch for last)
+    newly_kept: bool  # the epoch the trial keeps from now on (train.keep: a new best, or each epoch under last)
     early_stopped: bool  # train.patience validated epochs without a higher search metric
     finished: bool  # the trial ends here: its last epoch, patience, or diverged
-    checkpoint_due: bool  # a new best, the trial's end, or train.checkpoint_every epochs on
+    checkpoint_due: bool  # a newly kept epoch, the trial's end, or train.checkpoint_every epochs on
 
 
-def judge(train: TrainConfig, best: Best, epoch: int, validation: int, since: int, score: float,
+def judge(train: TrainConfig, kept: Kept, epoch: int, validation: int, since: int, score: float,
           diverged: bool, loss: float = math.nan, ece: float = math.nan) -> Verdict:
     """The verdict on ``epoch``, the trial's ``validation``-th validated one, reported after epoch
     ``since``, whose search metric, signed so that larger is better, is ``score``, and validation
-    loss and calibration error ``loss`` and ``ece`` (the tie-breaks); ``best`` is updated with it
+    loss and calibration error ``loss`` and ``ece`` (the tie-breaks); ``kept`` is updated with it
     as ``train.keep`` says. Patience counts validated epochs; checkpoint_every counts epochs (a
     checkpoint at the first validated epoch on or after each multiple)."""
-    improved = not diverged and best.update(score, epoch, validation, loss, ece, keep=train.keep)
-    early = not diverged and bool(train.patience) and validation - best.raised_at >= train.patience
+    newly_kept = not diverged and kept.update(score, epoch, validation, loss, ece, keep=train.keep)
+    early = not diverged and bool(train.patience) and validation - kept.raised_at >= train.patience
     finished = diverged or early or epoch == train.epochs
     every = train.checkpoint_every
-    due = not diverged and (improved or finished or epoch // every > since // every)
-    return Verdict(improved=improved, early_stopped=early, finished=finished, checkpoint_due=due)
+    due = not diverged and (newly_kept or finished or epoch // every > since // every)
+    return Verdict(newly_kept=newly_kept, early_stopped=early, finished=finished, checkpoint_due=due)

@@ -60,7 +60,7 @@ class LeaderboardCallback(tune.Callback):
     def __init__(self, cfg: ExperimentConfig, folder: RunFolder, data_fingerprint: str, echo=echo,
                  study_notes: Callable[..., None] | None = None, followers: list | None = None):
         """``study_notes(trial_id, **attributes)`` sets user attributes of the trial in the search's
-        study (its node, its best checkpoint); ``followers`` (leuktune.tracking) get each trial's
+        study (its node, its kept checkpoint); ``followers`` (leuktune.tracking) get each trial's
         start, epochs and end."""
         self.cfg = cfg
         self.study_notes = study_notes
@@ -82,7 +82,8 @@ class LeaderboardCallback(tune.Callback):
         """The epochs a trial reported so far, those of an earlier session of the search included."""
         if trial_id not in self._results:
             part = runfolder.history_part(trial_id)
-            rows = self.folder.read_frame(part).to_dict("records") if self.folder.exists(part) else []
+            # an earlier release's part (a search resumed after an upgrade) under today's names
+            rows = leaderboard.read_renamed(self.folder, part).to_dict("records")
             self._results[trial_id] = [EpochReport.from_result(row) for row in rows]
         return self._results[trial_id]
 
@@ -109,10 +110,10 @@ class LeaderboardCallback(tune.Callback):
                        "tried again with its next epoch or when it ends")
         self._tell_followers("epoch", trial.trial_id, report)
         if self.study_notes is not None:
-            # the study says where a trial runs and where its best checkpoint is, as the leaderboard will
-            best = find_checkpoint(self.cfg, self.folder, trial.path, trial.trial_id, report.improved_epoch) \
-                if report.improved_epoch else None
-            self._note(trial.trial_id, node=result.get("node_ip"), checkpoint=self.folder.relative(best))
+            # the study says where a trial runs and where its kept checkpoint is, as the leaderboard will
+            kept = find_checkpoint(self.cfg, self.folder, trial.path, trial.trial_id, report.newly_kept_epoch) \
+                if report.newly_kept_epoch else None
+            self._note(trial.trial_id, node=result.get("node_ip"), checkpoint=self.folder.relative(kept))
         if report.checkpoint_error:
             self.echo(f"[leuktune] WARNING: trial {trial.trial_id} could not write its checkpoint of epoch "
                       f"{report.epoch} ({report.checkpoint_error}); it goes on, resumable from its last checkpoint")
@@ -135,19 +136,20 @@ class LeaderboardCallback(tune.Callback):
         results = self._history_of(trial.trial_id)
         self._results.pop(trial.trial_id)
         started_at, t0 = self._started.pop(trial.trial_id, (None, time.monotonic()))
-        # The loop decides what is best (it marks each new best with improved_epoch and
-        # checkpoints it); the last such epoch is the trial's best, and Ray keeps its checkpoint.
-        best = next((r for r in reversed(results) if r.improved_epoch), None)
+        # The loop decides which epoch is kept (train.keep: it marks each newly kept epoch with
+        # newly_kept_epoch and checkpoints it); the last such epoch is the trial's kept one, and Ray
+        # keeps its checkpoint.
+        kept = next((r for r in reversed(results) if r.newly_kept_epoch), None)
         last = results[-1] if results else None
         status, stopped_by = TrialStatus.of(last, self.cfg.train.epochs, error)
         seconds = round(time.monotonic() - t0, 2)
         record = TrialRecord(
             experiment=self.cfg.name, trial_id=trial.trial_id, status=status, stopped_by=stopped_by,
-            drawn={k: trial.config.get(k) for k in self.hyperparameters}, best=best, last=last,
+            drawn={k: trial.config.get(k) for k in self.hyperparameters}, kept=kept, last=last,
             train_seconds=seconds, cpu_seconds=seconds * self._share["CPU"], gpu_seconds=seconds * self._share["GPU"],
             # relative to the run folder: a copy of the run finds it where the copy is
             checkpoint=self.folder.relative(find_checkpoint(self.cfg, self.folder, trial.path, trial.trial_id,
-                                                            best.epoch if best else None)),
+                                                            kept.epoch if kept else None)),
             started_at=started_at, finished_at=_now(), leuktune_version=leuktune.__version__,
             data_fingerprint=self.fingerprint, error=error, error_file=trial.error_file if error else None)
         row = record.to_row()
@@ -157,7 +159,7 @@ class LeaderboardCallback(tune.Callback):
         self._tell_followers("trial_ended", record)
         drawn = " ".join(f"{k}={_short(trial.config.get(k))}" for k in self.hyperparameters if k in trial.config)
         metric = self.cfg.search.metric
-        score = f"{metric}={best.value(metric):.4f}" if best else "no metrics"
+        score = f"{metric}={kept.value(metric):.4f}" if kept else "no metrics"
         reason = f": {error.splitlines()[0]}" if error else ""
         self.echo(f"[leuktune] trial {trial.trial_id} {status.value} after {row['epochs_run']} epoch(s): {score}  "
                   f"{drawn}{reason}")

@@ -60,7 +60,7 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
     from leuktune.models.space_check import check_model_space
     from leuktune.runfolder import RunFolder
     from leuktune.runfolder.lock import FolderInUse, SearchLock
-    from leuktune.tuning import studies
+    from leuktune.tuning import study_setup
     from leuktune.tuning.searcher import with_grid_size
 
     cfg = RunFolder.resolved(with_grid_size(load(config, overrides)))
@@ -76,13 +76,13 @@ def search(config: str | Path | None = None, overrides: Sequence[str] = (), *, a
                  f"{', '.join(cfg.searched()) or 'nothing'}; {cfg.search.num_samples} trial(s), run folder "
                  f"{folder.uri()}")
             # the study's database and the trackers are reached before Ray starts: one error, no trial run
-            study = studies.prepare(cfg, folder, resume=resume, echo=echo)
+            study = study_setup.prepare(cfg, folder, resume=resume, echo=echo)
             followers = tracking.followers(cfg, folder)
             with runtime.ray_session(address, echo):
                 _check_storage_is_shared(folder)
                 data = prepare_data(cfg, echo)
                 run_trials(with_folds(cfg, data, echo), data, echo, resume=resume, study=study, followers=followers)
-            studies.close_lost(study)
+            study_setup.close_lost(study)
             if not folder.exists(runfolder.LEADERBOARD):
                 raise SearchError(f"no trial of {cfg.name!r} finished; see the Ray output above")
             if cfg.evaluate.top_k:  # the test split is read here, and only here

@@ -21,7 +21,7 @@ from leuktune.models.space_check import check_model_space
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import ray_session
 from leuktune.study import StudyError, StudyPlace
-from leuktune.tuning.studies import warm_trials
+from leuktune.tuning.study_setup import warm_trials
 from leuktune.tuning.searcher import with_grid_size
 from leuktune.training.trainer import concurrent_trials, launcher, trial_resources
 

@@ -7,7 +7,7 @@ they rank trials its own pruners stopped); a trial that diverged or failed is FA
 that finished is COMPLETE with the value of the epoch it keeps (train.keep: its best, or its last).
 
 The study is kept in a database (leuktune.study): each trial there also has its Tune trial id,
-its node and its best checkpoint as user attributes. Tune saves this searcher by pickling it;
+its node and its kept checkpoint as user attributes. Tune saves this searcher by pickling it;
 the live study is left out and opened again where the run's study is when the search resumes,
 so that the study, not a pickled copy of it, is what the resumed search goes on with.
 """
@@ -75,7 +75,7 @@ class LeuktuneSearch(OptunaSearch):
         (Tune saves its searcher every so often, its trials more often): a trial the study ended
         since counts as told (its first end is the one kept); a trial asked since is found by its
         ``trial_id`` attribute (Tune goes on with it if it recorded it; if not, the search's end
-        marks it lost, ``studies.close_lost``)."""
+        marks it lost, ``study_setup.close_lost``)."""
         place = self._place
         if place.in_run and not place.folder.study_file.exists():  # SQLite would make an empty file there
             raise StudyError(f"{place.folder.uri()}: the search's study is not at {place.folder.study_file}; a search "
@@ -99,7 +99,7 @@ class LeuktuneSearch(OptunaSearch):
         return config
 
     def note(self, trial_id: str, /, **attributes: Any) -> None:
-        """Set user attributes of a running trial in the study (its Tune id, node, best checkpoint);
+        """Set user attributes of a running trial in the study (its Tune id, node, kept checkpoint);
         a trial the study has ended, or another session's, is left as it is."""
         trials = internals.optuna_trials(self)
         if trial_id not in trials or trial_id in internals.told_trials(self):
@@ -156,10 +156,10 @@ class LeuktuneSearch(OptunaSearch):
 
     def _final_values(self, report: EpochReport) -> Any:
         """The kept epoch's value of the search metric (train.keep); with more objectives, the costs after it."""
-        best = report.best_value
+        kept = report.kept_value
         if not isinstance(self.metric, list):
-            return best if _finite(best) else None
-        values = [best, *(report.value(name) for name in self.metric[1:])]
+            return kept if _finite(kept) else None
+        values = [kept, *(report.value(name) for name in self.metric[1:])]
         return values if all(_finite(v) for v in values) else None
 
 
@@ -192,7 +192,7 @@ def with_grid_size(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def make_searcher(cfg: ExperimentConfig, place: StudyPlace | None = None) -> LeuktuneSearch:
-    """The search's searcher, its study at ``place`` (made by leuktune.tuning.studies.prepare), or in memory."""
+    """The search's searcher, its study at ``place`` (made by leuktune.tuning.study_setup.prepare), or in memory."""
     settings = cfg.search.searcher.optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # leuktune prints its own line per trial
     # multivariate, group and constant_liar are chosen on purpose; Optuna calls them experimental.

@@ -25,7 +25,7 @@ def build_tuner(cfg: ExperimentConfig, data: CachedDataset, folder: RunFolder, e
     (its searcher, scheduler and trials as they were; its study reopened where it is; this call's
     ``echo``, ``callbacks`` and ``followers``).
     ``cfg`` must have an absolute storage path (RunFolder.resolved); ``study``: where the searcher
-    keeps its study (leuktune.tuning.studies.prepare), None: in memory; ``followers``: trackers
+    keeps its study (leuktune.tuning.study_setup.prepare), None: in memory; ``followers``: trackers
     (leuktune.tracking.followers)."""
     search = cfg.search
     asha = search.scheduler.asha

@@ -1,6 +1,8 @@
-"""The search's study before its searcher opens it: reached, made (or found, to resume), and
-started from what earlier runs learned (``search.warm_start``). All of it before any trial, so
-that a database that cannot be reached or an earlier run that does not fit is one error up front.
+"""The search's study set up before its searcher opens it: reached, made (or found, to resume),
+started from what earlier runs learned (``search.warm_start``), and its lost trials closed when the
+search ends. All of it before any trial, so that a database that cannot be reached or an earlier run
+that does not fit is one error up front. Where a study lives, and a run's study read back by a user,
+are leuktune.study's.
 """
 
 from __future__ import annotations
