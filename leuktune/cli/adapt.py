@@ -17,8 +17,8 @@ balanced accuracy (95% CI) on the lab's held-out cells against labelled cells a 
 
 EXAMPLES = """\
 examples:
-  # the built-in set's second site (another lab's stain), 5 and 10 labelled cells a class
-  python -m leuktune.adapt runs/synthetic-default --labelled runs/synthetic-default/cache/site1 --per-class 5 10
+  # another lab's cells in folders named as the run's classes, 5 and 10 labelled cells a class
+  python -m leuktune.adapt runs/synthetic-default --labelled /data/lab-b --per-class 5 10
 
   # a lab whose folders are named otherwise, with more of its images unlabelled
   python -m leuktune.adapt runs/wbc --labelled /data/lab-c --classes 'Lymphocytes=lymphocyte,Monocytes=monocyte' \\
