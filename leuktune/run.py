@@ -188,7 +188,7 @@ class Run:
 
     def adapt(self, labelled, *, per_class: int | Sequence[int] = 10, unlabelled: str | Path | None = None,
               trial: str | None = None, name: str | None = None, seed: int = 0, steps: Sequence[str] | None = None,
-              device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
+              choose: bool = True, device: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
         """Adapt the best trial (or ``trial``) and the ensemble to a new lab with ``per_class`` of its
         labelled cells a class (a number or several), and measure them on the lab's other cells.
 
@@ -198,7 +198,8 @@ class Run:
         ``per_class`` cells of each class are drawn (whole patients, ``seed``); the rest are the lab's
         test, never used to fit or choose anything. ``unlabelled``: a folder of more of the lab's
         images, for the steps that read no label. ``steps`` (default ``leuktune.adapting.DEFAULT_STEPS``)
-        are chosen from by cross-validation on the labelled cells. Each adapted model is written once
+        are chosen from by cross-validation on the labelled cells (``choose=False``: each is applied,
+        at a fraction of the cost). Each adapted model is written once
         under ``adapted/<name>/<per_class>/`` (``name``: default the set's), loaded with
         ``model(adapted=name, per_class=...)``; the run's own models are never changed. Returns the
         curve (also ``adapted/<name>/curve.parquet``; ``adapted()`` reads every lab's).
@@ -210,7 +211,7 @@ class Run:
         # torch, Ray and the adapting steps only when a run is adapted
         from leuktune.adapting import Plan, adapt_run
 
-        plan = Plan() if steps is None else Plan(steps=tuple(steps))
+        plan = Plan(choose=choose) if steps is None else Plan(steps=tuple(steps), choose=choose)
         return adapt_run(self.folder, labelled, per_class=per_class, unlabelled=unlabelled, trial=trial, name=name,
                          seed=seed, plan=plan, device=device, echo=echo)
 

@@ -4,7 +4,7 @@ A white cell has no up or left, so each labelled cell counts eight times (the sy
 square, ``leuktune.training.features.VIEWS``). The head alone is tuned on the backbone's features of
 those views, computed once (as a frozen trial's features are): hundreds of head steps cost less
 than one pass of the backbone. The last stage group with the head, or the whole network, are tuned
-on pixels: random views with stain and colour jitter (``leuktune.data.augment``), a few steps.
+on pixels: random views, with stain and colour jitter where asked (``leuktune.data.augment``), a few steps.
 BatchNorm statistics stay as they are while tuning (re-estimated on the lab's images, or the home
 lab's): a batch of 20 cells cannot estimate them. Learning rates are the trial's own scaled by
 ``Plan.lr_scale`` (the backbone at the trial's ``backbone_lr_mult`` of the head's), with its weight
@@ -102,7 +102,8 @@ def tune_deep(network: Network, pixels: np.ndarray, labels: np.ndarray, tuning: 
     set_unfreeze_depth(classifier, LAST_GROUPS if tuning == "last" else "all")
     for p in classifier.head.parameters():
         p.requires_grad_(True)
-    classifier.eval()  # BatchNorm statistics kept (see the module's docstring); dropout off
+    # BatchNorm statistics kept (see the module's docstring) and dropout off, unless asked otherwise
+    classifier.train(plan.batch_statistics)
     optimizer = torch.optim.AdamW(param_groups(classifier, plan.lr_scale * train.lr, train.backbone_lr_mult,
                                                train.weight_decay))
     schedule = _cosine(optimizer, plan.deep_steps)

@@ -71,6 +71,7 @@ def _feasible(labels: np.ndarray, per_class: list[int], lab: str) -> list[int]:
 def bench_adapt(run: str | None, labs: list[str], classes: dict[str, str], per_class: list[int], variants: list[str],
                 seeds: list[int], models: list[str], trials: int, workdir: str, overrides: list[str]) -> pd.DataFrame:
     work = Path(workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
     rows = []
     with ray_session(logging_level="ERROR"):
         home, built_in = _home(run, trials, work, overrides)

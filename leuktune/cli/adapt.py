@@ -17,8 +17,10 @@ balanced accuracy (95% CI) on the lab's held-out cells against labelled cells a 
 
 EXAMPLES = """\
 examples:
-  # another lab's cells in folders named as the run's classes, 5 and 10 labelled cells a class
-  python -m leuktune.adapt runs/synthetic-default --labelled /data/lab-b --per-class 5 10
+  # the built-in search's run (python -m leuktune.search), adapted to the built-in second site (another
+  # lab's stain and magnification: written first) with 5 and 10 labelled cells a class
+  python -c "from leuktune.data import synthetic; synthetic.generate('site1', site=1, seed=1000)"
+  python -m leuktune.adapt runs/synthetic-default --labelled site1 --per-class 5 10
 
   # a lab whose folders are named otherwise, with more of its images unlabelled
   python -m leuktune.adapt runs/wbc --labelled /data/lab-c --classes 'Lymphocytes=lymphocyte,Monocytes=monocyte' \\
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trial", help="adapt this trial (and the ensemble; 'ensemble': it alone); default: the best")
     parser.add_argument("--steps", nargs="+", metavar="STEP", help="steps to choose from: bn, colour, head, last, "
                         "whole, temperature (default: leuktune.adapting.DEFAULT_STEPS)")
+    parser.add_argument("--as-asked", action="store_true", help="apply every step of --steps (at most one of head, "
+                        "last, whole) instead of choosing among them by cross-validation: a fraction of the cost")
     parser.add_argument("--seed", type=int, default=0, help="which cells are drawn, and the tuning's draws")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     args = parser.parse_args(argv)
@@ -60,6 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     labelled = ExternalSet(args.labelled, args.source, parse_classes(args.classes), name=args.name)
     curve = Run.open(args.run).adapt(labelled, per_class=args.per_class, unlabelled=args.unlabelled,
                                      trial=args.trial, name=args.name, seed=args.seed, steps=args.steps,
-                                     device=args.device)
+                                     choose=not args.as_asked, device=args.device)
     print(table(curve))
     return 0
