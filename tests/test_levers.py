@@ -196,7 +196,8 @@ def test_each_stain_method_is_decoded_once_and_no_trial_decodes_again(tmp_path, 
     shared = data.shared()  # each method's pixels in the object store once, for every trial
     for method in ("reinhard", "macenko"):
         said.clear()
-        alone, _ = prepare(cfg.with_params({"stain_normalize": method}), progress=said.append, record=False)
-        assert not any(line.startswith("[leuktune] decoded") for line in said)  # the method's copy, reused
+        alone, _ = prepare(load(None, [*base, f"data.stain_normalize={method}"]), progress=said.append, record=False)
+        assert not any(line.startswith("[leuktune] decoded 8") for line in said)  # the method's copy, reused
+        assert any(line.startswith("[leuktune] decoded images reused") for line in said)
         assert np.array_equal(shared.for_stain(method).pixels(), alone.pixels())
         assert not np.array_equal(alone.pixels(), data.pixels())
