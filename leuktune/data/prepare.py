@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from leuktune import runfolder
-from leuktune.config import ExperimentConfig
+from leuktune.config import ExperimentConfig, representatives
 from leuktune.data import cache, sources, stain
 from leuktune.data.cache import CachedDataset
 from leuktune.data.duplicates import (close_pairs, join_near_duplicates, merge_identical, near_duplicates,
@@ -133,8 +133,12 @@ def prepare(cfg: ExperimentConfig, progress=print, *, folder: RunFolder | None =
     are reported, not stored."""
     data, folder = cfg.data, folder or RunFolder.of(cfg)
     manifest = sources.manifest(data, folder.datasets)
-    normalizer = stain.from_config(data)
-    scanned = cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, normalizer)
+    # One decoded copy per stain method the search can draw (each kept in the decode-once cache):
+    # the first is the data's own, the others go with it for the trials that draw them.
+    normalizers = {m: stain.from_config(data, m) for m in representatives(data.stain_normalize)}
+    scans = {m: cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, n)
+             for m, n in normalizers.items()}
+    method, scanned = next(iter(scans.items()))
 
     rejected = scanned.rejected(manifest)
     if len(rejected) and data.on_bad_image == "error":
@@ -169,5 +173,11 @@ def prepare(cfg: ExperimentConfig, progress=print, *, folder: RunFolder | None =
                         duplicate_images=int(info["content_hash"].duplicated(keep=False).sum()),
                         near_duplicates=near, straddling_groups=straddling, joined_images=joined,
                         refused_groups=refused, split=split, stored_in="the run folder" if record else None)
-    pixels = scanned.pixels if len(keep) == len(scanned.pixels) else scanned.pixels[keep]
-    return cache.dataset(split, pixels, class_names, normalizer.pixels if normalizer else None), report
+    def usable(scan: cache.Scan) -> np.ndarray:
+        return scan.pixels if len(keep) == len(scan.pixels) else scan.pixels[keep]
+
+    def reference(m: str) -> np.ndarray | None:
+        return normalizers[m].pixels if normalizers[m] else None
+
+    restained = {m: (usable(s), reference(m)) for m, s in scans.items() if m != method}
+    return cache.dataset(split, usable(scanned), class_names, reference(method), method, restained), report
