@@ -24,6 +24,7 @@ import ray
 
 from leuktune import uris
 from leuktune.data import placement
+from leuktune.data.sites import SITE, names
 from leuktune.data.split import SPLITS
 from leuktune.runtime import ray_session
 
@@ -59,9 +60,11 @@ class Scan:
         return self.info["error"].isna().to_numpy()
 
     def rejected(self, manifest: pd.DataFrame) -> pd.DataFrame:
-        """The scanned ``manifest``'s rows that could not be used: path, label, error."""
+        """The scanned ``manifest``'s rows that could not be used: path, label, site (where the
+        manifest has one), error."""
         bad = ~self.usable
-        return manifest.loc[bad, ["path", "label"]].assign(error=self.info.loc[bad, "error"].to_numpy())
+        columns = [c for c in ("path", "label", SITE) if c in manifest]
+        return manifest.loc[bad, columns].assign(error=self.info.loc[bad, "error"].to_numpy())
 
 
 def scan(manifest: pd.DataFrame, size: int, mode: str, cache_dir: str | Path, progress=print,
@@ -116,6 +119,10 @@ class CachedDataset:
     # (N,) int64 group (patient) ids, numbered in manifest order; None: every image its own group.
     # Validation's standard errors resample whole groups: cells of one patient move together.
     groups: np.ndarray | None = None
+    # The sites (labs) in their order (leuktune.data.sites.names) and each image's site, as an
+    # index into them ((N,) int64); a dataset made without sites has one, unnamed: () and None.
+    site_names: tuple[str, ...] = ()
+    sites: np.ndarray | None = None
 
     def indices(self, split: str) -> np.ndarray:
         if split not in SPLITS:
@@ -149,4 +156,7 @@ def dataset(manifest: pd.DataFrame, images: np.ndarray, class_names: tuple[str, 
         fingerprint=fingerprint(manifest),
         stain_reference=stain_reference,
         groups=pd.factorize(manifest["group"])[0].astype(np.int64),
+        site_names=tuple(names(manifest)),
+        sites=(manifest[SITE].map({s: i for i, s in enumerate(names(manifest))}).to_numpy(np.int64)
+               if SITE in manifest else None),
     )
