@@ -177,3 +177,22 @@ def test_the_data_check_counts_per_site_class_and_split_and_reports_spanning_gro
     split = pd.read_parquet(tmp_path / "checked" / "split.parquet")
     assert set(split.loc[split.site == "far", "split"]) == {"test"} and set(split.loc[split.site != "far", "split"]) == {
         "train", "val"}
+
+
+def test_the_checks_text_has_the_per_site_table_the_classes_a_site_lacks_and_the_spanning_groups():
+    from leuktune.data.report import DataReport
+    from leuktune.data.split import SPLITS
+
+    m = _labs({"home": {"a": 10, "b": 10}, "lisc": {"a": 6}})
+    m.loc[m.path == "lisc/a/0.png", "group"] = "home:a0"
+    split = assign_splits(m, SplitConfig(seed=0))
+    report = DataReport(counts=split.groupby(["label", "split"]).size().unstack(fill_value=0), groups=0,
+                        rejected=pd.DataFrame(columns=["path", "label", "error"]), duplicate_images=0,
+                        near_duplicates=pd.DataFrame(), split=split, site_counts=sites.counts(split, SPLITS),
+                        missing_classes=sites.missing_classes(split), spanning_groups=sites.spanning_groups(split))
+    text = str(report)
+    assert report.sites == ["home", "lisc"] and report.missing_classes == {"lisc": ["b"]}
+    assert "site 'lisc' has no images of b" in text and "1 group(s) span sites" in text
+    assert "home:a0: 2 images at home, lisc" in text
+    assert report.site_counts.loc[("lisc", "a")].tolist() == [
+        *(int((split[(split.site == "lisc") & (split.label == "a")].split == s).sum()) for s in SPLITS), 6]
