@@ -32,6 +32,7 @@ def test_every_experiment_file_dry_runs(path):
     header = path.read_text().split("\nname:")[0]
     if path.stem not in ("default",):  # each says where its data comes from, its layout, what it costs
         assert "Data:" in header and "Layout" in header and "Cost:" in header, path.name
+    if path.stem not in ("default", "sites_synthetic"):  # the built-in set's experiments keep tiny networks
         cfg = load(path)
         assert cfg.model.pretrained and not any(b.startswith("test_") for b in weights.representatives(cfg.model.backbone))
 

@@ -1,6 +1,7 @@
 """``python -m leuktune.data``: check a dataset without training.
 
-Counts per class and split, groups (patients), bad files, exact and near duplicates;
+Counts per class and split (and per site, class and split), groups (patients) and those
+spanning sites, bad files, exact and near duplicates;
 exits 2 on a problem that would stop a search. The decoded images are cached, so the
 search that follows decodes nothing. Nothing is written into the run folder; ``--out DIR``
 writes the check's tables there (split.parquet, rejected.parquet, near_duplicates.parquet).

@@ -106,6 +106,10 @@ class ExperimentConfig(Strict):
             return raw
         data, model = raw.get("data") or {}, raw.get("model") or {}
         source = data.get("source", "synthetic") if isinstance(data, dict) else getattr(data, "source", "synthetic")
+        sites = (data.get("sites") if isinstance(data, dict) else getattr(data, "sites", None)) or {}
+        if sites:  # the labs' own sources: real networks unless every lab is the built-in set
+            kinds = {s.get("source", "imagefolder") if isinstance(s, dict) else s.source for s in sites.values()}
+            source = "synthetic" if kinds == {"synthetic"} else "sites"
         if source != "synthetic" and isinstance(model, dict) and "backbone" not in model:
             raw = {**raw, "model": {**REAL_DATA_MODEL, **model}}
         return raw

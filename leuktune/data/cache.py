@@ -25,6 +25,7 @@ import ray
 
 from leuktune import uris
 from leuktune.data import placement
+from leuktune.data.sites import SITE, names
 from leuktune.data.split import SPLITS
 from leuktune.runtime import ray_session
 
@@ -60,9 +61,11 @@ class Scan:
         return self.info["error"].isna().to_numpy()
 
     def rejected(self, manifest: pd.DataFrame) -> pd.DataFrame:
-        """The scanned ``manifest``'s rows that could not be used: path, label, error."""
+        """The scanned ``manifest``'s rows that could not be used: path, label, site (where the
+        manifest has one), error."""
         bad = ~self.usable
-        return manifest.loc[bad, ["path", "label"]].assign(error=self.info.loc[bad, "error"].to_numpy())
+        columns = [c for c in ("path", "label", SITE) if c in manifest]
+        return manifest.loc[bad, columns].assign(error=self.info.loc[bad, "error"].to_numpy())
 
 
 def scan(manifest: pd.DataFrame, size: int, mode: str, cache_dir: str | Path, progress=print,
@@ -122,6 +125,10 @@ class CachedDataset:
     # reference (decoded once each): ``for_stain`` picks a trial's.
     stain_method: str | None = None
     restained: Mapping[str, tuple["np.ndarray | ray.ObjectRef", "np.ndarray | None"]] = field(default_factory=dict)
+    # The sites (labs) in their order (leuktune.data.sites.names) and each image's site, as an
+    # index into them ((N,) int64); a dataset made without sites has one, unnamed: () and None.
+    site_names: tuple[str, ...] = ()
+    sites: np.ndarray | None = None
 
     def indices(self, split: str) -> np.ndarray:
         if split not in SPLITS:
@@ -175,4 +182,7 @@ def dataset(manifest: pd.DataFrame, images: np.ndarray, class_names: tuple[str, 
         groups=pd.factorize(manifest["group"])[0].astype(np.int64),
         stain_method=stain_method,
         restained=dict(restained or {}),
+        site_names=tuple(names(manifest)),
+        sites=(manifest[SITE].map({s: i for i, s in enumerate(names(manifest))}).to_numpy(np.int64)
+               if SITE in manifest else None),
     )

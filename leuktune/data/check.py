@@ -16,7 +16,8 @@ def check_data(config: str | Path | None = None, overrides: Sequence[str] = (), 
     is connected to, else a local one) and cached, so the search that follows decodes nothing;
     nothing is written into the run folder. ``out`` (a folder, local or a URI) gets the check's
     tables as a search would write them: ``split.parquet`` (the usable files: path, label, group,
-    split), ``rejected.parquet`` (path, label, error) and ``near_duplicates.parquet``.
+    site, split), ``rejected.parquet`` (path, label, site, error), ``near_duplicates.parquet`` and,
+    with several sites, ``spanning_groups.parquet`` (group, sites, images).
 
     >>> report = leuktune.check_data(overrides=["data.source=imagefolder", "data.root=/data/cells"])  # doctest: +SKIP
     >>> report.counts  # doctest: +SKIP
@@ -33,5 +34,7 @@ def check_data(config: str | Path | None = None, overrides: Sequence[str] = (), 
         for name, table in ((runfolder.SPLIT, report.split), (runfolder.REJECTED, report.rejected),
                             (runfolder.NEAR_DUPLICATES, report.near_duplicates)):
             tables.write_table(name, table)
+        if report.spanning_groups is not None and len(report.spanning_groups):
+            tables.write_table(runfolder.SPANNING_GROUPS, report.spanning_groups)
         report.stored_in = str(out)
     return report

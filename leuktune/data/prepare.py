@@ -8,81 +8,19 @@ The search then shares the pixels with every trial through the Ray object store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
 
 from leuktune import runfolder
 from leuktune.config import ExperimentConfig, representatives
-from leuktune.data import cache, sources, stain
+from leuktune.data import cache, sites, sources, stain
 from leuktune.data.cache import CachedDataset
 from leuktune.data.duplicates import (close_pairs, join_near_duplicates, merge_identical, near_duplicates,
                                      straddling_groups)
 from leuktune.data.sources import DataError
-from leuktune.data.split import SPLITS, assign_splits
+from leuktune.data.report import DataReport
+from leuktune.data.split import SPLITS, assign_splits, check_test_sites, leaving_test_groups
 from leuktune.runfolder import RunFolder
-
-
-SHOWN = 20  # bad files a report lists by name; the rest are counted
-
-
-@dataclass
-class DataReport:
-    """What a researcher should know about the data before trusting a result
-    (what ``python -m leuktune.data`` prints; ``str(report)`` gives the same text)."""
-
-    counts: pd.DataFrame  # images per class (rows) and split (columns)
-    groups: int
-    rejected: pd.DataFrame  # path, label, error
-    duplicate_images: int  # images whose exact pixels occur more than once
-    near_duplicates: pd.DataFrame  # path_a, split_a, path_b, split_b, distance
-    straddling_groups: list[str] = field(default_factory=list)  # only possible in predefined splits
-    joined_images: int = 0  # images that joined a near-duplicate's group before the split
-    refused_groups: list[tuple[str, int]] = field(default_factory=list)  # joins that would have grown too big
-    split: pd.DataFrame | None = None  # the usable files: path, label, group, split
-    stored_in: str | None = None  # where its tables were written ("the run folder", a check's --out), None: nowhere
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.counts.index)
-
-    @property
-    def images(self) -> int:
-        return int(self.counts.values.sum())
-
-    def lines(self) -> list[str]:
-        out = [f"{self.images} images, {len(self.counts)} classes, {self.groups} groups", self.counts.to_string()]
-        if len(self.rejected):
-            out.append(f"{len(self.rejected)} bad file(s) left out{self._listed_in(runfolder.REJECTED)}:")
-            out += [f"  {r.path}: {r.error}" for r in self.rejected.sort_values("path").head(SHOWN).itertuples()]
-            if len(self.rejected) > SHOWN:
-                out.append(f"  ... and {len(self.rejected) - SHOWN} more")
-        if self.duplicate_images:
-            out.append(f"{self.duplicate_images} images are exact duplicates of another; each set kept in one split")
-        if self.joined_images:
-            out.append(f"{self.joined_images} images joined the group of a near-duplicate (the same field saved "
-                       "twice), so each set is in one split")
-        if self.refused_groups:
-            out.append(f"{len(self.refused_groups)} near-duplicate group(s) would have grown past "
-                       f"data.near_duplicate_max_group images and were left apart (look-alike cells chain), e.g. "
-                       + ", ".join(f"{g} ({n} images)" for g, n in self.refused_groups[:3]))
-        if self.straddling_groups:
-            out.append(f"WARNING: the dataset's own split puts {len(self.straddling_groups)} group(s) in two "
-                       f"splits, e.g. {self.straddling_groups[:3]}: its test scores are inflated")
-        if len(self.near_duplicates):
-            out.append(f"WARNING: {len(self.near_duplicates)} near-duplicate image pair(s) across splits"
-                       f"{self._listed_in(runfolder.NEAR_DUPLICATES)}, e.g.:")
-            out += [f"  {r.path_a} ({r.split_a}) ~ {r.path_b} ({r.split_b}), distance {r.distance}"
-                    for r in self.near_duplicates.head(10).itertuples()]
-        return out
-
-    def _listed_in(self, table: str) -> str:
-        """Where a table of the report is, named only when it was written."""
-        return f" (listed in {table} in {self.stored_in})" if self.stored_in else ""
-
-    def __str__(self) -> str:
-        return "\n".join(self.lines())
 
 
 def _bad_files_message(bad: pd.DataFrame) -> str:
@@ -110,7 +48,7 @@ def _split(manifest: pd.DataFrame, cfg: ExperimentConfig, folder: RunFolder, rec
         raise DataError(f"{folder.uri()}: the data found now ({len(manifest)} files under "
                         f"{cfg.data.root or 'the built-in set'}) is not the data the run's {runfolder.SPLIT} recorded "
                         f"({len(saved)} files); its trials cannot be scored on it")
-    split = assign_splits(manifest, cfg.data.split)
+    split = assign_splits(manifest, cfg.data.split, cfg.data.test_sites)
     if record:
         folder.write_table(runfolder.SPLIT, split)
     return split
@@ -123,6 +61,12 @@ def _same_files(saved: pd.DataFrame, manifest: pd.DataFrame) -> bool:
     return all(a.rsplit("/", 1)[-1] == b.rsplit("/", 1)[-1] for a, b in zip(saved["path"], manifest["path"]))
 
 
+def _kept_pairs(pairs: list[tuple[int, int, int]], kept: np.ndarray) -> list[tuple[int, int, int]]:
+    """``close_pairs`` of the rows still ``kept``, numbered as the rows are once the others are gone."""
+    new = np.cumsum(kept) - 1
+    return [(int(new[i]), int(new[j]), d) for i, j, d in pairs if kept[i] and kept[j]]
+
+
 def prepare(cfg: ExperimentConfig, progress=print, *, folder: RunFolder | None = None,
             record: bool = True) -> tuple[CachedDataset, DataReport]:
     """The run's data, split and checked, with the pixels decoded once (and cached on disk).
@@ -133,6 +77,9 @@ def prepare(cfg: ExperimentConfig, progress=print, *, folder: RunFolder | None =
     are reported, not stored."""
     data, folder = cfg.data, folder or RunFolder.of(cfg)
     manifest = sources.manifest(data, folder.datasets)
+    check_test_sites(manifest, data.test_sites)
+    # data.classes is applied before anything is decoded: a label it misses stops here, named
+    manifest, unmapped = sites.map_classes(manifest, data)
     # One decoded copy per stain method the search can draw (each kept in the decode-once cache):
     # the first is the data's own, the others go with it for the trials that draw them.
     normalizers = {m: stain.from_config(data, m) for m in representatives(data.stain_normalize)}
@@ -140,18 +87,17 @@ def prepare(cfg: ExperimentConfig, progress=print, *, folder: RunFolder | None =
              for m, n in normalizers.items()}
     method, scanned = next(iter(scans.items()))
 
-    rejected = scanned.rejected(manifest)
-    if len(rejected) and data.on_bad_image == "error":
-        raise DataError(_bad_files_message(rejected))
-    if len(rejected) and record:
-        folder.write_table(runfolder.REJECTED, rejected)
+    bad = scanned.rejected(manifest)
+    if len(bad) and data.on_bad_image == "error":
+        raise DataError(_bad_files_message(bad))
     keep = np.flatnonzero(scanned.usable)
     manifest = manifest.iloc[keep].reset_index(drop=True)
     info = scanned.info.iloc[keep].reset_index(drop=True)
     if manifest.empty:
-        raise DataError(f"no usable images in {data.root or 'the synthetic set'}")
+        raise DataError(f"no usable images in {data.root or ', '.join(data.sites or {}) or 'the synthetic set'}")
 
-    predefined = "split" in manifest and manifest["split"].notna().all()
+    # A dataset's own split is kept (not when data.test_sites decides the test split)
+    predefined = "split" in manifest and manifest["split"].notna().all() and not data.test_sites
     # A dataset's own split is kept: say where it leaks rather than silently re-split.
     straddling = straddling_groups(manifest, info["content_hash"]) if predefined else []
     # Rows keep their order from here to the split, so one set of pairs serves grouping and report.
@@ -161,18 +107,30 @@ def prepare(cfg: ExperimentConfig, progress=print, *, folder: RunFolder | None =
         manifest = merge_identical(manifest, info["content_hash"])
         if data.near_duplicates == "group":
             manifest, joined, refused = join_near_duplicates(manifest, pairs, data.near_duplicate_max_group)
+    spanning = sites.spanning_groups(manifest)  # before a test site's groups leave the training sites
+    kept, leaked = leaving_test_groups(manifest, data.test_sites)
+    if not kept.all():
+        manifest, info = manifest[kept].reset_index(drop=True), info[kept].reset_index(drop=True)
+        pairs, keep = _kept_pairs(pairs, kept), keep[kept]
     split = _split(manifest, cfg, folder, record)
 
+    rejected = pd.concat([t for t in (unmapped, bad, leaked) if len(t)] or [bad], ignore_index=True)
     near = near_duplicates(split, pairs, info["content_hash"])
-    if len(near) and record:
-        folder.write_table(runfolder.NEAR_DUPLICATES, near)
+    if record:
+        for name, table in ((runfolder.REJECTED, rejected), (runfolder.NEAR_DUPLICATES, near),
+                            (runfolder.SPANNING_GROUPS, spanning)):
+            if len(table):
+                folder.write_table(name, table)
     class_names = tuple(sorted(split["label"].unique()))
     counts = (split.groupby(["label", "split"]).size().unstack(fill_value=0)
               .reindex(columns=[s for s in SPLITS if s in set(split["split"])]))
     report = DataReport(counts=counts, groups=split["group"].nunique(), rejected=rejected,
                         duplicate_images=int(info["content_hash"].duplicated(keep=False).sum()),
                         near_duplicates=near, straddling_groups=straddling, joined_images=joined,
-                        refused_groups=refused, split=split, stored_in="the run folder" if record else None)
+                        refused_groups=refused, split=split, stored_in="the run folder" if record else None,
+                        site_counts=sites.counts(split, SPLITS), missing_classes=sites.missing_classes(split),
+                        spanning_groups=spanning)
+
     def usable(scan: cache.Scan) -> np.ndarray:
         return scan.pixels if len(keep) == len(scan.pixels) else scan.pixels[keep]
 

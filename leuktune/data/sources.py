@@ -1,9 +1,11 @@
-"""Dataset layouts on disk -> a manifest: one row per image with ``path, label, group``
+"""Dataset layouts on disk -> a manifest: one row per image with ``path, label, group, site``
 (and ``split`` where the dataset predefines one).
 
 ``group`` is the unit that must never straddle splits: the patient where a dataset
 records one (C-NMC), else the image's own id; images with identical pixels are joined
-into one group later, once they are decoded (leuktune.data.prepare).
+into one group later, once they are decoded (leuktune.data.prepare). ``site`` is the lab
+(leuktune.data.sites): data.sites's names, a CSV manifest's site column, else one site named
+after data.root.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pandas as pd
 
 from leuktune import uris
 from leuktune.config import DataConfig
-from leuktune.data import files, synthetic
+from leuktune.data import files, sites, synthetic
 from leuktune.data.files import IMAGE_SUFFIXES, DataError, Listing
 
 # Predefined split folder names (case-insensitive), e.g. the Kaggle blood-cells TRAIN/TEST.
@@ -155,7 +157,7 @@ def _listed_location(manifest: str, listed: str) -> str:
 
 
 def table(path: str | Path | None) -> pd.DataFrame:
-    """A CSV or Parquet manifest: columns path, label, optionally group and split. Relative paths
+    """A CSV or Parquet manifest: columns path, label, optionally group, site and split. Relative paths
     are relative to the manifest file; the manifest and its images may be local or in a bucket."""
     if path is None:
         raise DataError("data.root is required: the CSV or Parquet manifest file")
@@ -165,7 +167,7 @@ def table(path: str | Path | None) -> pd.DataFrame:
     frame = files.read_table(path)
     missing = {"path", "label"} - set(frame.columns)
     if missing:
-        raise DataError(f"{path}: missing column(s) {sorted(missing)}; expected path, label[, group, split]")
+        raise DataError(f"{path}: missing column(s) {sorted(missing)}; expected path, label[, group, site, split]")
     frame = frame.copy()
     frame["path"] = [_listed_location(path, p) for p in frame["path"].astype(str)]
     frame["label"] = frame["label"].astype(str)
@@ -177,20 +179,45 @@ def table(path: str | Path | None) -> pd.DataFrame:
     if "group" not in frame:
         frame["group"] = frame["path"].map(uris.identity)
     frame["group"] = frame["group"].astype(str)
+    if sites.SITE in frame:
+        frame[sites.SITE] = sites.check_column(frame[sites.SITE], path)
     if "split" in frame:
         bad = sorted(set(frame["split"].astype(str)) - {"train", "val", "test"})
         if bad:
             raise DataError(f"{path}: column split has {bad}; expected train, val or test")
-    return frame[[c for c in (*COLUMNS, "split", *FILE_COLUMNS) if c in frame]]
+    return frame[[c for c in (*COLUMNS, sites.SITE, "split", *FILE_COLUMNS) if c in frame]]
+
+
+def _read(source: str, root: str | None, params: dict, datasets: Path, lab: str | None = None) -> pd.DataFrame:
+    """One source's images; the synthetic set is written to disk first (under ``datasets`` unless
+    ``root`` says where; a site's own folder keyed by its name too, so no two sites share files)."""
+    if source == "synthetic":
+        where = root or synthetic.default_root(datasets, params if lab is None else {**params, "lab": lab})
+        synthetic.generate(where, **params)
+        return imagefolder(where)
+    readers = {"imagefolder": imagefolder, "cnmc": cnmc, "allidb": allidb, "csv": table}
+    return readers[source](root)
+
+
+def _at_site(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One site of data.sites: its rows named by the site, and its groups too (patient P1 of one
+    lab is not patient P1 of another; identical images still join across sites in prepare)."""
+    frame = frame.assign(group=name + ":" + frame["group"].astype(str))
+    frame[sites.SITE] = name  # the site's name wins over a CSV's own site column
+    return frame
 
 
 def manifest(data: DataConfig, datasets: Path) -> pd.DataFrame:
-    """The manifest for ``data.source``; the synthetic set is written to disk first (under
-    ``datasets`` unless data.root says where)."""
-    if data.source == "synthetic":
-        params = data.synthetic.model_dump()
-        root = data.root or synthetic.default_root(datasets, params)
-        synthetic.generate(root, **params)
-        return imagefolder(root)
-    readers = {"imagefolder": imagefolder, "cnmc": cnmc, "allidb": allidb, "csv": table}
-    return readers[data.source](data.root)
+    """The manifest for ``data.source`` (or each of ``data.sites``, in their order), with its
+    ``site`` column; the synthetic set is written to disk first (under ``datasets`` unless
+    data.root says where)."""
+    if data.sites:
+        frames = [_at_site(_read(s.source, s.root, s.synthetic.model_dump(), datasets, lab=name), name)
+                  for name, s in data.sites.items()]
+        frame = pd.concat(frames, ignore_index=True)
+    else:
+        frame = _read(data.source, data.root, data.synthetic.model_dump(), datasets)
+        if sites.SITE not in frame:
+            frame[sites.SITE] = sites.default_name(data)
+    ordered = [c for c in (*COLUMNS, sites.SITE, "split", *FILE_COLUMNS) if c in frame]
+    return frame[ordered + [c for c in frame if c not in ordered]]

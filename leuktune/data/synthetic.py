@@ -9,8 +9,9 @@ pixel) makes it harder the ways real sets are hard, so that searchers, schedules
 can be told apart on it: the classes' sizes and colours move towards each other (finer
 differences), each image gets its own stain (per-channel gamma and gain) and focus (up to three
 times the blur), and a share of the images (a tenth at difficulty 1) are drawn as another
-class than their folder says (label noise, as between two readers of one smear). ``site`` 1 is
-another lab: its own stain and a higher magnification (an external test set).
+class than their folder says (label noise, as between two readers of one smear). ``site`` 1 to 3
+are other labs, each its own stain, magnification and focus (``SITES``: external test sets, or
+the labs of data.sites).
 
 Images are written as real PNG files in class folders, the same path a real dataset takes.
 Every image depends only on (seed, class, index) and the options above.
@@ -26,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from leuktune.config import SYNTHETIC_CLASSES
+from leuktune.config.data import SYNTHETIC_SITES
 from leuktune.data.synthetic_cells import Canvas, Look, draw_white_cell, jitter, red_cells
 
 _MARKER = ".leuktune-synthetic.json"
@@ -40,10 +42,15 @@ def _restain(img: Image.Image, rng: np.random.Generator, difficulty: float) -> I
 
 LABEL_NOISE = 0.1  # the share of images drawn as another class, at difficulty 1
 
-# Another lab (site 1): its own stain (per-channel gamma and gain: a bluer, darker Giemsa) and a
-# higher magnification (cells 1.25 times as wide in the field). Site 0 is the home lab.
-SITES = {0: {"gamma": (1.0, 1.0, 1.0), "gain": (1.0, 1.0, 1.0), "magnification": 1.0},
-         1: {"gamma": (1.25, 1.1, 0.85), "gain": (0.92, 0.9, 1.0), "magnification": 1.25}}
+# The labs (site 0 is the home lab, as the set always was): each its own stain (per-channel gamma
+# and gain), magnification (how wide the cells are in the field) and focus (blur, times the home
+# lab's). 1: a bluer, darker Giemsa at a higher magnification; 2: a paler, pinker stain at a lower
+# one, slightly out of focus; 3: a greyish, darker stain, larger cells, a softer lens.
+SITES = {0: {"gamma": (1.0, 1.0, 1.0), "gain": (1.0, 1.0, 1.0), "magnification": 1.0, "blur": 1.0},
+         1: {"gamma": (1.25, 1.1, 0.85), "gain": (0.92, 0.9, 1.0), "magnification": 1.25, "blur": 1.0},
+         2: {"gamma": (0.8, 0.95, 1.05), "gain": (1.0, 0.96, 0.94), "magnification": 0.8, "blur": 1.4},
+         3: {"gamma": (1.1, 1.15, 1.15), "gain": (0.9, 0.92, 0.95), "magnification": 1.4, "blur": 1.8}}
+assert len(SITES) == SYNTHETIC_SITES, "config.data.SYNTHETIC_SITES bounds data.synthetic.site"
 
 
 def _site_stain(img: Image.Image, site: int) -> Image.Image:
@@ -69,7 +76,7 @@ def render(label: str, seed: int, index: int, size: int, difficulty: float = 0.0
            shows: str | None = None, site: int = 0) -> Image.Image:
     """One synthetic cell image; the same arguments give the same pixels (difficulty 0, site 0:
     as before either existed). ``shows``: the class drawn, when label noise says another;
-    ``site``: 1 for another lab's stain and magnification (``SITES``)."""
+    ``site``: another lab's stain, magnification and focus (``SITES``)."""
     rng = np.random.default_rng([seed, SYNTHETIC_CLASSES.index(label), index])
     # The difficulty's draws come from their own stream, so difficulty 0 leaves every other draw as it was.
     hard = np.random.default_rng([seed, SYNTHETIC_CLASSES.index(label), index, 2])
@@ -77,7 +84,7 @@ def render(label: str, seed: int, index: int, size: int, difficulty: float = 0.0
     canvas = Canvas(s, jitter(rng, (238, 222, 226), 8), rng)
     red_cells(canvas, rng, s)
     draw_white_cell(canvas, shows or label, rng, s, Look(difficulty, SITES[site]["magnification"]))
-    img = canvas.finish(size, rng, defocus=1 + hard.uniform(0, 2 * difficulty))
+    img = canvas.finish(size, rng, defocus=(1 + hard.uniform(0, 2 * difficulty)) * SITES[site]["blur"])
     img = _restain(img, hard, difficulty) if difficulty > 0 else img
     return _site_stain(img, site) if site else img
 

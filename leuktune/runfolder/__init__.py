@@ -18,12 +18,12 @@ The names (layout.py), the folder and its path rules (folder.py), reading and wr
 from leuktune.runfolder.folder import RunFolder, RunFolderError
 from leuktune.runfolder.layout import (ADAPTED, CONFIG, ENSEMBLE, EVALUATION, EXPORT, EXTERNAL, HISTORY, LEADERBOARD,
                                        LOCK, NEAR_DUPLICATES, PREDICTIONS, REFIT_FOLDS, REJECTED, RENAMED_FILES, REPORT,
-                                       SPLIT, STUDY, TENSORBOARD, TEST, TRIALS, TRIALS_TABLE, TUNE, adapted, external,
+                                       SPANNING_GROUPS, SPLIT, STUDY, TENSORBOARD, TEST, TRIALS, TRIALS_TABLE, TUNE, adapted, external,
                                        history_part)
 
 __all__ = [
     "RunFolder", "RunFolderError", "adapted", "external", "history_part", "ADAPTED",
     "CONFIG", "SPLIT", "LEADERBOARD", "TRIALS_TABLE", "TEST", "ENSEMBLE", "EXTERNAL", "HISTORY", "STUDY", "TENSORBOARD",
     "REJECTED", "NEAR_DUPLICATES", "LOCK", "EVALUATION", "PREDICTIONS", "REFIT_FOLDS", "TUNE", "TRIALS", "REPORT", "EXPORT",
-    "RENAMED_FILES",
+    "RENAMED_FILES", "SPANNING_GROUPS",
 ]

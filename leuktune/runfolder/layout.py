@@ -22,6 +22,7 @@ STUDY = "study.db"  # the search's Optuna study (SQLite), unless search.study.st
 TENSORBOARD = "tensorboard"  # tracking.tensorboard: one folder of event files per trial
 REJECTED = "rejected.parquet"
 NEAR_DUPLICATES = "near_duplicates.parquet"
+SPANNING_GROUPS = "spanning_groups.parquet"  # groups with images at two or more sites (leuktune.data.sites)
 LOCK = "search.lock"
 # the final evaluation's tables (leuktune.evaluate)
 EVALUATION = "evaluation.parquet"

@@ -49,6 +49,11 @@ def _space(cfg) -> list[str]:
 
 def _data(cfg) -> list[str]:
     data = cfg.data
+    if data.sites:  # several labs: each site's source in a line (the data check lists and counts them)
+        return [f"  {len(data.sites)} sites" + (f", tested on {', '.join(data.test_sites)} (whole)" if data.test_sites
+                                                 else "")] + \
+               [f"    {name}: {s.source} {s.root or ('built-in set, site ' + str(s.synthetic.site))}"
+                for name, s in data.sites.items()]
     if data.source == "synthetic":
         s = data.synthetic
         return [f"  the built-in synthetic set: {len(s.classes)} classes x {s.images_per_class} images at "
