@@ -1,7 +1,8 @@
 """Choosing on labs held out (search.cv: sites): a fold per training site, the trial's mean and
-worst site, each site's rows in the history and sites.parquet, the refusals, a resume, and one
+worst site, each site's rows in the history and sites.parquet, the refusals, and one
 search through Ray from three training labs to a leaderboard, with a fourth lab as the test split.
-The loop runs through test_loop.py's small fake session, as test_folds.py's cross-validation does."""
+The loop runs through test_loop.py's small fake session, as test_folds.py's cross-validation does
+(whose resume test resumes a sites trial too)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ from leuktune import leaderboard
 from leuktune.config import ConfigError, load
 from leuktune.data import folds
 from leuktune.data.cache import SPLITS, CachedDataset
-from leuktune.training import epoch as epoch_module
 from leuktune.metrics import METRICS
 from leuktune.results import EpochReport
-from leuktune.training.folds import FoldError, combined, run_folds
+from leuktune.training.folds import combined, run_folds
 from leuktune.training.phases import Phases
 from leuktune.training.verdict import Kept
 from leuktune.trained import FoldModel
@@ -137,33 +137,6 @@ def test_the_trial_keeps_the_epoch_its_worst_lab_or_its_mean_says(metric, kept):
     assert report.kept_epoch == kept
 
 
-def test_a_killed_sites_trial_resumes_each_lab_from_its_own_checkpoint(tmp_path, monkeypatch):
-    cfg, data = _cfg(epochs=4, lr=0.01), _labs()
-    whole = FakeSession(tmp_path / "whole")
-    run_folds(cfg, data, whole)
-    real, calls = epoch_module.train_epoch, {"n": 0}
-
-    def failing(trial, epoch):
-        calls["n"] += 1
-        if epoch == 3 and calls["n"] == 2 * 3 + 2:  # epochs 1-2 of 3 labs, then home, then tehran
-            raise RuntimeError("lost node (simulated)")
-        return real(trial, epoch)
-
-    monkeypatch.setattr("leuktune.training.loop.train_epoch", failing)
-    killed = FakeSession(tmp_path / "killed")
-    with pytest.raises(FoldError, match=r"fold 2 of 3 failed: RuntimeError: lost node"):
-        run_folds(cfg, data, killed)
-    monkeypatch.setattr("leuktune.training.loop.train_epoch", real)
-    again = FakeSession(tmp_path / "again", resume_from=killed.checkpoints[2])
-    run_folds(cfg, data, again)
-    assert [r.epoch for r in again.reports] == [3, 4] and all(r.resumed_from_epoch == 2 for r in again.reports)
-    for resumed, straight in zip(again.reports, whole.reports[2:]):
-        for site in ("home", "tehran", "bogota"):
-            assert resumed.val_sites[site]["val"]["loss"] == pytest.approx(straight.val_sites[site]["val"]["loss"],
-                                                                           rel=1e-5)
-        assert resumed.val_worst["balanced_accuracy"] == pytest.approx(straight.val_worst["balanced_accuracy"])
-
-
 @pytest.mark.slow
 def test_a_search_on_three_labs_held_out_in_turn_ranks_by_the_worst_lab(tmp_path, ray_runtime):
     board = leuktune.search("experiments/sites_synthetic.yaml", overrides=[
@@ -185,3 +158,15 @@ def test_a_search_on_three_labs_held_out_in_turn_ranks_by_the_worst_lab(tmp_path
     model = run.model()  # the best trial: its three lab models as one
     assert isinstance(model, FoldModel) and len(model.members) == 3
     assert pd.notna(board.iloc[0]["test_balanced_accuracy"])  # scored once on far
+
+
+def test_ties_are_judged_on_the_worst_lab_of_each_resample():
+    rng = np.random.default_rng(0)
+    labels = np.tile([0, 1], 20)
+    good = np.eye(2)[labels] * 0.8 + 0.1  # every image right
+    bad = np.where(rng.random((40, 1)) < 0.4, good[:, ::-1], good)  # a lab where 40% go wrong
+    labs = [leaderboard.ValPredictions.of(np.arange(40) + 40 * i, labels, None, p) for i, p in enumerate([good, bad])]
+    mean = leaderboard.resample(labs, "val_balanced_accuracy", resamples=200)
+    worst = leaderboard.resample(labs, "val_balanced_accuracy_worst", resamples=200)
+    assert worst.images == mean.images and (worst.values <= mean.values).all()
+    assert worst.values.mean() == pytest.approx(2 * mean.values.mean() - 1, abs=1e-9)  # the good lab scores 1.0
