@@ -103,7 +103,8 @@ class EnsembleModel(Composite):
 
 class FoldModel(Composite):
     """A cross-validated trial's model (``search.cv``: K, or ``sites``: a member per held-out lab):
-    its K fold models as one, their probabilities averaged with equal weights (uncalibrated as the trial: ``predict`` rescales
+    its K fold models as one, their
+    probabilities averaged with equal weights (uncalibrated as the trial: ``predict`` rescales
     them by the temperature the final evaluation fitted). The folds share the trial's recipe and
     its epoch, so one temperature for their average serves where K would each be fitted on a fifth
     of the images.
