@@ -38,6 +38,19 @@ TEST_COLUMNS = [
     ("test_images", pa.int64()), ("temperature", pa.float64()), ("test_ece_calibrated", pa.float64()),
 ]
 TEST = pa.schema([("trial_id", pa.string()), *TEST_COLUMNS])
+# The final evaluation by site (``test_by_site.parquet``, a row per model and site of the test split;
+# an external set's ``external/<name>.by_site.parquet`` alike): each metric with its 95% interval
+# (resampling the site's groups), the confusion matrix, the images, and the classes of the model the
+# site has no image of (its balanced accuracy is over the classes it has). Not ``sites.parquet``:
+# that is search.cv's, validation figures per held-out site.
+SITE_FIGURES = pa.schema([
+    ("trial_id", pa.string()), ("site", pa.string()), ("images", pa.int64()),
+    ("classes_absent", pa.list_(pa.string())), *((m, pa.float64()) for m in METRICS),
+    *((f"{m}_{end}", pa.float64()) for m in METRICS for end in ("low", "high")), ("confusion_matrix", CONFUSION),
+])
+# The leaderboard's worst test site of each model (from test_by_site.parquet): each test_<metric>'s
+# lowest value over the sites (the highest for loss and ece); with one site, test_<metric> itself.
+WORST_COLUMNS = [(f"test_{m}_worst", pa.float64()) for m in METRICS]
 # the ensemble's row only (from ensemble.json): the trials it averages and their weights
 ENSEMBLE_COLUMNS = [("members", pa.list_(pa.string())), ("weights", pa.list_(pa.float64()))]
 # a chosen trial retrained on K group-disjoint folds (python -m leuktune.evaluate RUN --refit-folds K): from
@@ -79,7 +92,7 @@ RESULT_COLUMNS = [
     *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
     *((f"val_{m}_se", pa.float64()) for m in METRICS), *TIE_COLUMNS,
     ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
-    *TEST_COLUMNS, *ENSEMBLE_COLUMNS, *REFIT_COLUMNS,
+    *TEST_COLUMNS, *WORST_COLUMNS, *ENSEMBLE_COLUMNS, *REFIT_COLUMNS,
     *SEARCH_COLUMNS[SEARCH_COLUMNS.index(("params", pa.int64())):],
 ]
 # The ensemble's id wherever models are named (its leaderboard row's trial_id and status, test.parquet,

@@ -2,7 +2,7 @@
 
 ``<storage.path>/<name>/`` holds the resolved ``config.yaml``, ``split.parquet``, each stage's
 own table (the search's ``trials.parquet`` and ``history.parquet``; the final evaluation's
-``test.parquet``, ``evaluation.parquet``, ``test_predictions.parquet``, ``ensemble.json`` and
+``test.parquet``, ``test_by_site.parquet``, ``evaluation.parquet``, ``test_predictions.parquet``, ``ensemble.json`` and
 ``refit_folds.parquet``; ``external/``), the ``leaderboard.parquet`` derived from them (leuktune.leaderboard),
 ``rejected.parquet`` and ``near_duplicates.parquet`` when there are any, the search's Optuna study
 ``study.db`` (leuktune.study), TensorBoard's event files under ``tensorboard/`` when asked for, Ray Tune's state and the
@@ -18,12 +18,12 @@ The names (layout.py), the folder and its path rules (folder.py), reading and wr
 from leuktune.runfolder.folder import RunFolder, RunFolderError
 from leuktune.runfolder.layout import (ADAPTED, CONFIG, ENSEMBLE, EVALUATION, EXPORT, EXTERNAL, HISTORY, LEADERBOARD,
                                        LOCK, NEAR_DUPLICATES, PREDICTIONS, REFIT_FOLDS, REJECTED, RENAMED_FILES, REPORT,
-                                       SPANNING_GROUPS, SPLIT, STUDY, TENSORBOARD, TEST, TRIALS, TRIALS_TABLE, TUNE, adapted, external,
+                                       SPANNING_GROUPS, SPLIT, STUDY, TENSORBOARD, TEST, TEST_BY_SITE, TRIALS, TRIALS_TABLE, TUNE, adapted, external,
                                        history_part)
 
 __all__ = [
     "RunFolder", "RunFolderError", "adapted", "external", "history_part", "ADAPTED",
     "CONFIG", "SPLIT", "LEADERBOARD", "TRIALS_TABLE", "TEST", "ENSEMBLE", "EXTERNAL", "HISTORY", "STUDY", "TENSORBOARD",
     "REJECTED", "NEAR_DUPLICATES", "LOCK", "EVALUATION", "PREDICTIONS", "REFIT_FOLDS", "TUNE", "TRIALS", "REPORT", "EXPORT",
-    "RENAMED_FILES", "SPANNING_GROUPS",
+    "RENAMED_FILES", "SPANNING_GROUPS", "TEST_BY_SITE",
 ]
