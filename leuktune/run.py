@@ -164,7 +164,8 @@ class Run:
         the test figures (``test.parquet``: metrics, confusion matrix, 95% bootstrap intervals,
         calibration error before and after the temperature fitted on the validation split, which
         ``predict`` uses); ``trial`` picks one trial instead; the run's ensemble is selected and
-        scored too (``ensemble.json``). ``refit_folds=K`` retrains each chosen configuration on K
+        scored too (``ensemble.json``). Each model is scored per site (lab) of the test split as well
+        (``test_by_site.parquet``, the leaderboard's ``test_<metric>_worst``). ``refit_folds=K`` retrains each chosen configuration on K
         group-disjoint folds, each image held out once (``refit_folds.parquet``, the leaderboard's
         ``refit_*`` columns): an estimate for small sets, not ``search.cv``, which chooses trials by
         folds. ``cv=K``, its earlier name, is read as ``refit_folds`` with a warning line. Returns
@@ -173,7 +174,8 @@ class Run:
         ``external`` (a folder, an ``ExternalSet``, or a list of them) scores other datasets with
         the trials already evaluated and the ensemble, instead of the test split (which is
         evaluated first if no trial has been): ``external/<name>.parquet`` and
-        ``.predictions.parquet``, which ``external()`` reads back (``refit_folds`` and ``trial`` do
+        ``.predictions.parquet`` (and ``.by_site.parquet``: a CSV manifest's ``site`` column names
+        the set's labs), which ``external()`` reads back (``refit_folds`` and ``trial`` do
         not apply to them).
 
         >>> run = Run.open("runs/allidb2")  # doctest: +SKIP

@@ -17,6 +17,7 @@ import leuktune
 from leuktune import leaderboard
 from leuktune.data import synthetic
 from conftest import tiny_overrides
+from leuktune.metrics import METRICS
 from leuktune.metrics.calibration import rescale
 from leuktune.evaluation.refit_folds import fold_datasets
 from leuktune.evaluation.ensemble import ensemble_evaluation
@@ -59,6 +60,14 @@ def test_only_the_top_trials_are_scored_on_the_test_split(run):
     assert set(evaluation["variant"]) == {"plain", "flip_tta", "calibrated"}
     predictions = pd.read_parquet(folder / "test_predictions.parquet")
     assert len(predictions) == 3 * trials["test_images"].iloc[0]
+    # one site (the built-in set's): each prediction names it, and its figures by site are the whole split's
+    assert set(predictions["site"]) == {"synthetic"}
+    by_site = pd.read_parquet(folder / "test_by_site.parquet")
+    assert sorted(by_site["trial_id"]) == sorted({*trials["trial_id"].head(2), "ensemble"})
+    assert set(by_site["site"]) == {"synthetic"} and (by_site["images"] == trials["test_images"].iloc[0]).all()
+    scored = board[board["test_accuracy"].notna()]
+    for m in METRICS:
+        assert scored[f"test_{m}_worst"].tolist() == pytest.approx(scored[f"test_{m}"].tolist(), nan_ok=True), m
     # the temperatures are the evaluation's (test.parquet); the checkpoints stay as their trials wrote them
     tested = pd.read_parquet(folder / "test.parquet").set_index("trial_id")
     for row in trials.head(2).itertuples():
@@ -219,6 +228,7 @@ def test_the_report_shows_every_figure_as_png(run, refitted, tmp_path):
         assert text in md or text in html, text
     assert _trials(board)["trial_id"].iloc[0] in md
     assert "The ensemble of the best trials" in md and "ensemble_confusion.png" in md
+    assert "by site" not in md and "confusion_site_" not in md  # one site: the whole split's figures are its
 
 
 def test_each_validation_figure_has_its_standard_error_and_ties_with_the_top_are_marked(run, tmp_path):
@@ -345,7 +355,12 @@ def test_an_external_set_is_scored_by_the_evaluated_trials_and_the_ensemble(run,
     expected = model.predict(predictions[predictions["trial_id"] == best["trial_id"]]["path"].tolist())
     assert np.abs(got - expected[[f"p_{c}" for c in model.classes]].to_numpy()).max() < 1e-5
     md = write_report([folder], tmp_path / "report", echo=lambda m: None).with_suffix(".md").read_text()
-    assert "## External test sets" in md and "site1 balanced accuracy" in md
+    assert "## External test sets" in md and "site1 balanced accuracy" in md and "by site" not in md
+    by_site = pd.read_parquet(folder / "external" / "site1.by_site.parquet")  # one lab: the set's own figures
+    assert set(by_site["site"]) == {"site1"} and set(by_site["trial_id"]) == evaluated
+    plain = metrics[metrics["variant"] == "plain"].pivot(index="trial_id", columns="metric", values="value")
+    assert by_site.set_index("trial_id")["balanced_accuracy"].to_dict() == \
+        pytest.approx(plain["balanced_accuracy"].to_dict())
 
 
 def test_an_external_class_the_model_does_not_know_is_refused_by_name(run, tmp_path, capsys):

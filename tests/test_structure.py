@@ -29,6 +29,7 @@ import leuktune
 from leuktune import internals, leaderboard
 from leuktune.config import HEAD_KINDS, PROBE_HEADS
 from leuktune.errors import LeuktuneError
+from leuktune.evaluation.by_site import site_figures
 from leuktune.models.heads import DEFAULT_ACTIVATION, build_head
 from leuktune.results import NOT_STORED, EpochReport, TestFigures, TrialFacts, TrialRecord, TrialStatus
 
@@ -408,9 +409,14 @@ def test_each_stages_record_fills_exactly_its_tables_columns():
     figures = TestFigures(model="t", scores=metrics, low=metrics, high=metrics, confusion_matrix=[[1]], images=1,
                           temperature=1.0, ece_calibrated=0.1)
     assert set(figures.to_row()) == set(leaderboard.TEST.names)
-    # the derived leaderboard holds every column of the stages' tables, and nothing else
+    [by_site] = site_figures("t", np.array([0, 1]), np.eye(2), np.arange(2), np.array(["a", "a"]), ("x", "y"),
+                             resamples=5, seed=0)
+    assert set(by_site) == set(leaderboard.SITE_FIGURES.names)
+    # the derived leaderboard holds every column of the stages' tables (test_by_site's as the worst
+    # site's figures), and nothing else
     stages = {*leaderboard.trials_schema(["lr"]).names, *leaderboard.TEST.names,
-              *(name for name, _ in (*leaderboard.ENSEMBLE_COLUMNS, *leaderboard.REFIT_COLUMNS))}
+              *(name for name, _ in (*leaderboard.ENSEMBLE_COLUMNS, *leaderboard.REFIT_COLUMNS,
+                                     *leaderboard.TEST_WORST_COLUMNS))}
     assert stages == set(leaderboard.schema(["lr"]).names)
 
 

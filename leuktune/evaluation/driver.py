@@ -13,6 +13,7 @@ import pandas as pd
 from leuktune import leaderboard, runfolder, tracking
 from leuktune.config import ConfigError
 from leuktune.data.prepare import prepare
+from leuktune.evaluation import by_site
 from leuktune.evaluation.refit_folds import refit_on_folds
 from leuktune.evaluation.ensemble import ensemble_evaluation
 from leuktune.evaluation.final import evaluable, final_evaluation
@@ -74,6 +75,7 @@ def evaluate_run(folder, *, top: int | None = None, refit_folds: int | None = No
     _store(folder, runfolder.TEST, tested, chosen["trial_id"], leaderboard.TEST)
     _store(folder, runfolder.EVALUATION, figures, chosen["trial_id"])
     _store(folder, runfolder.PREDICTIONS, pd.concat(predictions, ignore_index=True), chosen["trial_id"])
+    _by_site(folder, cfg, predictions, split, data.class_names, echo)
     tracking.record_test_figures(cfg, tested, echo)  # once the tables are written: a tracker is a follower
     if trial is None:
         tested = leaderboard.tests(folder)
@@ -84,6 +86,7 @@ def evaluate_run(folder, *, top: int | None = None, refit_folds: int | None = No
             _store(folder, runfolder.TEST, [scored.to_row()], [ENSEMBLE_ID], leaderboard.TEST)
             _store(folder, runfolder.EVALUATION, figures, [ENSEMBLE_ID])
             _store(folder, runfolder.PREDICTIONS, predicted, [ENSEMBLE_ID])
+            _by_site(folder, cfg, [predicted], split, data.class_names, echo, say_absent=False)  # said above
     if refit_folds:
         shared = data.shared()  # into Ray's object store once, for every fold of every trial
         per_fold = pd.concat([refit_on_folds(cfg, row, shared, split, refit_folds, folder, echo, device)
@@ -91,6 +94,22 @@ def evaluate_run(folder, *, top: int | None = None, refit_folds: int | None = No
         _store(folder, runfolder.REFIT_FOLDS, per_fold, chosen["trial_id"])
     leaderboard.write(folder)
     return leaderboard.load(folder.uri())
+
+
+def _by_site(folder, cfg, predictions: list[pd.DataFrame], split: pd.DataFrame, classes: tuple[str, ...],
+             echo: Callable[[str], None], say_absent: bool = True) -> None:
+    """Each model's test figures by site (``test_by_site.parquet``, a row per model and site; the
+    leaderboard's test_*_worst), and with several sites a line per model and one per site that
+    lacks a class."""
+    groups = split["group"].to_numpy()
+    rows = [by_site.from_predictions(p, groups[p["row"].to_numpy()], classes, cfg) for p in predictions]
+    _store(folder, runfolder.TEST_BY_SITE, [r for model in rows for r in model],
+           [p["trial_id"].iloc[0] for p in predictions], leaderboard.SITE_FIGURES)
+    if rows and by_site.several(rows[0]):
+        for model in rows:
+            echo(by_site.model_line(model, "test split"))
+        for said in by_site.absent_lines(rows[0], classes) if say_absent else []:
+            echo(said)
 
 
 def _store(folder, name: str, rows, trial_ids, columns=None) -> None:

@@ -27,6 +27,7 @@ import pandas as pd
 from leuktune import metrics, runfolder
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
+from leuktune.evaluation.by_site import site_of
 from leuktune.evaluation.final import line, test_figures
 from leuktune.evaluation.patients import VARIANT
 from leuktune.metrics import classification_metrics
@@ -116,7 +117,8 @@ def ensemble_evaluation(cfg: ExperimentConfig, evaluable: pd.DataFrame, data: Ca
     columns, figures, patient_line = test_figures(ENSEMBLE_ID, labels, probs, groups, record.temperature, cfg)
     predictions = pd.DataFrame({"trial_id": ENSEMBLE_ID, "row": test_rows, "label": labels,
                                 "probs": list(probs.astype(np.float64)),
-                                "path": split["path"].to_numpy()[test_rows]})
+                                "path": split["path"].to_numpy()[test_rows],
+                                "site": site_of(split, test_rows, cfg.data)})
     members = ", ".join(f"{t} x {w:.2f}" for t, w in zip(record.members, record.weights))
     echo(f"[leuktune] ensemble of {len(record.members)} ({members}): validation "
          f"{record.metric} {record.val_scores[record.metric.removeprefix('val_')]:.4f}; test {line(columns)}"

@@ -8,7 +8,9 @@ nothing of that. Each set's classes are matched to the model's by name or by a m
 images are reported (they would flatter the external figure). Per set, in the run folder:
 ``external/<name>.parquet`` (each model's metrics with 95% intervals, resampling the set's
 groups; ``variant`` plain, and patient where the set's groups are patients, as in the final
-evaluation) and ``external/<name>.predictions.parquet`` (each image's probabilities).
+evaluation), ``external/<name>.predictions.parquet`` (each image's site and probabilities) and
+``external/<name>.by_site.parquet`` (each model's figures per site, as the final evaluation's
+``test_by_site.parquet``: a CSV manifest's ``site`` column names a set's labs).
 
 >>> parse_classes("hem=healthy, all=ALL")
 {'hem': 'healthy', 'all': 'ALL'}
@@ -26,8 +28,10 @@ from leuktune.config import ConfigError, ExperimentConfig
 from leuktune.config.data import DataConfig
 from leuktune.data import cache, sources, stain
 from leuktune.data.duplicates import close_pairs
+from leuktune.data.sites import SITE
 from leuktune.data.sources import DataError
 from leuktune.evaluation.bootstrap import metric_rows
+from leuktune.evaluation.by_site import absent_lines, model_line, several, site_figures
 from leuktune.evaluation.patients import VARIANT as PATIENT, patient_figures
 from leuktune.metrics.calibration import rescale
 from leuktune import leaderboard, runfolder, uris
@@ -68,7 +72,7 @@ def parse_classes(text: str | None) -> dict[str, str]:
 @dataclass
 class ExternalData:
     pixels: np.ndarray
-    table: pd.DataFrame  # path, label (the model's class name), group, y (class id)
+    table: pd.DataFrame  # path, label (the model's class name), group, site, y (class id)
     rejected: pd.DataFrame  # path, label, error
     near_training: pd.DataFrame  # path, training_path, distance (0: identical pixels)
 
@@ -79,7 +83,9 @@ def read_external(ext: ExternalSet, cfg: ExperimentConfig, classes: tuple[str, .
     classes mapped to the model's, and its overlap with the run's training images."""
     if ext.source not in SOURCES:
         raise ConfigError(f"external set {ext.root}: source must be one of {', '.join(SOURCES)}, got {ext.source!r}")
-    data = DataConfig.model_validate({**cfg.data.model_dump(exclude={"synthetic", "cache_dir", "split"}),
+    # the set is one source of its own: a run's data.sites and data.test_sites are not its layout
+    data = DataConfig.model_validate({**cfg.data.model_dump(exclude={"synthetic", "cache_dir", "split", "sites",
+                                                                     "test_sites"}),
                                       "source": ext.source, "root": str(ext.root)})
     manifest = sources.manifest(data, folder.datasets)
     mapped = manifest["label"].map(lambda label: ext.classes.get(label, label))
@@ -100,7 +106,7 @@ def read_external(ext: ExternalSet, cfg: ExperimentConfig, classes: tuple[str, .
     table = manifest.iloc[keep].reset_index(drop=True)
     table["y"] = table["label"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
     info = scanned.info.iloc[keep].reset_index(drop=True)
-    return ExternalData(np.asarray(scanned.pixels)[keep], table[["path", "label", "group", "y"]], rejected,
+    return ExternalData(np.asarray(scanned.pixels)[keep], table[["path", "label", "group", SITE, "y"]], rejected,
                         _near_training(info, cfg, folder, normalizer, progress))
 
 
@@ -128,12 +134,15 @@ def _near_training(info: pd.DataFrame, cfg: ExperimentConfig, folder, normalizer
     return near
 
 
-def score_external(models: dict, external: ExternalData, cfg: ExperimentConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def score_external(models: dict, external: ExternalData, cfg: ExperimentConfig
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """(metrics: trial_id, variant, metric, value, low, high, images, groups; predictions: trial_id,
-    path, label, probs) of each model (trial id -> TrainedModel or EnsembleModel), calibrated as
-    predict gives them; patient-level rows where the set's groups are patients."""
+    path, label, site, probs; by site: ``leuktune.leaderboard.SITE_FIGURES``'s rows) of each model
+    (trial id -> TrainedModel or EnsembleModel), calibrated as predict gives them; patient-level rows
+    where the set's groups are patients."""
     labels, groups, rows = external.table["y"].to_numpy(), external.table["group"].to_numpy(), np.arange(len(external.table))
-    figures, predictions = [], []
+    sites, classes = external.table[SITE].to_numpy(), next(iter(models.values())).classes
+    figures, predictions, per_site = [], [], []
     for trial_id, model in models.items():
         probs = rescale(model.probabilities(external.pixels, rows=rows), model.temperature)
         figures += metric_rows(trial_id, "plain", labels, probs, groups, resamples=cfg.evaluate.bootstrap,
@@ -141,10 +150,13 @@ def score_external(models: dict, external: ExternalData, cfg: ExperimentConfig) 
         patients, _ = patient_figures(trial_id, labels, probs, groups, resamples=cfg.evaluate.bootstrap,
                                       seed=cfg.data.split.seed)
         figures += [{**row, "images": len(labels)} for row in patients]
+        per_site += site_figures(trial_id, labels, probs, groups, sites, classes, resamples=cfg.evaluate.bootstrap,
+                                 seed=cfg.data.split.seed)
         predictions.append(pd.DataFrame({"trial_id": trial_id, "path": external.table["path"],
-                                         "label": external.table["label"], "probs": list(probs.astype(np.float64))}))
+                                         "label": external.table["label"], "site": sites,
+                                         "probs": list(probs.astype(np.float64))}))
     columns = ["trial_id", "variant", "metric", "value", "low", "high", "images", "groups"]
-    return pd.DataFrame(figures).reindex(columns=columns), pd.concat(predictions, ignore_index=True)
+    return pd.DataFrame(figures).reindex(columns=columns), pd.concat(predictions, ignore_index=True), per_site
 
 
 def external_evaluation(folder, cfg: ExperimentConfig, board: pd.DataFrame, sets: list[ExternalSet], device=None,
@@ -160,12 +172,13 @@ def external_evaluation(folder, cfg: ExperimentConfig, board: pd.DataFrame, sets
     classes = next(iter(models.values())).classes
     for ext in sets:
         external = read_external(ext, cfg, classes, folder, echo)
-        metrics, predictions = score_external(models, external, cfg)
+        metrics, predictions, per_site = score_external(models, external, cfg)
         name = ext.label
         metrics = metrics.assign(set=name, root=str(ext.root), source=ext.source, rejected=len(external.rejected),
                                  near_training=len(external.near_training))
         folder.write_table(runfolder.external(name), metrics)
         folder.write_table(runfolder.external(name, "predictions"), predictions)
+        folder.write_table(runfolder.external(name, "by_site"), leaderboard.table(per_site, leaderboard.SITE_FIGURES))
         if len(external.near_training):
             folder.write_table(runfolder.external(name, "near_training"), external.near_training)
         for row in summary(metrics, evaluated).itertuples():
@@ -175,6 +188,11 @@ def external_evaluation(folder, cfg: ExperimentConfig, board: pd.DataFrame, sets
                  f"{f', {len(external.rejected)} rejected' if len(external.rejected) else ''}), {row.trial_id}: "
                  f"balanced accuracy {_figure(row.external_balanced_accuracy, row.low, row.high)}{patient}; internal "
                  f"test {row.internal_test_balanced_accuracy:.4f}")
+        if several(per_site):  # a set from several labs: each lab's figures, and the classes a lab lacks
+            for model in models:
+                echo(model_line([r for r in per_site if r["trial_id"] == model], f"external set {name}"))
+            for said in absent_lines([r for r in per_site if r["trial_id"] == next(iter(models))], classes):
+                echo(said)
 
 
 def summary(metrics: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:

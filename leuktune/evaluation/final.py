@@ -6,8 +6,9 @@ after temperature scaling fitted on the validation split (the temperature is sto
 run's ``test.parquet``, and used by ``predict``); and, separately, the metrics of flip test-time
 augmentation; and, where the data's groups (patients) hold several images of one class, the
 metrics over patients (``leuktune.evaluation.patients``). Written to ``test.parquet`` (a row per
-model: the leaderboard's ``test_*`` columns), ``evaluation.parquet`` (every figure, long form) and
-``test_predictions.parquet`` (what the report plots).
+model: the leaderboard's ``test_*`` columns), ``evaluation.parquet`` (every figure, long form),
+``test_predictions.parquet`` (what the report plots; each image's site) and, by site,
+``test_by_site.parquet`` (``leuktune.evaluation.by_site``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
 from leuktune.evaluation.bootstrap import metric_rows
+from leuktune.evaluation.by_site import site_of
 from leuktune.evaluation.patients import VARIANT, patient_figures
 from leuktune.metrics.calibration import expected_calibration_error, fit_temperature, rescale
 from leuktune.metrics import confusion_matrix
@@ -92,7 +94,8 @@ def final_evaluation(cfg: ExperimentConfig, chosen: pd.DataFrame, data: CachedDa
         # the patient-level line for every trial that has the figures; why there are none, once
         say_patients = any(r["variant"] == VARIANT for r in rows) or not predictions
         figures += rows
-        predictions.append(predicted.assign(path=split["path"].to_numpy()[predicted["row"]]))
+        predictions.append(predicted.assign(path=split["path"].to_numpy()[predicted["row"]],
+                                            site=site_of(split, predicted["row"].to_numpy(), cfg.data)))
         echo(f"[leuktune] test split, trial {row['trial_id']}: {line(columns)}, ECE {columns.scores['ece']:.3f} -> "
              f"{columns.ece_calibrated:.3f} at temperature {columns.temperature:.2f}"
              + (f"; {patient_line}" if say_patients else ""))

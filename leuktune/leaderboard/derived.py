@@ -16,7 +16,7 @@ from leuktune.config.search import DEFAULT_METRIC
 from leuktune.errors import LeuktuneError
 from leuktune.leaderboard.ranking import ranked
 from leuktune.leaderboard.schemas import (ENSEMBLE_ID, ID_COLUMNS, RENAMED, RESULT_COLUMNS, SEARCH_COLUMNS, TEST,
-                                          schema, searched_hyperparameters)
+                                          TEST_WORST_COLUMNS, schema, searched_hyperparameters)
 from leuktune.leaderboard.tables import table
 from leuktune.metrics import METRICS
 from leuktune.results import EnsembleRecord
@@ -90,6 +90,28 @@ def tests(folder: RunFolder) -> pd.DataFrame:
     return pd.DataFrame(columns=TEST.names) if old is None else tested_part(old)
 
 
+def test_by_site(folder: RunFolder) -> pd.DataFrame:
+    """The final evaluation by site (``test_by_site.parquet``): a row per model and site of the test
+    split; empty before the evaluation (and for a run evaluated by an earlier release)."""
+    return folder.read_frame(runfolder.TEST_BY_SITE) if folder.exists(runfolder.TEST_BY_SITE) else pd.DataFrame()
+
+
+def worst_by_site(per_site: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard's ``test_<metric>_worst`` of each model (trial_id) from its rows by site:
+    the lowest value over its sites, the highest for a metric where lower is better (loss, ece).
+
+    >>> rows = pd.DataFrame({"trial_id": ["a", "a"], "site": ["x", "y"], "balanced_accuracy": [0.9, 0.6],
+    ...                      "loss": [0.2, 0.7]})
+    >>> worst = worst_by_site(rows)
+    >>> worst["test_balanced_accuracy_worst"].item(), worst["test_loss_worst"].item()
+    (0.6, 0.7)
+    """
+    grouped = per_site.groupby("trial_id", sort=False)
+    worst = {f"test_{m}_worst": grouped[m].max() if metrics.mode(m) == "min" else grouped[m].min()
+             for m in METRICS if m in per_site}
+    return pd.DataFrame(worst).reset_index()
+
+
 def external_metrics(folder: RunFolder) -> pd.DataFrame:
     """Every external set's metrics table of the run (``external/<name>.parquet``, not their
     predictions), one frame; empty before the first."""
@@ -125,7 +147,8 @@ def refit_summary(per_fold: pd.DataFrame) -> dict:
 
 def derive(folder: RunFolder) -> pd.DataFrame:
     """The leaderboard (today's columns, unranked) from the stages' tables: the search's trials,
-    their test figures, their retraining on folds, and the ensemble's row. Reads only."""
+    their test figures (and their worst test site's), their retraining on folds, and the ensemble's
+    row. Reads only."""
     board = trials(folder)
     if board.empty:
         return board
@@ -144,6 +167,10 @@ def derive(folder: RunFolder) -> pd.DataFrame:
     if len(scored):
         board = board.drop(columns=[c for c in TEST.names if c != "trial_id" and c in board])
         board = board.merge(scored, on="trial_id", how="left")
+    per_site = test_by_site(folder)
+    if len(per_site):
+        board = board.drop(columns=[name for name, _ in TEST_WORST_COLUMNS if name in board])
+        board = board.merge(worst_by_site(per_site), on="trial_id", how="left")
     folds = refit_folds(folder)
     if len(folds):
         summary = pd.DataFrame([{"trial_id": t, **refit_summary(f)} for t, f in folds.groupby("trial_id", sort=False)])

@@ -19,7 +19,7 @@ from leuktune.config import VALUE_TYPES
 from leuktune.metrics import METRICS
 
 CONFUSION = pa.list_(pa.list_(pa.int64()))  # rows = true class, columns = predicted
-WORST_COLUMNS = [(f"val_{m}_worst", pa.float64()) for m in METRICS]
+VAL_WORST_COLUMNS = [(f"val_{m}_worst", pa.float64()) for m in METRICS]
 # Whether the validation split can tell a trial from the top (the search computes them as trials
 # end, leuktune.leaderboard.ties): tied or not, judged how (paired_bootstrap of the difference on the
 # same validation images, or standard_error: within the top's, for runs that kept no predictions),
@@ -39,6 +39,19 @@ TEST_COLUMNS = [
     ("test_images", pa.int64()), ("temperature", pa.float64()), ("test_ece_calibrated", pa.float64()),
 ]
 TEST = pa.schema([("trial_id", pa.string()), *TEST_COLUMNS])
+# The final evaluation by site (``test_by_site.parquet``, a row per model and site of the test split;
+# an external set's ``external/<name>.by_site.parquet`` alike): each metric with its 95% interval
+# (resampling the site's groups), the confusion matrix, the images, and the classes of the model the
+# site has no image of (its balanced accuracy is over the classes it has). Not ``sites.parquet``:
+# that is search.cv's, validation figures per held-out site.
+SITE_FIGURES = pa.schema([
+    ("trial_id", pa.string()), ("site", pa.string()), ("images", pa.int64()),
+    ("classes_absent", pa.list_(pa.string())), *((m, pa.float64()) for m in METRICS),
+    *((f"{m}_{end}", pa.float64()) for m in METRICS for end in ("low", "high")), ("confusion_matrix", CONFUSION),
+])
+# The leaderboard's worst test site of each model (from test_by_site.parquet): each test_<metric>'s
+# lowest value over the sites (the highest for loss and ece); with one site, test_<metric> itself.
+TEST_WORST_COLUMNS = [(f"test_{m}_worst", pa.float64()) for m in METRICS]
 # the ensemble's row only (from ensemble.json): the trials it averages and their weights
 ENSEMBLE_COLUMNS = [("members", pa.list_(pa.string())), ("weights", pa.list_(pa.float64()))]
 # a chosen trial retrained on K group-disjoint folds (python -m leuktune.evaluate RUN --refit-folds K): from
@@ -57,7 +70,7 @@ SEARCH_COLUMNS = [
     ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
     # a trial validated on held-out labs (search.cv: sites): each val metric at its worst site (the
     # mean over sites is val_*; each site's figures are sites.parquet's)
-    *WORST_COLUMNS,
+    *VAL_WORST_COLUMNS,
     ("params", pa.int64()), ("trainable_params", pa.int64()), ("inference_ms", pa.float64()),
     ("pareto_front", pa.bool_()),  # multi-objective searches: not dominated on every objective
     ("unfreeze_depth_effective", pa.int64()), ("stage_groups", pa.int64()), ("backbone_activation", pa.string()),
@@ -82,8 +95,8 @@ RESULT_COLUMNS = [
     *((name, _SEARCH[name]) for name in ("kept_epoch", "epochs_run", "stopped_by")),
     *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
     *((f"val_{m}_se", pa.float64()) for m in METRICS), *TIE_COLUMNS,
-    ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS), *WORST_COLUMNS,
-    *TEST_COLUMNS, *ENSEMBLE_COLUMNS, *REFIT_COLUMNS,
+    ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS), *VAL_WORST_COLUMNS,
+    *TEST_COLUMNS, *TEST_WORST_COLUMNS, *ENSEMBLE_COLUMNS, *REFIT_COLUMNS,
     *SEARCH_COLUMNS[SEARCH_COLUMNS.index(("params", pa.int64())):],
 ]
 # The ensemble's id wherever models are named (its leaderboard row's trial_id and status, test.parquet,
@@ -95,7 +108,7 @@ HISTORY_COLUMNS = [
     ("lr", pa.float64()), ("resumed_from_epoch", pa.int64()), ("newly_kept_epoch", pa.int64()),
     ("inference_ms", pa.float64()), *((f"val_{m}", pa.float64()) for m in METRICS),
     *((f"val_{m}_se", pa.float64()) for m in METRICS), ("val_folds", pa.int64()),
-    *((f"val_{m}_fold_std", pa.float64()) for m in METRICS), *WORST_COLUMNS,
+    *((f"val_{m}_fold_std", pa.float64()) for m in METRICS), *VAL_WORST_COLUMNS,
     ("val_confusion_matrix", CONFUSION), ("node_ip", pa.string()), ("node_id", pa.string()),
     # which validation of the trial the row is (train.validate_every: only validated epochs are rows),
     # and why a checkpoint due that epoch could not be written

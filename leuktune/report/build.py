@@ -16,6 +16,7 @@ from leuktune.report.context import cost_section, data_section
 from leuktune.report.evaluated import ensemble_section, external_section, refit_section, test_section
 from leuktune.report.render import Section, markdown, page
 from leuktune.report.searched import search_section
+from leuktune.report.sites import sites_section
 
 TOP = 10
 
@@ -56,7 +57,7 @@ def write_report(runs: list, out: str | Path | None = None, echo: Callable[[str]
         f"Experiment(s) {names}: {len(inp.trials)} trials ({statuses}), ranked by {inp.metric} "
         f"({inp.config.search.mode}). The test split is read only by the final evaluation.", top_table(inp))
     sections = [overview, search_section(inp, out), test_section(inp, out, echo),
-                *filter(None, [ensemble_section(inp, out), external_section(inp),
+                *filter(None, [sites_section(inp, out), ensemble_section(inp, out), external_section(inp),
                                adapted_section(curves(inp.folders[0]), out), refit_section(inp)]),
                 cost_section(inp), data_section(inp, out)]
     title = f"leuktune report: {names}"

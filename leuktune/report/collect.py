@@ -4,7 +4,7 @@ predictions)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +27,10 @@ class Inputs:
     rejected: pd.DataFrame
     near_duplicates: pd.DataFrame
     external: pd.DataFrame  # every external set's metrics (python -m leuktune.evaluate RUN --external ROOT)
+    # the final evaluation by site (test_by_site.parquet): a row per model and site
+    by_site: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # every external set's figures by site (external/<set>.by_site.parquet), a set column naming it
+    external_by_site: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def metric(self) -> str:
@@ -54,14 +58,23 @@ def _table(folders: list[RunFolder], name: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _external_by_site(folder: RunFolder, sets) -> pd.DataFrame:
+    """The external sets' figures by site, a ``set`` column naming each (a set scored before sites has none)."""
+    frames = [folder.read_frame(runfolder.external(name, "by_site")).assign(set=name) for name in sets
+              if folder.exists(runfolder.external(name, "by_site"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def collect(runs: list[str | Path | RunFolder]) -> Inputs:
     folders = [run if isinstance(run, RunFolder) else leaderboard.run_folder(run) for run in runs]
     board = leaderboard.load([f.uri() for f in folders])
     first = folders[0]
+    external = leaderboard.external_metrics(first)
     config = first.saved_config() if first.exists(runfolder.CONFIG) else ExperimentConfig()
     # the trials' own epochs: a held-out site's rows (search.cv: sites) are not a trial's curve
     history = leaderboard.held_out.trial_epochs(_table(folders, runfolder.HISTORY))
     return Inputs(folders, config, board, history, _table(folders, runfolder.EVALUATION),
                   _table(folders, runfolder.PREDICTIONS), _table(folders, runfolder.REFIT_FOLDS), _table([first], runfolder.SPLIT),
-                  _table([first], runfolder.REJECTED), _table([first], runfolder.NEAR_DUPLICATES),
-                  leaderboard.external_metrics(first))
+                  _table([first], runfolder.REJECTED), _table([first], runfolder.NEAR_DUPLICATES), external,
+                  _table(folders, runfolder.TEST_BY_SITE),
+                  _external_by_site(first, external["set"].unique() if len(external) else []))

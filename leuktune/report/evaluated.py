@@ -15,6 +15,7 @@ from leuktune.report import figures
 from leuktune.report.cells import with_interval
 from leuktune.report.collect import Inputs
 from leuktune.report.render import Section
+from leuktune.report.sites import external_sites
 
 
 def test_section(inp: Inputs, out: Path, echo: Callable[[str], None]) -> Section:
@@ -121,7 +122,7 @@ def external_section(inp: Inputs) -> Section | None:
             table[f"{name} patient level"] = [f"{patients.loc[t, 'value']:.3f} ({patients.loc[t, 'low']:.3f}-"
                                               f"{patients.loc[t, 'high']:.3f})" if t in patients.index else ""
                                               for t in images["trial_id"]]
-        section.add(f"{name}: " + "; ".join(notes) + ".", table)
+        section.add(f"{name}: " + "; ".join(notes) + ".", table, *external_sites(inp, name))
     return section
 
 

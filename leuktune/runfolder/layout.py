@@ -16,7 +16,7 @@ LEADERBOARD = "leaderboard.parquet"  # derived from the stages' tables (leuktune
 TRIALS_TABLE = "trials.parquet"  # the search's: a row per trial (a run of an earlier release has none)
 TEST = "test.parquet"  # the final evaluation's: a row per model scored on the test split
 ENSEMBLE = "ensemble.json"  # the weighted ensemble of the best trials: members, weights, temperatures
-EXTERNAL = "external"  # external test sets: <name>.parquet (metrics), <name>.predictions.parquet
+EXTERNAL = "external"  # external test sets: <name>.parquet (metrics), <name>.predictions.parquet, <name>.by_site.parquet
 HISTORY = "history.parquet"
 SITES = "sites.parquet"  # search.cv: sites: a row per trial and held-out site (leuktune.leaderboard.held_out)
 STUDY = "study.db"  # the search's Optuna study (SQLite), unless search.study.storage names a database
@@ -27,7 +27,9 @@ SPANNING_GROUPS = "spanning_groups.parquet"  # groups with images at two or more
 LOCK = "search.lock"
 # the final evaluation's tables (leuktune.evaluate)
 EVALUATION = "evaluation.parquet"
-PREDICTIONS = "test_predictions.parquet"
+PREDICTIONS = "test_predictions.parquet"  # a row per model and test image (its site too)
+# the test figures of each model per site (lab): a row per model and site (leuktune.leaderboard.SITE_FIGURES)
+TEST_BY_SITE = "test_by_site.parquet"
 # the chosen trials retrained on K group-disjoint folds (evaluate --refit-folds K): a row per trial and fold
 REFIT_FOLDS = "refit_folds.parquet"
 TUNE = "tune"  # Ray Tune's run: the searcher's state and the trials' folders (checkpoints)
@@ -41,7 +43,7 @@ RENAMED_FILES = {"cv.parquet": REFIT_FOLDS}  # "cv" was search.cv's word too, wh
 
 
 def external(name: str, part: str | None = None) -> str:
-    """An external test set's table in the run folder: its metrics, or ``part`` (predictions, near_training)."""
+    """An external test set's table in the run folder: its metrics, or ``part`` (predictions, by_site, near_training)."""
     return f"{EXTERNAL}/{name}{'.' + part if part else ''}.parquet"
 
 
