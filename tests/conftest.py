@@ -224,3 +224,34 @@ def travelled(finished_run):
         upload(client, "runs", finished_run.folder, "team/moved-run")
         yield root, copy, client, uri("team/moved-run"), finished_run.lab, leuktune.load_leaderboard(copy), \
             finished_run.board
+
+
+@dataclass(frozen=True)
+class LabsRun:
+    folder: Path  # the run (read-only: a test that writes into it copies it)
+    board: pd.DataFrame  # what the search returned
+    said: list  # what it printed
+
+
+# Five synthetic labs: home, tehran and bogota to train on, chosen on by search.cv: sites (each
+# held out in turn); b and c the test split, whole, c lacking CLL.
+SEVERAL_LABS = ("data.sites={home: {source: synthetic, synthetic: {site: 0, seed: 0}}, "
+                "tehran: {source: synthetic, synthetic: {site: 1, seed: 1}}, "
+                "bogota: {source: synthetic, synthetic: {site: 2, seed: 2}}, "
+                "b: {source: synthetic, synthetic: {site: 3, seed: 3}}, "
+                "c: {source: synthetic, synthetic: {site: 1, seed: 7, classes: [ALL, healthy]}}}")
+
+
+@pytest.fixture(scope="session")
+def labs_run(tmp_path_factory, ray_runtime) -> LabsRun:
+    """One tiny search of several labs through Ray, chosen by the worst held-out training lab and
+    evaluated by test lab: it serves the checks of search.cv: sites (test_site_folds) and of every
+    evaluation by site (test_evaluation_sites)."""
+    root = tmp_path_factory.mktemp("labs")
+    said: list[str] = []
+    board = leuktune.search(overrides=tiny_overrides(root / "runs") + [
+        "name=labs", "data.synthetic.images_per_class=8", "search.scheduler.asha=null", "train.batch_size=8",
+        "model.backbone=test_resnet", "evaluate.top_k=2", "evaluate.ensemble=0", "evaluate.bootstrap=100",
+        f"data.cache_dir={root / 'cache'}", SEVERAL_LABS, "data.test_sites=[b, c]", "search.cv=sites",
+        "search.metric=val_balanced_accuracy_worst"], echo=said.append)
+    return LabsRun(root / "runs" / "labs", board, said)

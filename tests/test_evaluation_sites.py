@@ -1,8 +1,10 @@
 """Every evaluation by site (#39): the test split's figures per lab (test_by_site.parquet), the
 leaderboard's test_<metric>_worst, the site of each test prediction, an external set from several
-labs, and the report's table and confusion matrix per site. One tiny search of three synthetic labs
-(one to train on, two held out whole as the test split, one of them lacking a class) serves every
-check of several sites; the session's single-site runs are checked in test_results."""
+labs, and the report's table and confusion matrix per site. One tiny search of five synthetic labs
+(three to train on, two held out whole as the test split, one of them lacking a class: conftest's
+labs_run) serves every check of several sites; the session's single-site runs are checked in test_results."""
+
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -10,7 +12,6 @@ import pytest
 from PIL import Image
 
 import leuktune
-from conftest import tiny_overrides
 from leuktune.evaluation.bootstrap import metric_rows
 from leuktune.evaluation.by_site import site_figures
 from leuktune.leaderboard import worst_by_site
@@ -66,24 +67,10 @@ def test_one_site_is_the_whole_split_and_the_worst_site_is_the_weakest():
     assert rows["balanced_accuracy"].nunique() > 1  # the three sites differ, so min is a choice
 
 
-@pytest.fixture(scope="module")
-def labs(tmp_path_factory, ray_runtime):
-    """A tiny search of three synthetic labs: a trains and validates, b and c are the test split whole,
-    c has no CLL. (run folder, leaderboard, what the search said)."""
-    root = tmp_path_factory.mktemp("labs")
-    said = []
-    board = leuktune.search(overrides=tiny_overrides(root / "runs") + [
-        "name=labs", "data.synthetic.images_per_class=12", "search.scheduler.asha=null", "evaluate.top_k=2",
-        "evaluate.bootstrap=100", f"data.cache_dir={root / 'cache'}",
-        "data.sites={a: {source: synthetic, synthetic: {site: 0, seed: 0}}, b: {source: synthetic, synthetic: "
-        "{site: 1, seed: 1}}, c: {source: synthetic, synthetic: {site: 2, seed: 2, classes: [ALL, healthy]}}}",
-        "data.test_sites=[b, c]"], echo=said.append)
-    return root / "runs" / "labs", board, said
-
-
 @pytest.mark.slow
-def test_a_search_of_several_labs_is_evaluated_report_and_external_set_by_site(labs, tmp_path):
-    folder, board, said = labs
+def test_a_search_of_several_labs_is_evaluated_report_and_external_set_by_site(labs_run, tmp_path):
+    folder, board, said = tmp_path / "labs", labs_run.board, labs_run.said
+    shutil.copytree(labs_run.folder, folder)  # the external set is scored into the run: a copy of its own
     evaluated = board[board["test_balanced_accuracy"].notna()]
     assert len(evaluated) == 2
     predictions = pd.read_parquet(folder / "test_predictions.parquet")

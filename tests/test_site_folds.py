@@ -1,6 +1,7 @@
 """Choosing on labs held out (search.cv: sites): a fold per training site, the trial's mean and
 worst site, each site's rows in the history and sites.parquet, the refusals, and one
-search through Ray from three training labs to a leaderboard, with a fourth lab as the test split.
+search through Ray from three training labs to a leaderboard, with two more labs as the test split
+(conftest's labs_run, which test_evaluation_sites reads too).
 The loop runs through test_loop.py's small fake session, as test_folds.py's cross-validation does
 (whose resume test resumes a sites trial too)."""
 
@@ -138,16 +139,12 @@ def test_the_trial_keeps_the_epoch_its_worst_lab_or_its_mean_says(metric, kept):
 
 
 @pytest.mark.slow
-def test_a_search_on_three_labs_held_out_in_turn_ranks_by_the_worst_lab(tmp_path, ray_runtime):
-    board = leuktune.search("experiments/sites_synthetic.yaml", overrides=[
-        f"storage.path={tmp_path}", "data.synthetic.images_per_class=8", "model.backbone=test_resnet",
-        "train.epochs=2", "train.batch_size=8", "search.num_samples=2", "search.cv=sites",
-        "search.metric=val_balanced_accuracy_worst", "evaluate.top_k=1", "evaluate.ensemble=0",
-        "evaluate.bootstrap=100"], echo=lambda m: None)
-    run = leuktune.Run.open(tmp_path / "sites-synthetic")
-    held = pd.read_parquet(tmp_path / "sites-synthetic" / "sites.parquet")
+def test_a_search_on_three_labs_held_out_in_turn_ranks_by_the_worst_lab(labs_run):
+    board = labs_run.board
+    run = leuktune.Run.open(labs_run.folder)
+    held = pd.read_parquet(labs_run.folder / "sites.parquet")
     assert len(board.query("trial_id != 'ensemble'")) == 2 and len(held) == 2 * 3
-    assert set(held["site"]) == {"home", "tehran", "bogota"}  # far, the test lab, is never held out
+    assert set(held["site"]) == {"home", "tehran", "bogota"}  # b and c, the test labs, are never held out
     per_trial = held.groupby("trial_id")["val_balanced_accuracy"]
     trials = board.set_index("trial_id").loc[per_trial.min().index]
     assert np.allclose(trials["val_balanced_accuracy_worst"], per_trial.min())
@@ -157,7 +154,7 @@ def test_a_search_on_three_labs_held_out_in_turn_ranks_by_the_worst_lab(tmp_path
     assert set(history["site"].dropna()) == {"home", "tehran", "bogota"} and history["site"].isna().sum() == 4
     model = run.model()  # the best trial: its three lab models as one
     assert isinstance(model, FoldModel) and len(model.members) == 3
-    assert pd.notna(board.iloc[0]["test_balanced_accuracy"])  # scored once on far
+    assert pd.notna(board.iloc[0]["test_balanced_accuracy"])  # scored once on the test labs
 
 
 def test_ties_are_judged_on_the_worst_lab_of_each_resample():
