@@ -83,7 +83,8 @@ StainMethod = Annotated[Literal["off", "macenko", "reinhard"], BeforeValidator(_
 class DataConfig(Strict):
     """Where the images are, how they are read, resized and grouped, and how they are split."""
 
-    # "sites" (set for you) when data.sites lists the labs instead
+    # The layout of data.root: imagefolder, cnmc, allidb, csv, or synthetic (the built-in set); "sites"
+    # (set for you) when data.sites lists the labs instead.
     source: Literal[(*SOURCES, "sites")] = "synthetic"  # type: ignore[valid-type]
     # The dataset's folder (csv: the manifest file): a folder of the machine that runs the search
     # (read there), a folder every node mounts (NFS), or a bucket, s3://bucket/prefix or

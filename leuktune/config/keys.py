@@ -160,7 +160,8 @@ def keys(model: type[BaseModel] = ExperimentConfig, prefix: str = "") -> list[Ke
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    # < and > as text: help says <path>/<name>, which Markdown would take for HTML tags
+    return text.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def reference_markdown() -> str:
@@ -179,7 +180,7 @@ def reference_markdown() -> str:
             out += [*table, "", f"## `{key.name}`", "", key.help, "", *header]
             table = []
             continue
-        table.append(f"| `{key.name}` | {_cell(key.type)} | `{_cell(key.default)}` | {_cell(key.searchable)} | "
+        table.append(f"| `{key.name}` | {_cell(key.type)} | `{key.default}` | {_cell(key.searchable)} | "
                      f"{_cell(key.help)} |")
         if key in top:
             out.append(table.pop())
