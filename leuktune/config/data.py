@@ -17,10 +17,12 @@ SOURCES = ("imagefolder", "cnmc", "allidb", "csv", "synthetic")
 
 
 class SplitConfig(Strict):
-    train: float = Field(0.6, gt=0, lt=1)
-    val: float = Field(0.2, gt=0, lt=1)
-    test: float = Field(0.2, ge=0, lt=1)
-    seed: int = 0
+    """How the images are dealt into train, validation and test (stratified by class; a group never split)."""
+
+    train: float = Field(0.6, gt=0, lt=1)  # the share of groups trained on
+    val: float = Field(0.2, gt=0, lt=1)  # the share that chooses: epochs, trials, the ensemble, temperatures
+    test: float = Field(0.2, ge=0, lt=1)  # the share scored once, by the final evaluation only
+    seed: int = 0  # which images go where; a run keeps its split.parquet whatever this becomes
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> "SplitConfig":
@@ -33,11 +35,12 @@ class SplitConfig(Strict):
 class SyntheticConfig(Strict):
     """The built-in procedural blood-smear set (see leuktune.data.synthetic)."""
 
+    # The classes drawn (at least two), each a folder of the set.
     classes: list[Literal[SYNTHETIC_CLASSES]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: list(SYNTHETIC_CLASSES), min_length=2)
-    images_per_class: int = Field(150, ge=5)
-    image_size: int = Field(96, ge=32, le=1024)
-    seed: int = 0
+    images_per_class: int = Field(150, ge=5)  # images drawn of each class
+    image_size: int = Field(96, ge=32, le=1024)  # pixels a side as written (data.image_size is what trials see)
+    seed: int = 0  # the set's images: the same seed draws the same cells
     # 0: the set as it always was. Up to 1: finer differences between the classes, each image
     # its own stain and focus, and label noise (a tenth of the images at 1): hard enough that
     # searchers, schedules and recipes can be told apart (python -m leuktune.bench searchers).
@@ -51,6 +54,7 @@ class SyntheticConfig(Strict):
 class SiteConfig(Strict):
     """One lab of ``data.sites``: a source of its own, read as the top-level source/root would be."""
 
+    # This lab's layout, as data.source: imagefolder, cnmc, allidb, csv or synthetic.
     source: Literal[SOURCES] = "imagefolder"  # type: ignore[valid-type]
     root: Optional[str] = None  # as data.root: a folder, a bucket prefix, a CSV/Parquet manifest
     # source synthetic: data.synthetic with these keys changed (e.g. {site: 2, seed: 7})
@@ -77,13 +81,17 @@ StainMethod = Annotated[Literal["off", "macenko", "reinhard"], BeforeValidator(_
 
 
 class DataConfig(Strict):
-    # "sites" (set for you) when data.sites lists the labs instead
+    """Where the images are, how they are read, resized and grouped, and how they are split."""
+
+    # The layout of data.root: imagefolder, cnmc, allidb, csv, or synthetic (the built-in set); "sites"
+    # (set for you) when data.sites lists the labs instead.
     source: Literal[(*SOURCES, "sites")] = "synthetic"  # type: ignore[valid-type]
     # The dataset's folder (csv: the manifest file): a folder of the machine that runs the search
     # (read there), a folder every node mounts (NFS), or a bucket, s3://bucket/prefix or
     # gs://bucket/prefix (read by every node; the forms storage.path takes). synthetic: the local
     # folder it is written to (default: under storage).
     root: Optional[str] = None
+    # Pixels a side every image is resized to, once, at decode (a ViT needs a multiple of its patch).
     image_size: int = Field(64, ge=16, le=1024)
     # pad keeps the whole cell (aspect kept, borders in the image's mean colour);
     # crop takes the centre square; stretch changes the aspect.
@@ -92,10 +100,12 @@ class DataConfig(Strict):
     # group joins them into one group before the split, as identical images are; report only
     # lists those that land in different splits; off skips the check.
     near_duplicates: Literal["group", "report", "off"] = "group"
-    near_duplicate_distance: int = Field(4, ge=0, le=32)
+    near_duplicate_distance: int = Field(4, ge=0, le=32)  # the largest distance that counts as near-duplicate
     # A join that would grow a group past this many images is refused and reported.
     near_duplicate_max_group: int = Field(8, ge=2)
     split: SplitConfig = SplitConfig()
+    # A corrupt, truncated, empty or non-image file: error stops the run listing every bad file;
+    # skip leaves them out and lists them in the run's rejected.parquet.
     on_bad_image: Literal["error", "skip"] = "error"
     # Where decoded images (and the built-in set) are kept on each machine's own disk; default:
     # <storage.path>/cache for local storage, ~/.cache/leuktune for a bucket.

@@ -188,9 +188,11 @@ def representatives(value: Any) -> list[Any]:
 @dataclass(frozen=True)
 class ValueType:
     """Annotation marker: the type of a searchable field's values (the leaderboard gives each
-    hyperparameter one column type from it, whatever values a search draws)."""
+    hyperparameter one column type from it, whatever values a search draws) and the forms it
+    may be searched with (``kinds``: choice, loguniform, ...; the configuration reference lists them)."""
 
     type: Any
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -252,4 +254,4 @@ def searchable(value_type: Any, *kinds: str, when: When | None = None) -> Any:
             raise ValueError(f"{{loguniform: [{lo}, {hi}]}}: bounds must be positive")
         return DISTRIBUTIONS[kind].model_validate({kind: [lo, hi]})
 
-    return Annotated[(Any, AfterValidator(parse), ValueType(value_type), *([when] if when else []))]
+    return Annotated[(Any, AfterValidator(parse), ValueType(value_type, kinds), *([when] if when else []))]

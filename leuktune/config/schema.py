@@ -25,13 +25,15 @@ class ConfigError(LeuktuneError, ValueError):
 
 
 class ResourcesConfig(Strict):
+    """What one trial holds, and how its workers start."""
+
     # How a trial's workers start (leuktune.training.trainer): tune runs the loop inside the
     # trial (no start-up cost), train through a Ray Train TorchTrainer (needed for DDP);
     # auto takes tune for one worker per trial, train for more.
     launcher: Literal["auto", "tune", "train"] = "auto"
-    workers_per_trial: int = Field(1, ge=1)
-    gpus_per_worker: float = Field(0, ge=0)
-    cpus_per_worker: float = Field(1, gt=0)
+    workers_per_trial: int = Field(1, ge=1)  # 2 or more: one trial trained with DDP
+    gpus_per_worker: float = Field(0, ge=0)  # a fraction shares a GPU: 0.25 packs four trials on one
+    cpus_per_worker: float = Field(1, gt=0)  # CPUs each worker holds (its data loading and, on CPU, training)
     # Restarts of a trial's workers after a failure (a lost node, a preempted instance);
     # each restart resumes from the trial's latest checkpoint.
     max_failures: int = Field(1, ge=0)
@@ -61,6 +63,8 @@ class EvaluateConfig(Strict):
 
 
 class StorageConfig(Strict):
+    """Where run folders go: a local folder, NFS, or a bucket every node sees."""
+
     # Where run folders go (<path>/<name>/); see leuktune.runfolder.
     path: str = "runs"
 
@@ -89,6 +93,9 @@ REAL_DATA_MODEL = {"backbone": {"choice": ["resnet50", "efficientnet_b0", "dense
 
 
 class ExperimentConfig(Strict):
+    """One experiment: which data, which search space, how much compute (experiments/*.yaml)."""
+
+    # The run folder's name (<storage.path>/<name>/), and the study's and MLflow experiment's.
     name: str = Field("synthetic-default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

@@ -18,11 +18,13 @@ SITES = "sites"  # search.cv's leave-one-site-out (leuktune.data.folds.site_fold
 
 
 class OptunaConfig(Strict):
+    """Optuna's sampler behind Ray Tune."""
+
     # tpe learns from every trial (pruned ones too); gp fits a Gaussian process (Optuna's
     # GPSampler, for small budgets of slow trials); random draws independently; grid runs every
     # combination of the searched choices, e.g. to rerun a published comparison exactly.
     sampler: Literal["tpe", "gp", "random", "grid"] = "tpe"
-    seed: int = 0
+    seed: int = 0  # the sampler's: the same seed draws the same sequence of trials
     # Trials drawn at random before tpe or gp model the rest (the default recipe and
     # search.start_from count among them): Optuna's 10, or auto: a third of search.num_samples,
     # 2 to 10. Measured on the harder built-in set at 12 trials (one seed, bench searchers), auto
@@ -31,8 +33,8 @@ class OptunaConfig(Strict):
     # TPE as Optuna advises for conditional spaces searched in parallel: parameters drawn
     # jointly, grouped by which ones apply, and running trials counted as bad until they end.
     multivariate: bool = True
-    group: bool = True
-    constant_liar: bool = True
+    group: bool = True  # TPE's group (parameters grouped by which ones apply)
+    constant_liar: bool = True  # TPE's constant_liar (running trials counted as bad until they end)
 
 
     def startup(self, num_samples: int) -> int:
@@ -43,15 +45,19 @@ class OptunaConfig(Strict):
 
 
 class SearcherConfig(Strict):
+    """Which searcher suggests each trial's configuration."""
+
     optuna: OptunaConfig = OptunaConfig()
 
 
 class AshaConfig(Strict):
+    """ASHA, the early stopping of weak trials (null turns it off)."""
+
     # Validated epochs before a trial may be stopped: an integer, or a fraction of the trial's
     # validations (train.epochs with train.validate_every 1; early validation scores swing too
     # much to judge a trial on).
     grace_period: Union[PositiveInt, float] = Field(0.25, gt=0)
-    reduction_factor: float = Field(2, gt=1)
+    reduction_factor: float = Field(2, gt=1)  # 1 in reduction_factor trials goes on at each rung
     # What ASHA judges a trial by at a rung: the last validated epoch's score (Ray's ASHA), the
     # best so far, or the mean of the last three (leuktune.tuning.scheduler).
     score: Literal["last", "best", "smoothed"] = "best"
@@ -63,10 +69,14 @@ class AshaConfig(Strict):
 
 
 class SchedulerConfig(Strict):
+    """What stops trials early."""
+
     asha: Optional[AshaConfig] = AshaConfig()
 
 
 class StudyConfig(Strict):
+    """Where the search's Optuna study lives."""
+
     # Where the search's Optuna study is kept (parameters, every epoch's value, states, and each trial's
     # id, node and checkpoint; leuktune.study): null: an SQLite file of the run folder (study.db),
     # or an SQLAlchemy URL, e.g. postgresql://user:password@db.lab:5432/optuna for a lab's shared server.
@@ -76,6 +86,8 @@ class StudyConfig(Strict):
 
 
 class SearchConfig(Strict):
+    """What is optimised, how many trials, by which searcher and with which early stopping."""
+
     # The metric the search optimises: ASHA judges it, each trial keeps an epoch by it (train.keep),
     # the leaderboard ranks by it.
     metric: SearchMetric = DEFAULT_METRIC
@@ -85,14 +97,14 @@ class SearchConfig(Strict):
     # [val_balanced_accuracy, params]; each in its own direction. The leaderboard marks the
     # Pareto front.
     objectives: list[Objective] = Field(default_factory=list)
-    num_samples: int = Field(4, ge=1)
+    num_samples: int = Field(4, ge=1)  # trials in all (a grid: its size)
     # The first trial is leuktune's default recipe within the space (the one run a search must
     # beat), then each of start_from: configurations to try first, each a mapping of searched
     # keys as --set names them, e.g. {model.backbone: resnet50, train.lr: 0.001}; the keys a
     # start leaves out take the default recipe's values. The searcher learns from them as from
     # any trial; ASHA lets them run to the end, the baseline the search must beat. (leuktune.config.recipe)
     default_first: bool = True
-    start_from: list[dict[str, Any]] = Field(default_factory=list)
+    start_from: list[dict[str, Any]] = Field(default_factory=list)  # the starts after the default recipe
     # Trials at a time; auto: as many as the cluster's CPUs and GPUs hold at the per-trial request.
     max_concurrent: Union[PositiveInt, Literal["auto"]] = "auto"
     searcher: SearcherConfig = SearcherConfig()

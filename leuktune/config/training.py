@@ -51,17 +51,25 @@ HeadKind = Literal[HEAD_KINDS]  # type: ignore[valid-type]
 
 
 class ModelConfig(Strict):
+    """The network a trial builds: a backbone (timm or torchvision) and a head."""
+
+    # Any timm name (resnet50, efficientnet_b0, vit_small_patch14_dinov2, ...), torchvision's alexnet or
+    # googlenet, or hf-hub:<owner>/<model>; test_resnet and test_efficientnet are the demo's tiny networks.
     backbone: searchable(BackboneName, "choice") = Choice(
         choice=["test_resnet", "test_efficientnet", "resnet18"])
+    # Start from pretrained weights (model.pretrained_path or the Hugging Face cache); false: random init.
     pretrained: bool = False
     pretrained_path: Optional[Path] = Field(
         None, description="a weights file, or a folder of <backbone>.{safetensors,pth,pt,bin} files")
+    # Let each trial download missing pretrained weights; false: they must be on the machine (checked before Ray).
     allow_download: bool = False
+    # The classifier on the backbone's features: linear, mlp, attention, or the probes logistic and knn.
     head: searchable(HeadKind, "choice") = "linear"
-    mlp_hidden: searchable(PositiveInt, "choice", "int", when=When("head", equals="mlp")) = 256
-    mlp_layers: searchable(PositiveInt, "choice", "int", when=When("head", equals="mlp")) = 1
+    mlp_hidden: searchable(PositiveInt, "choice", "int", when=When("head", equals="mlp")) = 256  # the MLP head's width
+    mlp_layers: searchable(PositiveInt, "choice", "int", when=When("head", equals="mlp")) = 1  # its hidden layers
+    # The attention head's heads (they must divide attention_dim).
     attention_heads: searchable(PositiveInt, "choice", "int", when=When("head", equals="attention")) = 4
-    attention_dim: PositiveInt = 256
+    attention_dim: PositiveInt = 256  # the attention head's width
     # The linear probe's L2 penalty on standardised features, per image (as weight decay is), e.g.
     # {loguniform: [1.0e-5, 1.0e-1]}.
     probe_l2: searchable(PositiveFloat, "choice", "loguniform", "uniform", when=When("head", equals="logistic")) = 1e-3
@@ -70,7 +78,7 @@ class ModelConfig(Strict):
     # "default" keeps each backbone's own activation; another value replaces it wherever
     # timm's act_layer reaches, and is always used in the head.
     activation: searchable(Activation, "choice") = "default"
-    dropout: searchable(Fraction, "choice", "uniform") = 0.0
+    dropout: searchable(Fraction, "choice", "uniform") = 0.0  # before the head's last layer
     # 0 = frozen feature extractor, k = top k stage groups trainable, all = full fine-tuning.
     # The probes (head logistic or knn) always freeze the backbone, whatever is drawn here.
     unfreeze_depth: searchable(UnfreezeDepth, "choice", "int") = "all"
@@ -121,28 +129,33 @@ class AugmentConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(8, ge=1)
+    """How a trial trains: optimiser, schedule, augmentation, precision, validation and checkpoints."""
+
+    epochs: int = Field(8, ge=1)  # a trial's epochs when nothing stops it earlier (ASHA, patience)
     # Seeds the initial weights, the order of each epoch and the augmentation draws.
     seed: int = 0
     # The global batch: each of resources.workers_per_trial workers takes an equal part,
     # so a trial's lr means the same whatever the number of workers.
     batch_size: searchable(PositiveInt, "choice", "int") = 32
+    # AdamW's peak learning rate (the head's; the backbone's is lr * backbone_lr_mult).
     lr: searchable(PositiveFloat, "choice", "loguniform", "uniform") = LogUniform(loguniform=(1e-3, 1e-2))
     # The backbone learns at lr * backbone_lr_mult: lower for fine-tuning pretrained layers.
     # Drawn only when some of the backbone trains.
     backbone_lr_mult: searchable(PositiveFloat, "choice", "loguniform", "uniform",
                                  when=When("unfreeze_depth", not_equal=0)) = 1.0
-    weight_decay: searchable(NonNegativeFloat, "choice", "loguniform", "uniform") = 1e-4
+    weight_decay: searchable(NonNegativeFloat, "choice", "loguniform", "uniform") = 1e-4  # AdamW's
+    # The learning rate after warm-up: cosine decay to zero, or one-cycle.
     schedule: searchable(Literal["cosine", "onecycle"], "choice") = "cosine"
     # Linear warm-up from lr/25 (both schedules); fractions of an epoch are allowed.
     warmup_epochs: float = Field(0.5, ge=0)
-    label_smoothing: searchable(Fraction, "choice", "uniform") = 0.0
+    label_smoothing: searchable(Fraction, "choice", "uniform") = 0.0  # of the cross-entropy targets
     # Max global gradient norm; 0 = no clipping.
     grad_clip: float = Field(1.0, ge=0)
     # Class imbalance (C-NMC is about 2:1): weighted_loss weights each class by
     # 1 / its share of the training split; sampler draws each epoch with those weights.
     class_balance: searchable(Literal["none", "weighted_loss", "sampler"], "choice") = "weighted_loss"
     augment: AugmentConfig = AugmentConfig()
+    # Scales every magnitude of train.augment: one searched number says how hard to augment.
     augment_strength: searchable(Annotated[float, Field(ge=0, le=4)], "choice", "uniform") = 1.0
     # The levers of a model that must hold at other labs (leuktune.data.augment; each searchable, each
     # off or as before by default; data.stain_normalize is the fifth). color_strength scales
