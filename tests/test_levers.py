@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -201,3 +203,25 @@ def test_each_stain_method_is_decoded_once_and_no_trial_decodes_again(tmp_path, 
         assert any(line.startswith("[leuktune] decoded images reused") for line in said)
         assert np.array_equal(shared.for_stain(method).pixels(), alone.pixels())
         assert not np.array_equal(alone.pixels(), data.pixels())
+
+
+@pytest.mark.slow
+def test_an_external_set_is_decoded_once_per_stain_method_of_the_models_that_score_it(finished_run, tmp_path):
+    from leuktune.evaluation.external import ExternalSet, read_external
+    from leuktune.runfolder import RunFolder
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run.folder, run)  # reading the set writes its decoded copies into the run's cache
+    folder = RunFolder.existing(run)
+    cfg = folder.config()
+    reference = next(Path(finished_run.lab).rglob("*.png"))
+    reinhard = from_config(cfg.data.model_copy(update={"stain_reference": str(reference)}), "reinhard")
+    said: list[str] = []
+    lab = read_external(ExternalSet(str(finished_run.lab)), cfg, ("ALL", "CLL", "healthy"), folder, said.append,
+                        [None, reinhard, None])  # three models: two plain, one that drew reinhard
+    assert set(lab.by_stain) == {"off", reinhard.key}
+    assert sum(line.startswith("[leuktune] decoded") for line in said) == 2  # once per method, not per model
+    plain, restained = lab.by_stain["off"], lab.by_stain[reinhard.key]
+    assert plain.shape == restained.shape and not np.array_equal(plain, restained)
+    assert lab.for_model(SimpleNamespace(stain_normalizer=reinhard)) is restained
+    assert lab.for_model(SimpleNamespace(stain_normalizer=None)) is plain and lab.pixels is plain

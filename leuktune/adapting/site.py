@@ -84,7 +84,7 @@ def adapt_run(folder: RunFolder, labelled, *, per_class: int | Sequence[int] = 1
         models = sources(folder, trial)
         home = board.set_index("trial_id")["test_balanced_accuracy"]
         first = load(folder.located(models[0][2]), device=device, run=folder)
-        lab = read_external(ext, cfg, first.classes, folder, echo)
+        lab = read_external(ext, cfg, first.classes, folder, echo, [first.stain_normalizer])
         groups = pd.factorize(lab.table["group"])[0]
         cells = Cells(lab.pixels, tuple(lab.table["path"]), lab.table["y"].to_numpy(), groups)
         drawn = draw(lab.table["label"].to_numpy(), groups, counts, seed, where=f"{ext.root}")

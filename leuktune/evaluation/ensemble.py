@@ -37,6 +37,7 @@ from leuktune.leaderboard import ENSEMBLE_ID
 from leuktune.trained import EnsembleModel, Trained, combine, load_model
 
 ROUNDS = 25  # additions with replacement (AutoGluon's default): weights in steps of 1/25
+STAIN = "stain_normalize"  # the leaderboard column of a searched data.stain_normalize
 
 
 def _key(labels: np.ndarray, probs: np.ndarray, metric: str) -> tuple[float, float]:
@@ -96,6 +97,18 @@ def build_ensemble(cfg: ExperimentConfig, candidates: pd.DataFrame, models: list
     return EnsembleModel([members[i] for i in kept], record, folder.uri())
 
 
+def same_input(ranked: pd.DataFrame) -> pd.DataFrame:
+    """The ranked trials whose input is made as the best one's: an ensemble's members see the same
+    pixels, so where the search drew the stain method only trials normalised the best one's way.
+
+    >>> same_input(pd.DataFrame({"trial_id": ["a", "b", "c"], STAIN: ["reinhard", "off", "reinhard"]}))["trial_id"].tolist()
+    ['a', 'c']
+    """
+    if STAIN not in ranked or ranked.empty:
+        return ranked
+    return ranked[ranked[STAIN] == ranked[STAIN].iloc[0]]
+
+
 def ensemble_evaluation(cfg: ExperimentConfig, evaluable: pd.DataFrame, data: CachedDataset, split: pd.DataFrame,
                         folder, temperatures: dict[str, float], echo: Callable[[str], None] = print,
                         device=None) -> tuple[TestFigures, list[dict], pd.DataFrame] | None:
@@ -103,7 +116,7 @@ def ensemble_evaluation(cfg: ExperimentConfig, evaluable: pd.DataFrame, data: Ca
     split and scored once on the test split: (its TestFigures, its evaluation rows, its test
     predictions); None, said in a line, when there are fewer than two trials to choose from."""
     count = cfg.evaluate.ensemble
-    candidates = evaluable.head(count)
+    candidates = same_input(evaluable).head(count)
     if count < 2 or len(candidates) < 2:
         if count >= 2:
             echo(f"[leuktune] no ensemble: {len(candidates)} trial(s) with a checkpoint, it needs 2")

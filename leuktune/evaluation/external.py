@@ -19,7 +19,7 @@ evaluation), ``external/<name>.predictions.parquet`` (each image's site and prob
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,16 +71,30 @@ def parse_classes(text: str | None) -> dict[str, str]:
 
 @dataclass
 class ExternalData:
-    pixels: np.ndarray
+    pixels: np.ndarray  # as the first normaliser asked for made them
     table: pd.DataFrame  # path, label (the model's class name), group, site, y (class id)
     rejected: pd.DataFrame  # path, label, error
     near_training: pd.DataFrame  # path, training_path, distance (0: identical pixels)
+    # the pixels by stain normaliser (``stain_key``): a search that drew data.stain_normalize has
+    # trials normalised each its own way
+    by_stain: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def for_model(self, model) -> np.ndarray:
+        """The pixels as ``model``'s own images were normalised."""
+        return self.by_stain.get(stain_key(model.stain_normalizer), self.pixels)
+
+
+def stain_key(normalizer) -> str:
+    """One name per stain normaliser (method and reference), ``off`` for none."""
+    return normalizer.key if normalizer else "off"
 
 
 def read_external(ext: ExternalSet, cfg: ExperimentConfig, classes: tuple[str, ...], folder,
-                  progress: Callable[[str], None] = print) -> ExternalData:
+                  progress: Callable[[str], None] = print, normalizers: Sequence | None = None) -> ExternalData:
     """The set's images decoded as the run's were (size, resize mode, decode-once cache), its
-    classes mapped to the model's, and its overlap with the run's training images."""
+    classes mapped to the model's, and its overlap with the run's training images. ``normalizers``:
+    the stain normalisers of the models that score it (``Trained.stain_normalizer``), each decoded
+    once (default: the run's data.stain_normalize, which must then name one method)."""
     if ext.source not in SOURCES:
         raise ConfigError(f"external set {ext.root}: source must be one of {', '.join(SOURCES)}, got {ext.source!r}")
     # the set is one source of its own: a run's data.sites and data.test_sites are not its layout
@@ -95,8 +109,10 @@ def read_external(ext: ExternalSet, cfg: ExperimentConfig, classes: tuple[str, .
                         f"{', '.join(classes)}); map it with --classes '{unknown[0]}=<one of them>'"
                         + (f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""))
     manifest = manifest.assign(label=mapped)
-    normalizer = stain.from_config(data)
-    scanned = cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, normalizer)
+    unique = {stain_key(n): n for n in (normalizers if normalizers is not None else [stain.from_config(data)])}
+    scans = {key: cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, n)
+             for key, n in unique.items()}
+    normalizer, scanned = next(iter(unique.values())), next(iter(scans.values()))
     rejected = scanned.rejected(manifest)
     if len(rejected) and cfg.data.on_bad_image == "error":
         listed = "; ".join(f"{r.path}: {r.error}" for r in rejected.itertuples())
@@ -106,8 +122,9 @@ def read_external(ext: ExternalSet, cfg: ExperimentConfig, classes: tuple[str, .
     table = manifest.iloc[keep].reset_index(drop=True)
     table["y"] = table["label"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
     info = scanned.info.iloc[keep].reset_index(drop=True)
-    return ExternalData(np.asarray(scanned.pixels)[keep], table[["path", "label", "group", SITE, "y"]], rejected,
-                        _near_training(info, cfg, folder, normalizer, progress))
+    by_stain = {key: np.asarray(scan.pixels)[keep] for key, scan in scans.items()}
+    return ExternalData(next(iter(by_stain.values())), table[["path", "label", "group", SITE, "y"]], rejected,
+                        _near_training(info, cfg, folder, normalizer, progress), by_stain)
 
 
 def _near_training(info: pd.DataFrame, cfg: ExperimentConfig, folder, normalizer, progress) -> pd.DataFrame:
@@ -144,7 +161,7 @@ def score_external(models: dict, external: ExternalData, cfg: ExperimentConfig
     sites, classes = external.table[SITE].to_numpy(), next(iter(models.values())).classes
     figures, predictions, per_site = [], [], []
     for trial_id, model in models.items():
-        probs = rescale(model.probabilities(external.pixels, rows=rows), model.temperature)
+        probs = rescale(model.probabilities(external.for_model(model), rows=rows), model.temperature)
         figures += metric_rows(trial_id, "plain", labels, probs, groups, resamples=cfg.evaluate.bootstrap,
                                seed=cfg.data.split.seed, images=len(labels))
         patients, _ = patient_figures(trial_id, labels, probs, groups, resamples=cfg.evaluate.bootstrap,
@@ -171,7 +188,7 @@ def external_evaluation(folder, cfg: ExperimentConfig, board: pd.DataFrame, sets
                         "leuktune.evaluate RUN first (external sets are scored with the trials it evaluated)")
     classes = next(iter(models.values())).classes
     for ext in sets:
-        external = read_external(ext, cfg, classes, folder, echo)
+        external = read_external(ext, cfg, classes, folder, echo, [m.stain_normalizer for m in models.values()])
         metrics, predictions, per_site = score_external(models, external, cfg)
         name = ext.label
         metrics = metrics.assign(set=name, root=str(ext.root), source=ext.source, rejected=len(external.rejected),
