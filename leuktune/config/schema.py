@@ -78,6 +78,9 @@ class TrackingConfig(Strict):
 # The sections whose fields may be searched. Leaf names are unique across them,
 # so a searched field is known by its leaf name in Optuna, Tune and the leaderboard.
 SEARCHABLE_SECTIONS = ("model", "train")
+# The fields of the data section that may be searched too: the images are decoded once per value
+# a search can draw (leuktune.data.prepare), not once per trial.
+SEARCHABLE_DATA = ("stain_normalize",)
 
 
 # A search of real images with no model space of its own: real architectures, pretrained on
@@ -122,8 +125,7 @@ class ExperimentConfig(Strict):
 
     def searched(self) -> dict[str, Distribution]:
         """The hyperparameters this experiment searches, by leaf name, in schema order."""
-        return {key: value for section in SEARCHABLE_SECTIONS for key, value in getattr(self, section)
-                if isinstance(value, Distribution)}
+        return {key: self.value(key) for key in SEARCHABLE_FIELDS if isinstance(self.value(key), Distribution)}
 
     def space(self) -> SearchSpace:
         """The searched fields with what a start of the search needs to know about the others."""
@@ -200,8 +202,8 @@ class ExperimentConfig(Strict):
 
 # Every field that may hold a distribution, by leaf name -> its section.
 SEARCHABLE_FIELDS: dict[str, str] = {
-    key: section for section in SEARCHABLE_SECTIONS
-    for key in ExperimentConfig.model_fields[section].annotation.model_fields
+    **{key: "data" for key in SEARCHABLE_DATA},
+    **{key: section for section in SEARCHABLE_SECTIONS for key in ExperimentConfig.model_fields[section].annotation.model_fields},
 }
 
 

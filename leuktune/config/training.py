@@ -144,6 +144,21 @@ class TrainConfig(Strict):
     class_balance: searchable(Literal["none", "weighted_loss", "sampler"], "choice") = "weighted_loss"
     augment: AugmentConfig = AugmentConfig()
     augment_strength: searchable(Annotated[float, Field(ge=0, le=4)], "choice", "uniform") = 1.0
+    # The levers of a model that must hold at other labs (leuktune.data.augment; each searchable, each
+    # off or as before by default; data.stain_normalize is the fifth). color_strength scales
+    # train.augment's color and stain jitter (on top of augment_strength): search how hard to restain,
+    # e.g. augment.stain 0.3 with {uniform: [0.0, 3.0]}.
+    color_strength: searchable(Annotated[float, Field(ge=0, le=4)], "choice", "uniform") = 1.0
+    # Another lab's magnification: each image's cell resized by a factor drawn log-uniformly in
+    # [1/scale_augment, scale_augment] (2.0: [0.5, 2.0]), then cropped, or padded with the image's mean
+    # colour, back to its size; 1 = off.
+    scale_augment: searchable(Annotated[float, Field(ge=1, le=4)], "choice", "uniform") = 1.0
+    # The chance that an image is made grey (its luma in all three channels): a model that cannot
+    # lean on the stain's colour; 0 = never.
+    grayscale: searchable(Annotated[float, Field(ge=0, le=1)], "choice", "uniform") = 0.0
+    # Another microscope's focus: each image blurred by a Gaussian of a sigma drawn in [0, blur]
+    # pixels; 0 = off.
+    blur: searchable(Annotated[float, Field(ge=0, le=5)], "choice", "uniform") = 0.0
     # auto: bf16 on GPUs that have it, else fp16 on GPU; fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True  # on GPU only; faster convolutions with AMP

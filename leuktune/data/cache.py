@@ -15,8 +15,9 @@ import dataclasses
 import hashlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -119,6 +120,11 @@ class CachedDataset:
     # (N,) int64 group (patient) ids, numbered in manifest order; None: every image its own group.
     # Validation's standard errors resample whole groups: cells of one patient move together.
     groups: np.ndarray | None = None
+    # The data.stain_normalize method ``images`` were normalised with (None: not said, the one the
+    # config names), and, where the search draws the method, each other method's pixels and
+    # reference (decoded once each): ``for_stain`` picks a trial's.
+    stain_method: str | None = None
+    restained: Mapping[str, tuple["np.ndarray | ray.ObjectRef", "np.ndarray | None"]] = field(default_factory=dict)
     # The sites (labs) in their order (leuktune.data.sites.names) and each image's site, as an
     # index into them ((N,) int64); a dataset made without sites has one, unnamed: () and None.
     site_names: tuple[str, ...] = ()
@@ -138,16 +144,34 @@ class CachedDataset:
         return ray.get(self.images) if isinstance(self.images, ray.ObjectRef) else self.images
 
     def shared(self) -> "CachedDataset":
-        """The same data with the pixels put in the Ray object store once, for every trial."""
-        if isinstance(self.images, ray.ObjectRef):
+        """The same data with the pixels (each stain method's) put in the Ray object store once, for every trial."""
+        return dataclasses.replace(self, images=_put(self.images),
+                                   restained={m: (_put(images), ref) for m, (images, ref) in self.restained.items()})
+
+    def for_stain(self, method: str) -> "CachedDataset":
+        """The same data with the pixels normalised by ``method`` (a trial's data.stain_normalize);
+        itself when it holds one method only."""
+        if not self.restained or method == self.stain_method:
             return self
-        return dataclasses.replace(self, images=ray.put(np.ascontiguousarray(self.images)))
+        others = {**self.restained, self.stain_method: (self.images, self.stain_reference)}
+        if method not in others:
+            raise ValueError(f"data.stain_normalize {method!r}: not decoded for this search (decoded: "
+                             f"{', '.join(sorted(others))}); the trial's method must be one the search can draw")
+        images, reference = others.pop(method)
+        return dataclasses.replace(self, images=images, stain_reference=reference, stain_method=method,
+                                   restained=others)
+
+
+def _put(images: "np.ndarray | ray.ObjectRef") -> ray.ObjectRef:
+    return images if isinstance(images, ray.ObjectRef) else ray.put(np.ascontiguousarray(images))
 
 
 def dataset(manifest: pd.DataFrame, images: np.ndarray, class_names: tuple[str, ...],
-            stain_reference: np.ndarray | None = None) -> CachedDataset:
+            stain_reference: np.ndarray | None = None, stain_method: str | None = None,
+            restained: Mapping[str, tuple[np.ndarray, np.ndarray | None]] | None = None) -> CachedDataset:
     """``manifest`` rows and ``images`` rows correspond; class ids follow ``class_names``;
-    ``stain_reference``: the pixels the images' stain was normalised to, if it was."""
+    ``stain_reference``: the pixels the images' stain was normalised to by ``stain_method``, if it
+    was; ``restained``: other methods' pixels and references, by method."""
     return CachedDataset(
         images=images,
         labels=manifest["label"].map({c: i for i, c in enumerate(class_names)}).to_numpy(np.int64),
@@ -156,6 +180,8 @@ def dataset(manifest: pd.DataFrame, images: np.ndarray, class_names: tuple[str, 
         fingerprint=fingerprint(manifest),
         stain_reference=stain_reference,
         groups=pd.factorize(manifest["group"])[0].astype(np.int64),
+        stain_method=stain_method,
+        restained=dict(restained or {}),
         site_names=tuple(names(manifest)),
         sites=(manifest[SITE].map({s: i for i, s in enumerate(names(manifest))}).to_numpy(np.int64)
                if SITE in manifest else None),

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from leuktune import runfolder
-from leuktune.config import ExperimentConfig
+from leuktune.config import ExperimentConfig, representatives
 from leuktune.data import cache, sites, sources, stain
 from leuktune.data.cache import CachedDataset
 from leuktune.data.duplicates import (close_pairs, join_near_duplicates, merge_identical, near_duplicates,
@@ -80,8 +80,12 @@ def prepare(cfg: ExperimentConfig, progress=print, *, folder: RunFolder | None =
     check_test_sites(manifest, data.test_sites)
     # data.classes is applied before anything is decoded: a label it misses stops here, named
     manifest, unmapped = sites.map_classes(manifest, data)
-    normalizer = stain.from_config(data)
-    scanned = cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, normalizer)
+    # One decoded copy per stain method the search can draw (each kept in the decode-once cache):
+    # the first is the data's own, the others go with it for the trials that draw them.
+    normalizers = {m: stain.from_config(data, m) for m in representatives(data.stain_normalize)}
+    scans = {m: cache.scan(manifest, data.image_size, data.resize, folder.cache, progress, n)
+             for m, n in normalizers.items()}
+    method, scanned = next(iter(scans.items()))
 
     bad = scanned.rejected(manifest)
     if len(bad) and data.on_bad_image == "error":
@@ -126,5 +130,12 @@ def prepare(cfg: ExperimentConfig, progress=print, *, folder: RunFolder | None =
                         refused_groups=refused, split=split, stored_in="the run folder" if record else None,
                         site_counts=sites.counts(split, SPLITS), missing_classes=sites.missing_classes(split),
                         spanning_groups=spanning)
-    pixels = scanned.pixels if len(keep) == len(scanned.pixels) else scanned.pixels[keep]
-    return cache.dataset(split, pixels, class_names, normalizer.pixels if normalizer else None), report
+
+    def usable(scan: cache.Scan) -> np.ndarray:
+        return scan.pixels if len(keep) == len(scan.pixels) else scan.pixels[keep]
+
+    def reference(m: str) -> np.ndarray | None:
+        return normalizers[m].pixels if normalizers[m] else None
+
+    restained = {m: (usable(s), reference(m)) for m, s in scans.items() if m != method}
+    return cache.dataset(split, usable(scanned), class_names, reference(method), method, restained), report

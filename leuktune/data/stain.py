@@ -93,8 +93,13 @@ def reference_pixels(data) -> np.ndarray:
     return resize(image, data.image_size, data.resize)
 
 
-def from_config(data) -> StainNormalizer | None:
-    """The run's normaliser (``data.stain_normalize``, ``data.stain_reference``), or None."""
-    if data.stain_normalize == "off":
+def from_config(data, method: str | None = None) -> StainNormalizer | None:
+    """The run's normaliser (``data.stain_normalize``, or ``method`` where the search draws it,
+    fitted to ``data.stain_reference``), or None."""
+    method = data.stain_normalize if method is None else method
+    if not isinstance(method, str):
+        raise DataError(f"data.stain_normalize is searched ({method}): each trial's model normalises with the "
+                        "method it drew; name one method here (a trial's configuration holds its own)")
+    if method == "off":
         return None
-    return StainNormalizer(data.stain_normalize, reference_pixels(data), data.stain_reference)
+    return StainNormalizer(method, reference_pixels(data), data.stain_reference)

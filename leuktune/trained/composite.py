@@ -139,8 +139,9 @@ class FoldModel(Composite):
         rows = data.indices(split)
         out = np.full((len(rows), len(self.classes)), np.nan)
         folds = cv_folds(data, len(self.members), self.config.data.split.seed)
+        pixels = data.for_stain(self.config.data.stain_normalize).pixels()  # the folds' one method
         for member, fold in zip(self.members, folds):
             held = np.isin(rows, fold.indices("val"))
             if held.any():
-                out[held] = rescale(member.probabilities(data.pixels(), rows=rows[held], tta=tta), member.temperature)
+                out[held] = rescale(member.probabilities(pixels, rows=rows[held], tta=tta), member.temperature)
         return out

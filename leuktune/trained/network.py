@@ -80,6 +80,7 @@ class TrainedModel(Trained):
 
     def split_probabilities(self, data: CachedDataset, split: str, *, tta: bool = False) -> np.ndarray:
         self.check_same_data(data)
+        data = data.for_stain(self.config.data.stain_normalize)  # the pixels of the method it was trained on
         return self.probabilities(data.pixels(), rows=data.indices(split), tta=tta)
 
     @functools.cached_property

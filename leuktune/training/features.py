@@ -86,12 +86,13 @@ class FeaturePlan:
 
 
 def pixel_augmentations(cfg: ExperimentConfig) -> list[str]:
-    """The augmentations of ``train.augment`` that need pixels: what cached features leave out."""
-    augment, strength = cfg.train.augment, cfg.train.augment_strength
-    if not strength:
-        return []
-    named = {"rotate": augment.rotate, "zoom": augment.zoom, "shear": augment.shear, "color": augment.color,
-             "stain": augment.stain}
+    """The augmentations (``train.augment`` and the levers) that need pixels: what cached features leave out."""
+    train = cfg.train
+    augment, colour = train.augment, train.color_strength
+    named = {"rotate": augment.rotate, "zoom": augment.zoom, "shear": augment.shear, "color": augment.color * colour,
+             "stain": augment.stain * colour} if train.augment_strength else {}
+    named.update({"scale_augment": train.scale_augment if train.scale_augment > 1 else 0,
+                  "grayscale": train.grayscale, "blur": train.blur})
     return [f"{name} {value:g}" for name, value in named.items() if value]
 
 
@@ -149,8 +150,9 @@ def key(plan_: FeaturePlan, network: Classifier, data: CachedDataset, setup: Dev
         "fingerprint": data.fingerprint, "images": list(np.shape(data.pixels())),
         "mean": backbone.mean, "std": backbone.std}).encode())
     h.update(plan_.rows.astype(np.int64).tobytes())
-    if data.stain_reference is not None:
+    if data.stain_reference is not None:  # the method too: reinhard and macenko may share a reference
         h.update(np.ascontiguousarray(data.stain_reference).tobytes())
+        h.update((data.stain_method or "").encode())
     for name, tensor in sorted(backbone.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

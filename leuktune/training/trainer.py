@@ -30,7 +30,7 @@ from leuktune import internals
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
 from leuktune.runtime import echo
-from leuktune.training import checkpoint
+from leuktune.training import checkpoint, levers
 from leuktune.training.folds import run_folds
 from leuktune.training.loop import run_loop, train_loop_per_worker
 from leuktune.training.session import TuneSession
@@ -128,12 +128,18 @@ def tune_run_config(cfg: ExperimentConfig, folder, name: str, **settings) -> tun
 
 def run_trial(params: dict[str, Any], experiment: ExperimentConfig, data: CachedDataset, folder) -> None:
     """The Tune function of every search trial: the drawn parameters -> a concrete config -> train."""
-    train(experiment.with_params(params), data, folder)
+    cfg = experiment.with_params(params)
+    line = levers.drawn_line(cfg, params)
+    if line:
+        print(line, flush=True)
+    train(cfg, data, folder)
 
 
 def train(cfg: ExperimentConfig, data: CachedDataset, folder) -> None:
-    """Train one concrete configuration inside the current Tune trial, through its launcher."""
+    """Train one concrete configuration inside the current Tune trial, through its launcher, on the
+    pixels of its own data.stain_normalize (where the search draws it)."""
     launched_at = time.time()
+    data = data.for_stain(cfg.data.stain_normalize)
     if launcher(cfg) == "tune":
         session = TuneSession(use_gpu=cfg.resources.gpus_per_worker > 0)
         (run_folds if cfg.search.cv else run_loop)(cfg, data, session, launched_at)

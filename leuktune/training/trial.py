@@ -13,7 +13,7 @@ import torch
 from timm.utils import ModelEmaV3
 
 from leuktune.config import ExperimentConfig
-from leuktune.data.augment import augment_batch
+from leuktune.data.augment import augment_train
 from leuktune.data.cache import CachedDataset
 from leuktune.models.classifier import Classifier, build_model, count_parameters
 from leuktune.results import TrialFacts
@@ -97,7 +97,7 @@ class Trial:
             return frozen.training_view(batch) if training else frozen.plain_view(batch)
         x = self.setup.to_unit(batch)
         if training:
-            x = augment_batch(x, self.cfg.train.augment, self.cfg.train.augment_strength)
+            x = augment_train(x, self.cfg.train)
         return self.setup.model_input(x)
 
     def scored_part(self, module: torch.nn.Module) -> torch.nn.Module:
