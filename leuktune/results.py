@@ -116,6 +116,11 @@ class EpochReport:
     # standard error (their standard deviation / sqrt(folds)), val_fold_std their spread
     val_folds: int = 0
     val_fold_std: Mapping[str, float] = field(default_factory=dict)
+    # a trial that holds out one lab per fold (search.cv: sites): each metric at its worst held-out
+    # site (val_<m>_worst), and each site's own figures: {site: {"val": {...}, "val_se": {...},
+    # "val_images": n}} (the history's site rows and sites.parquet; leuktune.leaderboard.held_out)
+    val_worst: Mapping[str, float] = field(default_factory=dict)
+    val_sites: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     val_confusion_matrix: list[list[int]] | None = None
     val_images: int = 0  # the validation images scored, all workers together
     inference_ms: float = NAN  # validation's time per image
@@ -140,6 +145,9 @@ class EpochReport:
         flat.update({f"val_{m}": self.val.get(m, NAN) for m in METRICS})
         flat.update({f"val_{m}_se": self.val_se.get(m, NAN) for m in METRICS})
         flat.update({f"val_{m}_fold_std": self.val_fold_std.get(m, NAN) for m in METRICS})
+        flat.update({f"val_{m}_worst": self.val_worst.get(m, NAN) for m in METRICS})
+        # one key, as text: Tune's loggers take flat numbers and text, and sites are the data's names
+        flat["val_sites"] = json.dumps(self.val_sites) if self.val_sites else None
         flat.update({f"time_{phase}_s": seconds for phase, seconds in self.phase_seconds.items()})
         if self.facts is not None:
             flat.update(dataclasses.asdict(self.facts))
@@ -159,6 +167,8 @@ class EpochReport:
                    val_se={m: result[f"val_{m}_se"] for m in METRICS if _present(result.get(f"val_{m}_se"))},
                    val_fold_std={m: result[f"val_{m}_fold_std"] for m in METRICS
                                  if _present(result.get(f"val_{m}_fold_std"))},
+                   val_worst={m: result[f"val_{m}_worst"] for m in METRICS if _present(result.get(f"val_{m}_worst"))},
+                   val_sites=json.loads(result["val_sites"]) if isinstance(result.get("val_sites"), str) else {},
                    phase_seconds={key[len("time_"):-len("_s")]: value for key, value in result.items()
                                   if key.startswith("time_") and key.endswith("_s")})
 
@@ -167,8 +177,9 @@ class EpochReport:
         return self.to_result().get(name)
 
 
-# Fields that the flat result spreads over several keys (val_*, val_*_se, val_*_fold_std, the facts, time_*_s).
-_NESTED = ("val", "val_se", "val_fold_std", "facts", "phase_seconds")
+# Fields that the flat result spreads over several keys (val_*, val_*_se, val_*_fold_std, val_*_worst, the
+# facts, time_*_s) or keeps as text (val_sites).
+_NESTED = ("val", "val_se", "val_fold_std", "val_worst", "val_sites", "facts", "phase_seconds")
 
 
 def _present(value: Any) -> bool:
@@ -186,6 +197,7 @@ NOT_STORED = {
     "launched_at": "for bench trial-overhead (start-up cost)",
     "loop_started_at": "for bench trial-overhead (start-up cost)",
     "time_*_s": "for bench trial-overhead (each phase's share of a trial)",
+    "val_sites": "each held-out site's figures: the history's rows with a site, and sites.parquet",
 }
 
 
@@ -249,6 +261,7 @@ class TrialRecord:
             **{f"val_{m}_se": kept.val_se.get(m) if kept else None for m in METRICS},
             "val_folds": kept.val_folds if kept and kept.val_folds else None,
             **{f"val_{m}_fold_std": kept.val_fold_std.get(m) if kept else None for m in METRICS},
+            **{f"val_{m}_worst": kept.val_worst.get(m) if kept else None for m in METRICS},
             "val_confusion_matrix": kept.val_confusion_matrix if kept else None,
             **{k: getattr(facts, k) if facts else None for k in FACTS},
             "inference_ms": last.inference_ms if last else None,

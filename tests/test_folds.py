@@ -31,6 +31,7 @@ from leuktune.training.folds import FoldError, run_folds
 from leuktune.trained import FoldModel, TrainedModel, load_model
 from test_data_layouts import run_cfg, shifted, write_folder
 from test_loop import FakeSession, _cfg, _data, _threads  # noqa: F401 - _threads: an autouse fixture
+from test_site_folds import _cfg as _sites_cfg, _labs
 
 TRAIN, VAL, TEST = (SPLITS.index(s) for s in SPLITS)
 
@@ -119,8 +120,9 @@ def test_a_cross_validated_trial_reports_the_mean_of_its_folds_each_epoch(tmp_pa
         assert checkpoint.folds_of(folder) == 3 and meta["folds"] == 3 and meta["epoch"] == report.epoch
 
 
-def test_a_killed_cross_validated_trial_resumes_each_fold_from_its_own_checkpoint(tmp_path, monkeypatch):
-    cfg, data = _cv(epochs=4, lr=0.01), _data()
+@pytest.mark.parametrize("cv", [3, "sites"])  # sites: a fold per training lab (test_site_folds)
+def test_a_killed_cross_validated_trial_resumes_each_fold_from_its_own_checkpoint(tmp_path, monkeypatch, cv):
+    cfg, data = (_cv(epochs=4, lr=0.01), _data()) if cv == 3 else (_sites_cfg(epochs=4, lr=0.01), _labs())
     whole = FakeSession(tmp_path / "whole")
     run_folds(cfg, data, whole)
     # fold 2 fails in epoch 3: the trial fails, naming the fold
@@ -146,6 +148,10 @@ def test_a_killed_cross_validated_trial_resumes_each_fold_from_its_own_checkpoin
     for resumed, straight in zip(again.reports, whole.reports[2:]):
         assert resumed.train_loss == pytest.approx(straight.train_loss, rel=1e-5)
         assert resumed.val["loss"] == pytest.approx(straight.val["loss"], rel=1e-5)
+        assert list(resumed.val_sites) == list(straight.val_sites)  # sites: every lab's figures, as without the kill
+        for site, figures in resumed.val_sites.items():
+            assert figures["val"]["loss"] == pytest.approx(straight.val_sites[site]["val"]["loss"], rel=1e-5)
+        assert resumed.val_worst == pytest.approx(straight.val_worst, rel=1e-5, nan_ok=True)
     assert again.reports[-1].kept_epoch == whole.reports[-1].kept_epoch
 
 

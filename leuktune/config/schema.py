@@ -13,7 +13,7 @@ import yaml
 from pydantic import Field, model_validator
 
 from leuktune.config.data import DataConfig
-from leuktune.config.search import SearchConfig
+from leuktune.config.search import SITES, SearchConfig
 from leuktune.config.distributions import Distribution, Strict, ValueType, When
 from leuktune.config.recipe import SearchSpace
 from leuktune.config.training import ModelConfig, TrainConfig
@@ -121,7 +121,27 @@ class ExperimentConfig(Strict):
             raise ValueError("search.cv trains a trial's folds one after another in the trial's own process: "
                              f"resources.workers_per_trial must be 1 (got {res.workers_per_trial}) and "
                              f"resources.launcher auto or tune (got {res.launcher})")
+        self._sites_to_hold_out()
         return self
+
+    def _sites_to_hold_out(self) -> None:
+        """search.cv: sites needs two training sites. data.sites names them; a csv's site column
+        is read with the data (leuktune.data.folds.check_sites); any other single source is one site."""
+        if self.search.cv != SITES:
+            return
+        data = self.data
+        if data.sites:
+            training = [s for s in data.sites if s not in data.test_sites]
+            if len(training) < 2:
+                raise ValueError(f"search.cv sites holds out one training site per fold and trains on the others: it "
+                                 f"needs at least two training sites; data.sites has {', '.join(training)} to train "
+                                 f"on" + (f" (test sites: {', '.join(data.test_sites)})" if data.test_sites else "")
+                                 + "; add a lab to data.sites, or set search.cv to a number of folds")
+        elif data.source != "csv":
+            raise ValueError(f"search.cv sites holds out one training site per fold and trains on the others: it "
+                             f"needs at least two training sites; data.source {data.source} is one site (list the "
+                             "labs under data.sites, or give a csv a site column), or set search.cv to a number of "
+                             "folds")
 
     def searched(self) -> dict[str, Distribution]:
         """The hyperparameters this experiment searches, by leaf name, in schema order."""

@@ -10,9 +10,11 @@ from leuktune import metrics
 from leuktune.config.distributions import Strict
 from leuktune.config.training import PositiveInt
 
-SearchMetric = Literal[tuple(f"val_{m}" for m in metrics.METRICS)]  # type: ignore[valid-type]
+# val_<metric>, or val_<metric>_worst: its worst held-out site (search.cv: sites)
+SearchMetric = Literal[tuple(o for o in metrics.OBJECTIVES if o not in metrics.COSTS)]  # type: ignore[valid-type]
 Objective = Literal[metrics.OBJECTIVES]  # type: ignore[valid-type]
 DEFAULT_METRIC = "val_balanced_accuracy"  # also what a run without its config.yaml is ranked by
+SITES = "sites"  # search.cv's leave-one-site-out (leuktune.data.folds.site_folds)
 
 
 class OptunaConfig(Strict):
@@ -98,8 +100,12 @@ class SearchConfig(Strict):
     # Choose by cross-validation (small sets): each trial trains K models, each holding out one of
     # K group-disjoint folds of the training and validation images, and is judged by their mean;
     # its model averages the K (leuktune.data.folds). auto: 5 folds below 3000 training and
-    # validation images, else off; null: off.
-    cv: Union[Annotated[int, Field(ge=2)], Literal["auto"], None] = None
+    # validation images, else off; null: off. sites: leave one lab out (data.sites, or a csv's site
+    # column): each fold validates on one training site's images and trains on the other sites'; the
+    # trial reports the mean over held-out sites as val_* and the worst site as val_*_worst (which
+    # search.metric may name, e.g. val_balanced_accuracy_worst), each site's figures in the history
+    # (its site column) and in sites.parquet. It needs at least two training sites.
+    cv: Union[Annotated[int, Field(ge=2)], Literal["auto", "sites"], None] = None
     study: StudyConfig = StudyConfig()
     # Earlier runs (folders or URIs) whose completed trials start this search's study (Optuna's
     # add_trials): the parameters both spaces search, where the earlier value lies in this space.
@@ -123,6 +129,10 @@ class SearchConfig(Strict):
         if self.objectives and (len(self.objectives) < 2 or self.objectives[0] != self.metric):
             raise ValueError(f"objectives must be the search metric ({self.metric}) followed by at least one "
                              f"more, e.g. [{self.metric}, params]; got {self.objectives}")
+        worst = [o for o in (self.metric, *self.objectives) if o.endswith(metrics.WORST)]
+        if worst and self.cv != SITES:
+            raise ValueError(f"{worst[0]} is the worst held-out site's figure, which only search.cv: sites reports "
+                             f"(got search.cv {self.cv}); set search.cv: sites, or name {metrics.of_worst(worst[0])}")
         if self.objectives and self.mode != metrics.mode(self.metric):
             raise ValueError(f"with objectives, each goes its own way: {self.metric} is {metrics.mode(self.metric)}")
         return self

@@ -11,6 +11,9 @@ does (scikit-learn's ``StratifiedGroupKFold``).
 A fold is the run's ``CachedDataset`` with other split codes: the same pixels, shared through the
 object store once, and the same fingerprint, since the folds follow from the data, K and the
 split seed alone (``cv_folds`` deals them again, identically, wherever it is asked).
+
+``search.cv: sites`` deals one fold per training site instead (``site_folds``): the fold validates
+on that lab's images and trains on the other labs', so a trial is judged on labs it never saw.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import dataclasses
 
 import numpy as np
 
+from leuktune.config import ConfigError
+from leuktune.config.search import SITES
 from leuktune.data.cache import SPLITS, CachedDataset
 from leuktune.data.files import DataError
 
@@ -28,6 +33,10 @@ from leuktune.data.files import DataError
 # over keeping the last epoch), at 5-6x the trial-seconds; larger sets were not measured.
 AUTO_BELOW = 3000
 AUTO_FOLDS = 5
+# A fold's split code for the rows it neither trains nor validates on: under search.cv: sites, the
+# other sites' images of a group (a patient, identical or near-identical images) that the held-out
+# site also has. Not a split of the run: only a fold's copy has it.
+LEFT_OUT = len(SPLITS)
 
 
 def pooled(data: CachedDataset) -> np.ndarray:
@@ -62,10 +71,10 @@ def check_folds(data: CachedDataset, k: int) -> None:
                         f"hold some of it; {instead}")
 
 
-def resolve(cv: int | str | None, data: CachedDataset) -> int | None:
-    """``search.cv`` as a number of folds, or None: ``auto`` is ``AUTO_FOLDS`` below ``AUTO_BELOW``
-    training and validation images (fewer where a class has fewer groups, as ``check_folds``
-    counts them), else off."""
+def resolve(cv: int | str | None, data: CachedDataset) -> int | str | None:
+    """``search.cv`` as a number of folds, ``sites``, or None: ``auto`` is ``AUTO_FOLDS`` below
+    ``AUTO_BELOW`` training and validation images (fewer where a class has fewer groups, as
+    ``check_folds`` counts them), else off."""
     if cv != "auto":
         return cv
     if len(pooled(data)) >= AUTO_BELOW:
@@ -101,3 +110,59 @@ def cv_folds(data: CachedDataset, k: int, seed: int) -> list[CachedDataset]:
         splits[rows[held]] = SPLITS.index("val")
         folds.append(dataclasses.replace(data, splits=splits))
     return folds
+
+
+def training_sites(data: CachedDataset) -> list[str]:
+    """The sites with training or validation images, in the data's order (a test site has none)."""
+    if data.sites is None:
+        return list(data.site_names)
+    held = set(data.sites[pooled(data)].tolist())
+    return [name for code, name in enumerate(data.site_names) if code in held]
+
+
+def check_sites(data: CachedDataset) -> None:
+    """A ConfigError naming the sites found when fewer than two can be held out (search.cv: sites)."""
+    found = training_sites(data)
+    if len(found) < 2:
+        tested = [s for s in data.site_names if s not in found]
+        raise ConfigError(f"search.cv sites holds out one training site per fold and trains on the others: it needs "
+                          f"at least two training sites; the data has {', '.join(found) or 'none'}"
+                          + (f" (and test site(s) {', '.join(tested)})" if tested else "")
+                          + "; add labs (data.sites, or a csv's site column), or set search.cv to a number of folds")
+
+
+def site_folds(data: CachedDataset) -> list[CachedDataset]:
+    """One copy of ``data`` per training site (``training_sites``' order): in the copy of site s,
+    every training and validation image of s is the validation split and the other sites' are the
+    training split; the test split as it was.
+
+    The held-out lab is validated on whole, its train and val rows alike: a lab the model never
+    saw is what the fold measures, and a row of it trained on elsewhere would show the lab's look
+    to the model (its val rows alone would leave its train rows idle). A group that also has images
+    at other sites (``leuktune.data.sites.spanning_groups``) keeps those out of the fold's training
+    (``LEFT_OUT``): the same patient or image on both sides would flatter the held-out score.
+
+    >>> from leuktune.data.cache import CachedDataset
+    >>> data = CachedDataset(images=np.zeros((6, 2, 2, 3), np.uint8), labels=np.array([0, 1] * 3),
+    ...                      splits=np.array([0, 1, 0, 1, 2, 2], np.int8), class_names=("ALL", "healthy"),
+    ...                      fingerprint="f", groups=np.array([0, 1, 2, 0, 4, 5]), site_names=("a", "b", "c"),
+    ...                      sites=np.array([0, 0, 1, 1, 2, 2]))
+    >>> [f.splits.tolist() for f in site_folds(data)]  # c is the test site; group 0 is at a and b
+    [[1, 1, 0, 3, 2, 2], [3, 0, 1, 1, 2, 2]]
+    """
+    check_sites(data)
+    rows, groups = pooled(data), _groups(data)
+    folds = []
+    for name in training_sites(data):
+        held = rows[data.sites[rows] == data.site_names.index(name)]
+        splits = data.splits.copy()
+        splits[rows] = SPLITS.index("train")
+        splits[rows[np.isin(groups[rows], groups[held])]] = LEFT_OUT
+        splits[held] = SPLITS.index("val")
+        folds.append(dataclasses.replace(data, splits=splits))
+    return folds
+
+
+def dealt(data: CachedDataset, cv: int | str, seed: int) -> list[CachedDataset]:
+    """The folds of a resolved ``search.cv``: one per training site (``sites``), or K dealt by ``cv_folds``."""
+    return site_folds(data) if cv == SITES else cv_folds(data, cv, seed)

@@ -80,14 +80,16 @@ def build_ensemble(cfg: ExperimentConfig, candidates: pd.DataFrame, models: list
         temperature = fitted if fitted is not None and np.isfinite(fitted) else fit_temperature(probs, val_labels)
         members.append(model.with_temperature(temperature))
         calibrated.append(rescale(probs, temperature))
-    weights = select(calibrated, val_labels, cfg.search.metric)
+    # a worst-site search metric (search.cv: sites) selects on its metric over the pooled validation images
+    metric = metrics.of_worst(cfg.search.metric)
+    weights = select(calibrated, val_labels, metric)
     kept = [i for i, w in enumerate(weights) if w > 0]
     averaged = combine([calibrated[i] for i in kept], [weights[i] for i in kept])
     record = EnsembleRecord(members=[str(candidates.iloc[i]["trial_id"]) for i in kept],
                             weights=[round(float(weights[i]), 6) for i in kept],
                             checkpoints=[folder.relative(members[i].location) for i in kept],
                             temperatures=[members[i].temperature for i in kept],
-                            temperature=fit_temperature(averaged, val_labels), metric=cfg.search.metric,
+                            temperature=fit_temperature(averaged, val_labels), metric=metric,
                             val_scores=classification_metrics(val_labels, averaged), data_fingerprint=data.fingerprint)
     folder.write_text(runfolder.ENSEMBLE, record.to_json())
     return EnsembleModel([members[i] for i in kept], record, folder.uri())

@@ -19,6 +19,7 @@ from leuktune.config import VALUE_TYPES
 from leuktune.metrics import METRICS
 
 CONFUSION = pa.list_(pa.list_(pa.int64()))  # rows = true class, columns = predicted
+WORST_COLUMNS = [(f"val_{m}_worst", pa.float64()) for m in METRICS]
 # Whether the validation split can tell a trial from the top (the search computes them as trials
 # end, leuktune.leaderboard.ties): tied or not, judged how (paired_bootstrap of the difference on the
 # same validation images, or standard_error: within the top's, for runs that kept no predictions),
@@ -54,6 +55,9 @@ SEARCH_COLUMNS = [
     *((f"val_{m}_se", pa.float64()) for m in METRICS), *TIE_COLUMNS,
     # a cross-validated trial (search.cv): its folds, and the standard deviation of each val metric over them
     ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
+    # a trial validated on held-out labs (search.cv: sites): each val metric at its worst site (the
+    # mean over sites is val_*; each site's figures are sites.parquet's)
+    *WORST_COLUMNS,
     ("params", pa.int64()), ("trainable_params", pa.int64()), ("inference_ms", pa.float64()),
     ("pareto_front", pa.bool_()),  # multi-objective searches: not dominated on every objective
     ("unfreeze_depth_effective", pa.int64()), ("stage_groups", pa.int64()), ("backbone_activation", pa.string()),
@@ -78,7 +82,7 @@ RESULT_COLUMNS = [
     *((name, _SEARCH[name]) for name in ("kept_epoch", "epochs_run", "stopped_by")),
     *((f"val_{m}", pa.float64()) for m in METRICS), ("val_confusion_matrix", CONFUSION),
     *((f"val_{m}_se", pa.float64()) for m in METRICS), *TIE_COLUMNS,
-    ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
+    ("val_folds", pa.int64()), *((f"val_{m}_fold_std", pa.float64()) for m in METRICS), *WORST_COLUMNS,
     *TEST_COLUMNS, *ENSEMBLE_COLUMNS, *REFIT_COLUMNS,
     *SEARCH_COLUMNS[SEARCH_COLUMNS.index(("params", pa.int64())):],
 ]
@@ -91,13 +95,23 @@ HISTORY_COLUMNS = [
     ("lr", pa.float64()), ("resumed_from_epoch", pa.int64()), ("newly_kept_epoch", pa.int64()),
     ("inference_ms", pa.float64()), *((f"val_{m}", pa.float64()) for m in METRICS),
     *((f"val_{m}_se", pa.float64()) for m in METRICS), ("val_folds", pa.int64()),
-    *((f"val_{m}_fold_std", pa.float64()) for m in METRICS),
+    *((f"val_{m}_fold_std", pa.float64()) for m in METRICS), *WORST_COLUMNS,
     ("val_confusion_matrix", CONFUSION), ("node_ip", pa.string()), ("node_id", pa.string()),
     # which validation of the trial the row is (train.validate_every: only validated epochs are rows),
     # and why a checkpoint due that epoch could not be written
     ("validation", pa.int64()), ("checkpoint_error", pa.string()),
+    # null on a trial's own rows; a search.cv: sites trial also has a row per held-out site and
+    # epoch, with that site's val_* and val_*_se (leuktune.leaderboard.held_out)
+    ("site", pa.string()),
 ]
 HISTORY = pa.schema(HISTORY_COLUMNS)
+# search.cv: sites (sites.parquet): a row per trial and held-out site, the site's figures at the
+# trial's kept epoch: each val metric with its bootstrap standard error on that site's images
+SITES = pa.schema([
+    ("experiment", pa.string()), ("trial_id", pa.string()), ("site", pa.string()), ("kept_epoch", pa.int64()),
+    ("val_images", pa.int64()), *((f"val_{m}", pa.float64()) for m in METRICS),
+    *((f"val_{m}_se", pa.float64()) for m in METRICS),
+])
 
 # Earlier releases' names of columns -> today's, for every table read (leaderboard.renamed) and every
 # table added to (leaderboard.conformed): a run folder of an earlier release opens, and resumes, as it is.

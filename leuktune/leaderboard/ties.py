@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from leuktune.leaderboard.ranking import ranked
-from leuktune.metrics import METRICS, group_resamples, resampled
+from leuktune.metrics import METRICS, WORST, group_resamples, mode, of_worst, resampled
 from leuktune.results import FAILED
 
 RESAMPLES = 1000  # a 95% interval's tails need about a thousand (the final evaluation's count)
@@ -81,17 +81,20 @@ class Resampled:
 def resample(folds: Sequence[ValPredictions], metric: str, *, resamples: int = RESAMPLES,
              seed: int = 0) -> Resampled | None:
     """``metric`` (``val_balanced_accuracy``, ...) of a trial's kept epoch on shared resamples of
-    each fold's images; None for a metric that is not a classification metric (a cost)."""
-    name = metric.removeprefix("val_")
+    each fold's images (the mean over folds; a ``_worst`` metric, the worst held-out site's in each
+    resample); None for a metric that is not a classification metric (a cost)."""
+    name = of_worst(metric).removeprefix("val_")
     if name not in METRICS or not folds:
         return None
-    values, digest = np.zeros(resamples), hashlib.sha256()
+    per_fold, digest = [], hashlib.sha256()
     for fold, p in enumerate(folds):
         counts = group_resamples(p.groups, resamples, np.random.default_rng([seed, fold]))
-        values += resampled(p.labels, p.probs.astype(np.float64), counts, (name,))[name]
+        per_fold.append(resampled(p.labels, p.probs.astype(np.float64), counts, (name,))[name])
         digest.update(p.rows.tobytes() + p.groups.tobytes() + b"|")
+    worst = np.min if mode(name) == "max" else np.max
+    values = worst(per_fold, axis=0) if metric.endswith(WORST) else np.sum(per_fold, axis=0) / len(folds)
     return Resampled(digest.hexdigest()[:16], sum(len(p.rows) for p in folds),
-                     sum(int(p.groups.max()) + 1 if len(p.groups) else 0 for p in folds), values / len(folds))
+                     sum(int(p.groups.max()) + 1 if len(p.groups) else 0 for p in folds), values)
 
 
 def difference_interval(top: Resampled, other: Resampled,

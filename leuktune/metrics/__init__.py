@@ -13,10 +13,10 @@ The table (table.py), a split's figures (scores.py), their bootstrap standard er
 
 from leuktune.metrics.bootstrap import SE_RESAMPLES, group_resamples, resampled, scores_and_errors, standard_errors
 from leuktune.metrics.scores import classification_metrics, confusion_matrix, score, split_scores
-from leuktune.metrics.table import COSTS, METRICS, OBJECTIVES, Scored, mode
+from leuktune.metrics.table import COSTS, METRICS, OBJECTIVES, WORST, Scored, mode, of_worst
 
 __all__ = [
-    "METRICS", "COSTS", "OBJECTIVES", "Scored", "mode",
+    "METRICS", "COSTS", "OBJECTIVES", "WORST", "Scored", "mode", "of_worst",
     "classification_metrics", "score", "confusion_matrix", "split_scores",
     "resampled", "group_resamples", "standard_errors", "scores_and_errors", "SE_RESAMPLES",
 ]

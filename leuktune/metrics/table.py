@@ -84,16 +84,26 @@ METRICS: tuple[str, ...] = tuple(TABLE)
 # What a multi-objective search may also weigh against a val_* metric: the model's size and its
 # inference time per image (validation forward passes, in milliseconds); smaller is better.
 COSTS = ("params", "trainable_params", "inference_ms")
-OBJECTIVES: tuple[str, ...] = (*(f"val_{m}" for m in METRICS), *COSTS)
+# A search that validates on held-out labs (search.cv: sites) also reports each metric at its worst
+# site: val_<metric>_worst (the lowest balanced accuracy, the highest loss), what a model that must
+# hold at every lab is chosen by.
+WORST = "_worst"
+OBJECTIVES: tuple[str, ...] = (*(f"val_{m}" for m in METRICS), *(f"val_{m}{WORST}" for m in METRICS), *COSTS)
+
+
+def of_worst(metric: str) -> str:
+    """The metric a worst-site figure is the worst of (``val_loss_worst`` -> ``val_loss``); any other as it is."""
+    return metric.removesuffix(WORST)
 
 
 def mode(metric: str) -> str:
     """'max' or 'min' for a metric or cost, with or without its split prefix.
 
-    >>> mode("val_loss"), mode("test_f1_macro"), mode("params")
-    ('min', 'max', 'min')
+    >>> mode("val_loss"), mode("test_f1_macro"), mode("params"), mode("val_balanced_accuracy_worst")
+    ('min', 'max', 'min', 'max')
     """
     if metric in COSTS:
         return "min"
+    metric = of_worst(metric)  # the worst site's figure goes the way its metric goes
     name = metric.split("_", 1)[1] if metric.startswith(("val_", "test_")) else metric
     return "max" if TABLE[name][1] else "min"

@@ -59,7 +59,9 @@ def collect(runs: list[str | Path | RunFolder]) -> Inputs:
     board = leaderboard.load([f.uri() for f in folders])
     first = folders[0]
     config = first.saved_config() if first.exists(runfolder.CONFIG) else ExperimentConfig()
-    return Inputs(folders, config, board, _table(folders, runfolder.HISTORY), _table(folders, runfolder.EVALUATION),
+    # the trials' own epochs: a held-out site's rows (search.cv: sites) are not a trial's curve
+    history = leaderboard.held_out.trial_epochs(_table(folders, runfolder.HISTORY))
+    return Inputs(folders, config, board, history, _table(folders, runfolder.EVALUATION),
                   _table(folders, runfolder.PREDICTIONS), _table(folders, runfolder.REFIT_FOLDS), _table([first], runfolder.SPLIT),
                   _table([first], runfolder.REJECTED), _table([first], runfolder.NEAR_DUPLICATES),
                   leaderboard.external_metrics(first))

@@ -1,7 +1,8 @@
 """Where a run's files live, derived in one place, on a local disk or in a bucket.
 
 ``<storage.path>/<name>/`` holds the resolved ``config.yaml``, ``split.parquet``, each stage's
-own table (the search's ``trials.parquet`` and ``history.parquet``; the final evaluation's
+own table (the search's ``trials.parquet`` and ``history.parquet``, and
+``sites.parquet`` under search.cv: sites; the final evaluation's
 ``test.parquet``, ``evaluation.parquet``, ``test_predictions.parquet``, ``ensemble.json`` and
 ``refit_folds.parquet``; ``external/``), the ``leaderboard.parquet`` derived from them (leuktune.leaderboard),
 ``rejected.parquet`` and ``near_duplicates.parquet`` when there are any, the search's Optuna study
@@ -18,6 +19,7 @@ The names (layout.py), the folder and its path rules (folder.py), reading and wr
 from leuktune.runfolder.folder import RunFolder, RunFolderError
 from leuktune.runfolder.layout import (ADAPTED, CONFIG, ENSEMBLE, EVALUATION, EXPORT, EXTERNAL, HISTORY, LEADERBOARD,
                                        LOCK, NEAR_DUPLICATES, PREDICTIONS, REFIT_FOLDS, REJECTED, RENAMED_FILES, REPORT,
+                                       SITES,
                                        SPANNING_GROUPS, SPLIT, STUDY, TENSORBOARD, TEST, TRIALS, TRIALS_TABLE, TUNE, adapted, external,
                                        history_part)
 
@@ -25,5 +27,5 @@ __all__ = [
     "RunFolder", "RunFolderError", "adapted", "external", "history_part", "ADAPTED",
     "CONFIG", "SPLIT", "LEADERBOARD", "TRIALS_TABLE", "TEST", "ENSEMBLE", "EXTERNAL", "HISTORY", "STUDY", "TENSORBOARD",
     "REJECTED", "NEAR_DUPLICATES", "LOCK", "EVALUATION", "PREDICTIONS", "REFIT_FOLDS", "TUNE", "TRIALS", "REPORT", "EXPORT",
-    "RENAMED_FILES", "SPANNING_GROUPS",
+    "RENAMED_FILES", "SITES", "SPANNING_GROUPS",
 ]

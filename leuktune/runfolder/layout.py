@@ -18,6 +18,7 @@ TEST = "test.parquet"  # the final evaluation's: a row per model scored on the t
 ENSEMBLE = "ensemble.json"  # the weighted ensemble of the best trials: members, weights, temperatures
 EXTERNAL = "external"  # external test sets: <name>.parquet (metrics), <name>.predictions.parquet
 HISTORY = "history.parquet"
+SITES = "sites.parquet"  # search.cv: sites: a row per trial and held-out site (leuktune.leaderboard.held_out)
 STUDY = "study.db"  # the search's Optuna study (SQLite), unless search.study.storage names a database
 TENSORBOARD = "tensorboard"  # tracking.tensorboard: one folder of event files per trial
 REJECTED = "rejected.parquet"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from leuktune.config.search import SITES
 from leuktune.metrics.calibration import rescale
 from leuktune.results import EnsembleRecord
 from leuktune.trained.base import Trained
@@ -101,7 +102,8 @@ class EnsembleModel(Composite):
 
 
 class FoldModel(Composite):
-    """A cross-validated trial's model (``search.cv``): its K fold models as one, their
+    """A cross-validated trial's model (``search.cv``: K, or ``sites``: a member per held-out lab):
+    its K fold models as one, their
     probabilities averaged with equal weights (uncalibrated as the trial: ``predict`` rescales
     them by the temperature the final evaluation fitted). The folds share the trial's recipe and
     its epoch, so one temperature for their average serves where K would each be fitted on a fifth
@@ -133,12 +135,14 @@ class FoldModel(Composite):
         if split == "test":
             return super().split_probabilities(data, split, tta=tta)
         # the data layer imports Ray: predicting from files does not need it
-        from leuktune.data.folds import cv_folds
+        from leuktune.data.folds import dealt
 
         self.members[0].check_same_data(data)
         rows = data.indices(split)
         out = np.full((len(rows), len(self.classes)), np.nan)
-        folds = cv_folds(data, len(self.members), self.config.data.split.seed)
+        # search.cv: sites: each member held out one training site (in the data's order), else one of K dealt folds
+        cv = SITES if self.config.search.cv == SITES else len(self.members)
+        folds = dealt(data, cv, self.config.data.split.seed)
         pixels = data.for_stain(self.config.data.stain_normalize).pixels()  # the folds' one method
         for member, fold in zip(self.members, folds):
             held = np.isin(rows, fold.indices("val"))

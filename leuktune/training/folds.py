@@ -13,6 +13,10 @@ trial, naming the fold. A fold whose checkpoint could not be written leaves the 
 checkpoint (``checkpoint_error`` names the fold), as a trial's failed write does: a trial's
 checkpoint always holds every fold, so a resume keeps the folds in step.
 
+With ``search.cv: sites`` the folds are the training sites (leuktune.data.folds.site_folds): the
+mean over held-out sites is the trial's ``val_*``, the worst site its ``val_*_worst``, and each
+site's figures travel with the report (``val_sites``) to the history and ``sites.parquet``.
+
 The folds run one after another: a cross-validated search is for small sets, where a fold's
 epoch takes seconds and a cluster's parallelism is better spent on concurrent trials.
 """
@@ -31,9 +35,10 @@ import numpy as np
 
 from leuktune.config import ExperimentConfig
 from leuktune.data.cache import CachedDataset
-from leuktune.data.folds import cv_folds
+from leuktune.config.search import SITES
+from leuktune.data.folds import dealt, training_sites
 from leuktune.errors import LeuktuneError
-from leuktune.metrics import METRICS
+from leuktune.metrics import METRICS, WORST, mode
 from leuktune.results import EpochReport
 from leuktune.training import checkpoint
 from leuktune.training.loop import epochs
@@ -101,8 +106,9 @@ def fold_config(cfg: ExperimentConfig) -> ExperimentConfig:
 def run_folds(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: float | None = None) -> None:
     """Train the K folds of a cross-validated trial epoch by epoch; report each validated epoch's
     mean over folds with, when due, the checkpoint of every fold."""
-    k, phases = cfg.search.cv, Phases(launched_at)
-    folds = cv_folds(data, k, cfg.data.split.seed)
+    phases = Phases(launched_at)
+    folds = dealt(data, cfg.search.cv, cfg.data.split.seed)
+    k, sites = len(folds), training_sites(data) if cfg.search.cv == SITES else None
     resumed = session.checkpoint()
     with resumed.as_directory() if resumed else contextlib.nullcontext(None) as folder:
         sessions = [FoldSession(session, f, folder) for f in range(k)]
@@ -122,7 +128,7 @@ def run_folds(cfg: ExperimentConfig, data: CachedDataset, session, launched_at: 
             if all(verdict is None for _, verdict in stepped):  # an epoch not validated
                 continue
             report, verdict = combined(cfg, trials[0], [s.last for s in sessions], kept, reported, resumed_from,
-                                       phases)
+                                       phases, sites)
             due = verdict.checkpoint_due and not report.diverged
             unwritten = _unwritten(sessions) if due else None
             if unwritten:
@@ -163,19 +169,22 @@ def _resumed_kept(folder: str | None) -> Kept:
 
 
 def combined(cfg: ExperimentConfig, first: Trial, reports: list[EpochReport], kept: Kept, since: int,
-             resumed_from: int, phases: Phases) -> tuple[EpochReport, Verdict]:
+             resumed_from: int, phases: Phases, sites: list[str] | None = None) -> tuple[EpochReport, Verdict]:
     """The trial's report of an epoch from its folds' reports: each val metric's mean over folds,
     the mean's standard error (their standard deviation / sqrt(K)) and their standard deviation;
     the folds' confusion matrices summed (every training and validation image once, predicted by
-    the model that did not train on it). The mean is judged as a trial's score is (``kept`` is
-    updated). A fold that diverged makes the trial diverge."""
+    the model that did not train on it). Folds that are ``sites`` add each metric at its worst
+    site and each site's figures. The search metric (a mean, or a worst site's) is judged as a
+    trial's score is (``kept`` is updated). A fold that diverged makes the trial diverge."""
     k, epoch = len(reports), reports[0].epoch
     diverged = any(r.diverged for r in reports)
     sign = 1 if cfg.search.mode == "max" else -1
     values = {m: np.array([r.val.get(m, math.nan) for r in reports], dtype=float) for m in METRICS}
     mean = {} if diverged else {m: float(np.mean(v)) for m, v in values.items()}
     spread = {} if diverged else {m: float(np.std(v, ddof=1)) for m, v in values.items()}
-    score = sign * mean.get(cfg.search.metric.removeprefix("val_"), math.nan)
+    worst = {} if diverged or not sites else {m: _worst(m, v) for m, v in values.items()}
+    figures = {**mean, **{f"{m}{WORST}": v for m, v in worst.items()}}
+    score = sign * figures.get(cfg.search.metric.removeprefix("val_"), math.nan)
     validation = reports[0].validation
     verdict = judge(cfg.train, kept, epoch, validation, since, score, diverged,
                     loss=mean.get("loss", math.nan), ece=mean.get("ece", math.nan))
@@ -186,6 +195,9 @@ def combined(cfg: ExperimentConfig, first: Trial, reports: list[EpochReport], ke
         train_images_per_s=k / sum(1 / max(r.train_images_per_s, 1e-9) for r in reports),
         lr=reports[0].lr, epoch_seconds=sum(r.epoch_seconds for r in reports), validation=validation,
         val=mean, val_se={m: s / math.sqrt(k) for m, s in spread.items()}, val_folds=k, val_fold_std=spread,
+        val_worst=worst, val_sites={} if diverged or not sites else
+        {site: {"val": dict(r.val), "val_se": dict(r.val_se), "val_images": r.val_images}
+         for site, r in zip(sites, reports)},
         val_confusion_matrix=None if diverged or None in matrices else np.sum(matrices, axis=0).tolist(),
         val_images=sum(r.val_images for r in reports),
         inference_ms=float(np.mean([r.inference_ms for r in reports])),
@@ -195,3 +207,12 @@ def combined(cfg: ExperimentConfig, first: Trial, reports: list[EpochReport], ke
         facts=first.facts, launched_at=phases.launched_at, loop_started_at=phases.started_at,
         phase_seconds=phases.rounded())
     return report, verdict
+
+
+def _worst(metric: str, values: np.ndarray) -> float:
+    """The worst site's value of a metric (the lowest accuracy, the highest loss); a site where it
+    is undefined (ROC-AUC without one of the classes) is left out, NaN where every site's is."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return math.nan
+    return float(finite.min() if mode(metric) == "max" else finite.max())

@@ -1,6 +1,7 @@
 """Tune's per-trial results -> the search's tables (``trials.parquet``, ``history.parquet``,
-and the leaderboard derived from them), one progress line per trial-epoch on the console, and the
-same records to whatever follows the search (the study's user attributes, MLflow, TensorBoard).
+``sites.parquet`` under search.cv: sites, and the leaderboard derived from them), one progress
+line per trial-epoch on the console, and the same records to whatever follows the search (the
+study's user attributes, MLflow, TensorBoard).
 
 The callback runs in the driver. Each epoch's row is stored at once in the trial's own small
 file (``history/<trial>.parquet``), so a search whose driver dies loses nothing a resumed search
@@ -21,6 +22,7 @@ from ray import tune
 import leuktune
 from leuktune import leaderboard, runfolder
 from leuktune.config import ExperimentConfig
+from leuktune.config.search import SITES as CV_SITES
 from leuktune.results import EpochReport, TrialRecord, TrialStatus
 from leuktune.runfolder import RunFolder
 from leuktune.runtime import echo
@@ -84,11 +86,12 @@ class LeaderboardCallback(tune.Callback):
             part = runfolder.history_part(trial_id)
             # an earlier release's part (a search resumed after an upgrade) under today's names
             rows = leaderboard.read_renamed(self.folder, part).to_dict("records")
-            self._results[trial_id] = [EpochReport.from_result(row) for row in rows]
+            self._results[trial_id] = leaderboard.held_out.reports(rows)  # a held-out site's rows join their epoch
         return self._results[trial_id]
 
     def _history_rows(self, trial_id: str, reports: list[EpochReport]) -> list[dict]:
-        return [{"experiment": self.cfg.name, "trial_id": trial_id, **r.to_result()} for r in reports]
+        base = {"experiment": self.cfg.name, "trial_id": trial_id}
+        return [row for r in reports for row in leaderboard.held_out.history_rows(base, r)]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._started.setdefault(trial.trial_id, (_now(), time.monotonic()))
@@ -181,6 +184,10 @@ class LeaderboardCallback(tune.Callback):
             leaderboard.append(self.folder, runfolder.HISTORY,
                                [row for _, rs, t in new for row in self._history_rows(t, rs)],
                                leaderboard.HISTORY, replacing=[t for _, _, t in new])
+            if self.cfg.search.cv == CV_SITES:  # each held-out site's figures at the trial's kept epoch
+                held = [row for _, rs, t in new for row in leaderboard.held_out.kept_rows(self.cfg.name, t, rs)]
+                leaderboard.append(self.folder, runfolder.SITES, held, leaderboard.SITES,
+                                   replacing=[t for _, _, t in new])
             board = pd.concat([board, pd.DataFrame([r for r, _, _ in new])], ignore_index=True)
             search = self.cfg.search
             for other, checkpoint in zip(board["trial_id"], board["checkpoint"]):

@@ -154,13 +154,19 @@ def prepare_data(cfg, echo: Callable[[str], None] = runtime.echo):
 
 
 def with_folds(cfg, data, echo: Callable[[str], None] = runtime.echo):
-    """``cfg`` with ``search.cv`` as a number of folds or off (``auto`` decided by the data's size); a
-    DataError, before any trial, when a class has fewer groups than folds."""
+    """``cfg`` with ``search.cv`` as a number of folds, sites, or off (``auto`` decided by the data's
+    size); before any trial, a DataError when a class has fewer groups than folds, a ConfigError when
+    sites finds fewer than two training sites."""
     # leuktune.search is read without running a search (help(), the API's names): Ray and torch only when one runs
     from leuktune.data import folds
 
     cv = folds.resolve(cfg.search.cv, data)
-    if cv:
+    if cv == folds.SITES:
+        folds.check_sites(data)  # a csv's site column is only known now (data.sites: checked with the config)
+        held = folds.training_sites(data)
+        echo(f"[leuktune] search.cv sites: each trial trains {len(held)} models, each validated on one lab it never "
+             f"saw ({', '.join(held)}), and is judged by their mean (val_*) and its worst lab (val_*_worst)")
+    elif cv:
         folds.check_folds(data, cv)
         echo(f"[leuktune] search.cv {cfg.search.cv}: each trial trains {cv} models on {cv} group-disjoint folds of "
              f"the {len(folds.pooled(data))} training and validation images and is judged by their mean")

@@ -78,6 +78,9 @@ def _cv(cv) -> str:
     if cv == "auto":
         return (f"; chosen by cross-validation ({folds.AUTO_FOLDS} folds) if the data has fewer than "
                 f"{folds.AUTO_BELOW} training and validation images (search.cv auto)")
+    if cv == "sites":
+        return ("; chosen on labs held out: a fold per training site (search.cv sites), judged by the mean and "
+                "worst site")
     return f"; chosen by cross-validation: {cv} folds of the training and validation images" if cv else ""
 
 
