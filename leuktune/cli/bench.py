@@ -14,6 +14,7 @@ import torch
 
 from leuktune.bench.strategies import EXTERNAL_VARIANTS, SELECTION_VARIANTS, STRATEGIES, VARIANTS
 from leuktune.cli.bench_adapt import ADAPT, ADAPT_COST
+from leuktune.cli.bench_sites import SITES
 from leuktune.cli.bench_options import Bench, has_tabulate, launcher, overrides, searches
 from leuktune.errors import command
 
@@ -232,6 +233,7 @@ BENCHES = {
                        _selection_arguments, _selection),
     "adapt": ADAPT,
     "adapt-cost": ADAPT_COST,
+    "sites": SITES,
 }
 
 
