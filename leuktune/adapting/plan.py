@@ -28,7 +28,7 @@ from leuktune.config import ConfigError
 LABEL_FREE = ("bn", "colour")
 TUNING = ("head", "last", "whole")
 STEPS = (*LABEL_FREE, *TUNING, "temperature")
-# What leuktune adapts with unless told: the steps bench adapt found to help (see README). On two real
+# What leuktune adapts with unless told: the steps bench adapt found to help (docs/benchmarks.md, Adaptation). On two real
 # labs, a network trained from scratch at home gained nothing from tuning its head or last stage group
 # (0.34 -> 0.38-0.42 balanced accuracy) and most from tuning the whole of it (0.34 -> 0.58-0.64).
 DEFAULT_STEPS = ("bn", "colour", "whole", "temperature")

@@ -192,7 +192,7 @@ class TrainConfig(Strict):
     # broken by the lower validation loss, then the lower calibration error, then the later
     # epoch; first_best = the first epoch to reach the best metric, ties ignored (leuktune before
     # 0.2 kept this one: for comparisons). last is the default: over 3 seeds on 3 sets (bench
-    # selection, README) a search that kept its trials' last epochs chose better on test than one
+    # selection, docs/benchmarks.md) a search that kept its trials' last epochs chose better on test than one
     # that kept their best epochs, each time, and never worse than one default trial.
     keep: Literal["last", "best", "first_best"] = "last"
     # A resumable checkpoint every N epochs (at the first validated epoch from there), at every
