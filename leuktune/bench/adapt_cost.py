@@ -1,7 +1,8 @@
 """What adapting a trial costs: a network of the asked backbone (random weights: the cost does not
 depend on them) adapted with ``per_class`` labelled cells of each class of the built-in set's second
-site, with the default steps (chosen by cross-validation) and each tuning step alone, timed on this
-machine's CPU threads. No run, no Ray: the network is built as a trial's checkpoint would give it."""
+site, with the default steps (chosen by cross-validation, and applied as asked) and each tuning step
+alone, timed on this machine's CPU threads. No run, no Ray: the network is built as a trial's
+checkpoint would give it."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def bench_adapt_cost(backbone: str, image_size: int, per_class: int, classes: in
     labelled = _cells(root, names, per_class, image_size)
     home = log_statistics(labelled.pixels[:, ::-1])  # any home statistics: only the cost is measured here
     lab = Lab(labelled, no_cells(image_size), colour_map(log_statistics(labelled.pixels), home))
-    variants = variants or {"default (chosen)": Plan(), "head alone": Plan(steps=("head",), choose=False),
+    variants = variants or {"default steps, chosen": Plan(), "default steps, as asked": Plan(choose=False),
+                            "head alone": Plan(steps=("head",), choose=False),
                             "last alone": Plan(steps=("last",), choose=False),
                             "whole alone": Plan(steps=("whole",), choose=False)}
     rows = []

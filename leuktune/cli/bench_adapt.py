@@ -55,6 +55,6 @@ ADAPT = Bench("a home run's best trial (and ensemble) adapted to other labs with
               ("--trials 2 --per-class 0 5 --seeds 0 --variants 'head alone' 'chosen (default steps)'",
                "--run runs/wbc --labs /data/sites/lisc /data/sites/giib --per-class 0 5 10 20"),
               _adapt_arguments, _adapt)
-ADAPT_COST = Bench("seconds to adapt one trial of a backbone (random weights) with the default steps and each "
-                   "tuning step alone, on this machine's CPU threads",
+ADAPT_COST = Bench("seconds to adapt one trial of a backbone (random weights) with the default steps (chosen, and "
+                   "as asked) and each tuning step alone, on this machine's CPU threads",
                    ("", "--backbone resnet50 --image-size 64 --per-class 20"), _cost_arguments, _cost)
