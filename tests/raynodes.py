@@ -225,7 +225,11 @@ def _start_head(num_cpus: int, system_config: dict | None, env: dict | None, ext
     # As in an activated environment: a job's `python` is the one with leuktune's requirements.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
-    env.pop("RAY_ADDRESS", None)
+    # Every process of this cluster (the head's and the workers' Ray workers inherit it) names this
+    # cluster: Ray Train's controller looks its actors up through the state API, which, with no
+    # address, refuses when it finds two Ray instances on the machine (the suite's own and this one)
+    # and the trial waited forever.
+    env["RAY_ADDRESS"] = f"127.0.0.1:{gcs}"
     command = [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
                "--dashboard-host=127.0.0.1", f"--ray-client-server-port={client}", f"--num-cpus={num_cpus}",
                "--object-store-memory=300000000", f"--temp-dir={temp}", *_node_ports(), *extra]
