@@ -23,15 +23,20 @@ from leuktune.tuning.driver import search
 BUILTIN = "builtin"
 
 
+def located(dataset: str, expected: str = "a class folder or a CSV/Parquet manifest") -> tuple[str, Path]:
+    """(data.source, absolute path) of a class folder or a CSV/Parquet manifest; FileNotFoundError
+    names it and says what was ``expected``."""
+    path = Path(dataset).resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"{dataset}: no such set (expected {expected} with columns path, label[, group])")
+    return ("csv" if path.suffix in (".csv", ".parquet") else "imagefolder"), path
+
+
 def data_settings(dataset: str) -> list[str]:
     """The overrides that point a search at ``dataset``: ``builtin``, a class folder or a manifest."""
     if dataset == BUILTIN:
         return SELECTION_BUILTIN
-    path = Path(dataset).resolve()
-    if not path.exists():
-        raise FileNotFoundError(f"{dataset}: no such set (expected {BUILTIN!r}, a class folder or a CSV/Parquet "
-                                "manifest with columns path, label[, group])")
-    source = "csv" if path.suffix in (".csv", ".parquet") else "imagefolder"
+    source, path = located(dataset, f"{BUILTIN!r}, a class folder or a CSV/Parquet manifest")
     return [f"data.source={source}", f"data.root={path}"]
 
 

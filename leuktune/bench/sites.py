@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from leuktune.bench.selection import pick
+from leuktune.bench.selection import located, pick
 from leuktune.runtime import ray_session
 from leuktune.tuning.driver import search
 
@@ -35,11 +35,7 @@ BUILTIN_LABS = {"home": 0, "tehran": 1, "bogota": 2, "far": 3}  # the built-in s
 
 
 def _site(root: str) -> str:
-    path = Path(root).resolve()
-    if not path.exists():
-        raise FileNotFoundError(f"{root}: no such lab (expected a class folder, or a CSV/Parquet manifest with "
-                                "columns path, label[, group])")
-    source = "csv" if path.suffix in (".csv", ".parquet") else "imagefolder"
+    source, path = located(root)
     return f"{{source: {source}, root: '{path}'}}"
 
 

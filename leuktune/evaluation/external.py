@@ -71,13 +71,17 @@ def parse_classes(text: str | None) -> dict[str, str]:
 
 @dataclass
 class ExternalData:
-    pixels: np.ndarray  # as the first normaliser asked for made them
     table: pd.DataFrame  # path, label (the model's class name), group, site, y (class id)
     rejected: pd.DataFrame  # path, label, error
     near_training: pd.DataFrame  # path, training_path, distance (0: identical pixels)
-    # the pixels by stain normaliser (``stain_key``): a search that drew data.stain_normalize has
-    # trials normalised each its own way
-    by_stain: dict[str, np.ndarray] = field(default_factory=dict)
+    # the pixels by stain normaliser (``stain_key``), in the order they were asked for: a search that
+    # drew data.stain_normalize has trials normalised each its own way
+    by_stain: dict[str, np.ndarray]
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The pixels as the first normaliser asked for made them."""
+        return next(iter(self.by_stain.values()))
 
     def for_model(self, model) -> np.ndarray:
         """The pixels as ``model``'s own images were normalised."""
@@ -123,7 +127,7 @@ def read_external(ext: ExternalSet, cfg: ExperimentConfig, classes: tuple[str, .
     table["y"] = table["label"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
     info = scanned.info.iloc[keep].reset_index(drop=True)
     by_stain = {key: np.asarray(scan.pixels)[keep] for key, scan in scans.items()}
-    return ExternalData(next(iter(by_stain.values())), table[["path", "label", "group", SITE, "y"]], rejected,
+    return ExternalData(table[["path", "label", "group", SITE, "y"]], rejected,
                         _near_training(info, cfg, folder, normalizer, progress), by_stain)
 
 
